@@ -1,0 +1,263 @@
+//! Defaulting: the fields the apiserver fills in on create, as Kubernetes' SetDefaults_*
+//! functions do, so clients read back what a real cluster would show them.
+
+use serde_json::{json, Map, Value};
+
+use super::meta;
+
+/// Fill metadata every object gets on create.
+pub fn defaults_for_create(kind: &str, obj: &mut Value, namespace: Option<&str>) {
+    let has_spec = obj.get("spec").is_some() || kind == "Pod" || kind == "ReplicationController";
+    let m = meta::metadata_mut(obj);
+    if let Some(ns) = namespace {
+        m.insert("namespace".into(), Value::String(ns.to_string()));
+    }
+    m.insert(
+        "uid".into(),
+        Value::String(uuid::Uuid::new_v4().to_string()),
+    );
+    m.insert(
+        "creationTimestamp".into(),
+        Value::String(meta::now_rfc3339()),
+    );
+    m.remove("deletionTimestamp");
+    m.remove("deletionGracePeriodSeconds");
+    if has_spec {
+        m.insert("generation".into(), json!(1));
+    } else {
+        m.remove("generation");
+    }
+    match kind {
+        "Pod" => {
+            default_pod_spec(ensure_object(obj, "spec"));
+            // Status belongs to the kubelet; a client cannot create a pod already running.
+            let qos = qos_class(obj.get("spec").unwrap_or(&Value::Null));
+            obj["status"] = json!({"phase": "Pending", "qosClass": qos});
+        }
+        "ReplicationController" => default_rc(obj),
+        "Service" => {
+            default_service_spec(ensure_object(obj, "spec"));
+            obj["status"] = json!({"loadBalancer": {}});
+        }
+        "Namespace" => {
+            let spec = ensure_object(obj, "spec");
+            spec.entry("finalizers")
+                .or_insert_with(|| json!(["kubernetes"]));
+            obj["status"] = json!({"phase": "Active"});
+        }
+        "Event" => default_event(obj),
+        _ => {}
+    }
+}
+
+/// Defaults that also apply to the pod spec inside a replication controller's template.
+pub fn default_pod_spec(spec: &mut Map<String, Value>) {
+    set_missing(spec, "restartPolicy", json!("Always"));
+    set_missing(spec, "dnsPolicy", json!("ClusterFirst"));
+    set_missing(spec, "schedulerName", json!("default-scheduler"));
+    set_missing(spec, "terminationGracePeriodSeconds", json!(30));
+    set_missing(spec, "securityContext", json!({}));
+    set_missing(spec, "enableServiceLinks", json!(true));
+    for list in ["containers", "initContainers"] {
+        if let Some(Value::Array(containers)) = spec.get_mut(list) {
+            for c in containers.iter_mut().filter_map(Value::as_object_mut) {
+                default_container(c);
+            }
+        }
+    }
+}
+
+fn default_container(c: &mut Map<String, Value>) {
+    let policy = match c.get("image").and_then(Value::as_str) {
+        Some(image) if image_tag(image).is_none_or(|t| t == "latest") => "Always",
+        _ => "IfNotPresent",
+    };
+    set_missing(c, "imagePullPolicy", json!(policy));
+    set_missing(c, "terminationMessagePath", json!("/dev/termination-log"));
+    set_missing(c, "terminationMessagePolicy", json!("File"));
+    set_missing(c, "resources", json!({}));
+    if let Some(Value::Array(ports)) = c.get_mut("ports") {
+        for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+            set_missing(p, "protocol", json!("TCP"));
+        }
+    }
+}
+
+/// The tag of an image reference, if it names one (a digest reference names none).
+fn image_tag(image: &str) -> Option<&str> {
+    if image.contains('@') {
+        return Some("digest");
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    last.split_once(':').map(|(_, t)| t)
+}
+
+fn default_rc(obj: &mut Value) {
+    let template_labels = obj
+        .pointer("/spec/template/metadata/labels")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let spec = ensure_object(obj, "spec");
+    set_missing(spec, "replicas", json!(1));
+    set_missing(spec, "minReadySeconds", json!(0));
+    let selector_empty = spec
+        .get("selector")
+        .and_then(Value::as_object)
+        .is_none_or(Map::is_empty);
+    if selector_empty && template_labels.is_object() {
+        spec.insert("selector".into(), template_labels.clone());
+    }
+    if let Some(Value::Object(template)) = spec.get_mut("template") {
+        let tspec = template
+            .entry("spec")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(tspec) = tspec {
+            default_pod_spec(tspec);
+        }
+    }
+    let labels_empty = obj
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .is_none_or(Map::is_empty);
+    if labels_empty && template_labels.is_object() {
+        meta::metadata_mut(obj).insert("labels".into(), template_labels);
+    }
+    obj["status"] = json!({"replicas": 0});
+}
+
+pub fn default_service_spec(spec: &mut Map<String, Value>) {
+    set_missing(spec, "type", json!("ClusterIP"));
+    set_missing(spec, "sessionAffinity", json!("None"));
+    if let Some(Value::Array(ports)) = spec.get_mut("ports") {
+        for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+            set_missing(p, "protocol", json!("TCP"));
+            if let Some(port) = p.get("port").cloned() {
+                set_missing(p, "targetPort", port);
+            }
+        }
+    }
+}
+
+fn default_event(obj: &mut Value) {
+    let now = meta::now_rfc3339();
+    let m = obj.as_object_mut();
+    if let Some(m) = m {
+        set_missing(m, "type", json!("Normal"));
+        set_missing(m, "count", json!(1));
+        if !m.contains_key("firstTimestamp") && !m.contains_key("eventTime") {
+            m.insert("firstTimestamp".into(), json!(now));
+        }
+        if !m.contains_key("lastTimestamp") && !m.contains_key("eventTime") {
+            m.insert("lastTimestamp".into(), json!(now));
+        }
+    }
+}
+
+/// Kubernetes' QoS class: Guaranteed when every container has equal cpu and memory limits
+/// and requests, BestEffort when none has any, Burstable otherwise.
+pub fn qos_class(spec: &Value) -> &'static str {
+    let containers = spec
+        .get("containers")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let mut any = false;
+    let mut guaranteed = !containers.is_empty();
+    for c in containers {
+        let requests = c.pointer("/resources/requests").and_then(Value::as_object);
+        let limits = c.pointer("/resources/limits").and_then(Value::as_object);
+        let non_empty = |m: Option<&Map<String, Value>>| m.is_some_and(|m| !m.is_empty());
+        any |= non_empty(requests) || non_empty(limits);
+        for res in ["cpu", "memory"] {
+            let limit = limits.and_then(|l| l.get(res));
+            // A request defaults to its limit, so only a differing explicit request breaks it.
+            let request = requests.and_then(|r| r.get(res)).or(limit);
+            if limit.is_none() || request != limit {
+                guaranteed = false;
+            }
+        }
+    }
+    match (any, guaranteed) {
+        (false, _) => "BestEffort",
+        (true, true) => "Guaranteed",
+        (true, false) => "Burstable",
+    }
+}
+
+fn set_missing(m: &mut Map<String, Value>, key: &str, value: Value) {
+    if m.get(key).is_none_or(Value::is_null) {
+        m.insert(key.to_string(), value);
+    }
+}
+
+fn ensure_object<'a>(obj: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
+    if !obj.is_object() {
+        *obj = Value::Object(Map::new());
+    }
+    let map = obj.as_object_mut().expect("object ensured above");
+    let entry = map
+        .entry(key.to_string())
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !entry.is_object() {
+        *entry = Value::Object(Map::new());
+    }
+    entry.as_object_mut().expect("object ensured above")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn untagged_and_latest_images_are_always_pulled() {
+        let mut spec = json!({"containers": [
+            {"name": "a", "image": "busybox"},
+            {"name": "b", "image": "busybox:latest"},
+            {"name": "c", "image": "registry:5000/busybox:1.36"},
+        ]});
+        default_pod_spec(spec.as_object_mut().expect("object"));
+        let policies: Vec<_> = spec["containers"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|c| {
+                c["imagePullPolicy"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(policies, ["Always", "Always", "IfNotPresent"]);
+    }
+
+    #[test]
+    fn rc_selector_and_labels_default_from_the_template() {
+        let mut rc = json!({"metadata": {"name": "web"}, "spec": {"template": {
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}});
+        defaults_for_create("ReplicationController", &mut rc, Some("default"));
+        assert_eq!(rc["spec"]["selector"], json!({"app": "web"}));
+        assert_eq!(rc["metadata"]["labels"], json!({"app": "web"}));
+        assert_eq!(rc["spec"]["replicas"], 1);
+        assert_eq!(rc["spec"]["template"]["spec"]["restartPolicy"], "Always");
+    }
+
+    #[test]
+    fn qos_is_guaranteed_only_when_limits_equal_requests() {
+        let g = json!({"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]});
+        let b = json!({"containers": [{"resources": {"requests": {"cpu": "100m"}}}]});
+        let e = json!({"containers": [{"name": "x"}]});
+        assert_eq!(qos_class(&g), "Guaranteed");
+        assert_eq!(qos_class(&b), "Burstable");
+        assert_eq!(qos_class(&e), "BestEffort");
+    }
+
+    #[test]
+    fn service_target_port_defaults_to_port() {
+        let mut spec = json!({"ports": [{"port": 80}]});
+        default_service_spec(spec.as_object_mut().expect("object"));
+        assert_eq!(spec["ports"][0]["targetPort"], 80);
+        assert_eq!(spec["ports"][0]["protocol"], "TCP");
+        assert_eq!(spec["type"], "ClusterIP");
+    }
+}

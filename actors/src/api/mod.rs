@@ -1,0 +1,16 @@
+//! The Kubernetes API surface shared by the gateway and the clients: which resources exist,
+//! how objects are keyed in the store, and the `Status` errors every layer answers with.
+
+pub mod defaults;
+pub mod meta;
+pub mod patch;
+pub mod protobuf;
+pub mod quota;
+pub mod resources;
+pub mod selector;
+pub mod status;
+pub mod table;
+pub mod validation;
+
+pub use resources::{ResourceInfo, RESOURCES};
+pub use status::ApiError;

@@ -1,0 +1,258 @@
+//! Decoding the Kubernetes protobuf envelope that kubectl's typed clients send as request
+//! bodies (`kubectl create namespace` posts `application/vnd.kubernetes.protobuf`, and
+//! client-go only falls back to JSON on a 415 for CBOR, not for protobuf).
+//!
+//! Only what those clients post is understood: the `runtime.Unknown` envelope, ObjectMeta
+//! and the Namespace kind. Anything else gets a clear 415 asking for JSON.
+
+use serde_json::{json, Map, Value};
+
+/// `k8s\0`: the prefix of every Kubernetes protobuf body.
+const MAGIC: &[u8] = b"k8s\x00";
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ProtobufError {
+    #[error("not a Kubernetes protobuf body (missing the k8s magic prefix)")]
+    NoMagic,
+    #[error("truncated protobuf message")]
+    Truncated,
+    #[error("unsupported protobuf wire type {0}")]
+    WireType(u8),
+    #[error("field {field} is not valid UTF-8")]
+    Utf8 { field: u32 },
+    #[error(
+        "protobuf request bodies are accepted for Namespace only (got {0}); send application/json"
+    )]
+    UnsupportedKind(String),
+}
+
+enum Field<'a> {
+    Varint,
+    Bytes(&'a [u8]),
+    Fixed,
+}
+
+/// Iterate over the fields of one protobuf message.
+struct Fields<'a> {
+    buf: &'a [u8],
+}
+
+fn varint(buf: &mut &[u8]) -> Result<u64, ProtobufError> {
+    let mut out = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&b, rest) = buf.split_first().ok_or(ProtobufError::Truncated)?;
+        *buf = rest;
+        out |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Ok(out);
+        }
+    }
+    Err(ProtobufError::Truncated)
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = Result<(u32, Field<'a>), ProtobufError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        Some(self.read())
+    }
+}
+
+impl<'a> Fields<'a> {
+    fn read(&mut self) -> Result<(u32, Field<'a>), ProtobufError> {
+        let key = varint(&mut self.buf)?;
+        let number = (key >> 3) as u32;
+        let field = match (key & 7) as u8 {
+            0 => {
+                varint(&mut self.buf)?;
+                Field::Varint
+            }
+            1 => {
+                self.skip(8)?;
+                Field::Fixed
+            }
+            2 => {
+                let len = varint(&mut self.buf)? as usize;
+                if len > self.buf.len() {
+                    return Err(ProtobufError::Truncated);
+                }
+                let (data, rest) = self.buf.split_at(len);
+                self.buf = rest;
+                Field::Bytes(data)
+            }
+            5 => {
+                self.skip(4)?;
+                Field::Fixed
+            }
+            other => return Err(ProtobufError::WireType(other)),
+        };
+        Ok((number, field))
+    }
+
+    fn skip(&mut self, n: usize) -> Result<(), ProtobufError> {
+        if n > self.buf.len() {
+            return Err(ProtobufError::Truncated);
+        }
+        self.buf = &self.buf[n..];
+        Ok(())
+    }
+}
+
+fn fields(buf: &[u8]) -> Fields<'_> {
+    Fields { buf }
+}
+
+fn text(field: u32, b: &[u8]) -> Result<String, ProtobufError> {
+    String::from_utf8(b.to_vec()).map_err(|_| ProtobufError::Utf8 { field })
+}
+
+/// A `map<string,string>` entry.
+fn map_entry(b: &[u8]) -> Result<(String, String), ProtobufError> {
+    let (mut k, mut v) = (String::new(), String::new());
+    for f in fields(b) {
+        match f? {
+            (1, Field::Bytes(x)) => k = text(1, x)?,
+            (2, Field::Bytes(x)) => v = text(2, x)?,
+            _ => {}
+        }
+    }
+    Ok((k, v))
+}
+
+fn object_meta(b: &[u8]) -> Result<Value, ProtobufError> {
+    let mut m = Map::new();
+    let mut labels = Map::new();
+    let mut annotations = Map::new();
+    let mut finalizers = Vec::new();
+    for f in fields(b) {
+        match f? {
+            (1, Field::Bytes(x)) => {
+                m.insert("name".into(), json!(text(1, x)?));
+            }
+            (2, Field::Bytes(x)) => {
+                m.insert("generateName".into(), json!(text(2, x)?));
+            }
+            (3, Field::Bytes(x)) => {
+                m.insert("namespace".into(), json!(text(3, x)?));
+            }
+            (6, Field::Bytes(x)) => {
+                m.insert("resourceVersion".into(), json!(text(6, x)?));
+            }
+            (11, Field::Bytes(x)) => {
+                let (k, v) = map_entry(x)?;
+                labels.insert(k, json!(v));
+            }
+            (12, Field::Bytes(x)) => {
+                let (k, v) = map_entry(x)?;
+                annotations.insert(k, json!(v));
+            }
+            (14, Field::Bytes(x)) => finalizers.push(json!(text(14, x)?)),
+            _ => {}
+        }
+    }
+    for (key, map) in [("labels", labels), ("annotations", annotations)] {
+        if !map.is_empty() {
+            m.insert(key.into(), Value::Object(map));
+        }
+    }
+    if !finalizers.is_empty() {
+        m.insert("finalizers".into(), Value::Array(finalizers));
+    }
+    // Empty strings are proto3-style defaults, not values the client set.
+    m.retain(|_, v| v.as_str() != Some(""));
+    Ok(Value::Object(m))
+}
+
+fn namespace(raw: &[u8]) -> Result<Value, ProtobufError> {
+    let mut obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {}});
+    for f in fields(raw) {
+        match f? {
+            (1, Field::Bytes(x)) => obj["metadata"] = object_meta(x)?,
+            (2, Field::Bytes(spec)) => {
+                let mut fins = Vec::new();
+                for sf in fields(spec) {
+                    if let (1, Field::Bytes(x)) = sf? {
+                        fins.push(json!(text(1, x)?));
+                    }
+                }
+                if !fins.is_empty() {
+                    obj["spec"] = json!({"finalizers": fins});
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(obj)
+}
+
+/// Decode a protobuf request body into the JSON object it stands for.
+pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
+    let rest = body.strip_prefix(MAGIC).ok_or(ProtobufError::NoMagic)?;
+    let (mut kind, mut raw) = (String::new(), &[][..]);
+    for f in fields(rest) {
+        match f? {
+            (1, Field::Bytes(type_meta)) => {
+                for tf in fields(type_meta) {
+                    if let (2, Field::Bytes(x)) = tf? {
+                        kind = text(2, x)?;
+                    }
+                }
+            }
+            (2, Field::Bytes(x)) => raw = x,
+            (_, Field::Varint) | (_, Field::Fixed) | (_, Field::Bytes(_)) => {}
+        }
+    }
+    match kind.as_str() {
+        "Namespace" => namespace(raw),
+        other => Err(ProtobufError::UnsupportedKind(other.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes_field(n: u32, data: &[u8]) -> Vec<u8> {
+        let mut out = vec![((n << 3) | 2) as u8, data.len() as u8];
+        out.extend_from_slice(data);
+        out
+    }
+
+    #[test]
+    fn namespace_from_kubectl_create_namespace_decodes_to_json() {
+        let label = [bytes_field(1, b"team"), bytes_field(2, b"a")].concat();
+        let meta = [bytes_field(1, b"demo"), bytes_field(11, &label)].concat();
+        let raw = [
+            bytes_field(1, &meta),
+            bytes_field(2, &[]),
+            bytes_field(3, &[]),
+        ]
+        .concat();
+        let type_meta = [bytes_field(1, b"v1"), bytes_field(2, b"Namespace")].concat();
+        let body = [
+            MAGIC.to_vec(),
+            bytes_field(1, &type_meta),
+            bytes_field(2, &raw),
+        ]
+        .concat();
+        let obj = decode(&body).expect("decodes");
+        assert_eq!(obj["metadata"]["name"], "demo");
+        assert_eq!(obj["metadata"]["labels"]["team"], "a");
+        assert_eq!(obj["kind"], "Namespace");
+    }
+
+    #[test]
+    fn other_kinds_and_garbage_are_refused_cleanly() {
+        let type_meta = [bytes_field(1, b"v1"), bytes_field(2, b"Pod")].concat();
+        let body = [MAGIC.to_vec(), bytes_field(1, &type_meta)].concat();
+        assert_eq!(
+            decode(&body),
+            Err(ProtobufError::UnsupportedKind("Pod".into()))
+        );
+        assert_eq!(decode(b"{}"), Err(ProtobufError::NoMagic));
+        assert_eq!(decode(b"k8s\x00\x0a\x7f"), Err(ProtobufError::Truncated));
+    }
+}

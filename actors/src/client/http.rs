@@ -1,0 +1,280 @@
+//! The HTTP client: the same API over the network, for components in other processes.
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use super::{ApiClient, EventKind, ListParams, ObjectList, PatchType, WatchEvent, WatchStream};
+use crate::api::resources;
+use crate::api::ApiError;
+
+#[derive(Clone)]
+pub struct HttpClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl HttpClient {
+    /// A client for the API server at `base` (e.g. `http://127.0.0.1:6443`).
+    pub fn new(base: impl Into<String>) -> Result<Self, ApiError> {
+        let http = reqwest::Client::builder()
+            .build()
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        Ok(HttpClient {
+            base: base.into().trim_end_matches('/').to_string(),
+            http,
+        })
+    }
+
+    fn url(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        name: Option<&str>,
+        sub: Option<&str>,
+    ) -> String {
+        let namespaced = resources::lookup(resource).is_some_and(|r| r.namespaced);
+        let mut url = format!("{}/api/v1", self.base);
+        if let (true, Some(ns)) = (namespaced, namespace) {
+            url.push_str(&format!("/namespaces/{ns}"));
+        }
+        url.push('/');
+        url.push_str(resource);
+        for part in [name, sub].into_iter().flatten() {
+            url.push('/');
+            url.push_str(part);
+        }
+        url
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, ApiError> {
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| ApiError::ServiceUnavailable(format!("API server unreachable: {e}")))?;
+        let code = resp.status().as_u16();
+        let body: Bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ApiError::ServiceUnavailable(format!("reading response: {e}")))?;
+        let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if (200..300).contains(&code) {
+            Ok(value)
+        } else {
+            Err(ApiError::from_status(code, &value))
+        }
+    }
+}
+
+fn query(params: &ListParams) -> Vec<(&'static str, String)> {
+    let mut q = Vec::new();
+    if let Some(l) = &params.label_selector {
+        q.push(("labelSelector", l.clone()));
+    }
+    if let Some(f) = &params.field_selector {
+        q.push(("fieldSelector", f.clone()));
+    }
+    q
+}
+
+fn parse_event(line: &[u8]) -> Result<WatchEvent, ApiError> {
+    let v: Value = serde_json::from_slice(line)
+        .map_err(|e| ApiError::BadRequest(format!("bad watch event: {e}")))?;
+    let kind = match v.get("type").and_then(Value::as_str) {
+        Some("ADDED") => EventKind::Added,
+        Some("MODIFIED") => EventKind::Modified,
+        Some("DELETED") => EventKind::Deleted,
+        Some("ERROR") => {
+            let code = v
+                .pointer("/object/code")
+                .and_then(Value::as_u64)
+                .unwrap_or(500) as u16;
+            return Err(ApiError::from_status(code, &v["object"]));
+        }
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "unknown watch event type {other:?}"
+            )))
+        }
+    };
+    Ok(WatchEvent {
+        kind,
+        object: v.get("object").cloned().unwrap_or(Value::Null),
+    })
+}
+
+#[async_trait::async_trait]
+impl ApiClient for HttpClient {
+    async fn get(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Value, ApiError> {
+        self.send(
+            self.http
+                .get(self.url(resource, namespace, Some(name), None)),
+        )
+        .await
+    }
+
+    async fn list(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        params: &ListParams,
+    ) -> Result<ObjectList, ApiError> {
+        let v = self
+            .send(
+                self.http
+                    .get(self.url(resource, namespace, None, None))
+                    .query(&query(params)),
+            )
+            .await?;
+        let resource_version = v
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let items = v
+            .get("items")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        Ok(ObjectList {
+            items,
+            resource_version,
+        })
+    }
+
+    async fn watch(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        params: &ListParams,
+        resource_version: u64,
+    ) -> Result<WatchStream, ApiError> {
+        let mut q = query(params);
+        q.push(("watch", "true".into()));
+        q.push(("resourceVersion", resource_version.to_string()));
+        q.push(("allowWatchBookmarks", "false".into()));
+        let resp = self
+            .http
+            .get(self.url(resource, namespace, None, None))
+            .query(&q)
+            .send()
+            .await
+            .map_err(|e| ApiError::ServiceUnavailable(format!("API server unreachable: {e}")))?;
+        let code = resp.status().as_u16();
+        if code != 200 {
+            let body = resp.bytes().await.unwrap_or_default();
+            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            return Err(ApiError::from_status(code, &v));
+        }
+        let bytes = resp.bytes_stream().boxed();
+        let stream = futures::stream::unfold(
+            (bytes, Vec::<u8>::new()),
+            |(mut bytes, mut buf)| async move {
+                loop {
+                    if let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                        let line: Vec<u8> = buf.drain(..=pos).collect();
+                        if line.iter().all(u8::is_ascii_whitespace) {
+                            continue;
+                        }
+                        return Some((parse_event(&line), (bytes, buf)));
+                    }
+                    match bytes.next().await {
+                        Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                        // A broken connection ends the watch like a server-side close: the
+                        // caller re-watches from the last revision it saw.
+                        Some(Err(_)) | None => return None,
+                    }
+                }
+            },
+        );
+        Ok(stream.boxed())
+    }
+
+    async fn create(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        object: Value,
+    ) -> Result<Value, ApiError> {
+        self.send(
+            self.http
+                .post(self.url(resource, namespace, None, None))
+                .json(&object),
+        )
+        .await
+    }
+
+    async fn update(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        name: &str,
+        subresource: Option<&str>,
+        object: Value,
+    ) -> Result<Value, ApiError> {
+        self.send(
+            self.http
+                .put(self.url(resource, namespace, Some(name), subresource))
+                .json(&object),
+        )
+        .await
+    }
+
+    async fn patch(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        name: &str,
+        subresource: Option<&str>,
+        kind: PatchType,
+        patch: Value,
+    ) -> Result<Value, ApiError> {
+        let ct = match kind {
+            PatchType::Merge => "application/merge-patch+json",
+            PatchType::Strategic => "application/strategic-merge-patch+json",
+            PatchType::Json => "application/json-patch+json",
+        };
+        self.send(
+            self.http
+                .patch(self.url(resource, namespace, Some(name), subresource))
+                .header("content-type", ct)
+                .body(patch.to_string()),
+        )
+        .await
+    }
+
+    async fn delete(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        name: &str,
+        propagation: Option<&str>,
+    ) -> Result<Value, ApiError> {
+        let body = json!({"kind": "DeleteOptions", "apiVersion": "v1",
+            "propagationPolicy": propagation.unwrap_or("Background")});
+        self.send(
+            self.http
+                .delete(self.url(resource, namespace, Some(name), None))
+                .json(&body),
+        )
+        .await
+    }
+
+    async fn bind(&self, namespace: &str, pod: &str, node: &str) -> Result<(), ApiError> {
+        let body = json!({"apiVersion": "v1", "kind": "Binding",
+            "metadata": {"name": pod, "namespace": namespace},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
+        self.send(
+            self.http
+                .post(self.url("pods", Some(namespace), Some(pod), Some("binding")))
+                .json(&body),
+        )
+        .await
+        .map(|_| ())
+    }
+}

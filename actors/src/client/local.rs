@@ -1,0 +1,195 @@
+//! The in-process client: calls the gateway's object logic directly, no HTTP.
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use super::{ApiClient, ListParams, ObjectList, PatchType, WatchEvent, WatchStream};
+use crate::api::resources;
+use crate::api::selector::{FieldSelector, LabelSelector};
+use crate::api::ApiError;
+use crate::gateway::objects::{store_error, DeleteOptions, ListOptions, Objects, WriteOptions};
+use crate::gateway::routing::Target;
+use crate::gateway::watch::WatchFilter;
+
+#[derive(Clone)]
+pub struct LocalClient {
+    objects: Objects,
+}
+
+impl LocalClient {
+    pub fn new(objects: Objects) -> Self {
+        LocalClient { objects }
+    }
+}
+
+fn target(
+    resource: &str,
+    namespace: Option<&str>,
+    name: Option<&str>,
+    subresource: Option<&str>,
+) -> Result<Target, ApiError> {
+    let info = resources::lookup(resource).ok_or(ApiError::NoRoute)?;
+    Ok(Target {
+        resource: info,
+        namespace: namespace.filter(|_| info.namespaced).map(str::to_string),
+        name: name.map(str::to_string),
+        subresource: subresource.map(str::to_string),
+        legacy_watch: false,
+    })
+}
+
+fn list_options(params: &ListParams) -> Result<ListOptions, ApiError> {
+    let bad = |e: crate::api::selector::SelectorError| ApiError::BadRequest(e.to_string());
+    Ok(ListOptions {
+        label_selector: match &params.label_selector {
+            Some(s) => LabelSelector::parse(s).map_err(bad)?,
+            None => LabelSelector::default(),
+        },
+        field_selector: match &params.field_selector {
+            Some(s) => FieldSelector::parse(s).map_err(bad)?,
+            None => FieldSelector::default(),
+        },
+        limit: None,
+        continue_token: None,
+    })
+}
+
+#[async_trait::async_trait]
+impl ApiClient for LocalClient {
+    async fn get(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Value, ApiError> {
+        let t = target(resource, namespace, Some(name), None)?;
+        Ok((*self.objects.get(&t)?).clone())
+    }
+
+    async fn list(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        params: &ListParams,
+    ) -> Result<ObjectList, ApiError> {
+        let t = target(resource, namespace, None, None)?;
+        let page = self.objects.list(&t, &list_options(params)?)?;
+        Ok(ObjectList {
+            items: page.items.iter().map(|i| (**i).clone()).collect(),
+            resource_version: page.rev,
+        })
+    }
+
+    async fn watch(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        params: &ListParams,
+        resource_version: u64,
+    ) -> Result<WatchStream, ApiError> {
+        let t = target(resource, namespace, None, None)?;
+        let opts = list_options(params)?;
+        let filter = WatchFilter {
+            labels: opts.label_selector,
+            fields: opts.field_selector,
+        };
+        let prefix = resources::prefix(t.resource.name, t.namespace.as_deref());
+        let mut stream = self
+            .objects
+            .store
+            .watch(&prefix, Some(resource_version))
+            .await
+            .map_err(|e| store_error(e, resource, ""))?;
+        let initial = std::mem::take(&mut stream.initial);
+        let live = tokio_stream_from(stream.rx);
+        let events = futures::stream::iter(initial)
+            .chain(live)
+            .filter_map(move |ev| {
+                let out = filter.translate(&ev).map(|(kind, obj)| {
+                    Ok(WatchEvent {
+                        kind,
+                        object: (*obj).clone(),
+                    })
+                });
+                futures::future::ready(out)
+            });
+        Ok(events.boxed())
+    }
+
+    async fn create(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        object: Value,
+    ) -> Result<Value, ApiError> {
+        let t = target(resource, namespace, None, None)?;
+        Ok(self
+            .objects
+            .create(&t, object, &WriteOptions::default())
+            .await?
+            .object)
+    }
+
+    async fn update(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        name: &str,
+        subresource: Option<&str>,
+        object: Value,
+    ) -> Result<Value, ApiError> {
+        let t = target(resource, namespace, Some(name), subresource)?;
+        Ok(self
+            .objects
+            .update(&t, object, &WriteOptions::default())
+            .await?
+            .object)
+    }
+
+    async fn patch(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        name: &str,
+        subresource: Option<&str>,
+        kind: PatchType,
+        patch: Value,
+    ) -> Result<Value, ApiError> {
+        let t = target(resource, namespace, Some(name), subresource)?;
+        Ok(self
+            .objects
+            .patch(&t, kind, patch, &WriteOptions::default())
+            .await?
+            .object)
+    }
+
+    async fn delete(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        name: &str,
+        propagation: Option<&str>,
+    ) -> Result<Value, ApiError> {
+        let t = target(resource, namespace, Some(name), None)?;
+        let opts = DeleteOptions {
+            propagation: Some(propagation.unwrap_or("Background").to_string()),
+            ..DeleteOptions::default()
+        };
+        self.objects.delete(&t, &opts).await
+    }
+
+    async fn bind(&self, namespace: &str, pod: &str, node: &str) -> Result<(), ApiError> {
+        let t = target("pods", Some(namespace), Some(pod), Some("binding"))?;
+        let body = json!({"apiVersion": "v1", "kind": "Binding",
+            "metadata": {"name": pod, "namespace": namespace},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
+        self.objects.bind(&t, body).await.map(|_| ())
+    }
+}
+
+/// A receiver as a stream (ends when the store drops the watcher).
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> futures::stream::BoxStream<'static, T> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+}

@@ -1,0 +1,112 @@
+//! The controller-manager: starts one supervised actor per controller and keeps their
+//! addresses for as long as it runs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::endpoints::EndpointsController;
+use super::garbage_collector::GarbageCollector;
+use super::namespace::NamespaceController;
+use super::node_lifecycle::{NodeLifecycleConfig, NodeLifecycleController};
+use super::replication::ReplicationController;
+use super::resource_quota::ResourceQuotaController;
+use super::runtime::Controller;
+use crate::client::ApiClient;
+
+#[derive(Debug, Clone)]
+pub struct ControllerManagerConfig {
+    /// How long a node may go without heartbeating before it is marked Unknown.
+    pub node_grace_period: Duration,
+    /// How long a node may stay not ready before its pods are evicted.
+    pub node_eviction_timeout: Duration,
+    /// Controllers to run by name, `*` for all.
+    pub enabled: Vec<String>,
+}
+
+impl ControllerManagerConfig {
+    fn runs(&self, name: &str) -> bool {
+        self.enabled.iter().any(|e| e == "*" || e == name)
+    }
+}
+
+impl Default for ControllerManagerConfig {
+    fn default() -> Self {
+        ControllerManagerConfig {
+            node_grace_period: Duration::from_secs(40),
+            node_eviction_timeout: Duration::from_secs(300),
+            enabled: vec!["*".into()],
+        }
+    }
+}
+
+pub struct ControllerManager {
+    client: Arc<dyn ApiClient>,
+    config: ControllerManagerConfig,
+    /// Held so the controllers live as long as the manager.
+    running: Vec<Box<dyn std::any::Any>>,
+}
+
+impl ControllerManager {
+    pub fn new(client: Arc<dyn ApiClient>, config: ControllerManagerConfig) -> Self {
+        ControllerManager {
+            client,
+            config,
+            running: Vec::new(),
+        }
+    }
+
+    fn start_all(&mut self) {
+        let c = || self.client.clone();
+        let node_cfg = NodeLifecycleConfig {
+            grace_period: self.config.node_grace_period,
+            eviction_timeout: self.config.node_eviction_timeout,
+        };
+        let cfg = self.config.clone();
+        let mut running: Vec<Box<dyn std::any::Any>> = Vec::new();
+        if cfg.runs("replication") {
+            running.push(Box::new(
+                Controller::new(ReplicationController::default(), c()).start_supervised(),
+            ));
+        }
+        if cfg.runs("endpoints") {
+            running.push(Box::new(
+                Controller::new(EndpointsController::new(), c()).start_supervised(),
+            ));
+        }
+        if cfg.runs("nodelifecycle") {
+            running.push(Box::new(
+                Controller::new(NodeLifecycleController::new(node_cfg), c()).start_supervised(),
+            ));
+        }
+        if cfg.runs("namespace") {
+            running.push(Box::new(
+                Controller::new(NamespaceController::new(), c()).start_supervised(),
+            ));
+        }
+        if cfg.runs("resourcequota") {
+            running.push(Box::new(
+                Controller::new(ResourceQuotaController, c()).start_supervised(),
+            ));
+        }
+        if cfg.runs("garbagecollector") {
+            running.push(Box::new(
+                Controller::new(GarbageCollector::new(), c()).start_supervised(),
+            ));
+        }
+        self.running = running;
+    }
+}
+
+impl Actor for ControllerManager {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Self::Context) {
+        self.start_all();
+        tracing::info!(
+            controllers = self.running.len(),
+            "controller-manager started"
+        );
+    }
+}

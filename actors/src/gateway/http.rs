@@ -1,0 +1,424 @@
+//! The `/api/v1` handler: routes a request to its verb, reads and decodes the body, and
+//! renders the answer. Thin over [`Objects`](super::objects::Objects).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use actix_web::http::Method;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use super::objects::{
+    DeleteOptions, FieldValidation, ListOptions, PatchType, WriteOptions, Written,
+};
+use super::render::{self, Format};
+use super::routing::{self, Target};
+use super::watch::{self, WatchSpec};
+use super::AppState;
+use crate::api::selector::{FieldSelector, LabelSelector};
+use crate::api::{meta, protobuf, resources, ApiError};
+
+type Query = HashMap<String, String>;
+
+/// Entry point for every request under `/api/v1/`.
+pub async fn api_v1(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let started = Instant::now();
+    let tail = req.match_info().query("tail").to_string();
+    let (verb, resource, result) = match routing::parse(&tail) {
+        Ok(target) => {
+            let verb = verb_of(req.method(), &target, &query_of(&req));
+            let resource = match &target.subresource {
+                Some(sub) => format!("{}/{sub}", target.resource.name),
+                None => target.resource.name.to_string(),
+            };
+            let span = tracing::debug_span!("request", verb, resource = %resource, path = %tail);
+            let _g = span.enter();
+            let result = handle(&req, payload, &state, target, verb).await;
+            (verb, resource, result)
+        }
+        Err(e) => ("unknown", "unknown".to_string(), Err(e)),
+    };
+    let resp = result.unwrap_or_else(|e| render::error_response(&e));
+    let code = resp.status().as_u16().to_string();
+    state
+        .metrics
+        .requests
+        .with_label_values(&[verb, &resource, &code])
+        .inc();
+    if verb != "watch" {
+        state
+            .metrics
+            .request_duration
+            .with_label_values(&[verb, &resource])
+            .observe(started.elapsed().as_secs_f64());
+    }
+    resp
+}
+
+fn query_of(req: &HttpRequest) -> Query {
+    web::Query::<Query>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .unwrap_or_default()
+}
+
+fn verb_of(method: &Method, t: &Target, q: &Query) -> &'static str {
+    let watching = t.legacy_watch || q.get("watch").is_some_and(|w| w == "true" || w == "1");
+    match (method.as_str(), t.name.is_some()) {
+        ("GET", true) if watching => "watch",
+        ("GET", true) => "get",
+        ("GET", false) if watching => "watch",
+        ("GET", false) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => "unknown",
+    }
+}
+
+async fn handle(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    target: Target,
+    verb: &str,
+) -> Result<HttpResponse, ApiError> {
+    let q = web::Query::<Query>::from_query(req.query_string())
+        .map_err(|e| ApiError::BadRequest(format!("invalid query: {e}")))?
+        .into_inner();
+    let format = Format::negotiate(
+        header(req, "accept"),
+        q.get("includeObject").map(String::as_str),
+    )?;
+    let objects = &state.objects;
+    match verb {
+        "get" => {
+            let obj = objects.get(&target)?;
+            Ok(match format {
+                Format::Table(include) if target.subresource.is_none() => {
+                    let rev = meta::resource_version(&obj).and_then(|r| r.parse().ok());
+                    render::json_response(
+                        200,
+                        &render::table_body(target.resource, &[obj], include, rev, None),
+                    )
+                }
+                _ => render::json_response(200, &obj),
+            })
+        }
+        "list" => {
+            let opts = list_options(&q)?;
+            let page = objects.list(&target, &opts)?;
+            let body = match format {
+                Format::Table(include) => render::table_body(
+                    target.resource,
+                    &page.items,
+                    include,
+                    Some(page.rev),
+                    page.continue_token.as_deref(),
+                ),
+                Format::Json => render::list_body(
+                    target.resource,
+                    &page.items,
+                    page.rev,
+                    page.continue_token.as_deref(),
+                    page.remaining,
+                ),
+            };
+            Ok(render::json_response(200, &body))
+        }
+        "watch" => start_watch(state, target, &q, format).await,
+        "create" => {
+            let body = read_json(req, payload, state.max_body).await?;
+            if target.subresource.as_deref() == Some("binding") {
+                let status = objects.bind(&target, body).await?;
+                return Ok(render::json_response(201, &status));
+            }
+            let written = objects.create(&target, body, &write_options(&q)?).await?;
+            Ok(written_response(written))
+        }
+        "update" => {
+            let body = read_json(req, payload, state.max_body).await?;
+            let written = objects.update(&target, body, &write_options(&q)?).await?;
+            Ok(written_response(written))
+        }
+        "patch" => {
+            let kind = PatchType::from_content_type(header(req, "content-type").unwrap_or(""))?;
+            let bytes = read_body(req, payload, state.max_body).await?;
+            let body = parse_json(&bytes)?;
+            let written = objects
+                .patch(&target, kind, body, &write_options(&q)?)
+                .await?;
+            Ok(written_response(written))
+        }
+        "delete" => {
+            let opts = delete_options(req, payload, state.max_body, &q).await?;
+            let obj = objects.delete(&target, &opts).await?;
+            Ok(render::json_response(200, &obj))
+        }
+        "deletecollection" => {
+            let opts = delete_options(req, payload, state.max_body, &q).await?;
+            let list = list_options(&q)?;
+            let (items, rev) = objects.delete_collection(&target, &list, &opts).await?;
+            let items: Vec<_> = items.into_iter().map(std::sync::Arc::new).collect();
+            Ok(render::json_response(
+                200,
+                &render::list_body(target.resource, &items, rev, None, None),
+            ))
+        }
+        _ => Err(ApiError::MethodNotAllowed),
+    }
+}
+
+fn written_response(w: Written) -> HttpResponse {
+    let mut resp = render::json_response(if w.created { 201 } else { 200 }, &w.object);
+    for warning in w.warnings {
+        let text = format!("299 - \"{}\"", warning.replace('"', "\\\""));
+        if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&text) {
+            resp.headers_mut().append(
+                actix_web::http::header::HeaderName::from_static("warning"),
+                v,
+            );
+        }
+    }
+    resp
+}
+
+async fn start_watch(
+    state: &AppState,
+    target: Target,
+    q: &Query,
+    format: Format,
+) -> Result<HttpResponse, ApiError> {
+    let mut opts = list_options(q)?;
+    // Watching one object is a watch of its collection narrowed to its name.
+    if let Some(name) = &target.name {
+        opts.field_selector = FieldSelector::parse(&format!("metadata.name={name}"))
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    }
+    let from = match q.get("resourceVersion").map(String::as_str) {
+        None | Some("") | Some("0") => None,
+        Some(rv) => Some(
+            rv.parse::<u64>()
+                .map_err(|_| ApiError::BadRequest(format!("invalid resource version: {rv}")))?,
+        ),
+    };
+    let timeout = match q.get("timeoutSeconds") {
+        Some(s) => Duration::from_secs(
+            s.parse::<u64>()
+                .map_err(|_| ApiError::BadRequest(format!("invalid timeoutSeconds: {s}")))?,
+        ),
+        None => state.watch_timeout,
+    }
+    .min(state.watch_timeout);
+    let info = target.resource;
+    // Validate the field selector against the resource, as a list would.
+    state.objects.list(
+        &Target {
+            name: None,
+            ..target.clone()
+        },
+        &ListOptions {
+            limit: Some(1),
+            ..opts.clone()
+        },
+    )?;
+    let prefix = resources::prefix(info.name, target.namespace.as_deref());
+    let stream = state
+        .objects
+        .store
+        .watch(&prefix, from)
+        .await
+        .map_err(|e| super::objects::store_error(e, info.name, ""))?;
+    let spec = WatchSpec {
+        info,
+        filter: watch::WatchFilter {
+            labels: opts.label_selector,
+            fields: opts.field_selector,
+        },
+        format,
+        timeout,
+    };
+    let body = watch::event_stream(spec, stream, state.metrics.clone());
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header(("Transfer-Encoding", "chunked"))
+        .streaming(body))
+}
+
+fn list_options(q: &Query) -> Result<ListOptions, ApiError> {
+    let label_selector = match q.get("labelSelector") {
+        Some(s) => LabelSelector::parse(s).map_err(|e| ApiError::BadRequest(e.to_string()))?,
+        None => LabelSelector::default(),
+    };
+    let field_selector = match q.get("fieldSelector") {
+        Some(s) => FieldSelector::parse(s).map_err(|e| ApiError::BadRequest(e.to_string()))?,
+        None => FieldSelector::default(),
+    };
+    let limit = match q.get("limit").map(String::as_str) {
+        None | Some("") => None,
+        Some(l) => Some(
+            l.parse::<usize>()
+                .map_err(|_| ApiError::BadRequest(format!("invalid limit: {l}")))?,
+        ),
+    };
+    Ok(ListOptions {
+        label_selector,
+        field_selector,
+        limit,
+        continue_token: q.get("continue").filter(|c| !c.is_empty()).cloned(),
+    })
+}
+
+fn write_options(q: &Query) -> Result<WriteOptions, ApiError> {
+    Ok(WriteOptions {
+        field_validation: FieldValidation::parse(q.get("fieldValidation").map(String::as_str))?,
+        dry_run: dry_run(q)?,
+    })
+}
+
+fn dry_run(q: &Query) -> Result<bool, ApiError> {
+    match q.get("dryRun").map(String::as_str) {
+        None | Some("") => Ok(false),
+        Some("All") => Ok(true),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "dryRun: Unsupported value: \"{other}\": supported values: \"All\""
+        ))),
+    }
+}
+
+async fn delete_options(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+    q: &Query,
+) -> Result<DeleteOptions, ApiError> {
+    let bytes = read_body(req, payload, limit).await?;
+    let body = if bytes.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        parse_json(&bytes)?
+    };
+    if !body.is_object() {
+        return Err(ApiError::BadRequest(
+            "DeleteOptions must be a JSON object".into(),
+        ));
+    }
+    crate::api::validation::decode_check("DeleteOptions", &body)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let str_of = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
+    let precondition_rv = match str_of(body.pointer("/preconditions/resourceVersion")) {
+        Some(rv) => Some(
+            rv.parse()
+                .map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}")))?,
+        ),
+        None => None,
+    };
+    let grace_period = match (body.get("gracePeriodSeconds"), q.get("gracePeriodSeconds")) {
+        (Some(v), _) => v.as_i64(),
+        (None, Some(s)) => Some(
+            s.parse()
+                .map_err(|_| ApiError::BadRequest(format!("invalid gracePeriodSeconds: {s}")))?,
+        ),
+        _ => None,
+    };
+    let body_dry_run = body
+        .get("dryRun")
+        .and_then(Value::as_array)
+        .is_some_and(|a| a.iter().any(|v| v == "All"));
+    Ok(DeleteOptions {
+        propagation: str_of(body.get("propagationPolicy"))
+            .or_else(|| q.get("propagationPolicy").cloned()),
+        precondition_uid: str_of(body.pointer("/preconditions/uid")),
+        precondition_rv,
+        grace_period,
+        dry_run: body_dry_run || dry_run(q)?,
+    })
+}
+
+fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Read the body, refusing more than `limit` bytes with 413 before buffering it all.
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::BytesMut, ApiError> {
+    let declared = header(req, "content-length").and_then(|l| l.parse::<usize>().ok());
+    if declared.is_some_and(|l| l > limit) {
+        return Err(ApiError::TooLarge { limit });
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::BadRequest(format!("reading request body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::TooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Decode a create or update body: JSON (also when no Content-Type is given) or YAML.
+async fn read_json(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+) -> Result<Value, ApiError> {
+    let ct = header(req, "content-type").unwrap_or("application/json");
+    let media = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let bytes = read_body(req, payload, limit).await?;
+    match media.as_str() {
+        "" | "application/json" | "*/*" | "text/plain" => parse_json(&bytes),
+        "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml_ng::from_slice(&bytes)
+            .map_err(|e| ApiError::BadRequest(format!("error converting YAML to JSON: {e}"))),
+        "application/vnd.kubernetes.protobuf" => protobuf::decode(&bytes).map_err(|e| match e {
+            protobuf::ProtobufError::UnsupportedKind(_) => ApiError::UnsupportedMediaType(e.to_string()),
+            other => ApiError::BadRequest(other.to_string()),
+        }),
+        other => Err(ApiError::UnsupportedMediaType(format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {other})"
+        ))),
+    }
+}
+
+fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::BadRequest(format!("couldn't get version/kind; json parse error: {e}"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn get_with_watch_parameter_is_a_watch() {
+        let t = routing::parse("namespaces/default/pods").expect("route");
+        let mut q = Query::new();
+        assert_eq!(verb_of(&Method::GET, &t, &q), "list");
+        q.insert("watch".into(), "true".into());
+        assert_eq!(verb_of(&Method::GET, &t, &q), "watch");
+        assert_eq!(verb_of(&Method::DELETE, &t, &q), "deletecollection");
+    }
+
+    #[test]
+    fn limit_must_be_a_number() {
+        let mut q = Query::new();
+        q.insert("limit".into(), "ten".into());
+        assert!(matches!(list_options(&q), Err(ApiError::BadRequest(_))));
+    }
+}

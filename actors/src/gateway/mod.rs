@@ -1,0 +1,151 @@
+//! The gateway: kube-apiserver's HTTP face, an actix-web server owned by an actor.
+
+mod discovery;
+mod http;
+pub mod objects;
+mod render;
+pub mod routing;
+pub mod watch;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpResponse, HttpServer};
+
+use crate::api::ApiError;
+use crate::metrics::Metrics;
+pub use objects::Objects;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the server bound no address")]
+    NoAddress,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub listen: String,
+    pub max_body_bytes: usize,
+    /// Upper bound on one watch request, like kube-apiserver's min-request-timeout.
+    pub watch_timeout: Duration,
+    pub workers: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen: "127.0.0.1:6443".into(),
+            max_body_bytes: 3 * 1024 * 1024,
+            watch_timeout: Duration::from_secs(1800),
+            workers: 2,
+        }
+    }
+}
+
+/// Shared by every HTTP worker.
+pub struct AppState {
+    pub objects: Objects,
+    pub metrics: Arc<Metrics>,
+    pub max_body: usize,
+    pub watch_timeout: Duration,
+}
+
+/// Stop the HTTP server (gracefully) when the actor stops.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+pub struct GatewayActor {
+    handle: ServerHandle,
+    pub addr: SocketAddr,
+}
+
+impl Actor for GatewayActor {
+    type Context = Context<Self>;
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        let handle = self.handle.clone();
+        actix::spawn(async move { handle.stop(true).await });
+    }
+}
+
+impl Handler<Shutdown> for GatewayActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _msg: Shutdown, ctx: &mut Self::Context) -> Self::Result {
+        let handle = self.handle.clone();
+        ctx.stop();
+        Box::pin(async move { handle.stop(true).await })
+    }
+}
+
+async fn not_found() -> HttpResponse {
+    render::error_response(&ApiError::NoRoute)
+}
+
+/// Bind the listen address and start serving; the returned actor owns the server.
+pub fn start(
+    config: &GatewayConfig,
+    objects: Objects,
+    metrics: Arc<Metrics>,
+) -> Result<Addr<GatewayActor>, GatewayError> {
+    let state = web::Data::new(AppState {
+        objects,
+        metrics,
+        max_body: config.max_body_bytes,
+        watch_timeout: config.watch_timeout,
+    });
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            // Bodies are read by hand with our own limit and a Status answer.
+            .app_data(web::PayloadConfig::new(usize::MAX))
+            .route("/version", web::get().to(discovery::version))
+            .route("/version/", web::get().to(discovery::version))
+            .route("/api", web::get().to(discovery::api_versions))
+            .route("/api/", web::get().to(discovery::api_versions))
+            .route("/api/v1", web::get().to(discovery::api_v1_resources))
+            .route("/api/v1/", web::get().to(discovery::api_v1_resources))
+            .route("/apis", web::get().to(discovery::api_groups))
+            .route("/apis/", web::get().to(discovery::api_groups))
+            .route("/openapi/v2", web::get().to(discovery::openapi_v2))
+            .route("/openapi/v3", web::get().to(discovery::openapi_v3_root))
+            .route(
+                "/openapi/v3/api/v1",
+                web::get().to(discovery::openapi_v3_core),
+            )
+            .route("/healthz", web::get().to(discovery::healthz))
+            .route("/readyz", web::get().to(discovery::healthz))
+            .route("/livez", web::get().to(discovery::healthz))
+            .route("/metrics", web::get().to(discovery::metrics))
+            .route("/api/v1/{tail:.*}", web::route().to(http::api_v1))
+            .default_service(web::route().to(not_found))
+    })
+    .workers(config.workers.max(1))
+    .disable_signals()
+    .shutdown_timeout(1)
+    .bind(&config.listen)
+    .map_err(|source| GatewayError::Bind {
+        addr: config.listen.clone(),
+        source,
+    })?;
+    let addr = *server.addrs().first().ok_or(GatewayError::NoAddress)?;
+    let server = server.run();
+    let handle = server.handle();
+    actix::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "gateway server failed");
+        }
+    });
+    tracing::info!(%addr, "gateway listening");
+    Ok(GatewayActor::create(|_| GatewayActor { handle, addr }))
+}

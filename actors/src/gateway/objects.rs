@@ -1,0 +1,1148 @@
+//! The apiserver's object logic, independent of HTTP: decode, default, validate, admit,
+//! and turn each verb into store writes with optimistic concurrency.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::routing::Target;
+use crate::api::resources::{self, object_key, ResourceInfo};
+use crate::api::selector::{FieldSelector, LabelSelector};
+use crate::api::status::success_status;
+use crate::api::validation::{self, FieldError};
+use crate::api::{defaults, meta, patch, quota, ApiError};
+use crate::store::{Object, Rev, StoreError, StoreHandle, WriteOp, WriteOutcome};
+
+/// Namespaces that exist from the first start and may never be deleted.
+pub const SYSTEM_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
+const CONFLICT_RETRIES: usize = 16;
+const OPTIMISTIC_LOCK_MSG: &str =
+    "the object has been modified; please apply your changes to the latest version and try again";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FieldValidation {
+    Ignore,
+    #[default]
+    Warn,
+    Strict,
+}
+
+impl FieldValidation {
+    pub fn parse(s: Option<&str>) -> Result<Self, ApiError> {
+        match s {
+            None | Some("") | Some("Warn") => Ok(FieldValidation::Warn),
+            Some("Ignore") => Ok(FieldValidation::Ignore),
+            Some("Strict") => Ok(FieldValidation::Strict),
+            Some(other) => Err(ApiError::BadRequest(format!(
+                "fieldValidation parameter unsupported: {other}; must be one of Ignore, Warn, Strict"
+            ))),
+        }
+    }
+}
+
+/// Options shared by create, update and patch.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    pub field_validation: FieldValidation,
+    pub dry_run: bool,
+}
+
+/// Whether an update is validated as a client's change, or is a change the server itself
+/// makes through a dedicated subresource (binding sets `spec.nodeName`, which a pod update
+/// may not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    Validate,
+    Trusted,
+}
+
+/// A successful write and the warnings the client should see.
+#[derive(Debug)]
+pub struct Written {
+    pub object: Value,
+    pub warnings: Vec<String>,
+    /// `true` when a PUT created the object (answered 201).
+    pub created: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchType {
+    Merge,
+    Strategic,
+    Json,
+}
+
+impl PatchType {
+    pub fn from_content_type(ct: &str) -> Result<Self, ApiError> {
+        match ct.split(';').next().unwrap_or("").trim() {
+            "application/merge-patch+json" => Ok(PatchType::Merge),
+            "application/strategic-merge-patch+json" => Ok(PatchType::Strategic),
+            "application/json-patch+json" => Ok(PatchType::Json),
+            _ => Err(ApiError::UnsupportedPatch),
+        }
+    }
+}
+
+/// Parsed `DeleteOptions` (body or query).
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOptions {
+    pub propagation: Option<String>,
+    pub precondition_uid: Option<String>,
+    pub precondition_rv: Option<Rev>,
+    pub grace_period: Option<i64>,
+    pub dry_run: bool,
+}
+
+/// A page of a list.
+pub struct ListPage {
+    pub items: Vec<Arc<Value>>,
+    pub rev: Rev,
+    pub continue_token: Option<String>,
+    pub remaining: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    pub label_selector: LabelSelector,
+    pub field_selector: FieldSelector,
+    pub limit: Option<usize>,
+    pub continue_token: Option<String>,
+}
+
+/// The object logic over a store handle.
+#[derive(Clone)]
+pub struct Objects {
+    pub store: StoreHandle,
+    /// Serialises quota admission and the create it admits, per namespace, so two creates
+    /// cannot both fit in the last slot of a quota.
+    quota_locks: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+pub fn store_error(err: StoreError, resource: &str, name: &str) -> ApiError {
+    match err {
+        StoreError::AlreadyExists { .. } => ApiError::AlreadyExists {
+            resource: resource.to_string(),
+            name: name.to_string(),
+        },
+        StoreError::NotFound { .. } => ApiError::not_found(resource, name),
+        StoreError::Conflict { .. } => ApiError::conflict(resource, name, OPTIMISTIC_LOCK_MSG),
+        StoreError::Expired { requested, oldest } => {
+            ApiError::Expired(format!("too old resource version: {requested} ({oldest})"))
+        }
+        StoreError::Unavailable(m) => ApiError::ServiceUnavailable(m),
+        StoreError::Io(m) | StoreError::Corrupt { detail: m, .. } => ApiError::Internal(m),
+    }
+}
+
+impl Objects {
+    pub fn new(store: StoreHandle) -> Self {
+        Objects {
+            store,
+            quota_locks: Arc::default(),
+        }
+    }
+
+    /// Quota admission: refuse (403) a create that would take a namespace over any of its
+    /// ResourceQuotas. The returned guard must be held until the create is written.
+    async fn admit_quota(
+        &self,
+        kind: &str,
+        obj: &Value,
+        ns: &str,
+    ) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, ApiError> {
+        let delta = quota::usage_of(kind, obj);
+        if delta.is_empty() {
+            return Ok(None);
+        }
+        let (quotas, _) = self
+            .store
+            .list(&resources::prefix("resourcequotas", Some(ns)));
+        if quotas.is_empty() {
+            return Ok(None);
+        }
+        let lock = self
+            .quota_locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(ns.to_string())
+            .or_default()
+            .clone();
+        let guard = lock.lock_owned().await;
+        let mut counted: Vec<(&'static str, Arc<Value>)> = Vec::new();
+        for res in [
+            "pods",
+            "services",
+            "replicationcontrollers",
+            "resourcequotas",
+        ] {
+            let kind = resources::lookup(res).map(|r| r.kind).unwrap_or_default();
+            let (items, _) = self.store.list(&resources::prefix(res, Some(ns)));
+            counted.extend(items.into_iter().map(|(_, o)| (kind, o.value)));
+        }
+        for (_, q) in &quotas {
+            let hard = quota::hard_of(&q.value);
+            let used = quota::total(&hard, counted.iter().map(|(k, o)| (*k, &**o)));
+            let qname = meta::name(&q.value).unwrap_or_default();
+            if let Err(msg) = quota::admit(qname, &hard, &used, &delta) {
+                let resource = resources::by_kind(kind)
+                    .map(|r| r.name)
+                    .unwrap_or("objects");
+                return Err(ApiError::Forbidden(format!(
+                    "{resource} \"{}\" is forbidden: {msg}",
+                    meta::name(obj).unwrap_or_default()
+                )));
+            }
+        }
+        Ok(Some(guard))
+    }
+
+    fn key(t: &Target, name: &str) -> String {
+        object_key(t.resource.name, t.namespace.as_deref(), name)
+    }
+
+    fn name_of(t: &Target) -> Result<&str, ApiError> {
+        t.name.as_deref().ok_or(ApiError::MethodNotAllowed)
+    }
+
+    fn current(&self, t: &Target) -> Result<Object, ApiError> {
+        let name = Self::name_of(t)?;
+        self.store
+            .get(&Self::key(t, name))
+            .ok_or_else(|| ApiError::not_found(t.resource.name, name))
+    }
+
+    pub fn get(&self, t: &Target) -> Result<Arc<Value>, ApiError> {
+        let obj = self.current(t)?;
+        match t.subresource.as_deref() {
+            Some("scale") => Ok(Arc::new(scale_of(&obj.value))),
+            _ => Ok(obj.value),
+        }
+    }
+
+    pub fn list(&self, t: &Target, opts: &ListOptions) -> Result<ListPage, ApiError> {
+        check_fields(t.resource, &opts.field_selector)?;
+        let prefix = resources::prefix(t.resource.name, t.namespace.as_deref());
+        let after = match &opts.continue_token {
+            Some(tok) => Some(decode_continue(tok, &prefix)?),
+            None => None,
+        };
+        let limit = opts.limit.filter(|l| *l > 0);
+        let (all, rev) = self.store.list_from(&prefix, after.as_deref(), usize::MAX);
+        let mut items = Vec::new();
+        let mut last_key = None;
+        let mut matched_after = 0usize;
+        for (key, obj) in all {
+            if !opts.label_selector.matches_object(&obj.value)
+                || !opts.field_selector.matches(&obj.value)
+            {
+                continue;
+            }
+            if limit.is_some_and(|l| items.len() >= l) {
+                matched_after += 1;
+                continue;
+            }
+            last_key = Some(key);
+            items.push(obj.value);
+        }
+        let continue_token = if matched_after > 0 {
+            last_key.map(|k| encode_continue(&k, rev))
+        } else {
+            None
+        };
+        Ok(ListPage {
+            items,
+            rev,
+            remaining: continue_token.as_ref().map(|_| matched_after),
+            continue_token,
+        })
+    }
+
+    async fn write(
+        &self,
+        op: WriteOp,
+        resource: &str,
+        name: &str,
+    ) -> Result<WriteOutcome, ApiError> {
+        self.store
+            .write(op)
+            .await
+            .map_err(|e| store_error(e, resource, name))
+    }
+
+    pub async fn create(
+        &self,
+        t: &Target,
+        body: Value,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        if t.name.is_some() || t.subresource.is_some() {
+            return Err(ApiError::MethodNotAllowed);
+        }
+        let info = t.resource;
+        let mut obj = check_body_kind(info, body)?;
+        let warnings = decode_and_check_fields(info.kind, &obj, opts.field_validation)?;
+        let ns = self.resolve_namespace(t, &obj)?;
+        resolve_generate_name(&mut obj)?;
+        if meta::resource_version(&obj).is_some() {
+            return Err(ApiError::BadRequest(
+                "resourceVersion should not be set on objects to be created".into(),
+            ));
+        }
+        defaults::defaults_for_create(info.kind, &mut obj, ns.as_deref());
+        let name = meta::name(&obj).unwrap_or_default().to_string();
+        validate(info, &obj, None)?;
+        if let Some(ns) = &ns {
+            self.check_namespace_accepts(ns)?;
+        }
+        let _quota_guard = match &ns {
+            Some(ns) => self.admit_quota(info.kind, &obj, ns).await?,
+            None => None,
+        };
+        if opts.dry_run {
+            return Ok(Written {
+                object: obj,
+                warnings,
+                created: true,
+            });
+        }
+        let key = object_key(info.name, ns.as_deref(), &name);
+        let out = self
+            .write(WriteOp::Create { key, object: obj }, info.name, &name)
+            .await?;
+        Ok(Written {
+            object: (*out.object).clone(),
+            warnings,
+            created: true,
+        })
+    }
+
+    /// The namespace a create lands in: the path's, which the body may repeat but not contradict.
+    fn resolve_namespace(&self, t: &Target, obj: &Value) -> Result<Option<String>, ApiError> {
+        if !t.resource.namespaced {
+            return Ok(None);
+        }
+        let body_ns = meta::namespace(obj).filter(|s| !s.is_empty());
+        match (&t.namespace, body_ns) {
+            (Some(path), Some(body)) if path != body => Err(ApiError::BadRequest(
+                "the namespace of the provided object does not match the namespace sent on the request".into(),
+            )),
+            (Some(path), _) => Ok(Some(path.clone())),
+            (None, _) => Err(ApiError::MethodNotAllowed),
+        }
+    }
+
+    fn check_namespace_accepts(&self, ns: &str) -> Result<(), ApiError> {
+        let key = object_key("namespaces", None, ns);
+        let obj = self
+            .store
+            .get(&key)
+            .ok_or_else(|| ApiError::not_found("namespaces", ns))?;
+        let terminating = obj.value.pointer("/metadata/deletionTimestamp").is_some()
+            || obj.value.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating");
+        if terminating {
+            return Err(ApiError::Forbidden(format!(
+                "unable to create new content in namespace {ns} because it is being terminated"
+            )));
+        }
+        Ok(())
+    }
+
+    /// PUT of an object or of its status or scale subresource.
+    pub async fn update(
+        &self,
+        t: &Target,
+        body: Value,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        let name = Self::name_of(t)?.to_string();
+        match t.subresource.as_deref() {
+            Some("scale") => {
+                let precondition = parse_precondition(meta::resource_version(&body))?;
+                return self.update_scale(t, &name, body, precondition, opts).await;
+            }
+            Some("status") | Some("finalize") | None => {}
+            Some(_) => return Err(ApiError::MethodNotAllowed),
+        }
+        let info = t.resource;
+        let body = check_body_kind(info, body)?;
+        let warnings = decode_and_check_fields(info.kind, &body, opts.field_validation)?;
+        check_body_identity(t, &name, &body)?;
+        let precondition = match meta::resource_version(&body) {
+            Some(rv) => Some(
+                rv.parse::<Rev>()
+                    .map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}")))?,
+            ),
+            None => None,
+        };
+        let part = match t.subresource.as_deref() {
+            Some("status") => Part::Status,
+            Some("finalize") => Part::Finalizers,
+            _ => Part::Main,
+        };
+        let written = self
+            .modify(t, &name, precondition, opts, Check::Validate, |old| {
+                Ok(merge_update(info, old, body.clone(), part))
+            })
+            .await?;
+        Ok(Written {
+            warnings,
+            ..written
+        })
+    }
+
+    /// PATCH of an object or of its status or scale subresource.
+    pub async fn patch(
+        &self,
+        t: &Target,
+        kind: PatchType,
+        patch_body: Value,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        let name = Self::name_of(t)?.to_string();
+        let info = t.resource;
+        let part = match t.subresource.as_deref() {
+            Some("scale") => {
+                let old = self.current(t)?;
+                let scale = apply_patch(kind, &scale_of(&old.value), &patch_body, "Scale")?;
+                // Only a resourceVersion the patch itself names is a precondition.
+                let precondition = parse_precondition(
+                    patch_body
+                        .pointer("/metadata/resourceVersion")
+                        .and_then(Value::as_str),
+                )?;
+                return self.update_scale(t, &name, scale, precondition, opts).await;
+            }
+            Some("status") => Part::Status,
+            None => Part::Main,
+            Some(_) => return Err(ApiError::MethodNotAllowed),
+        };
+        let mut warnings = Vec::new();
+        let written = self
+            .modify(t, &name, None, opts, Check::Validate, |old| {
+                let patched = apply_patch(kind, old, &patch_body, info.kind)?;
+                warnings = decode_and_check_fields(info.kind, &patched, opts.field_validation)?;
+                check_body_identity(t, &name, &patched)?;
+                // A patch that names a resourceVersion makes it a precondition, as in Kubernetes.
+                if let Some(rv) = patch_body
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                {
+                    if Some(rv) != meta::resource_version(old) {
+                        return Err(ApiError::conflict(info.name, &name, OPTIMISTIC_LOCK_MSG));
+                    }
+                }
+                Ok(merge_update(info, old, patched, part))
+            })
+            .await?;
+        Ok(Written {
+            warnings,
+            ..written
+        })
+    }
+
+    /// Read-modify-write with the store's compare-and-swap, retrying when another writer
+    /// got there first (unless the caller pinned a resourceVersion).
+    async fn modify(
+        &self,
+        t: &Target,
+        name: &str,
+        precondition: Option<Rev>,
+        opts: &WriteOptions,
+        check: Check,
+        mut change: impl FnMut(&Value) -> Result<Value, ApiError>,
+    ) -> Result<Written, ApiError> {
+        let info = t.resource;
+        let key = Self::key(t, name);
+        for attempt in 0..CONFLICT_RETRIES {
+            if attempt > 0 {
+                // The write we lost to is still being synced and not yet readable: give it
+                // the time of a commit before reading again.
+                tokio::time::sleep(std::time::Duration::from_millis(1 << attempt.min(6))).await;
+            }
+            let old = self.current(t)?;
+            if let Some(rv) = precondition {
+                if rv != old.rev {
+                    return Err(ApiError::conflict(info.name, name, OPTIMISTIC_LOCK_MSG));
+                }
+            }
+            let mut new = change(&old.value)?;
+            bump_generation(&old.value, &mut new);
+            if check == Check::Validate {
+                validate(info, &new, Some(&old.value))?;
+            }
+            if opts.dry_run || new == *old.value {
+                return Ok(Written {
+                    object: (*old.value).clone(),
+                    warnings: vec![],
+                    created: false,
+                }
+                .with_object_if(opts.dry_run, new));
+            }
+            // An object being deleted goes once its last finalizer is removed.
+            let op = if ready_to_delete(&new) {
+                WriteOp::Delete {
+                    key: key.clone(),
+                    expected: Some(old.rev),
+                }
+            } else {
+                WriteOp::Update {
+                    key: key.clone(),
+                    object: new,
+                    expected: Some(old.rev),
+                }
+            };
+            match self.store.write(op).await {
+                Ok(out) => {
+                    return Ok(Written {
+                        object: (*out.object).clone(),
+                        warnings: vec![],
+                        created: false,
+                    })
+                }
+                Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
+                Err(e) => return Err(store_error(e, info.name, name)),
+            }
+        }
+        Err(ApiError::conflict(info.name, name, OPTIMISTIC_LOCK_MSG))
+    }
+
+    async fn update_scale(
+        &self,
+        t: &Target,
+        name: &str,
+        scale: Value,
+        precondition: Option<Rev>,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        let replicas = scale.pointer("/spec/replicas").cloned().unwrap_or(json!(0));
+        let replicas = replicas
+            .as_i64()
+            .filter(|r| *r >= 0)
+            .ok_or_else(|| ApiError::Invalid {
+                kind: "Scale".into(),
+                group: "autoscaling".into(),
+                name: name.to_string(),
+                causes: vec![FieldError {
+                    field: "spec.replicas".into(),
+                    kind: validation::FieldErrorKind::Invalid,
+                    value: Some(replicas.to_string()),
+                    detail: "must be greater than or equal to 0".into(),
+                }],
+            })?;
+        let main = Target {
+            subresource: None,
+            ..t.clone()
+        };
+        let written = self
+            .modify(&main, name, precondition, opts, Check::Validate, |old| {
+                let mut new = old.clone();
+                new["spec"]["replicas"] = json!(replicas);
+                Ok(new)
+            })
+            .await?;
+        Ok(Written {
+            object: scale_of(&written.object),
+            ..written
+        })
+    }
+
+    pub async fn delete(&self, t: &Target, opts: &DeleteOptions) -> Result<Value, ApiError> {
+        if t.subresource.is_some() {
+            return Err(ApiError::MethodNotAllowed);
+        }
+        check_propagation(opts)?;
+        let name = Self::name_of(t)?.to_string();
+        let info = t.resource;
+        if info.name == "namespaces" && SYSTEM_NAMESPACES.contains(&name.as_str()) {
+            return Err(ApiError::Forbidden(format!(
+                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+            )));
+        }
+        let old = self.current(t)?;
+        if let Some(uid) = &opts.precondition_uid {
+            if Some(uid.as_str()) != meta::uid(&old.value) {
+                return Err(ApiError::conflict(
+                    info.name,
+                    &name,
+                    format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        meta::uid(&old.value).unwrap_or("")
+                    ),
+                ));
+            }
+        }
+        if let Some(rv) = opts.precondition_rv {
+            if rv != old.rev {
+                return Err(ApiError::conflict(info.name, &name, format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    old.rev
+                )));
+            }
+        }
+        if opts.dry_run {
+            return Ok((*old.value).clone());
+        }
+        if info.name == "namespaces" {
+            return self.mark_deleting(t, &name, old, None).await;
+        }
+        // Orphan and Foreground are carried out by the garbage collector, which removes
+        // the finalizer when done; the owner stays visible, being deleted, until then.
+        let finalizer = match opts.propagation.as_deref() {
+            Some("Orphan") => Some("orphan"),
+            Some("Foreground") => Some("foregroundDeletion"),
+            _ => None,
+        };
+        let has_finalizers = old
+            .value
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
+        if has_finalizers || finalizer.is_some() {
+            return self.mark_deleting(t, &name, old, finalizer).await;
+        }
+        let key = Self::key(t, &name);
+        let out = self
+            .write(
+                WriteOp::Delete {
+                    key,
+                    expected: Some(old.rev),
+                },
+                info.name,
+                &name,
+            )
+            .await?;
+        Ok((*out.object).clone())
+    }
+
+    /// Mark an object as being deleted: whoever owns its finalizers (the garbage
+    /// collector, the namespace controller) finishes the deletion by removing them.
+    async fn mark_deleting(
+        &self,
+        t: &Target,
+        name: &str,
+        old: Object,
+        finalizer: Option<&str>,
+    ) -> Result<Value, ApiError> {
+        let mut new = (*old.value).clone();
+        if new.pointer("/metadata/deletionTimestamp").is_none() {
+            let m = meta::metadata_mut(&mut new);
+            m.insert("deletionTimestamp".into(), json!(meta::now_rfc3339()));
+            m.insert("deletionGracePeriodSeconds".into(), json!(0));
+        }
+        if let Some(f) = finalizer {
+            let m = meta::metadata_mut(&mut new);
+            let list = m.entry("finalizers").or_insert_with(|| json!([]));
+            if let Some(arr) = list.as_array_mut() {
+                if !arr.iter().any(|x| x == f) {
+                    arr.push(json!(f));
+                }
+            }
+        }
+        if t.resource.name == "namespaces" {
+            new["status"]["phase"] = json!("Terminating");
+        }
+        let key = Self::key(t, name);
+        let op = if ready_to_delete(&new) {
+            WriteOp::Delete {
+                key,
+                expected: Some(old.rev),
+            }
+        } else if new == *old.value {
+            return Ok(new);
+        } else {
+            WriteOp::Update {
+                key,
+                object: new,
+                expected: Some(old.rev),
+            }
+        };
+        let out = self.write(op, t.resource.name, name).await?;
+        Ok((*out.object).clone())
+    }
+
+    pub async fn delete_collection(
+        &self,
+        t: &Target,
+        list: &ListOptions,
+        opts: &DeleteOptions,
+    ) -> Result<(Vec<Value>, Rev), ApiError> {
+        check_propagation(opts)?;
+        let page = self.list(
+            t,
+            &ListOptions {
+                limit: None,
+                continue_token: None,
+                ..list.clone()
+            },
+        )?;
+        let mut deleted = Vec::new();
+        for item in page.items {
+            let name = meta::name(&item).unwrap_or_default().to_string();
+            let target = Target {
+                namespace: meta::namespace(&item).map(str::to_string),
+                name: Some(name),
+                ..t.clone()
+            };
+            match self.delete(&target, opts).await {
+                Ok(obj) => deleted.push(obj),
+                Err(ApiError::NotFound { .. }) | Err(ApiError::Forbidden(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((deleted, self.store.revision()))
+    }
+
+    /// `POST pods/{name}/binding`: assign the pod to a node, once.
+    pub async fn bind(&self, t: &Target, body: Value) -> Result<Value, ApiError> {
+        let name = Self::name_of(t)?.to_string();
+        validation::decode_check("Binding", &body)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let node = body
+            .pointer("/target/name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| ApiError::Invalid {
+                kind: "Binding".into(),
+                group: String::new(),
+                name: name.clone(),
+                causes: vec![FieldError {
+                    field: "target.name".into(),
+                    kind: validation::FieldErrorKind::Required,
+                    value: None,
+                    detail: String::new(),
+                }],
+            })?
+            .to_string();
+        let pods = Target {
+            subresource: None,
+            ..t.clone()
+        };
+        self.modify(
+            &pods,
+            &name,
+            None,
+            &WriteOptions::default(),
+            Check::Trusted,
+            |old| {
+                if let Some(bound) = old
+                    .pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .filter(|n| !n.is_empty())
+                {
+                    return Err(ApiError::conflict(
+                        "pods",
+                        &name,
+                        format!("pod {name} is already assigned to node \"{bound}\""),
+                    ));
+                }
+                if old.pointer("/metadata/deletionTimestamp").is_some() {
+                    return Err(ApiError::conflict(
+                        "pods",
+                        &name,
+                        "pod is being deleted, cannot be assigned to a host",
+                    ));
+                }
+                let mut new = old.clone();
+                new["spec"]["nodeName"] = json!(node);
+                set_condition(
+                    &mut new,
+                    json!({
+                        "type": "PodScheduled", "status": "True",
+                        "lastProbeTime": null, "lastTransitionTime": meta::now_rfc3339(),
+                    }),
+                );
+                Ok(new)
+            },
+        )
+        .await?;
+        Ok(success_status(201, None))
+    }
+}
+
+impl Written {
+    fn with_object_if(self, cond: bool, obj: Value) -> Self {
+        if cond {
+            Written {
+                object: obj,
+                ..self
+            }
+        } else {
+            self
+        }
+    }
+}
+
+/// An object being deleted goes once nothing holds it: no finalizers left (and, for a
+/// namespace, no `spec.finalizers` either).
+fn ready_to_delete(obj: &Value) -> bool {
+    let empty = |p: &str| {
+        obj.pointer(p)
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty)
+    };
+    obj.pointer("/metadata/deletionTimestamp").is_some()
+        && empty("/metadata/finalizers")
+        && empty("/spec/finalizers")
+}
+
+fn set_condition(obj: &mut Value, cond: Value) {
+    if !obj["status"].is_object() {
+        obj["status"] = json!({});
+    }
+    let conds = &mut obj["status"]["conditions"];
+    if !conds.is_array() {
+        *conds = json!([]);
+    }
+    if let Some(list) = conds.as_array_mut() {
+        list.retain(|c| c.get("type") != cond.get("type"));
+        list.push(cond);
+    }
+}
+
+fn parse_precondition(rv: Option<&str>) -> Result<Option<Rev>, ApiError> {
+    match rv.filter(|r| !r.is_empty()) {
+        Some(rv) => rv
+            .parse::<Rev>()
+            .map(Some)
+            .map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}"))),
+        None => Ok(None),
+    }
+}
+
+fn check_propagation(opts: &DeleteOptions) -> Result<(), ApiError> {
+    match opts.propagation.as_deref() {
+        None | Some("Orphan") | Some("Background") | Some("Foreground") => Ok(()),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "DeletionPropagation: Unsupported value: \"{other}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
+        ))),
+    }
+}
+
+fn check_fields(info: &ResourceInfo, sel: &FieldSelector) -> Result<(), ApiError> {
+    for f in sel.fields() {
+        if !info.supports_field(f) {
+            return Err(ApiError::BadRequest(format!(
+                "field label not supported: {f}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `kind`/`apiVersion` in a body may be omitted but not wrong.
+fn check_body_kind(info: &ResourceInfo, body: Value) -> Result<Value, ApiError> {
+    let mut body = match body {
+        Value::Object(_) => body,
+        _ => {
+            return Err(ApiError::BadRequest(
+                "the body of the request must be a JSON object".into(),
+            ))
+        }
+    };
+    match body.get("kind").and_then(Value::as_str) {
+        None | Some("") => {}
+        Some(k) if k == info.kind => {}
+        Some(k) => {
+            return Err(ApiError::BadRequest(format!(
+                "the API version in the data (v1) does not match the expected API version (v1): kind {k} is not {}",
+                info.kind
+            )))
+        }
+    }
+    match body.get("apiVersion").and_then(Value::as_str) {
+        None | Some("") | Some("v1") => {}
+        Some(v) => {
+            return Err(ApiError::BadRequest(format!(
+                "the API version in the data ({v}) does not match the expected API version (v1)"
+            )))
+        }
+    }
+    body["kind"] = json!(info.kind);
+    body["apiVersion"] = json!("v1");
+    Ok(body)
+}
+
+fn check_body_identity(t: &Target, name: &str, body: &Value) -> Result<(), ApiError> {
+    if let Some(body_name) = meta::name(body) {
+        if body_name != name {
+            return Err(ApiError::BadRequest(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+    }
+    if let (Some(path_ns), Some(body_ns)) = (&t.namespace, meta::namespace(body)) {
+        if !body_ns.is_empty() && body_ns != path_ns {
+            return Err(ApiError::BadRequest(
+                "the namespace of the provided object does not match the namespace sent on the request".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Type-check the body against the Kubernetes schema; unknown fields are refused under
+/// Strict and reported as warnings under Warn.
+fn decode_and_check_fields(
+    kind: &str,
+    obj: &Value,
+    mode: FieldValidation,
+) -> Result<Vec<String>, ApiError> {
+    let unknown =
+        validation::decode_check(kind, obj).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let msgs: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .collect();
+    match mode {
+        FieldValidation::Strict if !msgs.is_empty() => Err(ApiError::BadRequest(format!(
+            "strict decoding error: {}",
+            msgs.join(", ")
+        ))),
+        FieldValidation::Ignore => Ok(vec![]),
+        _ => Ok(msgs),
+    }
+}
+
+fn resolve_generate_name(obj: &mut Value) -> Result<(), ApiError> {
+    let has_name = meta::name(obj).is_some_and(|n| !n.is_empty());
+    if has_name {
+        return Ok(());
+    }
+    let prefix = obj
+        .pointer("/metadata/generateName")
+        .and_then(Value::as_str)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string);
+    if let Some(prefix) = prefix {
+        let name = format!("{prefix}{}", meta::random_suffix());
+        meta::metadata_mut(obj).insert("name".into(), json!(name));
+    }
+    Ok(())
+}
+
+fn validate(info: &ResourceInfo, obj: &Value, old: Option<&Value>) -> Result<(), ApiError> {
+    let causes = validation::validate(info.kind, obj, old);
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid {
+            kind: info.kind.to_string(),
+            group: String::new(),
+            name: meta::name(obj).unwrap_or_default().to_string(),
+            causes,
+        })
+    }
+}
+
+/// What an update may change: server-owned metadata is kept, and for resources with a
+/// status subresource the main resource cannot write status and the status subresource
+/// writes nothing else, as in Kubernetes.
+/// Which part of an object an update writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Main,
+    Status,
+    /// A namespace's `spec.finalizers` (the `finalize` subresource).
+    Finalizers,
+}
+
+fn merge_update(info: &ResourceInfo, old: &Value, new: Value, part: Part) -> Value {
+    let mut merged = if part == Part::Status {
+        let mut m = old.clone();
+        m["status"] = new.get("status").cloned().unwrap_or(json!({}));
+        m
+    } else if part == Part::Finalizers {
+        let mut m = old.clone();
+        m["spec"]["finalizers"] = new
+            .pointer("/spec/finalizers")
+            .cloned()
+            .unwrap_or(json!([]));
+        m
+    } else {
+        let mut m = new;
+        if info.has_status_subresource {
+            match old.get("status") {
+                Some(s) => m["status"] = s.clone(),
+                None => {
+                    if let Some(o) = m.as_object_mut() {
+                        o.remove("status");
+                    }
+                }
+            }
+        }
+        m
+    };
+    if info.name == "namespaces" && part == Part::Main {
+        // Only the finalize subresource edits a namespace's finalizers.
+        merged["spec"]["finalizers"] = old
+            .pointer("/spec/finalizers")
+            .cloned()
+            .unwrap_or(json!([]));
+    }
+    let keep = [
+        "uid",
+        "creationTimestamp",
+        "generation",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+    ];
+    let old_meta = old.get("metadata").cloned().unwrap_or(json!({}));
+    let m = meta::metadata_mut(&mut merged);
+    for k in keep {
+        match old_meta.get(k) {
+            Some(v) => {
+                m.insert(k.to_string(), v.clone());
+            }
+            None => {
+                m.remove(k);
+            }
+        }
+    }
+    m.remove("resourceVersion");
+    merged["kind"] = json!(info.kind);
+    merged["apiVersion"] = json!("v1");
+    merged
+}
+
+fn bump_generation(old: &Value, new: &mut Value) {
+    let gen = old.pointer("/metadata/generation").and_then(Value::as_i64);
+    if let Some(gen) = gen {
+        let changed = old.get("spec") != new.get("spec");
+        let next = if changed { gen + 1 } else { gen };
+        meta::metadata_mut(new).insert("generation".into(), json!(next));
+    }
+}
+
+fn apply_patch(
+    kind: PatchType,
+    old: &Value,
+    patch_body: &Value,
+    obj_kind: &str,
+) -> Result<Value, ApiError> {
+    let bad = |e: patch::PatchError| ApiError::BadRequest(e.to_string());
+    match kind {
+        PatchType::Merge => {
+            if !patch_body.is_object() {
+                return Err(ApiError::BadRequest(
+                    "merge patch must be a JSON object".into(),
+                ));
+            }
+            Ok(patch::merge_patch(old, patch_body))
+        }
+        PatchType::Strategic => {
+            patch::strategic_merge_patch(old, patch_body, obj_kind).map_err(bad)
+        }
+        PatchType::Json => patch::json_patch(old, patch_body).map_err(bad),
+    }
+}
+
+/// The `autoscaling/v1` Scale view of a replication controller.
+pub fn scale_of(rc: &Value) -> Value {
+    let selector = rc
+        .pointer("/spec/selector")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    let md = rc.get("metadata").cloned().unwrap_or(json!({}));
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": md.get("name"),
+            "namespace": md.get("namespace"),
+            "uid": md.get("uid"),
+            "resourceVersion": md.get("resourceVersion"),
+            "creationTimestamp": md.get("creationTimestamp"),
+        },
+        "spec": {"replicas": rc.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
+        "status": {
+            "replicas": rc.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+            "selector": selector,
+        },
+    })
+}
+
+fn encode_continue(key: &str, rev: Rev) -> String {
+    use base64::Engine;
+    let raw = json!({"v": "skiff.continue/1", "rv": rev, "start": key}).to_string();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+/// The key a continue token resumes after; it must belong to the list being paged.
+fn decode_continue(token: &str, prefix: &str) -> Result<String, ApiError> {
+    use base64::Engine;
+    let bad = || ApiError::BadRequest("continue key is not valid: invalid continue token".into());
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.trim_end_matches('='))
+        .map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    let key = v.get("start").and_then(Value::as_str).ok_or_else(bad)?;
+    if !key.starts_with(prefix) {
+        return Err(bad());
+    }
+    Ok(key.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn update_of_main_resource_cannot_change_status() {
+        let info = resources::lookup("pods").expect("pods");
+        let old = json!({"metadata": {"name": "p", "uid": "u1"}, "status": {"phase": "Running"}});
+        let new =
+            json!({"metadata": {"name": "p", "uid": "forged"}, "status": {"phase": "Failed"}});
+        let merged = merge_update(info, &old, new, Part::Main);
+        assert_eq!(merged["status"]["phase"], "Running");
+        assert_eq!(merged["metadata"]["uid"], "u1");
+    }
+
+    #[test]
+    fn status_update_changes_only_status() {
+        let info = resources::lookup("pods").expect("pods");
+        let old = json!({"metadata": {"name": "p"}, "spec": {"nodeName": "a"}, "status": {}});
+        let new = json!({"metadata": {"name": "p"}, "spec": {"nodeName": "b"}, "status": {"phase": "Running"}});
+        let merged = merge_update(info, &old, new, Part::Status);
+        assert_eq!(merged["spec"]["nodeName"], "a");
+        assert_eq!(merged["status"]["phase"], "Running");
+    }
+
+    #[test]
+    fn generation_moves_only_when_spec_changes() {
+        let old = json!({"metadata": {"generation": 3}, "spec": {"replicas": 1}});
+        let mut same = json!({"metadata": {}, "spec": {"replicas": 1}, "status": {"x": 1}});
+        bump_generation(&old, &mut same);
+        assert_eq!(same["metadata"]["generation"], 3);
+        let mut changed = json!({"metadata": {}, "spec": {"replicas": 2}});
+        bump_generation(&old, &mut changed);
+        assert_eq!(changed["metadata"]["generation"], 4);
+    }
+
+    #[test]
+    fn continue_token_from_another_list_is_rejected() {
+        let tok = encode_continue("pods/default/a", 5);
+        assert_eq!(
+            decode_continue(&tok, "pods/default/").ok().as_deref(),
+            Some("pods/default/a")
+        );
+        assert!(decode_continue(&tok, "services/").is_err());
+        assert!(decode_continue("!!!", "pods/").is_err());
+    }
+
+    #[test]
+    fn scale_view_reports_replicas_and_selector() {
+        let rc = json!({"metadata": {"name": "web"}, "spec": {"replicas": 3, "selector": {"app": "web"}}, "status": {"replicas": 2}});
+        let s = scale_of(&rc);
+        assert_eq!(s["spec"]["replicas"], 3);
+        assert_eq!(s["status"]["replicas"], 2);
+        assert_eq!(s["status"]["selector"], "app=web");
+    }
+}

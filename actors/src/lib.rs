@@ -1,0 +1,10 @@
+//! skiff's actors: the store, the gateway and (later) the controllers and node agents,
+//! plus the Kubernetes API types and rules they share.
+
+pub mod api;
+pub mod client;
+pub mod controllers;
+pub mod gateway;
+pub mod metrics;
+pub mod scheduler;
+pub mod store;

@@ -1,0 +1,364 @@
+//! The scheduler's own view of the cluster: every node and what the pods placed on it use.
+//!
+//! A pod counts on its node from the moment the scheduler *assumes* it there (before the
+//! bind is even sent), so the next pod's filters already see the capacity taken and two
+//! pods are never squeezed into the last slot between a bind and its watch event. The
+//! informer later *confirms* the placement (the pod shows up bound), or a failed bind
+//! *forgets* it.
+
+use std::collections::HashMap;
+
+use super::info::{HostPort, NodeInfo, PodUsage, Resources};
+
+/// What the pods placed on one node use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub requested: Resources,
+    pub nonzero: Resources,
+    pub pods: i64,
+    /// Host ports taken, with how many pods hold each (normally one).
+    pub ports: HashMap<HostPort, u32>,
+    /// Pods per controlling owner uid, for spreading replicas.
+    pub owners: HashMap<String, u32>,
+}
+
+impl Usage {
+    fn add(&mut self, pod: &PodUsage) {
+        self.requested.add(pod.requests);
+        self.nonzero.add(pod.nonzero);
+        self.pods += 1;
+        for p in &pod.host_ports {
+            *self.ports.entry(p.clone()).or_default() += 1;
+        }
+        if let Some(owner) = &pod.owner {
+            *self.owners.entry(owner.clone()).or_default() += 1;
+        }
+    }
+
+    fn remove(&mut self, pod: &PodUsage) {
+        self.requested.sub(pod.requests);
+        self.nonzero.sub(pod.nonzero);
+        self.pods -= 1;
+        for p in &pod.host_ports {
+            decrement(&mut self.ports, p);
+        }
+        if let Some(owner) = &pod.owner {
+            decrement(&mut self.owners, owner);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pods == 0
+    }
+
+    /// Same-owner pods on this node.
+    pub fn owned_by(&self, owner: &str) -> u32 {
+        self.owners.get(owner).copied().unwrap_or(0)
+    }
+}
+
+fn decrement<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u32>, key: &K) {
+    if let Some(n) = map.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
+}
+
+/// A node as the filters see it.
+#[derive(Debug, Clone)]
+pub struct NodeState {
+    pub info: NodeInfo,
+    pub usage: Usage,
+}
+
+/// Where a pod is counted.
+#[derive(Debug, Clone)]
+struct Placement {
+    node: String,
+    usage: PodUsage,
+    /// Placed by this scheduler and not yet seen bound by the informer.
+    assumed: bool,
+}
+
+/// How a node update changed the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeChange {
+    Added,
+    /// Something that can make a pod fit changed (labels, taints, capacity, readiness).
+    Updated,
+    /// Nothing the scheduler looks at changed (a heartbeat).
+    Unchanged,
+}
+
+#[derive(Debug, Default)]
+pub struct SchedulerCache {
+    /// Kept in a vector so the filter loop walks memory in order.
+    nodes: Vec<NodeState>,
+    index: HashMap<String, usize>,
+    /// Usage of pods bound to nodes the cache has no Node object for (yet, or any more).
+    orphans: HashMap<String, Usage>,
+    pods: HashMap<String, Placement>,
+}
+
+impl SchedulerCache {
+    pub fn nodes(&self) -> &[NodeState] {
+        &self.nodes
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn node(&self, name: &str) -> Option<&NodeState> {
+        self.index.get(name).map(|&i| &self.nodes[i])
+    }
+
+    pub fn pod_count(&self) -> usize {
+        self.pods.len()
+    }
+
+    pub fn upsert_node(&mut self, info: NodeInfo) -> NodeChange {
+        match self.index.get(&info.name) {
+            Some(&i) => {
+                let state = &mut self.nodes[i];
+                if state.info == info {
+                    NodeChange::Unchanged
+                } else {
+                    state.info = info;
+                    NodeChange::Updated
+                }
+            }
+            None => {
+                let usage = self.orphans.remove(&info.name).unwrap_or_default();
+                self.index.insert(info.name.clone(), self.nodes.len());
+                self.nodes.push(NodeState { info, usage });
+                NodeChange::Added
+            }
+        }
+    }
+
+    pub fn remove_node(&mut self, name: &str) {
+        let Some(i) = self.index.remove(name) else {
+            return;
+        };
+        let state = self.nodes.swap_remove(i);
+        if let Some(moved) = self.nodes.get(i) {
+            self.index.insert(moved.info.name.clone(), i);
+        }
+        // Its pods still exist until the node lifecycle controller deletes them; keep
+        // their usage in case the node comes back.
+        if !state.usage.is_empty() {
+            self.orphans.insert(name.to_string(), state.usage);
+        }
+    }
+
+    fn usage_mut(&mut self, node: &str) -> &mut Usage {
+        match self.index.get(node) {
+            Some(&i) => &mut self.nodes[i].usage,
+            None => self.orphans.entry(node.to_string()).or_default(),
+        }
+    }
+
+    /// Count `pod` on `node` before its bind completes.
+    pub fn assume(&mut self, key: &str, node: &str, usage: PodUsage) {
+        self.place(key, node, usage, true);
+    }
+
+    /// The informer shows the pod bound to `node` (by us or anyone else).
+    pub fn observe_bound(&mut self, key: &str, node: &str, usage: PodUsage) {
+        if let Some(p) = self.pods.get_mut(key) {
+            if p.node == node && p.usage == usage {
+                p.assumed = false;
+                return;
+            }
+        }
+        self.place(key, node, usage, false);
+    }
+
+    /// A bind failed: give the capacity back.
+    pub fn forget(&mut self, key: &str) {
+        if self.pods.get(key).is_some_and(|p| p.assumed) {
+            self.remove_pod(key);
+        }
+    }
+
+    /// The pod is gone (deleted, finished, or unbound): stop counting it. Returns whether
+    /// it was counted, i.e. whether capacity was freed.
+    pub fn remove_pod(&mut self, key: &str) -> bool {
+        let Some(p) = self.pods.remove(key) else {
+            return false;
+        };
+        let usage = self.usage_mut(&p.node);
+        usage.remove(&p.usage);
+        if usage.is_empty() && !self.index.contains_key(&p.node) {
+            self.orphans.remove(&p.node);
+        }
+        true
+    }
+
+    pub fn is_assumed(&self, key: &str) -> bool {
+        self.pods.get(key).is_some_and(|p| p.assumed)
+    }
+
+    /// Whether the pod is counted anywhere (assumed or bound).
+    pub fn is_placed(&self, key: &str) -> bool {
+        self.pods.contains_key(key)
+    }
+
+    fn place(&mut self, key: &str, node: &str, usage: PodUsage, assumed: bool) {
+        self.remove_pod(key);
+        self.usage_mut(node).add(&usage);
+        self.pods.insert(
+            key.to_string(),
+            Placement {
+                node: node.to_string(),
+                usage,
+                assumed,
+            },
+        );
+    }
+
+    /// A rough count of the heap bytes this cache holds (strings, maps, vectors): enough
+    /// to see how the scheduler's memory grows with nodes and pods.
+    pub fn estimated_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let map_entry = 2 * size_of::<usize>();
+        let node_bytes: usize = self
+            .nodes
+            .iter()
+            .map(|n| {
+                size_of::<NodeState>()
+                    + map_entry
+                    + 2 * n.info.name.len()
+                    + n.info
+                        .labels
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len() + 48)
+                        .sum::<usize>()
+                    + n.info
+                        .taints
+                        .iter()
+                        .map(|t| t.key.len() + t.value.len() + 56)
+                        .sum::<usize>()
+                    + n.usage.owners.keys().map(|k| k.len() + 40).sum::<usize>()
+                    + n.usage.ports.len() * 64
+            })
+            .sum();
+        let pod_bytes: usize = self
+            .pods
+            .iter()
+            .map(|(k, p)| {
+                k.len()
+                    + p.node.len()
+                    + size_of::<Placement>()
+                    + map_entry
+                    + p.usage.owner.as_ref().map_or(0, String::len)
+                    + p.usage.host_ports.len() * size_of::<HostPort>()
+            })
+            .sum();
+        node_bytes + pod_bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str) -> NodeInfo {
+        NodeInfo {
+            name: name.into(),
+            allocatable: Resources {
+                milli_cpu: 4000,
+                memory: 8 << 30,
+            },
+            allowed_pods: 110,
+            ..NodeInfo::default()
+        }
+    }
+
+    fn usage(cpu: i64) -> PodUsage {
+        PodUsage {
+            requests: Resources {
+                milli_cpu: cpu,
+                memory: 0,
+            },
+            nonzero: Resources {
+                milli_cpu: cpu,
+                memory: 0,
+            },
+            owner: Some("rc-uid".into()),
+            ..PodUsage::default()
+        }
+    }
+
+    #[test]
+    fn an_assumed_pod_takes_capacity_until_its_bind_fails() {
+        let mut cache = SchedulerCache::default();
+        cache.upsert_node(node("a"));
+        cache.assume("ns/p", "a", usage(1000));
+        let a = cache.node("a").expect("node a");
+        assert_eq!((a.usage.requested.milli_cpu, a.usage.pods), (1000, 1));
+        assert_eq!(a.usage.owned_by("rc-uid"), 1);
+        cache.forget("ns/p");
+        let a = cache.node("a").expect("node a");
+        assert_eq!((a.usage.requested.milli_cpu, a.usage.pods), (0, 0));
+        assert!(a.usage.owners.is_empty());
+    }
+
+    #[test]
+    fn confirming_an_assumed_pod_does_not_count_it_twice() {
+        let mut cache = SchedulerCache::default();
+        cache.upsert_node(node("a"));
+        cache.assume("ns/p", "a", usage(500));
+        cache.observe_bound("ns/p", "a", usage(500));
+        assert!(!cache.is_assumed("ns/p"));
+        cache.forget("ns/p"); // no effect once confirmed
+        assert_eq!(cache.node("a").map(|n| n.usage.pods), Some(1));
+    }
+
+    #[test]
+    fn a_pod_bound_elsewhere_than_assumed_moves_its_usage() {
+        let mut cache = SchedulerCache::default();
+        cache.upsert_node(node("a"));
+        cache.upsert_node(node("b"));
+        cache.assume("ns/p", "a", usage(500));
+        cache.observe_bound("ns/p", "b", usage(500));
+        assert_eq!(cache.node("a").map(|n| n.usage.pods), Some(0));
+        assert_eq!(cache.node("b").map(|n| n.usage.pods), Some(1));
+    }
+
+    #[test]
+    fn pods_seen_before_their_node_are_counted_when_it_arrives() {
+        let mut cache = SchedulerCache::default();
+        cache.observe_bound("ns/p", "late", usage(700));
+        assert_eq!(cache.upsert_node(node("late")), NodeChange::Added);
+        assert_eq!(
+            cache.node("late").map(|n| n.usage.requested.milli_cpu),
+            Some(700)
+        );
+    }
+
+    #[test]
+    fn removing_a_node_keeps_the_index_of_the_others_right() {
+        let mut cache = SchedulerCache::default();
+        for n in ["a", "b", "c"] {
+            cache.upsert_node(node(n));
+        }
+        cache.remove_node("a");
+        assert_eq!(cache.node_count(), 2);
+        assert_eq!(cache.node("c").map(|n| n.info.name.as_str()), Some("c"));
+        assert_eq!(cache.node("b").map(|n| n.info.name.as_str()), Some("b"));
+    }
+
+    #[test]
+    fn a_heartbeat_is_an_unchanged_node() {
+        let mut cache = SchedulerCache::default();
+        cache.upsert_node(node("a"));
+        assert_eq!(cache.upsert_node(node("a")), NodeChange::Unchanged);
+        let mut cordoned = node("a");
+        cordoned.unschedulable = true;
+        assert_eq!(cache.upsert_node(cordoned), NodeChange::Updated);
+    }
+}

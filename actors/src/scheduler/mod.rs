@@ -1,0 +1,490 @@
+//! The scheduler (kube-scheduler): binds every pending pod to the best node.
+//!
+//! Informers on nodes and pods feed the [`Engine`] (queue, cache, filters, scores), which
+//! turns each pending pod into a decision; this actor carries the decisions out: up to
+//! `max_binds_in_flight` binds at once (so throughput is not one store sync per pod), the
+//! `PodScheduled=False` condition and a `FailedScheduling` event for pods that fit nowhere,
+//! and a `Scheduled` event for pods placed.
+//!
+//! The actor is supervised. Its work runs under `catch_unwind`: a panic stops it and the
+//! supervisor restarts it with empty caches, which re-list, so it carries on from the
+//! store's state (binds already stored show up as bound pods).
+
+pub mod cache;
+mod engine;
+pub mod filters;
+pub mod info;
+pub mod queue;
+pub mod score;
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures::FutureExt;
+use serde_json::{json, Value};
+
+pub use engine::{feasible_nodes_to_find, Decision, Engine};
+pub use queue::QueueLengths;
+pub use score::Weights;
+
+use crate::api::{meta, ApiError};
+use crate::client::{ApiClient, PatchType};
+use crate::controllers::informer::{self, Cache, Change, InformerSpec};
+use crate::controllers::pods;
+use crate::controllers::recorder::Recorder;
+
+/// The component name on events and the default `spec.schedulerName`.
+pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
+
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Pods whose `spec.schedulerName` is this (or unset) are ours.
+    pub scheduler_name: String,
+    /// Share of nodes to find feasible before scoring; 0 = adaptive, as kube-scheduler.
+    pub percentage_of_nodes_to_score: u32,
+    /// Binds sent and not yet answered, at most.
+    pub max_binds_in_flight: usize,
+    /// Pods decided per turn before the actor reads its mailbox again (informer events
+    /// and bind results must not wait behind a long queue).
+    pub batch: usize,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Unschedulable pods are retried at least this often, even if nothing changed.
+    pub unschedulable_flush: Duration,
+    /// How often backoffs and the unschedulable list are checked.
+    pub housekeeping: Duration,
+    /// Write a `Scheduled` event for every pod placed.
+    pub scheduled_events: bool,
+    /// Event writes in flight at most; beyond that `Scheduled` events are dropped, so
+    /// reporting never slows placing (`FailedScheduling` events are always written).
+    pub max_events_in_flight: usize,
+    pub weights: Weights,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            scheduler_name: DEFAULT_SCHEDULER_NAME.to_string(),
+            percentage_of_nodes_to_score: 0,
+            max_binds_in_flight: 256,
+            batch: 64,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(10),
+            unschedulable_flush: Duration::from_secs(60),
+            housekeeping: Duration::from_secs(1),
+            scheduled_events: true,
+            max_events_in_flight: 64,
+            weights: Weights::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error("binding pod {pod} to node {node} failed")]
+    Bind {
+        pod: String,
+        node: String,
+        #[source]
+        source: ApiError,
+    },
+    #[error("writing the PodScheduled condition of pod {pod} failed")]
+    Status {
+        pod: String,
+        #[source]
+        source: ApiError,
+    },
+    #[error("the scheduler panicked; its supervisor restarts it")]
+    Panicked,
+}
+
+/// Counters since the actor was created (they survive restarts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SchedulerStats {
+    /// Binds the store accepted.
+    pub scheduled: u64,
+    pub bind_failures: u64,
+    /// Scheduling attempts that found no node.
+    pub unschedulable_attempts: u64,
+    pub scheduled_events_dropped: u64,
+    pub restarts: u64,
+    pub binds_in_flight: usize,
+    pub queue: QueueLengths,
+    pub nodes: usize,
+    /// Pods counted on nodes (bound or assumed).
+    pub placed_pods: usize,
+    /// Rough heap size of the scheduler cache (nodes and placed pods; the informer
+    /// caches of node and pod objects come on top).
+    pub cache_bytes: usize,
+}
+
+/// Report the counters and sizes.
+#[derive(Message)]
+#[rtype(result = "SchedulerStats")]
+pub struct GetStats;
+
+/// Panic inside the scheduler's guarded work (to test supervision with a real panic).
+#[derive(Message)]
+#[rtype(result = "Result<(), SchedulerError>")]
+pub struct InjectPanic;
+
+/// A change one of the informers saw. `generation` ties it to the actor incarnation whose
+/// informer sent it: changes queued in the mailbox across a restart are dropped, the fresh
+/// informers list everything again.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Observed {
+    generation: u64,
+    resource: &'static str,
+    change: Change,
+}
+
+/// Decide the next batch of pods.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ScheduleBatch;
+
+pub struct SchedulerActor {
+    client: Arc<dyn ApiClient>,
+    config: SchedulerConfig,
+    recorder: Arc<Recorder>,
+    nodes: Arc<Cache>,
+    pods: Arc<Cache>,
+    engine: Engine,
+    generation: u64,
+    binds_in_flight: usize,
+    events_in_flight: Arc<AtomicUsize>,
+    batch_pending: bool,
+    stats: SchedulerStats,
+}
+
+impl SchedulerActor {
+    pub fn new(client: Arc<dyn ApiClient>, config: SchedulerConfig) -> Self {
+        // Events name the scheduler as their source. The recorder wants a `&'static str`:
+        // a scheduler with another name leaks that name once per actor (not per restart).
+        let component: &'static str = if config.scheduler_name == DEFAULT_SCHEDULER_NAME {
+            DEFAULT_SCHEDULER_NAME
+        } else {
+            Box::leak(config.scheduler_name.clone().into_boxed_str())
+        };
+        let recorder = Arc::new(Recorder::new(client.clone(), component));
+        SchedulerActor {
+            engine: Engine::new(&config),
+            client,
+            config,
+            recorder,
+            nodes: Arc::new(Cache::default()),
+            pods: Arc::new(Cache::default()),
+            generation: 0,
+            binds_in_flight: 0,
+            events_in_flight: Arc::new(AtomicUsize::new(0)),
+            batch_pending: false,
+            stats: SchedulerStats::default(),
+        }
+    }
+
+    /// Start under a supervisor on the current arbiter.
+    pub fn start_supervised(self) -> Addr<Self> {
+        actix::Supervisor::start(move |_| self)
+    }
+
+    /// Run `work`, turning a panic into a stop (and so a restart by the supervisor)
+    /// instead of a mailbox closed for good.
+    fn guarded<R>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        work: impl FnOnce(&mut Self, &mut Context<Self>) -> R,
+    ) -> Option<R> {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| work(self, ctx))) {
+            Ok(r) => Some(r),
+            Err(_) => {
+                tracing::error!("scheduler panicked; restarting");
+                ctx.stop();
+                None
+            }
+        }
+    }
+
+    fn synced(&self) -> bool {
+        self.nodes.synced() && self.pods.synced()
+    }
+
+    /// Queue a batch if there is work and room for binds. Nothing is scheduled before
+    /// both informers have listed: a pod placed without knowing the bound pods could
+    /// overbook a node.
+    fn kick(&mut self, ctx: &mut Context<Self>) {
+        if !self.batch_pending
+            && self.synced()
+            && self.engine.has_work()
+            && self.binds_in_flight < self.config.max_binds_in_flight
+        {
+            self.batch_pending = true;
+            ctx.notify(ScheduleBatch);
+        }
+    }
+
+    fn observe(&mut self, resource: &'static str, change: Change) {
+        let now = Instant::now();
+        match resource {
+            "nodes" => self.engine.on_node(change.kind, &change.object, now),
+            _ => self.engine.on_pod(change.kind, &change.object, now),
+        }
+    }
+
+    fn schedule_batch(&mut self, ctx: &mut Context<Self>) {
+        self.batch_pending = false;
+        let now = Instant::now();
+        for _ in 0..self.config.batch.max(1) {
+            if self.binds_in_flight >= self.config.max_binds_in_flight {
+                break;
+            }
+            match self.engine.schedule_next(now) {
+                Some(Decision::Bind { key, pod, node }) => self.bind(key, pod, node, ctx),
+                Some(Decision::Unschedulable { key, pod, message }) => {
+                    self.stats.unschedulable_attempts += 1;
+                    self.report_unschedulable(key, pod, message);
+                }
+                None => break,
+            }
+        }
+    }
+
+    fn bind(&mut self, key: String, pod: Arc<Value>, node: String, ctx: &mut Context<Self>) {
+        self.binds_in_flight += 1;
+        let client = self.client.clone();
+        let generation = self.generation;
+        let (ns, name) = namespace_and_name(&pod);
+        let target = node.clone();
+        let call = async move { client.bind(&ns, &name, &target).await };
+        let done =
+            AssertUnwindSafe(call)
+                .catch_unwind()
+                .into_actor(self)
+                .map(move |result, act, ctx| {
+                    if act.generation != generation {
+                        return;
+                    }
+                    act.binds_in_flight = act.binds_in_flight.saturating_sub(1);
+                    let outcome = match result {
+                        Ok(r) => r,
+                        Err(_) => {
+                            tracing::error!(pod = %key, "bind panicked; restarting");
+                            ctx.stop();
+                            return;
+                        }
+                    };
+                    act.guarded(ctx, move |act, ctx| {
+                        act.bind_finished(key, pod, node, outcome);
+                        act.kick(ctx);
+                    });
+                });
+        ctx.spawn(done);
+    }
+
+    fn bind_finished(
+        &mut self,
+        key: String,
+        pod: Arc<Value>,
+        node: String,
+        outcome: Result<(), ApiError>,
+    ) {
+        match outcome {
+            Ok(()) => {
+                self.stats.scheduled += 1;
+                self.engine.bind_succeeded(&key);
+                tracing::debug!(pod = %key, node = %node, "bound");
+                if self.config.scheduled_events {
+                    let message = format!("Successfully assigned {key} to {node}");
+                    self.record_event(pod, "Normal", "Scheduled", message, false);
+                }
+            }
+            Err(source) => {
+                self.stats.bind_failures += 1;
+                self.engine.bind_failed(&key, Instant::now());
+                let error = SchedulerError::Bind {
+                    pod: key.clone(),
+                    node,
+                    source,
+                };
+                tracing::warn!(pod = %key, error = %error, source = %std::error::Error::source(&error).map(ToString::to_string).unwrap_or_default(), "bind failed; retrying after backoff");
+            }
+        }
+    }
+
+    /// Condition `PodScheduled=False` (written only when it changes, so a pod retried
+    /// again and again does not churn the store) and a `FailedScheduling` event.
+    fn report_unschedulable(&mut self, key: String, pod: Arc<Value>, message: String) {
+        if needs_condition_update(&pod, &message) {
+            let client = self.client.clone();
+            let (ns, name) = namespace_and_name(&pod);
+            let patch = json!({"status": {"conditions": [{
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": message,
+                "lastProbeTime": null,
+                "lastTransitionTime": meta::now_rfc3339(),
+            }]}});
+            actix::spawn(async move {
+                let result = client
+                    .patch(
+                        "pods",
+                        Some(&ns),
+                        &name,
+                        Some("status"),
+                        PatchType::Strategic,
+                        patch,
+                    )
+                    .await;
+                if let Err(source) = result {
+                    let error = SchedulerError::Status { pod: key, source };
+                    tracing::debug!(error = %error, "condition not written");
+                }
+            });
+        }
+        self.record_event(pod, "Warning", "FailedScheduling", message, true);
+    }
+
+    /// Write an event without waiting for it; `always` events ignore the in-flight cap.
+    fn record_event(
+        &mut self,
+        pod: Arc<Value>,
+        kind: &'static str,
+        reason: &'static str,
+        message: String,
+        always: bool,
+    ) {
+        let in_flight = self.events_in_flight.clone();
+        if !always && in_flight.load(Ordering::Relaxed) >= self.config.max_events_in_flight {
+            self.stats.scheduled_events_dropped += 1;
+            return;
+        }
+        in_flight.fetch_add(1, Ordering::Relaxed);
+        let recorder = self.recorder.clone();
+        actix::spawn(async move {
+            recorder.record(&pod, kind, reason, &message).await;
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+
+    fn stats(&self) -> SchedulerStats {
+        SchedulerStats {
+            binds_in_flight: self.binds_in_flight,
+            queue: self.engine.queue_lengths(),
+            nodes: self.engine.cache().node_count(),
+            placed_pods: self.engine.cache().pod_count(),
+            cache_bytes: self.engine.cache().estimated_bytes(),
+            ..self.stats
+        }
+    }
+}
+
+fn namespace_and_name(pod: &Value) -> (String, String) {
+    (
+        meta::namespace(pod).unwrap_or("default").to_string(),
+        meta::name(pod).unwrap_or_default().to_string(),
+    )
+}
+
+/// Whether the pod's `PodScheduled` condition does not already say exactly this.
+fn needs_condition_update(pod: &Value, message: &str) -> bool {
+    let Some(c) = pods::condition(pod, "PodScheduled") else {
+        return true;
+    };
+    let field = |f: &str| c.get(f).and_then(Value::as_str);
+    field("status") != Some("False")
+        || field("reason") != Some("Unschedulable")
+        || field("message") != Some(message)
+}
+
+impl Actor for SchedulerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let addr = ctx.address();
+        let generation = self.generation;
+        for (resource, cache) in [("nodes", self.nodes.clone()), ("pods", self.pods.clone())] {
+            let addr = addr.clone();
+            let notify = move |resource, change| {
+                addr.do_send(Observed {
+                    generation,
+                    resource,
+                    change,
+                })
+            };
+            let run = informer::run(
+                self.client.clone(),
+                InformerSpec::all(resource),
+                cache,
+                notify,
+            );
+            ctx.spawn(run.into_actor(self));
+        }
+        ctx.run_interval(self.config.housekeeping, |act, ctx| {
+            act.guarded(ctx, |act, ctx| {
+                act.engine.flush(Instant::now());
+                act.kick(ctx);
+            });
+        });
+        tracing::info!(scheduler = %self.config.scheduler_name, "scheduler started");
+    }
+}
+
+impl Supervised for SchedulerActor {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        // Everything spawned by the old incarnation (informers, binds) was dropped with
+        // its context; start from empty caches and let the informers list again.
+        self.generation += 1;
+        self.stats.restarts += 1;
+        self.nodes = Arc::new(Cache::default());
+        self.pods = Arc::new(Cache::default());
+        self.engine = Engine::new(&self.config);
+        self.binds_in_flight = 0;
+        self.batch_pending = false;
+    }
+}
+
+impl Handler<Observed> for SchedulerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Observed, ctx: &mut Self::Context) {
+        if msg.generation != self.generation {
+            return;
+        }
+        self.guarded(ctx, |act, ctx| {
+            act.observe(msg.resource, msg.change);
+            act.kick(ctx);
+        });
+    }
+}
+
+impl Handler<ScheduleBatch> for SchedulerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: ScheduleBatch, ctx: &mut Self::Context) {
+        self.guarded(ctx, |act, ctx| {
+            act.schedule_batch(ctx);
+            act.kick(ctx);
+        });
+    }
+}
+
+impl Handler<GetStats> for SchedulerActor {
+    type Result = MessageResult<GetStats>;
+
+    fn handle(&mut self, _: GetStats, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.stats())
+    }
+}
+
+impl Handler<InjectPanic> for SchedulerActor {
+    type Result = Result<(), SchedulerError>;
+
+    fn handle(&mut self, _: InjectPanic, ctx: &mut Self::Context) -> Self::Result {
+        let survived: Option<()> = self.guarded(ctx, |_, _| panic!("injected scheduler panic"));
+        survived.ok_or(SchedulerError::Panicked)
+    }
+}

@@ -1,0 +1,351 @@
+//! The store actor: precondition checks and revision assignment in its mailbox, commit
+//! results applied in revision order, watchers served from its hub.
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, RwLock};
+
+use actix::prelude::*;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use super::persist::{CommitMsg, Committer, Persist};
+use super::watch::{WatchHub, WatchStream};
+use super::{
+    Event, EventKind, Object, Rev, Snapshot, StoreConfig, StoreError, WriteOp, WriteOutcome,
+};
+use crate::api::meta;
+use crate::metrics::Metrics;
+
+/// Apply one write; answered once it is durable.
+#[derive(Message)]
+#[rtype(result = "Result<WriteOutcome, StoreError>")]
+pub struct Write(pub WriteOp);
+
+/// Start a watch of every key under `prefix`, from revision `from` (or from the current
+/// state, as ADDED events, when `None`).
+#[derive(Message)]
+#[rtype(result = "Result<WatchStream, StoreError>")]
+pub struct Watch {
+    pub prefix: String,
+    pub from: Option<Rev>,
+}
+
+/// Drop watch history down to `keep` events (etcd compaction).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Compact {
+    pub keep: usize,
+}
+
+/// Fault injection: make the actor panic inside a handler, as a bug would.
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct InjectPanic;
+
+/// The committer's report on a group of writes.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Committed {
+    pub writes: Vec<PendingWrite>,
+    pub result: Result<(), StoreError>,
+}
+
+/// A write that has a revision and waits for its sync.
+pub struct PendingWrite {
+    pub rev: Rev,
+    pub key: String,
+    pub kind: EventKind,
+    pub new: Option<Object>,
+    pub prev: Option<Object>,
+    pub reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
+}
+
+pub struct StoreActor {
+    config: StoreConfig,
+    persist: Arc<Persist>,
+    committer: Option<Committer>,
+    snapshot: Arc<RwLock<Snapshot>>,
+    /// Latest state of keys whose writes are not yet committed: later writes check their
+    /// preconditions against it, readers never see it.
+    in_flight: HashMap<String, (Rev, Option<Object>)>,
+    next_rev: Rev,
+    hub: WatchHub,
+    metrics: Arc<Metrics>,
+}
+
+impl StoreActor {
+    pub(super) fn new(
+        config: StoreConfig,
+        persist: Arc<Persist>,
+        snapshot: Arc<RwLock<Snapshot>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let rev = read_lock(&snapshot).rev;
+        let hub = WatchHub::new(rev, config.history, config.watch_buffer);
+        StoreActor {
+            config,
+            persist,
+            committer: None,
+            snapshot,
+            in_flight: HashMap::new(),
+            next_rev: rev + 1,
+            hub,
+            metrics,
+        }
+    }
+
+    /// The latest state of `key`, counting writes still in flight.
+    fn current(&self, key: &str) -> Option<Object> {
+        match self.in_flight.get(key) {
+            Some((_, state)) => state.clone(),
+            None => read_lock(&self.snapshot).objects.get(key).cloned(),
+        }
+    }
+
+    /// Check the write's preconditions, give it a revision and hand it to the committer.
+    fn begin_write(
+        &mut self,
+        op: WriteOp,
+    ) -> Result<oneshot::Receiver<Result<WriteOutcome, StoreError>>, StoreError> {
+        let key = op.key().to_string();
+        let prev = self.current(&key);
+        let rev = self.next_rev;
+        let (kind, new) = match op {
+            WriteOp::Create { object, .. } => {
+                if prev.is_some() {
+                    return Err(StoreError::AlreadyExists { key });
+                }
+                (EventKind::Added, Some(stamp(object, rev)))
+            }
+            WriteOp::Update {
+                object, expected, ..
+            } => {
+                check_precondition(&key, prev.as_ref(), expected)?;
+                (EventKind::Modified, Some(stamp(object, rev)))
+            }
+            WriteOp::Delete { expected, .. } => {
+                check_precondition(&key, prev.as_ref(), expected)?;
+                (EventKind::Deleted, None)
+            }
+        };
+        let committer = self
+            .committer
+            .as_ref()
+            .ok_or_else(|| StoreError::Unavailable("committer not running".into()))?;
+        let (tx, rx) = oneshot::channel();
+        committer.send(CommitMsg::Write(PendingWrite {
+            rev,
+            key: key.clone(),
+            kind,
+            new: new.clone(),
+            prev,
+            reply: tx,
+        }))?;
+        self.next_rev += 1;
+        self.in_flight.insert(key, (rev, new));
+        Ok(rx)
+    }
+
+    /// Make a committed group visible, answer its writers and tell the watchers.
+    fn finish_writes(&mut self, writes: Vec<PendingWrite>) {
+        let mut events = Vec::with_capacity(writes.len());
+        {
+            let mut snap = write_lock(&self.snapshot);
+            for w in writes {
+                if matches!(self.in_flight.get(&w.key), Some((rev, _)) if *rev == w.rev) {
+                    self.in_flight.remove(&w.key);
+                }
+                let object = match (&w.new, &w.prev) {
+                    (Some(new), _) => new.value.clone(),
+                    (None, Some(prev)) => {
+                        let mut last = (*prev.value).clone();
+                        meta::set_resource_version(&mut last, w.rev);
+                        Arc::new(last)
+                    }
+                    (None, None) => Arc::new(Value::Null),
+                };
+                // After a restart the reload already holds writes committed before it.
+                if w.rev > snap.rev {
+                    snap.rev = w.rev;
+                    match &w.new {
+                        Some(obj) => {
+                            snap.objects.insert(w.key.clone(), obj.clone());
+                        }
+                        None => {
+                            snap.objects.remove(&w.key);
+                        }
+                    }
+                    events.push(Arc::new(Event {
+                        rev: w.rev,
+                        kind: w.kind,
+                        key: w.key.clone(),
+                        object: object.clone(),
+                        prev: w.prev.as_ref().map(|p| p.value.clone()),
+                    }));
+                }
+                let _ = w.reply.send(Ok(WriteOutcome { rev: w.rev, object }));
+            }
+        }
+        for e in events {
+            self.hub.publish(e);
+        }
+    }
+
+    fn fail_writes(&mut self, writes: Vec<PendingWrite>, err: StoreError) {
+        for w in writes {
+            let _ = w.reply.send(Err(err.clone()));
+        }
+    }
+
+    /// Rebuild memory from disk: the store trusts RocksDB, not what it held before.
+    fn reload(&mut self) -> Result<(), StoreError> {
+        if let Some(c) = &self.committer {
+            c.drain();
+        }
+        let (rev, objects) = self.persist.load()?;
+        let mut snap = write_lock(&self.snapshot);
+        snap.rev = rev;
+        snap.objects = objects;
+        self.in_flight.clear();
+        self.next_rev = rev + 1;
+        self.hub.close_all();
+        self.hub = WatchHub::new(rev, self.config.history, self.config.watch_buffer);
+        Ok(())
+    }
+}
+
+fn check_precondition(
+    key: &str,
+    prev: Option<&Object>,
+    expected: Option<Rev>,
+) -> Result<(), StoreError> {
+    let prev = prev.ok_or_else(|| StoreError::NotFound {
+        key: key.to_string(),
+    })?;
+    match expected {
+        Some(expected) if expected != prev.rev => Err(StoreError::Conflict {
+            key: key.to_string(),
+            expected,
+            current: prev.rev,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn stamp(mut value: Value, rev: Rev) -> Object {
+    meta::set_resource_version(&mut value, rev);
+    Object {
+        rev,
+        value: Arc::new(value),
+    }
+}
+
+fn read_lock(s: &RwLock<Snapshot>) -> std::sync::RwLockReadGuard<'_, Snapshot> {
+    s.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write_lock(s: &RwLock<Snapshot>) -> std::sync::RwLockWriteGuard<'_, Snapshot> {
+    s.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Run a handler body so that a panic becomes an error for the caller and a restart by the
+/// supervisor, instead of a mailbox closed for good.
+fn guarded<R>(
+    ctx: &mut Context<StoreActor>,
+    f: impl FnOnce() -> Result<R, StoreError>,
+) -> Result<R, StoreError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::error!("store actor panicked; stopping it for the supervisor to restart");
+            ctx.stop();
+            Err(StoreError::Unavailable("store actor restarting".into()))
+        }
+    }
+}
+
+impl Actor for StoreActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(100_000);
+        if self.committer.is_none() {
+            match Committer::spawn(
+                self.persist.clone(),
+                ctx.address().recipient(),
+                self.metrics.clone(),
+            ) {
+                Ok(c) => self.committer = Some(c),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start store committer");
+                    ctx.stop();
+                }
+            }
+        }
+        tracing::info!(rev = self.next_rev - 1, "store started");
+    }
+}
+
+impl Supervised for StoreActor {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        if let Err(e) = self.reload() {
+            tracing::error!(error = %e, "store reload after restart failed");
+        }
+    }
+}
+
+impl Handler<Write> for StoreActor {
+    type Result = ResponseFuture<Result<WriteOutcome, StoreError>>;
+
+    fn handle(&mut self, msg: Write, ctx: &mut Self::Context) -> Self::Result {
+        let started = guarded(ctx, || self.begin_write(msg.0));
+        Box::pin(async move {
+            started?
+                .await
+                .map_err(|_| StoreError::Unavailable("store restarted before commit".into()))?
+        })
+    }
+}
+
+impl Handler<Watch> for StoreActor {
+    type Result = Result<WatchStream, StoreError>;
+
+    fn handle(&mut self, msg: Watch, ctx: &mut Self::Context) -> Self::Result {
+        guarded(ctx, || {
+            let snap = read_lock(&self.snapshot);
+            self.hub.subscribe(&msg.prefix, msg.from, &snap)
+        })
+    }
+}
+
+impl Handler<Compact> for StoreActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Compact, _ctx: &mut Self::Context) {
+        self.hub.compact(msg.keep);
+    }
+}
+
+impl Handler<InjectPanic> for StoreActor {
+    type Result = Result<(), StoreError>;
+
+    fn handle(&mut self, _msg: InjectPanic, ctx: &mut Self::Context) -> Self::Result {
+        guarded(ctx, || panic!("injected store fault"))
+    }
+}
+
+impl Handler<Committed> for StoreActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Committed, ctx: &mut Self::Context) {
+        match msg.result {
+            Ok(()) => self.finish_writes(msg.writes),
+            Err(e) => {
+                self.fail_writes(msg.writes, e);
+                // Later in-flight writes assumed these; restart from what is on disk.
+                ctx.stop();
+            }
+        }
+    }
+}

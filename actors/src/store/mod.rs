@@ -1,0 +1,225 @@
+//! The store: the cluster's single source of truth, with etcd's promises on RocksDB.
+//!
+//! Writes go through the [`StoreActor`] mailbox, which checks preconditions against the
+//! latest (committed or in-flight) state and assigns the next global revision; a committer
+//! thread makes them durable in group commits and only then are they visible to readers,
+//! answered, and fanned out to watchers. Reads of current objects come from the in-memory
+//! [`Snapshot`] through a [`StoreHandle`], never from disk.
+
+mod actor;
+mod persist;
+mod watch;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use actix::Addr;
+use serde_json::Value;
+
+pub use actor::{Compact, InjectPanic, StoreActor, Watch, Write};
+pub use watch::WatchStream;
+
+/// A revision of the store (etcd's global revision, Kubernetes' `resourceVersion`).
+pub type Rev = u64;
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum StoreError {
+    #[error("{key} already exists")]
+    AlreadyExists { key: String },
+    #[error("{key} not found")]
+    NotFound { key: String },
+    #[error("{key} was modified: expected revision {expected}, current {current}")]
+    Conflict {
+        key: String,
+        expected: Rev,
+        current: Rev,
+    },
+    #[error("too old resource version: {requested} ({oldest})")]
+    Expired { requested: Rev, oldest: Rev },
+    #[error("the store is restarting, retry: {0}")]
+    Unavailable(String),
+    #[error("storage I/O failed: {0}")]
+    Io(String),
+    #[error("corrupt record {key}: {detail}")]
+    Corrupt { key: String, detail: String },
+}
+
+/// One stored object at the revision of its last write.
+#[derive(Debug, Clone)]
+pub struct Object {
+    pub rev: Rev,
+    pub value: Arc<Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Added => "ADDED",
+            EventKind::Modified => "MODIFIED",
+            EventKind::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change, as watchers receive it.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub rev: Rev,
+    pub kind: EventKind,
+    pub key: String,
+    /// The new object; for a delete, the last state with the deletion's revision.
+    pub object: Arc<Value>,
+    /// The state before this change, so that filtered watches can turn a change that leaves
+    /// their selector into a DELETED event, as Kubernetes does.
+    pub prev: Option<Arc<Value>>,
+}
+
+/// A write to the store.
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    /// Fails with `AlreadyExists` when the key is present.
+    Create { key: String, object: Value },
+    /// Fails with `NotFound`, or `Conflict` when `expected` is given and differs.
+    Update {
+        key: String,
+        object: Value,
+        expected: Option<Rev>,
+    },
+    /// Fails with `NotFound`, or `Conflict` when `expected` is given and differs.
+    Delete { key: String, expected: Option<Rev> },
+}
+
+impl WriteOp {
+    pub fn key(&self) -> &str {
+        match self {
+            WriteOp::Create { key, .. }
+            | WriteOp::Update { key, .. }
+            | WriteOp::Delete { key, .. } => key,
+        }
+    }
+}
+
+/// What an acknowledged (durable) write produced.
+#[derive(Debug, Clone)]
+pub struct WriteOutcome {
+    pub rev: Rev,
+    pub object: Arc<Value>,
+}
+
+/// The committed state readers see.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub rev: Rev,
+    pub objects: BTreeMap<String, Object>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+    /// Watch events kept for resuming watches; older revisions answer 410 Expired.
+    pub history: usize,
+    /// Events buffered per watcher before a slow watcher is dropped (it re-watches).
+    pub watch_buffer: usize,
+}
+
+impl StoreConfig {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        StoreConfig {
+            path: path.into(),
+            history: 100_000,
+            watch_buffer: 20_000,
+        }
+    }
+}
+
+/// A cheap, cloneable way to reach the store: writes and watches through the actor,
+/// reads from the committed in-memory snapshot.
+#[derive(Clone)]
+pub struct StoreHandle {
+    pub addr: Addr<StoreActor>,
+    snapshot: Arc<RwLock<Snapshot>>,
+}
+
+impl StoreHandle {
+    pub fn get(&self, key: &str) -> Option<Object> {
+        self.read().objects.get(key).cloned()
+    }
+
+    /// Every object under `prefix`, in key order, and the revision they were read at.
+    pub fn list(&self, prefix: &str) -> (Vec<(String, Object)>, Rev) {
+        self.list_from(prefix, None, usize::MAX)
+    }
+
+    /// Up to `limit` objects under `prefix` whose keys come after `after`.
+    pub fn list_from(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<(String, Object)>, Rev) {
+        use std::ops::Bound;
+        let snap = self.read();
+        let start = match after {
+            Some(k) => Bound::Excluded(k.to_string()),
+            None => Bound::Included(prefix.to_string()),
+        };
+        let items = snap
+            .objects
+            .range((start, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, o)| (k.clone(), o.clone()))
+            .collect();
+        (items, snap.rev)
+    }
+
+    pub fn revision(&self) -> Rev {
+        self.read().rev
+    }
+
+    pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+        self.addr
+            .send(Write(op))
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?
+    }
+
+    pub async fn watch(&self, prefix: &str, from: Option<Rev>) -> Result<WatchStream, StoreError> {
+        self.addr
+            .send(Watch {
+                prefix: prefix.to_string(),
+                from,
+            })
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Snapshot> {
+        // A panic while holding the lock cannot leave the map half-updated (inserts are
+        // single operations), so a poisoned lock is still safe to read.
+        self.snapshot.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Open the store at `config.path` and start its actor, supervised, on an arbiter of its
+/// own so that commit bookkeeping never waits behind HTTP work.
+pub fn start(
+    config: StoreConfig,
+    metrics: Arc<crate::metrics::Metrics>,
+    arbiter: &actix::ArbiterHandle,
+) -> Result<StoreHandle, StoreError> {
+    let persist = Arc::new(persist::Persist::open(&config.path)?);
+    let (rev, objects) = persist.load()?;
+    let snapshot = Arc::new(RwLock::new(Snapshot { rev, objects }));
+    let actor = StoreActor::new(config, persist, snapshot.clone(), metrics);
+    let addr = actix::Supervisor::start_in_arbiter(arbiter, move |_| actor);
+    Ok(StoreHandle { addr, snapshot })
+}

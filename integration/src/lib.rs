@@ -1,0 +1,223 @@
+//! Test harness: a real cluster (real RocksDB in a temporary directory, real HTTP on an
+//! ephemeral port) running on its own thread, and small helpers to talk to it.
+
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use skiff::config::Config;
+use skiff::system;
+use skiff_actors::store::StoreHandle;
+
+pub struct TestCluster {
+    pub url: String,
+    pub kubeconfig: PathBuf,
+    pub store: StoreHandle,
+    pub data_dir: PathBuf,
+    config: Config,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl TestCluster {
+    /// The API alone (store, gateway and the namespace and garbage collectors that finish
+    /// deletions), without the scheduler and controllers that would change objects under
+    /// a test of the API's own behaviour.
+    pub fn api_only() -> TestCluster {
+        Self::start_with(|cfg| {
+            cfg.scheduler.enabled = false;
+            cfg.controllers.enabled = vec!["namespace".into(), "garbagecollector".into()];
+        })
+    }
+
+    /// A fresh cluster in a new temporary directory.
+    pub fn start() -> TestCluster {
+        Self::start_with(|_| {})
+    }
+
+    pub fn start_with(tweak: impl FnOnce(&mut Config)) -> TestCluster {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut c = Self::start_in(tmp.path(), tweak);
+        c._tmp = Some(tmp);
+        c
+    }
+
+    /// A cluster over an existing data directory (to test restarts).
+    pub fn start_in(dir: &Path, tweak: impl FnOnce(&mut Config)) -> TestCluster {
+        let mut cfg = Config::load(None).expect("default config");
+        cfg.cluster.data_dir = dir.to_path_buf();
+        cfg.cluster.manifests_dir = None;
+        cfg.gateway.listen = "127.0.0.1:0".into();
+        tweak(&mut cfg);
+        Self::launch(cfg)
+    }
+
+    fn launch(cfg: Config) -> TestCluster {
+        let config = cfg.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            actix_rt::System::new().block_on(async move {
+                match system::start(&cfg).await {
+                    Ok(sys) => {
+                        let _ = ready_tx.send(Ok((
+                            sys.url(),
+                            sys.kubeconfig.clone(),
+                            sys.store.clone(),
+                        )));
+                        let _ = stop_rx.await;
+                        sys.shutdown().await;
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("{e:?}")));
+                    }
+                }
+            });
+        });
+        let (url, kubeconfig, store) = ready_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("cluster start timed out")
+            .expect("cluster failed to start");
+        TestCluster {
+            url,
+            kubeconfig,
+            store,
+            data_dir: config.cluster.data_dir.clone(),
+            config,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+            _tmp: None,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// Stop the cluster and wait until its store is closed.
+    pub fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Stop and start again over the same data directory.
+    pub fn restart(mut self) -> TestCluster {
+        self.stop();
+        let mut next = Self::launch(self.config.clone());
+        next._tmp = self._tmp.take();
+        next
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// Send a request and return (status, JSON body).
+pub async fn call(req: reqwest::RequestBuilder) -> (u16, Value) {
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+/// Poll `f` until it returns `Some`, or panic after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A minimal valid pod.
+pub fn pod(name: &str, labels: Value) -> Value {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"containers": [{"name": "app", "image": "busybox:1.36"}]},
+    })
+}
+
+/// The `skiff` binary built alongside the tests (target/<profile>/skiff).
+pub fn skiff_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("SKIFF_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    profile_dir.join("skiff")
+}
+
+/// A `skiff up` child process on an ephemeral port, killed when dropped.
+pub struct SkiffProcess {
+    pub child: std::process::Child,
+    pub url: String,
+}
+
+impl SkiffProcess {
+    pub fn start(data_dir: &Path) -> SkiffProcess {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(skiff_bin())
+            .arg("up")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .current_dir(data_dir)
+            .env("SKIFF_GATEWAY__LISTEN", "127.0.0.1:0")
+            .env("SKIFF_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("spawn skiff (is it built? cargo build --workspace)");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read ready line");
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in ready line {line:?}"))
+            .to_string();
+        SkiffProcess { child, url }
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for SkiffProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

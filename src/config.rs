@@ -1,0 +1,180 @@
+//! The cluster configuration: `config/skiff.toml` (or a file given with `--config`),
+//! overridable key by key from `SKIFF_*` environment variables.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The default configuration, compiled in so the binary runs from any directory.
+pub const DEFAULT_TOML: &str = include_str!("../config/skiff.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot load configuration")]
+    Load(#[source] config::ConfigError),
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub cluster: ClusterConfig,
+    pub gateway: GatewayConfig,
+    pub store: StoreConfig,
+    pub controllers: ControllersConfig,
+    pub scheduler: SchedulerSection,
+    /// The folder the configuration file is in; relative paths in it are resolved from here.
+    #[serde(skip)]
+    pub base_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ClusterConfig {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub manifests_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct GatewayConfig {
+    pub listen: String,
+    pub max_body_bytes: usize,
+    pub watch_timeout_seconds: u64,
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct StoreConfig {
+    pub history: usize,
+    pub watch_buffer: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ControllersConfig {
+    /// Controllers to run, by name (`replication`, `endpoints`, `nodelifecycle`,
+    /// `namespace`, `resourcequota`, `garbagecollector`), or `*` for all of them.
+    pub enabled: Vec<String>,
+    /// A node that has not heartbeated for this long is marked Unknown and tainted.
+    pub node_grace_period_seconds: u64,
+    /// A node not ready for this long has its pods evicted (deleted, to be replaced).
+    pub node_eviction_timeout_seconds: u64,
+}
+
+impl Default for ControllersConfig {
+    fn default() -> Self {
+        ControllersConfig {
+            enabled: vec!["*".into()],
+            node_grace_period_seconds: 40,
+            node_eviction_timeout_seconds: 300,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct SchedulerSection {
+    pub enabled: bool,
+}
+
+impl Default for SchedulerSection {
+    fn default() -> Self {
+        SchedulerSection { enabled: true }
+    }
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            name: "skiff".into(),
+            data_dir: "skiff-data".into(),
+            manifests_dir: None,
+        }
+    }
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen: "127.0.0.1:6443".into(),
+            max_body_bytes: 3 * 1024 * 1024,
+            watch_timeout_seconds: 1800,
+            workers: 2,
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            history: 100_000,
+            watch_buffer: 20_000,
+        }
+    }
+}
+
+impl Config {
+    /// Load `file` (or the compiled-in default) and apply `SKIFF_*` overrides.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut builder = config::Config::builder();
+        builder = match file {
+            Some(f) => builder.add_source(config::File::from(f)),
+            None => builder.add_source(config::File::from_str(
+                DEFAULT_TOML,
+                config::FileFormat::Toml,
+            )),
+        };
+        let built = builder
+            .add_source(
+                config::Environment::with_prefix("SKIFF")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()
+            .map_err(ConfigError::Load)?;
+        let mut cfg: Config = built.try_deserialize().map_err(ConfigError::Load)?;
+        cfg.base_dir = file.and_then(Path::parent).map(Path::to_path_buf);
+        Ok(cfg)
+    }
+
+    pub fn watch_timeout(&self) -> Duration {
+        Duration::from_secs(self.gateway.watch_timeout_seconds.max(1))
+    }
+
+    /// The manifests folder, resolved against the configuration file's folder.
+    pub fn manifests_dir(&self) -> Option<PathBuf> {
+        let dir = self.cluster.manifests_dir.as_ref()?;
+        Some(match &self.base_dir {
+            Some(base) if dir.is_relative() => base.join(dir),
+            _ => dir.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_overrides_a_nested_key() {
+        // The variable name is unique to this test, so parallel tests do not race on it.
+        std::env::set_var("SKIFF_STORE__WATCH_BUFFER", "77");
+        let cfg = Config::load(None).expect("config");
+        std::env::remove_var("SKIFF_STORE__WATCH_BUFFER");
+        assert_eq!(cfg.store.watch_buffer, 77);
+        assert_eq!(cfg.gateway.max_body_bytes, 3 * 1024 * 1024);
+    }
+
+    #[test]
+    fn manifests_dir_is_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[cluster]\nmanifests_dir = \"m\"\n").expect("write");
+        let cfg = Config::load(Some(&file)).expect("config");
+        assert_eq!(cfg.manifests_dir(), Some(dir.path().join("m")));
+    }
+}

@@ -1,0 +1,6 @@
+//! The `skiff` binary's library half: configuration and the assembly of a running cluster,
+//! shared by the CLI and the integration tests.
+
+pub mod bench;
+pub mod config;
+pub mod system;

@@ -1,0 +1,147 @@
+//! The `skiff` command: `skiff up` runs a whole cluster in this process.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use skiff::config::Config;
+use skiff::{bench, system};
+
+#[derive(Parser)]
+#[command(
+    name = "skiff",
+    version,
+    about = "A Kubernetes-compatible orchestrator on actors"
+)]
+struct Cli {
+    /// Log format.
+    #[arg(long, value_enum, default_value = "human", global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Bring a cluster up in this process and serve the Kubernetes API until interrupted.
+    Up {
+        /// Configuration file (default: config/skiff.toml if present, else built-in).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory (overrides cluster.data_dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Create pods through the HTTP API with concurrent clients; print creates/s and latency.
+    Bench {
+        #[arg(long, default_value_t = 10_000)]
+        pods: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Target an existing cluster instead of starting one in a temporary directory.
+        #[arg(long)]
+        server: Option<String>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Config(#[from] skiff::config::ConfigError),
+    #[error(transparent)]
+    System(#[from] system::SystemError),
+    #[error(transparent)]
+    Bench(#[from] bench::BenchError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn load_config(file: Option<PathBuf>) -> Result<Config, CliError> {
+    let default = PathBuf::from("config/skiff.toml");
+    let file = file.or_else(|| default.exists().then_some(default));
+    Ok(Config::load(file.as_deref())?)
+}
+
+async fn up(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> Result<(), CliError> {
+    let mut cfg = load_config(config)?;
+    if let Some(dir) = data_dir {
+        cfg.cluster.data_dir = dir;
+    }
+    let sys = system::start(&cfg).await?;
+    println!(
+        "skiff API ready at {} (kubeconfig: {})",
+        sys.url(),
+        sys.kubeconfig.display()
+    );
+    tokio::signal::ctrl_c().await?;
+    tracing::info!("interrupted; shutting down");
+    sys.shutdown().await;
+    Ok(())
+}
+
+async fn run_bench(
+    pods: usize,
+    concurrency: usize,
+    server: Option<String>,
+) -> Result<(), CliError> {
+    match server {
+        Some(url) => println!("{}", bench::run(&url, pods, concurrency).await?),
+        None => {
+            let dir = tempfile::tempdir()?;
+            let mut cfg = Config::load(None)?;
+            cfg.cluster.data_dir = dir.path().to_path_buf();
+            cfg.cluster.manifests_dir = None;
+            cfg.gateway.listen = "127.0.0.1:0".into();
+            let sys = system::start(&cfg).await?;
+            let report = bench::run(&sys.url(), pods, concurrency).await;
+            sys.shutdown().await;
+            println!("{}", report?);
+        }
+    }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = actix_rt::System::new().block_on(async move {
+        match cli.command {
+            Command::Up { config, data_dir } => up(config, data_dir).await,
+            Command::Bench {
+                pods,
+                concurrency,
+                server,
+            } => run_bench(pods, concurrency, server).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let mut msg = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                msg.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            eprintln!("skiff: {msg}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
