@@ -109,6 +109,10 @@ async fn run_bench(
             cfg.cluster.data_dir = dir.path().to_path_buf();
             cfg.cluster.manifests_dir = None;
             cfg.gateway.listen = "127.0.0.1:0".into();
+            // Measure the API and the store alone: a scheduler with no nodes would add a
+            // status write per pod to the load.
+            cfg.scheduler.enabled = false;
+            cfg.controllers.enabled = vec![];
             let sys = system::start(&cfg).await?;
             let report = bench::run(&sys.url(), pods, concurrency).await;
             sys.shutdown().await;

@@ -12,13 +12,13 @@
 
 pub mod cache;
 mod engine;
+pub mod events;
 pub mod filters;
 pub mod info;
 pub mod queue;
 pub mod score;
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,7 @@ use crate::client::{ApiClient, PatchType};
 use crate::controllers::informer::{self, Cache, Change, InformerSpec};
 use crate::controllers::pods;
 use crate::controllers::recorder::Recorder;
+use events::{EventQueue, PodEvent};
 
 /// The component name on events and the default `spec.schedulerName`.
 pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
@@ -58,9 +59,11 @@ pub struct SchedulerConfig {
     pub housekeeping: Duration,
     /// Write a `Scheduled` event for every pod placed.
     pub scheduled_events: bool,
-    /// Event writes in flight at most; beyond that `Scheduled` events are dropped, so
-    /// reporting never slows placing (`FailedScheduling` events are always written).
-    pub max_events_in_flight: usize,
+    /// Events waiting to be written at most; beyond that they are dropped (and counted),
+    /// so reporting never slows placing.
+    pub event_queue: usize,
+    /// Event writes in flight at most.
+    pub event_writers: usize,
     pub weights: Weights,
 }
 
@@ -76,7 +79,8 @@ impl Default for SchedulerConfig {
             unschedulable_flush: Duration::from_secs(60),
             housekeeping: Duration::from_secs(1),
             scheduled_events: true,
-            max_events_in_flight: 64,
+            event_queue: 10_000,
+            event_writers: 16,
             weights: Weights::default(),
         }
     }
@@ -109,7 +113,8 @@ pub struct SchedulerStats {
     pub bind_failures: u64,
     /// Scheduling attempts that found no node.
     pub unschedulable_attempts: u64,
-    pub scheduled_events_dropped: u64,
+    /// Events dropped because the event queue was full.
+    pub events_dropped: u64,
     pub restarts: u64,
     pub binds_in_flight: usize,
     pub queue: QueueLengths,
@@ -156,7 +161,8 @@ pub struct SchedulerActor {
     engine: Engine,
     generation: u64,
     binds_in_flight: usize,
-    events_in_flight: Arc<AtomicUsize>,
+    /// Created in `started`, with the writers that drain it.
+    events: Option<EventQueue>,
     batch_pending: bool,
     stats: SchedulerStats,
 }
@@ -180,7 +186,7 @@ impl SchedulerActor {
             pods: Arc::new(Cache::default()),
             generation: 0,
             binds_in_flight: 0,
-            events_in_flight: Arc::new(AtomicUsize::new(0)),
+            events: None,
             batch_pending: false,
             stats: SchedulerStats::default(),
         }
@@ -298,7 +304,7 @@ impl SchedulerActor {
                 tracing::debug!(pod = %key, node = %node, "bound");
                 if self.config.scheduled_events {
                     let message = format!("Successfully assigned {key} to {node}");
-                    self.record_event(pod, "Normal", "Scheduled", message, false);
+                    self.record_event(pod, "Normal", "Scheduled", message);
                 }
             }
             Err(source) => {
@@ -345,29 +351,26 @@ impl SchedulerActor {
                 }
             });
         }
-        self.record_event(pod, "Warning", "FailedScheduling", message, true);
+        self.record_event(pod, "Warning", "FailedScheduling", message);
     }
 
-    /// Write an event without waiting for it; `always` events ignore the in-flight cap.
+    /// Queue an event; it is written in the background, or dropped if the queue is full.
     fn record_event(
         &mut self,
         pod: Arc<Value>,
         kind: &'static str,
         reason: &'static str,
         message: String,
-        always: bool,
     ) {
-        let in_flight = self.events_in_flight.clone();
-        if !always && in_flight.load(Ordering::Relaxed) >= self.config.max_events_in_flight {
-            self.stats.scheduled_events_dropped += 1;
-            return;
+        let event = PodEvent {
+            pod,
+            kind,
+            reason,
+            message,
+        };
+        if !self.events.as_ref().is_some_and(|q| q.send(event)) {
+            self.stats.events_dropped += 1;
         }
-        in_flight.fetch_add(1, Ordering::Relaxed);
-        let recorder = self.recorder.clone();
-        actix::spawn(async move {
-            recorder.record(&pod, kind, reason, &message).await;
-            in_flight.fetch_sub(1, Ordering::Relaxed);
-        });
     }
 
     fn stats(&self) -> SchedulerStats {
@@ -423,6 +426,13 @@ impl Actor for SchedulerActor {
             );
             ctx.spawn(run.into_actor(self));
         }
+        let (events, writer) = EventQueue::new(
+            self.recorder.clone(),
+            self.config.event_queue,
+            self.config.event_writers,
+        );
+        self.events = Some(events);
+        ctx.spawn(writer.into_actor(self));
         ctx.run_interval(self.config.housekeeping, |act, ctx| {
             act.guarded(ctx, |act, ctx| {
                 act.engine.flush(Instant::now());
