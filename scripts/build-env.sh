@@ -11,6 +11,10 @@ need_pkgs=()
 command -v cc >/dev/null 2>&1 || need_pkgs+=(build-essential)
 command -v c++ >/dev/null 2>&1 || need_pkgs+=(build-essential)
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need_pkgs+=(libclang-dev)
+# The pause program is linked statically against glibc.
+[ -f /usr/lib/x86_64-linux-gnu/libc.a ] || need_pkgs+=(libc6-dev)
+# Test images are built from Debian's static busybox (no registry is reachable).
+[ -x /bin/busybox ] && file -L /bin/busybox 2>/dev/null | grep -q static || need_pkgs+=(busybox-static)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
     echo "==> installing ${need_pkgs[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive

@@ -5,6 +5,13 @@ set -euo pipefail
 
 command -v kubectl >/dev/null 2>&1 || echo "note: kubectl not found; the kubectl test will be skipped" >&2
 
+# Pods run on the local Docker Engine: make sure it is up.
+if ! docker info >/dev/null 2>&1; then
+    echo "==> starting the Docker Engine" >&2
+    (service docker start || (nohup dockerd >/var/log/dockerd.log 2>&1 &)) >/dev/null 2>&1 || true
+    for _ in $(seq 1 30); do docker info >/dev/null 2>&1 && break; sleep 1; done
+fi
+
 # The crash test drives the real `skiff` binary, so build every target first.
 cargo build --workspace --all-targets
 cargo test --workspace "$@"

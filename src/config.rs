@@ -23,6 +23,8 @@ pub struct Config {
     pub store: StoreConfig,
     pub controllers: ControllersConfig,
     pub scheduler: SchedulerSection,
+    /// The nodes this process runs (a kubelet each).
+    pub nodes: Vec<NodeConfig>,
     /// The folder the configuration file is in; relative paths in it are resolved from here.
     #[serde(skip)]
     pub base_dir: Option<PathBuf>,
@@ -70,6 +72,37 @@ impl Default for ControllersConfig {
             enabled: vec!["*".into()],
             node_grace_period_seconds: 40,
             node_eviction_timeout_seconds: 300,
+        }
+    }
+}
+
+/// One node run in this process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct NodeConfig {
+    pub name: String,
+    /// `docker` (the local Docker Engine) or `sim` (a hollow node: containers simulated).
+    pub runtime: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Taints as Kubernetes writes them: `key=value:Effect` or `key:Effect`.
+    pub taints: Vec<String>,
+    pub cpu: String,
+    pub memory: String,
+    pub pods: u32,
+    pub heartbeat_seconds: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            name: "node-1".into(),
+            runtime: "docker".into(),
+            labels: Default::default(),
+            taints: Vec::new(),
+            cpu: "4".into(),
+            memory: "8Gi".into(),
+            pods: 110,
+            heartbeat_seconds: 10,
         }
     }
 }

@@ -2,5 +2,6 @@
 //! shared by the CLI and the integration tests.
 
 pub mod bench;
+pub mod bench_scheduler;
 pub mod config;
 pub mod system;

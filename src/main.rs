@@ -47,6 +47,14 @@ enum Command {
         #[arg(long)]
         server: Option<String>,
     },
+    /// Register simulated nodes, create pods, and report pods scheduled per second and the
+    /// scheduler's memory, for each node count.
+    BenchScheduler {
+        #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
+        nodes: Vec<usize>,
+        #[arg(long, default_value_t = 10_000)]
+        pods: usize,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +65,8 @@ enum CliError {
     System(#[from] system::SystemError),
     #[error(transparent)]
     Bench(#[from] bench::BenchError),
+    #[error(transparent)]
+    BenchScheduler(#[from] skiff::bench_scheduler::SchedulerBenchError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -113,6 +123,7 @@ async fn run_bench(
             // status write per pod to the load.
             cfg.scheduler.enabled = false;
             cfg.controllers.enabled = vec![];
+            cfg.nodes = vec![];
             let sys = system::start(&cfg).await?;
             let report = bench::run(&sys.url(), pods, concurrency).await;
             sys.shutdown().await;
@@ -133,6 +144,11 @@ fn main() -> std::process::ExitCode {
                 concurrency,
                 server,
             } => run_bench(pods, concurrency, server).await,
+            Command::BenchScheduler { nodes, pods } => {
+                let report = skiff::bench_scheduler::run(&nodes, pods).await?;
+                print!("{report}");
+                Ok(())
+            }
         }
     });
     match result {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use skiff_actors::api::{meta, resources, ApiError};
 use skiff_actors::client::{ApiClient, LocalClient};
 use skiff_actors::controllers::manager::{ControllerManager, ControllerManagerConfig};
+use skiff_actors::gateway::logs::NodeRuntimes;
 use skiff_actors::gateway::objects::{PatchType, WriteOptions};
 use skiff_actors::gateway::routing::Target;
 use skiff_actors::gateway::{self, GatewayActor, GatewayConfig, Objects};
@@ -109,7 +110,8 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
         watch_timeout: cfg.watch_timeout(),
         workers: cfg.gateway.workers,
     };
-    let gateway = gateway::start(&gw_cfg, objects.clone(), metrics)?;
+    let runtimes = NodeRuntimes::default();
+    let gateway = gateway::start(&gw_cfg, objects.clone(), runtimes.clone(), metrics)?;
     let addr = gateway
         .send(GetAddr)
         .await

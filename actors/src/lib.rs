@@ -5,6 +5,7 @@ pub mod api;
 pub mod client;
 pub mod controllers;
 pub mod gateway;
+pub mod kubelet;
 pub mod metrics;
 pub mod scheduler;
 pub mod store;

@@ -50,6 +50,8 @@ impl TestCluster {
         cfg.cluster.data_dir = dir.to_path_buf();
         cfg.cluster.manifests_dir = None;
         cfg.gateway.listen = "127.0.0.1:0".into();
+        // Tests that want nodes (kubelets) say so; the rest run the control plane alone.
+        cfg.nodes = Vec::new();
         tweak(&mut cfg);
         Self::launch(cfg)
     }
@@ -183,10 +185,15 @@ pub struct SkiffProcess {
 }
 
 impl SkiffProcess {
+    /// `skiff up` on `data_dir` with a control plane and no nodes.
     pub fn start(data_dir: &Path) -> SkiffProcess {
         use std::io::BufRead;
+        let config = data_dir.join("test-skiff.toml");
+        std::fs::write(&config, "[gateway]\nlisten = \"127.0.0.1:0\"\n").expect("write config");
         let mut child = std::process::Command::new(skiff_bin())
             .arg("up")
+            .arg("--config")
+            .arg(&config)
             .arg("--data-dir")
             .arg(data_dir)
             .current_dir(data_dir)

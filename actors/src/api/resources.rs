@@ -57,7 +57,7 @@ pub const RESOURCES: &[ResourceInfo] = &[
         kind: "Pod",
         namespaced: true,
         short_names: &["po"],
-        subresources: &["status", "binding"],
+        subresources: &["status", "binding", "log"],
         has_status_subresource: true,
         field_selectors: &[
             "spec.nodeName",

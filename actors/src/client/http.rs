@@ -265,6 +265,22 @@ impl ApiClient for HttpClient {
         .await
     }
 
+    async fn delete_now(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Value, ApiError> {
+        let body = json!({"kind": "DeleteOptions", "apiVersion": "v1",
+            "propagationPolicy": "Background", "gracePeriodSeconds": 0});
+        self.send(
+            self.http
+                .delete(self.url(resource, namespace, Some(name), None))
+                .json(&body),
+        )
+        .await
+    }
+
     async fn bind(&self, namespace: &str, pod: &str, node: &str) -> Result<(), ApiError> {
         let body = json!({"apiVersion": "v1", "kind": "Binding",
             "metadata": {"name": pod, "namespace": namespace},

@@ -178,6 +178,21 @@ impl ApiClient for LocalClient {
         self.objects.delete(&t, &opts).await
     }
 
+    async fn delete_now(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Value, ApiError> {
+        let t = target(resource, namespace, Some(name), None)?;
+        let opts = DeleteOptions {
+            propagation: Some("Background".into()),
+            grace_period: Some(0),
+            ..DeleteOptions::default()
+        };
+        self.objects.delete(&t, &opts).await
+    }
+
     async fn bind(&self, namespace: &str, pod: &str, node: &str) -> Result<(), ApiError> {
         let t = target("pods", Some(namespace), Some(pod), Some("binding"))?;
         let body = json!({"apiVersion": "v1", "kind": "Binding",

@@ -120,6 +120,15 @@ pub trait ApiClient: Send + Sync + 'static {
         propagation: Option<&str>,
     ) -> Result<Value, ApiError>;
 
+    /// Delete at once, with `gracePeriodSeconds: 0`: how the kubelet removes a pod whose
+    /// containers it has stopped after a graceful delete.
+    async fn delete_now(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Value, ApiError>;
+
     /// Bind a pod to a node (`pods/binding`).
     async fn bind(&self, namespace: &str, pod: &str, node: &str) -> Result<(), ApiError>;
 }

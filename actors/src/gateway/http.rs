@@ -15,7 +15,7 @@ use super::objects::{
 use super::render::{self, Format};
 use super::routing::{self, Target};
 use super::watch::{self, WatchSpec};
-use super::AppState;
+use super::{logs, AppState};
 use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::api::{meta, protobuf, resources, ApiError};
 
@@ -97,6 +97,12 @@ async fn handle(
         q.get("includeObject").map(String::as_str),
     )?;
     let objects = &state.objects;
+    if target.subresource.as_deref() == Some("log") {
+        if verb != "get" {
+            return Err(ApiError::MethodNotAllowed);
+        }
+        return logs::pod_logs(objects, &state.runtimes, &target, log_query(&q)?).await;
+    }
     match verb {
         "get" => {
             let obj = objects.get(&target)?;
@@ -249,6 +255,24 @@ async fn start_watch(
         .content_type("application/json")
         .insert_header(("Transfer-Encoding", "chunked"))
         .streaming(body))
+}
+
+fn log_query(q: &Query) -> Result<logs::LogQuery, ApiError> {
+    let flag = |k: &str| q.get(k).is_some_and(|v| v == "true" || v == "1");
+    let tail_lines = match q.get("tailLines") {
+        Some(t) => Some(
+            t.parse::<u64>()
+                .map_err(|_| ApiError::BadRequest(format!("invalid tailLines: {t}")))?,
+        ),
+        None => None,
+    };
+    Ok(logs::LogQuery {
+        container: q.get("container").filter(|c| !c.is_empty()).cloned(),
+        follow: flag("follow"),
+        previous: flag("previous"),
+        timestamps: flag("timestamps"),
+        tail_lines,
+    })
 }
 
 fn list_options(q: &Query) -> Result<ListOptions, ApiError> {

@@ -2,6 +2,7 @@
 
 mod discovery;
 mod http;
+pub mod logs;
 pub mod objects;
 mod render;
 pub mod routing;
@@ -54,6 +55,7 @@ impl Default for GatewayConfig {
 /// Shared by every HTTP worker.
 pub struct AppState {
     pub objects: Objects,
+    pub runtimes: logs::NodeRuntimes,
     pub metrics: Arc<Metrics>,
     pub max_body: usize,
     pub watch_timeout: Duration,
@@ -96,10 +98,12 @@ async fn not_found() -> HttpResponse {
 pub fn start(
     config: &GatewayConfig,
     objects: Objects,
+    runtimes: logs::NodeRuntimes,
     metrics: Arc<Metrics>,
 ) -> Result<Addr<GatewayActor>, GatewayError> {
     let state = web::Data::new(AppState {
         objects,
+        runtimes,
         metrics,
         max_body: config.max_body_bytes,
         watch_timeout: config.watch_timeout,

@@ -587,6 +587,11 @@ impl Objects {
         if info.name == "namespaces" {
             return self.mark_deleting(t, &name, old, None).await;
         }
+        if info.name == "pods" {
+            if let Some(grace) = pod_grace_period(&old.value, opts.grace_period) {
+                return self.delete_gracefully(t, &name, old, grace).await;
+            }
+        }
         // Orphan and Foreground are carried out by the garbage collector, which removes
         // the finalizer when done; the owner stays visible, being deleted, until then.
         let finalizer = match opts.propagation.as_deref() {
@@ -611,6 +616,47 @@ impl Objects {
                 },
                 info.name,
                 &name,
+            )
+            .await?;
+        Ok((*out.object).clone())
+    }
+
+    /// Graceful pod deletion: the pod is marked with a deletion timestamp `grace` seconds
+    /// ahead; its kubelet stops the containers (SIGTERM, then SIGKILL at the deadline) and
+    /// then deletes it for good with a grace period of 0.
+    async fn delete_gracefully(
+        &self,
+        t: &Target,
+        name: &str,
+        old: Object,
+        grace: i64,
+    ) -> Result<Value, ApiError> {
+        let current = old
+            .value
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64);
+        // A second delete may shorten the grace period, never lengthen it.
+        if current.is_some_and(|c| c <= grace) {
+            return Ok((*old.value).clone());
+        }
+        let mut new = (*old.value).clone();
+        let deadline = chrono::Utc::now() + chrono::Duration::seconds(grace);
+        let m = meta::metadata_mut(&mut new);
+        m.insert(
+            "deletionTimestamp".into(),
+            json!(deadline.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+        );
+        m.insert("deletionGracePeriodSeconds".into(), json!(grace));
+        let key = Self::key(t, name);
+        let out = self
+            .write(
+                WriteOp::Update {
+                    key,
+                    object: new,
+                    expected: Some(old.rev),
+                },
+                t.resource.name,
+                name,
             )
             .await?;
         Ok((*out.object).clone())
@@ -772,6 +818,31 @@ impl Written {
             self
         }
     }
+}
+
+/// The grace period a pod deletion gets, or `None` for an immediate delete: a pod no
+/// kubelet has started (no `status.startTime`), or one already finished, has nothing to
+/// stop; a grace period of 0 is a forced delete.
+fn pod_grace_period(pod: &Value, requested: Option<i64>) -> Option<i64> {
+    let started = pod.pointer("/status/startTime").is_some();
+    let finished = matches!(
+        pod.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded") | Some("Failed")
+    );
+    let scheduled = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    if !scheduled || !started || finished {
+        return None;
+    }
+    let grace = requested
+        .or_else(|| {
+            pod.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+        })
+        .unwrap_or(30);
+    (grace > 0).then_some(grace)
 }
 
 /// An object being deleted goes once nothing holds it: no finalizers left (and, for a
@@ -1124,6 +1195,20 @@ mod tests {
         let mut changed = json!({"metadata": {}, "spec": {"replicas": 2}});
         bump_generation(&old, &mut changed);
         assert_eq!(changed["metadata"]["generation"], 4);
+    }
+
+    #[test]
+    fn only_started_scheduled_pods_are_deleted_gracefully() {
+        let running = json!({"spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 10},
+            "status": {"phase": "Running", "startTime": "2026-01-01T00:00:00Z"}});
+        assert_eq!(pod_grace_period(&running, None), Some(10));
+        assert_eq!(pod_grace_period(&running, Some(3)), Some(3));
+        assert_eq!(pod_grace_period(&running, Some(0)), None);
+        let pending = json!({"spec": {"nodeName": "n1"}, "status": {"phase": "Pending"}});
+        assert_eq!(pod_grace_period(&pending, None), None);
+        let done =
+            json!({"spec": {"nodeName": "n1"}, "status": {"phase": "Succeeded", "startTime": "x"}});
+        assert_eq!(pod_grace_period(&done, None), None);
     }
 
     #[test]

@@ -152,6 +152,15 @@ struct Observed {
 #[rtype(result = "()")]
 struct ScheduleBatch;
 
+/// Sent through the mailbox once both informers have listed: it arrives after every
+/// change of those first lists, so when it is handled the engine knows every node and
+/// every bound pod.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ListsApplied {
+    generation: u64,
+}
+
 pub struct SchedulerActor {
     client: Arc<dyn ApiClient>,
     config: SchedulerConfig,
@@ -164,6 +173,9 @@ pub struct SchedulerActor {
     /// Created in `started`, with the writers that drain it.
     events: Option<EventQueue>,
     batch_pending: bool,
+    /// Both first lists are applied to the engine (see [`ListsApplied`]).
+    lists_applied: bool,
+    barrier_sent: bool,
     stats: SchedulerStats,
 }
 
@@ -188,6 +200,8 @@ impl SchedulerActor {
             binds_in_flight: 0,
             events: None,
             batch_pending: false,
+            lists_applied: false,
+            barrier_sent: false,
             stats: SchedulerStats::default(),
         }
     }
@@ -214,16 +228,23 @@ impl SchedulerActor {
         }
     }
 
-    fn synced(&self) -> bool {
-        self.nodes.synced() && self.pods.synced()
-    }
-
     /// Queue a batch if there is work and room for binds. Nothing is scheduled before
-    /// both informers have listed: a pod placed without knowing the bound pods could
-    /// overbook a node.
+    /// the first lists of nodes and pods are applied: a pod placed without knowing the
+    /// bound pods could overbook a node, or be called unschedulable on a half-known
+    /// cluster.
     fn kick(&mut self, ctx: &mut Context<Self>) {
+        if !self.lists_applied {
+            // The informers run on this thread and apply a list without yielding, so once
+            // both caches say synced every change of those lists is already in the
+            // mailbox, ahead of this message.
+            if !self.barrier_sent && self.nodes.synced() && self.pods.synced() {
+                self.barrier_sent = true;
+                let generation = self.generation;
+                ctx.address().do_send(ListsApplied { generation });
+            }
+            return;
+        }
         if !self.batch_pending
-            && self.synced()
             && self.engine.has_work()
             && self.binds_in_flight < self.config.max_binds_in_flight
         {
@@ -426,11 +447,13 @@ impl Actor for SchedulerActor {
             );
             ctx.spawn(run.into_actor(self));
         }
-        let (events, writer) = EventQueue::new(
-            self.recorder.clone(),
-            self.config.event_queue,
-            self.config.event_writers,
-        );
+        let recorder = self.recorder.clone();
+        let write = move |e: PodEvent| {
+            let recorder = recorder.clone();
+            async move { recorder.record(&e.pod, e.kind, e.reason, &e.message).await }
+        };
+        let (events, writer) =
+            EventQueue::new(write, self.config.event_queue, self.config.event_writers);
         self.events = Some(events);
         ctx.spawn(writer.into_actor(self));
         ctx.run_interval(self.config.housekeeping, |act, ctx| {
@@ -454,6 +477,8 @@ impl Supervised for SchedulerActor {
         self.engine = Engine::new(&self.config);
         self.binds_in_flight = 0;
         self.batch_pending = false;
+        self.lists_applied = false;
+        self.barrier_sent = false;
     }
 }
 
@@ -468,6 +493,17 @@ impl Handler<Observed> for SchedulerActor {
             act.observe(msg.resource, msg.change);
             act.kick(ctx);
         });
+    }
+}
+
+impl Handler<ListsApplied> for SchedulerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ListsApplied, ctx: &mut Self::Context) {
+        if msg.generation == self.generation {
+            self.lists_applied = true;
+            self.guarded(ctx, |act, ctx| act.kick(ctx));
+        }
     }
 }
 

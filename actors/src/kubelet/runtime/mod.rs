@@ -1,0 +1,204 @@
+//! The container runtime boundary: what the kubelet and its pod workers ask of an engine.
+//! `docker` drives the real Docker Engine through bollard; `sim` keeps containers in memory
+//! for hollow nodes (scale tests with thousands of nodes and no containers).
+
+pub mod docker;
+pub mod images;
+pub mod sim;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+/// Labels put on every container skiff creates, so a restarted kubelet can find (adopt)
+/// what runs for its pods and remove what belongs to pods that no longer exist.
+pub const LABEL_POD_UID: &str = "io.skiff.pod.uid";
+pub const LABEL_POD_NAME: &str = "io.skiff.pod.name";
+pub const LABEL_POD_NAMESPACE: &str = "io.skiff.pod.namespace";
+pub const LABEL_NODE: &str = "io.skiff.node";
+/// The container's name in the pod spec; `POD` for the pause (sandbox) container.
+pub const LABEL_CONTAINER: &str = "io.skiff.container.name";
+/// Restart count of this container instance (0 for the first).
+pub const LABEL_ATTEMPT: &str = "io.skiff.container.attempt";
+pub const SANDBOX_CONTAINER: &str = "POD";
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum RuntimeError {
+    /// The image is not present and the pull policy forbids pulling (`ErrImageNeverPull`).
+    #[error("Container image \"{0}\" is not present with pull policy of Never")]
+    ImageNeverPull(String),
+    /// Pulling failed (no registry is reachable here) (`ErrImagePull`).
+    #[error("failed to pull image \"{image}\": {detail}")]
+    ImagePull { image: String, detail: String },
+    #[error("container {0} not found")]
+    NotFound(String),
+    #[error("runtime unavailable: {0}")]
+    Unavailable(String),
+    #[error("runtime operation failed: {0}")]
+    Failed(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    pub fn parse(s: Option<&str>) -> PullPolicy {
+        match s {
+            Some("Always") => PullPolicy::Always,
+            Some("Never") => PullPolicy::Never,
+            _ => PullPolicy::IfNotPresent,
+        }
+    }
+}
+
+/// Identity of a pod's containers, carried as labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodRef {
+    pub uid: String,
+    pub name: String,
+    pub namespace: String,
+    pub node: String,
+}
+
+/// The pause container holding a pod's network namespace.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    pub pod: PodRef,
+    pub hostname: String,
+    /// (container port, host port, protocol "tcp"/"udp") published on the host.
+    pub host_ports: Vec<(u16, u16, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SandboxInfo {
+    pub id: String,
+    /// The pod IP: the pause container's address.
+    pub ip: String,
+}
+
+/// One app container, joined to its pod's sandbox network namespace.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerSpec {
+    pub pod: Option<PodRef>,
+    pub name: String,
+    pub image: String,
+    /// Overrides the image's entrypoint when non-empty (Kubernetes `command`).
+    pub command: Vec<String>,
+    /// Overrides the image's cmd when non-empty (Kubernetes `args`).
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<String>,
+    /// CPU limit in millicores.
+    pub cpu_limit_millis: Option<u64>,
+    pub memory_limit_bytes: Option<u64>,
+    pub sandbox_id: String,
+    pub attempt: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ContainerState {
+    Created,
+    Running {
+        started_at: String,
+    },
+    Exited {
+        exit_code: i64,
+        /// `Completed`, `Error` or `OOMKilled`, as the kubelet reports them.
+        reason: String,
+        started_at: String,
+        finished_at: String,
+    },
+    Unknown,
+}
+
+/// A container as the runtime sees it.
+#[derive(Debug, Clone)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub labels: BTreeMap<String, String>,
+    pub image: String,
+    pub image_id: String,
+    pub state: ContainerState,
+}
+
+impl ContainerInfo {
+    pub fn pod_uid(&self) -> Option<&str> {
+        self.labels.get(LABEL_POD_UID).map(String::as_str)
+    }
+
+    pub fn container_name(&self) -> Option<&str> {
+        self.labels.get(LABEL_CONTAINER).map(String::as_str)
+    }
+
+    pub fn attempt(&self) -> u32 {
+        self.labels
+            .get(LABEL_ATTEMPT)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn is_sandbox(&self) -> bool {
+        self.container_name() == Some(SANDBOX_CONTAINER)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LogOptions {
+    pub follow: bool,
+    pub tail_lines: Option<u64>,
+    pub timestamps: bool,
+}
+
+/// Result of running a command in a container (exec probes).
+#[derive(Debug, Clone)]
+pub struct ExecResult {
+    pub exit_code: i64,
+    pub output: String,
+}
+
+pub type LogStream = BoxStream<'static, Result<Bytes, RuntimeError>>;
+
+/// A container engine. Every container it creates carries the `LABEL_*` labels.
+#[async_trait::async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    /// `docker://20.10.24` style, for the node's `containerRuntimeVersion`.
+    async fn version(&self) -> Result<String, RuntimeError>;
+
+    /// Make `image` present according to `policy`; returns its image id.
+    async fn ensure_image(&self, image: &str, policy: PullPolicy) -> Result<String, RuntimeError>;
+
+    /// Create and start the pod's pause container (building the pause image first if the
+    /// engine lacks it).
+    async fn run_sandbox(&self, spec: &SandboxSpec) -> Result<SandboxInfo, RuntimeError>;
+
+    /// Create and start an app container in the sandbox's network namespace; returns its id.
+    async fn start_container(&self, spec: &ContainerSpec) -> Result<String, RuntimeError>;
+
+    /// SIGTERM, then SIGKILL after `grace`.
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError>;
+
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
+
+    /// Every container (running or exited) this node created, found by its labels.
+    async fn list(&self, node: &str) -> Result<Vec<ContainerInfo>, RuntimeError>;
+
+    async fn inspect(&self, id: &str) -> Result<ContainerInfo, RuntimeError>;
+
+    /// The IP of a sandbox (pod IP), for adopted pods.
+    async fn sandbox_ip(&self, id: &str) -> Result<String, RuntimeError>;
+
+    async fn exec(
+        &self,
+        id: &str,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<ExecResult, RuntimeError>;
+
+    async fn logs(&self, id: &str, opts: &LogOptions) -> Result<LogStream, RuntimeError>;
+}
