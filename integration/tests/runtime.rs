@@ -52,10 +52,14 @@ impl Drop for Cleanup {
                     return;
                 };
                 for container in docker.list(&node).await.unwrap_or_default() {
-                    let _ = docker.remove(&container.id).await;
+                    if let Err(e) = docker.remove(&container.id).await {
+                        eprintln!("cleanup: container {}: {e}", container.id);
+                    }
                 }
                 for image in images {
-                    let _ = docker.remove_image(&image).await;
+                    if let Err(e) = docker.remove_image(&image).await {
+                        eprintln!("cleanup: image {image}: {e}");
+                    }
                 }
             });
         });
@@ -427,4 +431,139 @@ async fn read_logs(rt: &DockerRuntime, id: &str, opts: LogOptions) -> String {
         .await
         .expect("log stream");
     String::from_utf8(chunks.concat()).expect("utf-8 logs")
+}
+
+/// A memory limit is enforced without swap, and the kill is reported as `OOMKilled`.
+#[tokio::test]
+async fn exceeding_the_memory_limit_is_reported_as_oom_killed() {
+    let Some((rt, node, _guard)) = setup("it-oom").await else {
+        return;
+    };
+    let pod = pod_ref(&node, "hog");
+    let (sandbox_id, _) = sandbox(&rt, &pod).await;
+    let mut spec = busybox(
+        &pod,
+        &sandbox_id,
+        "hog",
+        &[
+            "sh",
+            "-c",
+            "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
+        ],
+    );
+    spec.memory_limit_bytes = Some(16 << 20);
+    let id = rt.start_container(&spec).await.unwrap();
+    assert!(matches!(
+        wait_exited(&rt, &id).await,
+        ContainerState::Exited { reason, .. } if reason == "OOMKilled"
+    ));
+}
+
+/// Host ports are published on the sandbox, so the pod answers on the host's port.
+#[tokio::test]
+async fn host_ports_are_published_on_the_sandbox() {
+    let Some((rt, node, _guard)) = setup("it-hostport").await else {
+        return;
+    };
+    let host_port = free_port();
+    let pod = pod_ref(&node, "published");
+    let info = rt
+        .run_sandbox(&SandboxSpec {
+            pod: pod.clone(),
+            hostname: pod.name.clone(),
+            host_ports: vec![(8080, host_port, "TCP".into())],
+        })
+        .await
+        .expect("sandbox with a host port");
+    rt.start_container(&busybox(
+        &pod,
+        &info.id,
+        "server",
+        &[
+            "sh",
+            "-c",
+            "echo published > /tmp/index.html && exec httpd -f -p 8080 -h /tmp",
+        ],
+    ))
+    .await
+    .unwrap();
+    let body = http_get(&format!("http://127.0.0.1:{host_port}/")).await;
+    assert_eq!(body.trim(), "published");
+}
+
+/// An exec that outlives its timeout is an error (a failed probe), returned on time.
+#[tokio::test]
+async fn exec_past_its_timeout_fails_promptly() {
+    let Some((rt, node, _guard)) = setup("it-exec").await else {
+        return;
+    };
+    let pod = pod_ref(&node, "slow");
+    let (sandbox_id, _) = sandbox(&rt, &pod).await;
+    let id = rt
+        .start_container(&busybox(&pod, &sandbox_id, "slow", &["sleep", "600"]))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let result = rt
+        .exec(&id, &strings(&["sleep", "30"]), Duration::from_millis(500))
+        .await;
+    assert!(matches!(result, Err(RuntimeError::Failed(_))), "{result:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+/// A port nobody listens on right now (the OS picks it; a race with another process
+/// taking it before the engine does is possible but unlikely).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// `follow` streams lines as they are printed and ends when the container exits.
+#[tokio::test]
+async fn followed_logs_stream_until_the_container_exits() {
+    let Some((rt, node, _guard)) = setup("it-follow").await else {
+        return;
+    };
+    let pod = pod_ref(&node, "ticker");
+    let (sandbox_id, _) = sandbox(&rt, &pod).await;
+    let id = rt
+        .start_container(&busybox(
+            &pod,
+            &sandbox_id,
+            "ticker",
+            &["sh", "-c", "echo one; sleep 1; echo two"],
+        ))
+        .await
+        .unwrap();
+    let follow = LogOptions {
+        follow: true,
+        ..Default::default()
+    };
+    let logs = tokio::time::timeout(Duration::from_secs(15), read_logs(&rt, &id, follow))
+        .await
+        .expect("the followed stream ends with the container");
+    assert_eq!(logs, "one\ntwo\n");
+}
+
+/// A command the image lacks fails the start with the engine's message and leaves no
+/// `Created` container behind to block the name of the next attempt.
+#[tokio::test]
+async fn a_command_that_cannot_start_fails_and_leaves_nothing_behind() {
+    let Some((rt, node, _guard)) = setup("it-badcmd").await else {
+        return;
+    };
+    let pod = pod_ref(&node, "broken");
+    let (sandbox_id, _) = sandbox(&rt, &pod).await;
+    let result = rt
+        .start_container(&busybox(&pod, &sandbox_id, "broken", &["/no/such/binary"]))
+        .await;
+    match result {
+        Err(RuntimeError::Failed(message)) => assert!(message.contains("no/such/binary")),
+        other => panic!("unexpected {other:?}"),
+    }
+    let listed = rt.list(&node).await.unwrap();
+    assert_eq!(listed.len(), 1, "only the sandbox remains");
+    assert!(listed[0].is_sandbox());
 }

@@ -140,8 +140,14 @@ pub async fn ensure_pause_image(docker: &Docker) -> Result<(), RuntimeError> {
     ensure_pause_image_tagged(docker, PAUSE_IMAGE).await
 }
 
+/// Serialises "build if missing" across every runtime of the process: several Docker
+/// nodes in one process starting pods at once would otherwise each build the same image
+/// and leave the losers' copies dangling.
+static BUILD_IF_MISSING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Builds the pause image under `tag` when the engine lacks it (tests use their own tag).
 pub async fn ensure_pause_image_tagged(docker: &Docker, tag: &str) -> Result<(), RuntimeError> {
+    let _building = BUILD_IF_MISSING.lock().await;
     if image_present(docker, tag).await? {
         return Ok(());
     }
@@ -167,6 +173,7 @@ pub async fn ensure_busybox_image(
     docker: &Docker,
     busybox_path: &Path,
 ) -> Result<(), RuntimeError> {
+    let _building = BUILD_IF_MISSING.lock().await;
     if image_present(docker, BUSYBOX_IMAGE).await? {
         return Ok(());
     }
@@ -381,8 +388,7 @@ fn split_ustar_path(path: &str) -> Result<(&str, &str), RuntimeError> {
     let too_long = || RuntimeError::Failed(format!("path too long for ustar: {path}"));
     // Split at the last '/' that leaves both halves within their limits.
     path.char_indices()
-        .filter(|&(i, c)| c == '/' && i <= 155 && path.len() - i - 1 <= 100 && i + 1 < path.len())
-        .next_back()
+        .rfind(|&(i, c)| c == '/' && i <= 155 && path.len() - i - 1 <= 100 && i + 1 < path.len())
         .map(|(i, _)| (&path[..i], &path[i + 1..]))
         .ok_or_else(too_long)
 }
