@@ -14,4 +14,7 @@ fi
 
 # The crash test drives the real `skiff` binary, so build every target first.
 cargo build --workspace --all-targets
+
+# The images pods run (no registry is reachable): pause, and busybox for the tests.
+"${CARGO_TARGET_DIR:-$SKIFF_ROOT/target}/debug/skiff" images
 cargo test --workspace "$@"

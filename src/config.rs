@@ -45,6 +45,10 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
     pub watch_timeout_seconds: u64,
     pub workers: usize,
+    /// Cluster IPs of Services are allocated from this range.
+    pub service_cidr: String,
+    /// Node ports of NodePort Services are allocated from this range (`low-high`).
+    pub node_port_range: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -90,6 +94,9 @@ pub struct NodeConfig {
     pub memory: String,
     pub pods: u32,
     pub heartbeat_seconds: u64,
+    /// The node's address (InternalIP; the proxy listens for node ports there). Unset:
+    /// 127.0.0.<n> for the n-th node, so nodes in one process do not share node ports.
+    pub address: Option<String>,
 }
 
 impl Default for NodeConfig {
@@ -103,6 +110,7 @@ impl Default for NodeConfig {
             memory: "8Gi".into(),
             pods: 110,
             heartbeat_seconds: 10,
+            address: None,
         }
     }
 }
@@ -136,6 +144,8 @@ impl Default for GatewayConfig {
             max_body_bytes: 3 * 1024 * 1024,
             watch_timeout_seconds: 1800,
             workers: 2,
+            service_cidr: "10.96.0.0/16".into(),
+            node_port_range: "30000-32767".into(),
         }
     }
 }

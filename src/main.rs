@@ -47,6 +47,13 @@ enum Command {
         #[arg(long)]
         server: Option<String>,
     },
+    /// Build the local images pods need, with no registry: the pause image (from skiff's
+    /// own static pause program) and the test image from Debian's busybox-static.
+    Images {
+        /// The static busybox binary (Debian's `busybox-static` package).
+        #[arg(long, default_value = "/bin/busybox")]
+        busybox: PathBuf,
+    },
     /// Register simulated nodes, create pods, and report pods scheduled per second and the
     /// scheduler's memory, for each node count.
     BenchScheduler {
@@ -69,6 +76,8 @@ enum CliError {
     BenchScheduler(#[from] skiff::bench_scheduler::SchedulerBenchError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("container runtime: {0}")]
+    Runtime(String),
 }
 
 fn init_logging(format: LogFormat) {
@@ -133,6 +142,22 @@ async fn run_bench(
     Ok(())
 }
 
+async fn build_images(busybox: PathBuf) -> Result<(), CliError> {
+    use skiff_actors::kubelet::runtime::{docker::DockerRuntime, images};
+    let runtime = DockerRuntime::connect()
+        .await
+        .map_err(|e| CliError::Runtime(e.to_string()))?;
+    images::ensure_pause_image(runtime.docker())
+        .await
+        .map_err(|e| CliError::Runtime(e.to_string()))?;
+    println!("{} ready", images::PAUSE_IMAGE);
+    images::ensure_busybox_image(runtime.docker(), &busybox)
+        .await
+        .map_err(|e| CliError::Runtime(e.to_string()))?;
+    println!("{} ready", images::BUSYBOX_IMAGE);
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
@@ -144,6 +169,7 @@ fn main() -> std::process::ExitCode {
                 concurrency,
                 server,
             } => run_bench(pods, concurrency, server).await,
+            Command::Images { busybox } => build_images(busybox).await,
             Command::BenchScheduler { nodes, pods } => {
                 let report = skiff::bench_scheduler::run(&nodes, pods).await?;
                 print!("{report}");

@@ -1,7 +1,7 @@
 //! Building the actor tree for one cluster: the store on its own arbiter, the gateway in
 //! front of it, then bootstrap (system namespaces, manifests, kubeconfig).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -12,11 +12,18 @@ use std::time::Duration;
 use skiff_actors::api::{meta, resources, ApiError};
 use skiff_actors::client::{ApiClient, LocalClient};
 use skiff_actors::controllers::manager::{ControllerManager, ControllerManagerConfig};
+use skiff_actors::controllers::Controller;
+use skiff_actors::gateway::allocation::ServiceRanges;
 use skiff_actors::gateway::logs::NodeRuntimes;
 use skiff_actors::gateway::objects::{PatchType, WriteOptions};
 use skiff_actors::gateway::routing::Target;
 use skiff_actors::gateway::{self, GatewayActor, GatewayConfig, Objects};
+use skiff_actors::kubelet::kubelet::{Kubelet, KubeletConfig};
+use skiff_actors::kubelet::runtime::docker::DockerRuntime;
+use skiff_actors::kubelet::runtime::sim::{SimConfig, SimRuntime};
+use skiff_actors::kubelet::runtime::Runtime;
 use skiff_actors::metrics::Metrics;
+use skiff_actors::proxy::ProxyReconciler;
 use skiff_actors::scheduler::{SchedulerActor, SchedulerConfig};
 use skiff_actors::store::{self, StoreConfig, StoreHandle};
 
@@ -40,12 +47,21 @@ pub enum SystemError {
     Bootstrap(String),
     #[error("manifest {file}: {detail}")]
     Manifest { file: PathBuf, detail: String },
+    #[error("node {node}: {detail}")]
+    Node { node: String, detail: String },
     #[error("cannot write {path}")]
     Kubeconfig {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+}
+
+/// One node run in this process: its kubelet and its proxy.
+pub struct NodeHandle {
+    pub name: String,
+    pub kubelet: Addr<Kubelet>,
+    pub proxy: Addr<Controller<ProxyReconciler>>,
 }
 
 /// A running cluster.
@@ -57,7 +73,10 @@ pub struct System {
     gateway: Addr<GatewayActor>,
     store_arbiter: Arbiter,
     control_arbiter: Arbiter,
+    nodes_arbiter: Arbiter,
     _controllers: Addr<ControllerManager>,
+    /// The kubelet and proxy of every node this process runs.
+    pub nodes: Vec<NodeHandle>,
     pub scheduler: Option<Addr<SchedulerActor>>,
 }
 
@@ -69,6 +88,8 @@ impl System {
     /// Stop serving, then stop the store so its RocksDB is closed and can be reopened.
     pub async fn shutdown(self) {
         let _ = self.gateway.send(gateway::Shutdown).await;
+        self.nodes_arbiter.stop();
+        let _ = self.nodes_arbiter.join();
         self.control_arbiter.stop();
         let _ = self.control_arbiter.join();
         drop(self.store);
@@ -99,7 +120,9 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
             return Err(e.into());
         }
     };
-    let objects = Objects::new(store.clone());
+    let ranges = ServiceRanges::parse(&cfg.gateway.service_cidr, &cfg.gateway.node_port_range)
+        .map_err(|e| SystemError::Bootstrap(e.to_string()))?;
+    let objects = Objects::new(store.clone()).with_service_ranges(ranges);
     bootstrap(&objects).await?;
     if let Some(dir) = cfg.manifests_dir() {
         apply_manifests(&objects, &dir).await?;
@@ -126,6 +149,7 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
         enabled: cfg.controllers.enabled.clone(),
     };
     let scheduler_client = client.clone();
+    let client_for_nodes = client.clone();
     let controllers = ControllerManager::start_in_arbiter(&control_arbiter.handle(), move |_| {
         ControllerManager::new(client, cm_cfg)
     });
@@ -134,6 +158,8 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
             SchedulerActor::new(scheduler_client, SchedulerConfig::default())
         })
     });
+    let nodes_arbiter = Arbiter::new();
+    let kubelets = start_nodes(cfg, &nodes_arbiter, client_for_nodes, &runtimes).await?;
     let kubeconfig = data_dir.join("kubeconfig");
     write_kubeconfig(&kubeconfig, &cfg.cluster.name, addr)?;
     Ok(System {
@@ -144,9 +170,105 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
         gateway,
         store_arbiter,
         control_arbiter,
+        nodes_arbiter,
         _controllers: controllers,
+        nodes: kubelets,
         scheduler,
     })
+}
+
+/// Start a kubelet per configured node, on the nodes' arbiter, each with its runtime
+/// registered for the gateway's log requests.
+async fn start_nodes(
+    cfg: &Config,
+    arbiter: &Arbiter,
+    client: Arc<dyn ApiClient>,
+    runtimes: &NodeRuntimes,
+) -> Result<Vec<NodeHandle>, SystemError> {
+    let mut docker: Option<Arc<dyn Runtime>> = None;
+    let mut started = Vec::new();
+    for (i, node) in cfg.nodes.iter().enumerate() {
+        let runtime: Arc<dyn Runtime> = match node.runtime.as_str() {
+            "docker" => match &docker {
+                Some(d) => d.clone(),
+                None => {
+                    let d: Arc<dyn Runtime> =
+                        Arc::new(DockerRuntime::connect().await.map_err(|e| {
+                            SystemError::Node {
+                                node: node.name.clone(),
+                                detail: e.to_string(),
+                            }
+                        })?);
+                    docker = Some(d.clone());
+                    d
+                }
+            },
+            "sim" => Arc::new(SimRuntime::new(SimConfig {
+                ip_offset: (i as u32) * 256,
+                ..SimConfig::default()
+            })),
+            other => {
+                return Err(SystemError::Node {
+                    node: node.name.clone(),
+                    detail: format!("unknown runtime {other:?} (docker or sim)"),
+                })
+            }
+        };
+        runtimes.register(&node.name, runtime.clone());
+        let address: IpAddr = match &node.address {
+            Some(a) => a.parse().map_err(|_| SystemError::Node {
+                node: node.name.clone(),
+                detail: format!("address {a:?} is not an IP address"),
+            })?,
+            None => IpAddr::from([127, 0, 0, (i % 254) as u8 + 1]),
+        };
+        let kcfg = KubeletConfig {
+            address: address.to_string(),
+            node_name: node.name.clone(),
+            labels: node.labels.clone(),
+            taints: node
+                .taints
+                .iter()
+                .map(|t| parse_taint(t))
+                .collect::<Result<_, _>>()
+                .map_err(|detail| SystemError::Node {
+                    node: node.name.clone(),
+                    detail,
+                })?,
+            cpu: node.cpu.clone(),
+            memory: node.memory.clone(),
+            max_pods: node.pods,
+            heartbeat_interval: Duration::from_secs(node.heartbeat_seconds.max(1)),
+            ..KubeletConfig::default()
+        };
+        let kubelet_client = client.clone();
+        let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+            Kubelet::new(kubelet_client, runtime, kcfg)
+        });
+        let proxy_client = client.clone();
+        let name = node.name.clone();
+        let proxy = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+            Controller::new(ProxyReconciler::new(name, address), proxy_client)
+        });
+        started.push(NodeHandle {
+            name: node.name.clone(),
+            kubelet: addr,
+            proxy,
+        });
+    }
+    Ok(started)
+}
+
+/// `key=value:Effect` or `key:Effect`, as `kubectl taint` writes them.
+fn parse_taint(s: &str) -> Result<Value, String> {
+    let (kv, effect) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("taint {s:?} has no effect (key=value:Effect)"))?;
+    if !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
+        return Err(format!("taint {s:?}: unknown effect {effect:?}"));
+    }
+    let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
+    Ok(json!({"key": key, "value": value, "effect": effect}))
 }
 
 /// Ask the gateway which address it bound.
@@ -252,4 +374,25 @@ fn write_kubeconfig(path: &Path, cluster: &str, addr: SocketAddr) -> Result<(), 
         path: path.to_path_buf(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn taints_parse_as_kubectl_writes_them() {
+        assert_eq!(
+            parse_taint("gpu=true:NoSchedule").ok(),
+            Some(json!({"key": "gpu", "value": "true", "effect": "NoSchedule"}))
+        );
+        assert_eq!(
+            parse_taint("dedicated:NoExecute")
+                .ok()
+                .map(|t| t["value"].clone()),
+            Some(json!(""))
+        );
+        assert!(parse_taint("nokind").is_err());
+        assert!(parse_taint("a=b:Sometimes").is_err());
+    }
 }

@@ -7,5 +7,6 @@ pub mod controllers;
 pub mod gateway;
 pub mod kubelet;
 pub mod metrics;
+pub mod proxy;
 pub mod scheduler;
 pub mod store;

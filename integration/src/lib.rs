@@ -228,3 +228,73 @@ impl Drop for SkiffProcess {
         self.kill9();
     }
 }
+
+/// Removes every container the given nodes created, when dropped: tests clean up their
+/// containers also when they fail.
+pub struct DockerCleanup {
+    pub nodes: Vec<String>,
+}
+
+impl DockerCleanup {
+    pub fn new(nodes: &[String]) -> Self {
+        let c = DockerCleanup {
+            nodes: nodes.to_vec(),
+        };
+        c.remove_all();
+        c
+    }
+
+    pub fn remove_all(&self) {
+        for node in &self.nodes {
+            let out = std::process::Command::new("docker")
+                .args([
+                    "ps",
+                    "-aq",
+                    "--filter",
+                    &format!("label=io.skiff.node={node}"),
+                ])
+                .output();
+            let Ok(out) = out else { continue };
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            if !ids.is_empty() {
+                let _ = std::process::Command::new("docker")
+                    .arg("rm")
+                    .arg("-f")
+                    .args(&ids)
+                    .output();
+            }
+        }
+    }
+}
+
+impl Drop for DockerCleanup {
+    fn drop(&mut self) {
+        self.remove_all();
+    }
+}
+
+/// Whether the local Docker Engine answers (tests that need it say so when it does not).
+pub fn docker_available() -> bool {
+    std::path::Path::new("/var/run/docker.sock").exists()
+        && std::process::Command::new("docker")
+            .arg("info")
+            .output()
+            .is_ok_and(|o| o.status.success())
+}
+
+/// Unique node names for one test, so parallel tests never share containers.
+pub fn node_names(prefix: &str, n: usize) -> Vec<String> {
+    let tag = uuid_like();
+    (1..=n).map(|i| format!("{prefix}-{tag}-{i}")).collect()
+}
+
+fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{:x}{:x}", std::process::id(), nanos % 0xffff)
+}

@@ -1,5 +1,6 @@
 //! The gateway: kube-apiserver's HTTP face, an actix-web server owned by an actor.
 
+pub mod allocation;
 mod discovery;
 mod http;
 pub mod logs;

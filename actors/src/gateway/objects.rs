@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
+use super::allocation::{self, Allocated, ServiceRanges};
 use super::routing::Target;
 use crate::api::resources::{self, object_key, ResourceInfo};
 use crate::api::selector::{FieldSelector, LabelSelector};
@@ -118,6 +119,9 @@ pub struct Objects {
     /// Serialises quota admission and the create it admits, per namespace, so two creates
     /// cannot both fit in the last slot of a quota.
     quota_locks: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    service_ranges: Arc<ServiceRanges>,
+    /// Serialises service address allocation with the write that records it.
+    alloc_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 pub fn store_error(err: StoreError, resource: &str, name: &str) -> ApiError {
@@ -141,7 +145,35 @@ impl Objects {
         Objects {
             store,
             quota_locks: Arc::default(),
+            service_ranges: Arc::default(),
+            alloc_lock: Arc::default(),
         }
+    }
+
+    /// Use these ranges for cluster IPs and node ports.
+    pub fn with_service_ranges(mut self, ranges: ServiceRanges) -> Self {
+        self.service_ranges = Arc::new(ranges);
+        self
+    }
+
+    /// Give a Service its cluster IP and node ports (422 when a requested one is taken).
+    fn allocate_service(
+        &self,
+        svc: &mut Value,
+        old: Option<&Value>,
+        key: &str,
+    ) -> Result<(), ApiError> {
+        let (all, _) = self.store.list(&resources::prefix("services", None));
+        let taken =
+            Allocated::from_services(all.iter().filter(|(k, _)| k != key).map(|(_, o)| &*o.value));
+        allocation::allocate(svc, old, &self.service_ranges, &taken).map_err(|causes| {
+            ApiError::Invalid {
+                kind: "Service".into(),
+                group: String::new(),
+                name: meta::name(svc).unwrap_or_default().to_string(),
+                causes,
+            }
+        })
     }
 
     /// Quota admission: refuse (403) a create that would take a namespace over any of its
@@ -300,6 +332,13 @@ impl Objects {
             Some(ns) => self.admit_quota(info.kind, &obj, ns).await?,
             None => None,
         };
+        let _alloc_guard = if info.kind == "Service" {
+            let guard = self.alloc_lock.clone().lock_owned().await;
+            self.allocate_service(&mut obj, None, &object_key(info.name, ns.as_deref(), &name))?;
+            Some(guard)
+        } else {
+            None
+        };
         if opts.dry_run {
             return Ok(Written {
                 object: obj,
@@ -455,6 +494,10 @@ impl Objects {
     ) -> Result<Written, ApiError> {
         let info = t.resource;
         let key = Self::key(t, name);
+        let _alloc_guard = match info.name {
+            "services" => Some(self.alloc_lock.clone().lock_owned().await),
+            _ => None,
+        };
         for attempt in 0..CONFLICT_RETRIES {
             if attempt > 0 {
                 // The write we lost to is still being synced and not yet readable: give it
@@ -468,6 +511,9 @@ impl Objects {
                 }
             }
             let mut new = change(&old.value)?;
+            if info.name == "services" {
+                self.allocate_service(&mut new, Some(&old.value), &key)?;
+            }
             bump_generation(&old.value, &mut new);
             if check == Check::Validate {
                 validate(info, &new, Some(&old.value))?;

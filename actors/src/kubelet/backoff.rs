@@ -72,7 +72,7 @@ pub fn go_duration(d: Duration) -> String {
     }
     if d < Duration::from_secs(1) {
         let ms = d.as_millis();
-        if ms > 0 && d.subsec_nanos() % 1_000_000 == 0 {
+        if ms > 0 && d.subsec_nanos().is_multiple_of(1_000_000) {
             return format!("{ms}ms");
         }
         return format!("{}µs", d.as_micros());

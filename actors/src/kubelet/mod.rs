@@ -1,4 +1,14 @@
 //! The node agent: a `Kubelet` actor per node, a `PodWorker` actor per pod, over a
 //! container [`runtime::Runtime`].
 
+pub mod backoff;
+#[cfg(test)]
+mod fake;
+#[allow(clippy::module_inception)]
+pub mod kubelet;
+pub mod node;
+pub mod pod_worker;
+pub mod probe;
 pub mod runtime;
+pub mod spec;
+pub mod status;

@@ -291,9 +291,10 @@ pub async fn run(
             req = req.header("User-Agent", "kube-probe/1.33");
             match req.send().await {
                 Ok(resp) if (200..400).contains(&resp.status().as_u16()) => Outcome::Success,
-                Ok(resp) => {
-                    Outcome::Failure(format!("HTTP probe failed with statuscode: {}", resp.status().as_u16()))
-                }
+                Ok(resp) => Outcome::Failure(format!(
+                    "HTTP probe failed with statuscode: {}",
+                    resp.status().as_u16()
+                )),
                 Err(e) => Outcome::Failure(format!("Get \"{url}\": {e}")),
             }
         }
@@ -355,7 +356,11 @@ mod tests {
         let fail = Outcome::Failure("no".into());
         assert_eq!(t.observe(&fail), None);
         assert_eq!(t.observe(&fail), None);
-        assert_eq!(t.observe(&Outcome::Success), None, "a success resets the count");
+        assert_eq!(
+            t.observe(&Outcome::Success),
+            None,
+            "a success resets the count"
+        );
         assert_eq!(t.observe(&fail), None);
         assert_eq!(t.observe(&fail), None);
         assert_eq!(t.observe(&fail), Some(false));
@@ -363,7 +368,9 @@ mod tests {
 
     #[test]
     fn readiness_needs_success_threshold_consecutive_successes() {
-        let s = spec(json!({"exec": {"command": ["true"]}, "successThreshold": 2, "failureThreshold": 1}));
+        let s = spec(
+            json!({"exec": {"command": ["true"]}, "successThreshold": 2, "failureThreshold": 1}),
+        );
         let mut t = Tracker::new(ProbeKind::Readiness, &s);
         assert_eq!(t.observe(&Outcome::Success), None);
         assert_eq!(t.observe(&Outcome::Success), Some(true));
@@ -372,9 +379,11 @@ mod tests {
 
     #[tokio::test]
     async fn tcp_probe_succeeds_against_a_listening_port_and_fails_against_a_closed_one() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        let runtime: Arc<dyn Runtime> = Arc::new(super::super::pod_worker::tests::FakeRuntime::default());
+        let runtime: Arc<dyn Runtime> = Arc::new(super::super::fake::FakeRuntime::default());
         let open = spec(json!({"tcpSocket": {"port": port}}));
         let outcome = run(runtime.clone(), "c".into(), Some("127.0.0.1".into()), open).await;
         assert_eq!(outcome, Outcome::Success);

@@ -28,7 +28,12 @@ pub struct Placement<'a> {
 
 fn strings(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -46,7 +51,12 @@ fn map_subscript(path: &str) -> Option<(&str, &str)> {
 
 /// The value of a downward-API `fieldRef` path, or `None` if the path is not supported.
 pub fn field_ref(pod: &Value, path: &str, at: Placement<'_>) -> Option<String> {
-    let text = |p: &str| pod.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
+    let text = |p: &str| {
+        pod.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     Some(match path {
         "metadata.name" => text("/metadata/name"),
         "metadata.namespace" => text("/metadata/namespace"),
@@ -132,16 +142,28 @@ pub fn expand(input: &str, vars: &HashMap<String, String>) -> String {
 }
 
 /// The container's environment, in order, with references resolved.
-pub fn env(pod: &Value, container: &Value, at: Placement<'_>) -> Result<Vec<(String, String)>, SpecError> {
+pub fn env(
+    pod: &Value,
+    container: &Value,
+    at: Placement<'_>,
+) -> Result<Vec<(String, String)>, SpecError> {
     let mut out: Vec<(String, String)> = Vec::new();
     let mut vars: HashMap<String, String> = HashMap::new();
-    for e in container.get("env").and_then(Value::as_array).into_iter().flatten() {
+    for e in container
+        .get("env")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let Some(name) = e.get("name").and_then(Value::as_str) else {
             continue;
         };
         let value = if let Some(from) = e.get("valueFrom").filter(|v| v.is_object()) {
             if let Some(f) = from.get("fieldRef") {
-                let path = f.get("fieldPath").and_then(Value::as_str).unwrap_or_default();
+                let path = f
+                    .get("fieldPath")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 field_ref(pod, path, at).ok_or_else(|| SpecError::UnsupportedField {
                     var: name.into(),
                     path: path.into(),
@@ -149,7 +171,11 @@ pub fn env(pod: &Value, container: &Value, at: Placement<'_>) -> Result<Vec<(Str
             } else if let Some(r) = from.get("resourceFieldRef") {
                 resource_ref(container, r).ok_or_else(|| SpecError::UnsupportedResource {
                     var: name.into(),
-                    resource: r.get("resource").and_then(Value::as_str).unwrap_or_default().into(),
+                    resource: r
+                        .get("resource")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .into(),
                 })?
             } else {
                 let kind = from
@@ -162,7 +188,10 @@ pub fn env(pod: &Value, container: &Value, at: Placement<'_>) -> Result<Vec<(Str
                 });
             }
         } else {
-            expand(e.get("value").and_then(Value::as_str).unwrap_or_default(), &vars)
+            expand(
+                e.get("value").and_then(Value::as_str).unwrap_or_default(),
+                &vars,
+            )
         };
         vars.insert(name.to_string(), value.clone());
         // A later definition of the same name wins, in place, as with docker's --env.
@@ -193,7 +222,12 @@ pub fn limits(container: &Value) -> (Option<u64>, Option<u64>) {
 
 /// The identity labels of a pod's containers.
 pub fn pod_ref(pod: &Value, node: &str) -> PodRef {
-    let text = |p: &str| pod.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
+    let text = |p: &str| {
+        pod.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     PodRef {
         uid: text("/metadata/uid"),
         name: text("/metadata/name"),
@@ -206,15 +240,24 @@ pub fn pod_ref(pod: &Value, node: &str) -> PodRef {
 pub fn host_ports(pod: &Value) -> Vec<(u16, u16, String)> {
     let containers = pod.pointer("/spec/containers").and_then(Value::as_array);
     let mut out = Vec::new();
-    for port in containers
-        .into_iter()
-        .flatten()
-        .flat_map(|c| c.get("ports").and_then(Value::as_array).into_iter().flatten())
-    {
-        let get = |f: &str| port.get(f).and_then(Value::as_u64).and_then(|p| u16::try_from(p).ok());
+    for port in containers.into_iter().flatten().flat_map(|c| {
+        c.get("ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+    }) {
+        let get = |f: &str| {
+            port.get(f)
+                .and_then(Value::as_u64)
+                .and_then(|p| u16::try_from(p).ok())
+        };
         if let (Some(container_port), Some(host_port)) = (get("containerPort"), get("hostPort")) {
             if host_port > 0 {
-                let proto = port.get("protocol").and_then(Value::as_str).unwrap_or("TCP").to_ascii_lowercase();
+                let proto = port
+                    .get("protocol")
+                    .and_then(Value::as_str)
+                    .unwrap_or("TCP")
+                    .to_ascii_lowercase();
                 out.push((container_port, host_port, proto));
             }
         }
@@ -250,8 +293,16 @@ pub fn container(
     let (cpu_limit_millis, memory_limit_bytes) = limits(container);
     Ok(ContainerSpec {
         pod: Some(pod_ref(pod, node)),
-        name: container.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
-        image: container.get("image").and_then(Value::as_str).unwrap_or_default().to_string(),
+        name: container
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        image: container
+            .get("image")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
         command: expand_all(strings(container.get("command"))),
         args: expand_all(strings(container.get("args"))),
         env,
@@ -314,7 +365,10 @@ mod tests {
             vec![
                 ("POD".to_string(), "web".to_string()),
                 ("IP".to_string(), "10.1.0.7".to_string()),
-                ("URL".to_string(), "http://10.1.0.7:80/web/$(NOPE)/$(POD)".to_string()),
+                (
+                    "URL".to_string(),
+                    "http://10.1.0.7:80/web/$(NOPE)/$(POD)".to_string()
+                ),
             ]
         );
     }
@@ -324,7 +378,10 @@ mod tests {
         let c = json!({"name": "app", "env": [
             {"name": "PW", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
         ]});
-        assert!(matches!(env(&pod(), &c, AT), Err(SpecError::UnsupportedSource { .. })));
+        assert!(matches!(
+            env(&pod(), &c, AT),
+            Err(SpecError::UnsupportedSource { .. })
+        ));
     }
 
     #[test]

@@ -176,7 +176,11 @@ impl ContainerView {
 /// yet keeps the pod Pending; one running makes it Running; when all have stopped the
 /// restart policy decides whether it is still Running (will restart), Succeeded or Failed.
 /// A terminal phase already reported is never left.
-pub fn phase(policy: RestartPolicy, containers: &[ContainerView], previous: Option<Phase>) -> Phase {
+pub fn phase(
+    policy: RestartPolicy,
+    containers: &[ContainerView],
+    previous: Option<Phase>,
+) -> Phase {
     if let Some(p) = previous.filter(|p| p.is_terminal()) {
         return p;
     }
@@ -210,7 +214,14 @@ pub fn phase(policy: RestartPolicy, containers: &[ContainerView], previous: Opti
 }
 
 /// A condition that keeps its `lastTransitionTime` unless its status changed.
-fn condition(existing: &Value, kind: &str, ok: bool, reason: Option<&str>, message: Option<String>, now: &str) -> Value {
+fn condition(
+    existing: &Value,
+    kind: &str,
+    ok: bool,
+    reason: Option<&str>,
+    message: Option<String>,
+    now: &str,
+) -> Value {
     let status = if ok { "True" } else { "False" };
     let previous = existing
         .as_array()
@@ -224,7 +235,8 @@ fn condition(existing: &Value, kind: &str, ok: bool, reason: Option<&str>, messa
             .unwrap_or_else(|| json!(now)),
         _ => json!(now),
     };
-    let mut c = json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": since});
+    let mut c =
+        json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": since});
     if let Some(r) = reason {
         c["reason"] = json!(r);
     }
@@ -236,7 +248,12 @@ fn condition(existing: &Value, kind: &str, ok: bool, reason: Option<&str>, messa
 
 /// The pod's conditions: PodScheduled as the binding wrote it, then Initialized,
 /// ContainersReady and Ready.
-pub fn conditions(existing: &Value, phase: Phase, containers: &[ContainerView], now: &str) -> Vec<Value> {
+pub fn conditions(
+    existing: &Value,
+    phase: Phase,
+    containers: &[ContainerView],
+    now: &str,
+) -> Vec<Value> {
     let mut out = Vec::new();
     if let Some(scheduled) = existing
         .as_array()
@@ -260,10 +277,20 @@ pub fn conditions(existing: &Value, phase: Phase, containers: &[ContainerView], 
         (
             false,
             Some("ContainersNotReady"),
-            Some(format!("containers with unready status: [{}]", unready.join(" "))),
+            Some(format!(
+                "containers with unready status: [{}]",
+                unready.join(" ")
+            )),
         )
     };
-    out.push(condition(existing, "ContainersReady", ready, reason, message.clone(), now));
+    out.push(condition(
+        existing,
+        "ContainersReady",
+        ready,
+        reason,
+        message.clone(),
+        now,
+    ));
     out.push(condition(existing, "Ready", ready, reason, message, now));
     out
 }
@@ -281,14 +308,23 @@ pub struct StatusInput<'a> {
 
 /// The kubelet-owned part of the pod's status.
 pub fn build(input: &StatusInput<'_>) -> Value {
-    let existing = input.pod.get("status").cloned().unwrap_or_else(|| json!({}));
+    let existing = input
+        .pod
+        .get("status")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
     let previous = Phase::parse(existing.get("phase").and_then(Value::as_str));
     let phase = phase(RestartPolicy::of(input.pod), input.containers, previous);
     let mut s = Map::new();
     s.insert("phase".into(), json!(phase.as_str()));
     s.insert(
         "conditions".into(),
-        Value::Array(conditions(&existing["conditions"], phase, input.containers, input.now)),
+        Value::Array(conditions(
+            &existing["conditions"],
+            phase,
+            input.containers,
+            input.now,
+        )),
     );
     s.insert("hostIP".into(), json!(input.host_ip));
     s.insert("hostIPs".into(), json!([{"ip": input.host_ip}]));
@@ -299,7 +335,13 @@ pub fn build(input: &StatusInput<'_>) -> Value {
     s.insert("startTime".into(), json!(input.start_time));
     s.insert(
         "containerStatuses".into(),
-        Value::Array(input.containers.iter().map(ContainerView::to_json).collect()),
+        Value::Array(
+            input
+                .containers
+                .iter()
+                .map(ContainerView::to_json)
+                .collect(),
+        ),
     );
     Value::Object(s)
 }
@@ -336,7 +378,7 @@ mod tests {
             container_id: Some("docker://abc".into()),
             ready: matches!(state, State::Running { .. }),
             state,
-            last_terminated: last.map(|code| ended(code)),
+            last_terminated: last.map(ended),
             restart_count: 0,
         }
     }
@@ -364,7 +406,10 @@ mod tests {
         assert!(!RestartPolicy::OnFailure.restarts(0));
         assert!(RestartPolicy::OnFailure.restarts(2));
         assert!(!RestartPolicy::Never.restarts(1));
-        assert_eq!(RestartPolicy::of(&json!({"spec": {}})), RestartPolicy::Always);
+        assert_eq!(
+            RestartPolicy::of(&json!({"spec": {}})),
+            RestartPolicy::Always
+        );
     }
 
     #[test]
@@ -406,7 +451,10 @@ mod tests {
     #[test]
     fn a_terminal_phase_is_never_left() {
         let cs = [view("a", running(), None)];
-        assert_eq!(phase(RestartPolicy::Always, &cs, Some(Phase::Failed)), Phase::Failed);
+        assert_eq!(
+            phase(RestartPolicy::Always, &cs, Some(Phase::Failed)),
+            Phase::Failed
+        );
     }
 
     #[test]
@@ -421,21 +469,40 @@ mod tests {
 
         let again = conditions(&Value::Array(conds.clone()), Phase::Running, &cs, "T2");
         let ready = again.iter().find(|c| c["type"] == "Ready").expect("Ready");
-        assert_eq!(ready["lastTransitionTime"], "T1", "no transition, time kept");
+        assert_eq!(
+            ready["lastTransitionTime"], "T1",
+            "no transition, time kept"
+        );
 
         cs[1].ready = true;
         let flipped = conditions(&Value::Array(again), Phase::Running, &cs, "T3");
-        let ready = flipped.iter().find(|c| c["type"] == "Ready").expect("Ready");
-        assert_eq!((ready["status"].as_str(), ready["lastTransitionTime"].as_str()), (Some("True"), Some("T3")));
+        let ready = flipped
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .expect("Ready");
+        assert_eq!(
+            (
+                ready["status"].as_str(),
+                ready["lastTransitionTime"].as_str()
+            ),
+            (Some("True"), Some("T3"))
+        );
     }
 
     #[test]
     fn pod_scheduled_is_kept_as_the_binding_wrote_it() {
-        let existing = json!([{"type": "PodScheduled", "status": "True", "lastTransitionTime": "T0"}]);
+        let existing =
+            json!([{"type": "PodScheduled", "status": "True", "lastTransitionTime": "T0"}]);
         let conds = conditions(&existing, Phase::Pending, &[], "T1");
         assert_eq!(conds[0], existing[0]);
-        let kinds: Vec<_> = conds.iter().map(|c| c["type"].as_str().unwrap_or("")).collect();
-        assert_eq!(kinds, ["PodScheduled", "Initialized", "ContainersReady", "Ready"]);
+        let kinds: Vec<_> = conds
+            .iter()
+            .map(|c| c["type"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            kinds,
+            ["PodScheduled", "Initialized", "ContainersReady", "Ready"]
+        );
     }
 
     #[test]
@@ -462,7 +529,10 @@ mod tests {
         assert_eq!(s["state"]["terminated"]["reason"], "Error");
         assert_eq!(s["lastState"], json!({}));
         assert_eq!(s["containerID"], "docker://abc");
-        assert!(built.get("qosClass").is_none(), "not the kubelet's to write");
+        assert!(
+            built.get("qosClass").is_none(),
+            "not the kubelet's to write"
+        );
     }
 
     #[test]

@@ -1,0 +1,607 @@
+//! The kubelet: one actor per node. It registers the node and heartbeats its Ready
+//! condition, watches the pods bound to its node and keeps one [`PodWorker`] per pod UID,
+//! relists the runtime every second to tell workers about container changes (Kubernetes'
+//! PLEG), and removes containers of pods that no longer exist.
+//!
+//! Nothing important lives only in memory: a restarted kubelet re-registers, re-lists its
+//! pods, and its new workers adopt the containers that are still running.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde_json::Value;
+
+use super::backoff::Backoff;
+use super::node::{self, NodeFacts};
+use super::pod_worker::{
+    PodRemoved, PodWorker, RuntimeChanged, Shutdown, UpdatePod, WorkerConfig, WorkerDeps,
+    WorkerFinished,
+};
+use super::runtime::{ContainerInfo, ContainerState, Runtime, RuntimeError};
+use crate::api::{meta, ApiError};
+use crate::client::{ApiClient, EventKind, ListParams, PatchType};
+use crate::controllers::informer::{self, Cache, Change, InformerSpec};
+use crate::controllers::recorder::Recorder;
+
+/// How long containers of a pod that vanished while the kubelet was away get to stop.
+const ORPHAN_GRACE: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone)]
+pub struct KubeletConfig {
+    pub node_name: String,
+    pub labels: BTreeMap<String, String>,
+    /// Taints to register with, as Kubernetes writes them (`{"key", "value", "effect"}`).
+    pub taints: Vec<Value>,
+    /// Capacity (and allocatable): cpu and memory as quantities, and the pod limit.
+    pub cpu: String,
+    pub memory: String,
+    pub max_pods: u32,
+    pub heartbeat_interval: Duration,
+    /// The node's InternalIP (`status.hostIP` of its pods).
+    pub address: String,
+    /// How often the runtime is listed to notice containers that exited.
+    pub relist_interval: Duration,
+    /// How often every pod is synced even if nothing was reported.
+    pub resync_interval: Duration,
+    /// CrashLoopBackOff and image pull backoff: first wait (doubling), cap, and how long
+    /// a container must run for its backoff to start over.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    pub backoff_reset: Duration,
+}
+
+impl Default for KubeletConfig {
+    fn default() -> Self {
+        KubeletConfig {
+            node_name: "node-1".into(),
+            labels: BTreeMap::new(),
+            taints: Vec::new(),
+            cpu: "4".into(),
+            memory: "8Gi".into(),
+            max_pods: 110,
+            heartbeat_interval: Duration::from_secs(10),
+            address: "127.0.0.1".into(),
+            relist_interval: Duration::from_secs(1),
+            resync_interval: Duration::from_secs(10),
+            backoff_base: Duration::from_secs(10),
+            backoff_max: Duration::from_secs(300),
+            backoff_reset: Duration::from_secs(600),
+        }
+    }
+}
+
+impl KubeletConfig {
+    fn worker_config(&self, id_scheme: &str) -> WorkerConfig {
+        WorkerConfig {
+            node_name: self.node_name.clone(),
+            host_ip: self.address.clone(),
+            backoff_base: self.backoff_base,
+            backoff_max: self.backoff_max,
+            backoff_reset: self.backoff_reset,
+            resync_interval: self.resync_interval,
+            id_scheme: id_scheme.to_string(),
+        }
+    }
+
+    fn facts(&self, runtime_version: String) -> NodeFacts {
+        NodeFacts {
+            name: self.node_name.clone(),
+            labels: self.labels.clone(),
+            taints: self.taints.clone(),
+            cpu: self.cpu.clone(),
+            memory: self.memory.clone(),
+            max_pods: self.max_pods,
+            address: self.address.clone(),
+            runtime_version,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeletError {
+    #[error("node registration failed: {0}")]
+    Register(#[source] ApiError),
+    #[error("heartbeat failed: {0}")]
+    Heartbeat(#[source] ApiError),
+    #[error("runtime call failed: {0}")]
+    Runtime(#[from] RuntimeError),
+}
+
+/// A change to one of the node's pods.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct PodEvent(Change);
+
+/// The UIDs of the pods that have a worker (tests and diagnostics).
+#[derive(Message)]
+#[rtype(result = "Vec<String>")]
+pub struct ListPodWorkers;
+
+/// Panic inside the handler (tests of supervision).
+#[doc(hidden)]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct InjectPanic;
+
+struct WorkerEntry {
+    key: String,
+    addr: Addr<PodWorker>,
+}
+
+/// The node agent. Start it with `actix::Supervisor::start(|_| Kubelet::new(...))`.
+pub struct Kubelet {
+    client: Arc<dyn ApiClient>,
+    runtime: Arc<dyn Runtime>,
+    config: KubeletConfig,
+    worker_config: Arc<WorkerConfig>,
+    recorder: Arc<Recorder>,
+    cache: Arc<Cache>,
+    workers: HashMap<String, WorkerEntry>,
+    /// Pods whose worker finished while the pod is still in the cache (its deletion is on
+    /// its way): no new worker for them.
+    finished: HashSet<String>,
+    /// Container id → (pod uid, state) at the last relist.
+    seen: HashMap<String, (String, String)>,
+    /// Orphan containers being removed.
+    removing: HashSet<String>,
+    registered: bool,
+    relisting: bool,
+    heartbeating: bool,
+    register_backoff: Backoff,
+}
+
+impl Kubelet {
+    pub fn new(
+        client: Arc<dyn ApiClient>,
+        runtime: Arc<dyn Runtime>,
+        config: KubeletConfig,
+    ) -> Self {
+        let recorder = Arc::new(Recorder::new(client.clone(), "kubelet"));
+        Kubelet {
+            worker_config: Arc::new(config.worker_config("docker")),
+            client,
+            runtime,
+            config,
+            recorder,
+            cache: Arc::new(Cache::default()),
+            workers: HashMap::new(),
+            finished: HashSet::new(),
+            seen: HashMap::new(),
+            removing: HashSet::new(),
+            registered: false,
+            relisting: false,
+            heartbeating: false,
+            register_backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(10)),
+        }
+    }
+
+    /// Start supervised on the current arbiter.
+    pub fn start_supervised(self) -> Addr<Self> {
+        actix::Supervisor::start(move |_| self)
+    }
+
+    /// Run `f`, turning a panic into a stop so that the supervisor restarts the kubelet.
+    fn guarded<R>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        f: impl FnOnce(&mut Self, &mut Context<Self>) -> R,
+    ) -> Option<R> {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| f(self, ctx))) {
+            Ok(r) => Some(r),
+            Err(_) => {
+                tracing::error!(node = %self.config.node_name, "kubelet panicked; restarting it");
+                ctx.stop();
+                None
+            }
+        }
+    }
+
+    fn register(&mut self, ctx: &mut Context<Self>) {
+        let (client, runtime, config) = (
+            self.client.clone(),
+            self.runtime.clone(),
+            self.config.clone(),
+        );
+        let fut = async move { register(&*client, &*runtime, &config).await };
+        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| match res {
+            Ok(version) => act.registered(version, ctx),
+            Err(e) => {
+                let wait = act.register_backoff.start(std::time::Instant::now());
+                tracing::warn!(node = %act.config.node_name, error = %e, retry_in = ?wait, "node registration failed");
+                ctx.run_later(wait, |act, ctx| act.register(ctx));
+            }
+        }));
+    }
+
+    /// The node exists: run its pods.
+    fn registered(&mut self, runtime_version: String, ctx: &mut Context<Self>) {
+        self.register_backoff.reset();
+        if self.registered {
+            return;
+        }
+        self.registered = true;
+        let scheme = runtime_version
+            .split("://")
+            .next()
+            .filter(|s| !s.is_empty() && *s != runtime_version);
+        self.worker_config = Arc::new(self.config.worker_config(scheme.unwrap_or("docker")));
+        tracing::info!(node = %self.config.node_name, runtime = %runtime_version, "node registered");
+
+        ctx.run_interval(self.config.heartbeat_interval, |act, ctx| {
+            act.heartbeat(ctx)
+        });
+
+        let weak = ctx.address().downgrade();
+        let notify = move |_resource, change| {
+            if let Some(addr) = weak.upgrade() {
+                addr.do_send(PodEvent(change));
+            }
+        };
+        let spec = InformerSpec {
+            resource: "pods",
+            params: ListParams::fields(format!("spec.nodeName={}", self.config.node_name)),
+        };
+        let fut = informer::run(self.client.clone(), spec, self.cache.clone(), notify);
+        ctx.spawn(fut.into_actor(self));
+
+        ctx.run_interval(self.config.relist_interval, |act, ctx| act.relist(ctx));
+    }
+
+    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+        if self.heartbeating {
+            return;
+        }
+        self.heartbeating = true;
+        let (client, name) = (self.client.clone(), self.config.node_name.clone());
+        let fut = async move { heartbeat(&*client, &name).await };
+        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+            act.heartbeating = false;
+            match res {
+                Ok(()) => {}
+                // Someone deleted the node: register it again.
+                Err(KubeletError::Heartbeat(ApiError::NotFound { .. })) => {
+                    tracing::warn!(node = %act.config.node_name, "node object is gone; registering again");
+                    act.register(ctx);
+                }
+                Err(e) => tracing::warn!(node = %act.config.node_name, error = %e, "heartbeat failed"),
+            }
+        }));
+    }
+
+    fn on_pod(&mut self, change: Change, ctx: &mut Context<Self>) {
+        let obj = change.object;
+        let uid = meta::uid(&obj).unwrap_or_default().to_string();
+        // The same name under a new UID: the old pod is gone.
+        if let Some(old_uid) = change
+            .old
+            .as_deref()
+            .and_then(meta::uid)
+            .filter(|o| *o != uid)
+        {
+            let old_uid = old_uid.to_string();
+            self.pod_gone(&old_uid);
+        }
+        if change.kind == EventKind::Deleted {
+            self.pod_gone(&uid);
+            return;
+        }
+        if uid.is_empty() || self.finished.contains(&uid) {
+            return;
+        }
+        match self.workers.get(&uid) {
+            Some(w) => w.addr.do_send(UpdatePod(obj)),
+            None => self.spawn_worker(uid, obj, ctx),
+        }
+    }
+
+    fn pod_gone(&mut self, uid: &str) {
+        self.finished.remove(uid);
+        if let Some(w) = self.workers.get(uid) {
+            w.addr.do_send(PodRemoved);
+        }
+    }
+
+    fn spawn_worker(&mut self, uid: String, pod: Arc<Value>, ctx: &mut Context<Self>) {
+        let deps = WorkerDeps {
+            client: self.client.clone(),
+            runtime: self.runtime.clone(),
+            config: self.worker_config.clone(),
+            recorder: self.recorder.clone(),
+        };
+        let key = informer::key_of(&pod);
+        tracing::debug!(pod = %key, uid = %uid, "starting pod worker");
+        let worker = PodWorker::new(deps, pod, ctx.address().recipient());
+        let addr = actix::Supervisor::start(move |_| worker);
+        self.workers.insert(uid, WorkerEntry { key, addr });
+    }
+
+    fn worker_finished(&mut self, uid: String) {
+        let Some(entry) = self.workers.remove(&uid) else {
+            return;
+        };
+        let still_listed = self
+            .cache
+            .get(&entry.key)
+            .is_some_and(|p| meta::uid(&p) == Some(uid.as_str()));
+        if still_listed {
+            self.finished.insert(uid);
+        }
+    }
+
+    fn relist(&mut self, ctx: &mut Context<Self>) {
+        if self.relisting {
+            return;
+        }
+        self.relisting = true;
+        let (runtime, node) = (self.runtime.clone(), self.config.node_name.clone());
+        let fut = async move { runtime.list(&node).await };
+        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+            act.relisting = false;
+            match res {
+                Ok(list) => {
+                    act.guarded(ctx, |act, ctx| act.relisted(list, ctx));
+                }
+                Err(e) => tracing::debug!(node = %act.config.node_name, error = %e, "runtime relist failed"),
+            }
+        }));
+    }
+
+    /// Tell workers whose containers changed, and remove containers nobody owns.
+    fn relisted(&mut self, list: Vec<ContainerInfo>, ctx: &mut Context<Self>) {
+        let mut changed: HashSet<String> = HashSet::new();
+        let mut next = HashMap::with_capacity(list.len());
+        for c in &list {
+            let uid = c.pod_uid().unwrap_or_default().to_string();
+            let sig = signature(&c.state);
+            if self.seen.get(&c.id).map(|(_, s)| s) != Some(&sig) {
+                changed.insert(uid.clone());
+            }
+            next.insert(c.id.clone(), (uid, sig));
+        }
+        for (id, (uid, _)) in &self.seen {
+            if !next.contains_key(id) {
+                changed.insert(uid.clone());
+            }
+        }
+        self.seen = next;
+        for uid in &changed {
+            if let Some(w) = self.workers.get(uid) {
+                w.addr.do_send(RuntimeChanged);
+            }
+        }
+        // Only a synced pod list can tell that a pod no longer exists.
+        if !self.cache.synced() {
+            return;
+        }
+        let listed: HashSet<String> = self
+            .cache
+            .list()
+            .iter()
+            .filter_map(|p| meta::uid(p).map(str::to_string))
+            .collect();
+        let orphans: Vec<ContainerInfo> = list
+            .into_iter()
+            .filter(|c| {
+                let uid = c.pod_uid().unwrap_or_default();
+                !self.workers.contains_key(uid)
+                    && !listed.contains(uid)
+                    && !self.removing.contains(&c.id)
+            })
+            .collect();
+        if orphans.is_empty() {
+            return;
+        }
+        tracing::info!(node = %self.config.node_name, containers = orphans.len(), "removing containers of pods that no longer exist");
+        self.removing.extend(orphans.iter().map(|c| c.id.clone()));
+        let runtime = self.runtime.clone();
+        let ids: Vec<String> = orphans.iter().map(|c| c.id.clone()).collect();
+        ctx.spawn(
+            async move { remove_orphans(&*runtime, orphans).await }
+                .into_actor(self)
+                .map(move |_, act, _| {
+                    for id in ids {
+                        act.removing.remove(&id);
+                    }
+                }),
+        );
+    }
+}
+
+/// What about a container's state counts as a change worth a sync.
+fn signature(state: &ContainerState) -> String {
+    match state {
+        ContainerState::Created => "created".into(),
+        ContainerState::Running { started_at } => format!("running {started_at}"),
+        ContainerState::Exited {
+            exit_code,
+            finished_at,
+            ..
+        } => format!("exited {exit_code} {finished_at}"),
+        ContainerState::Unknown => "unknown".into(),
+    }
+}
+
+/// Create the node, or bring an existing one up to date; then post its full status.
+/// Returns the runtime's version.
+async fn register(
+    client: &dyn ApiClient,
+    runtime: &dyn Runtime,
+    config: &KubeletConfig,
+) -> Result<String, KubeletError> {
+    let version = match runtime.version().await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(error = %e, "runtime version unknown");
+            "docker://unknown".to_string()
+        }
+    };
+    let facts = config.facts(version.clone());
+    let name = &config.node_name;
+    let existing = match client.get("nodes", None, name).await {
+        Ok(node) => {
+            if let Some(patch) = node::reregister_patch(&node, &facts) {
+                client
+                    .patch("nodes", None, name, None, PatchType::Merge, patch)
+                    .await
+                    .map_err(KubeletError::Register)?
+            } else {
+                node
+            }
+        }
+        Err(ApiError::NotFound { .. }) => {
+            match client.create("nodes", None, node::new_node(&facts)).await {
+                Ok(node) => node,
+                // Created meanwhile (a second kubelet of the same name, or a retry): update it.
+                Err(ApiError::AlreadyExists { .. }) => client
+                    .get("nodes", None, name)
+                    .await
+                    .map_err(KubeletError::Register)?,
+                Err(e) => return Err(KubeletError::Register(e)),
+            }
+        }
+        Err(e) => return Err(KubeletError::Register(e)),
+    };
+    let status = node::status(&existing, &facts, &meta::now_rfc3339());
+    client
+        .patch(
+            "nodes",
+            None,
+            name,
+            Some("status"),
+            PatchType::Strategic,
+            status,
+        )
+        .await
+        .map_err(KubeletError::Register)?;
+    Ok(version)
+}
+
+/// Post the node's conditions with a fresh heartbeat.
+async fn heartbeat(client: &dyn ApiClient, name: &str) -> Result<(), KubeletError> {
+    let node = client
+        .get("nodes", None, name)
+        .await
+        .map_err(KubeletError::Heartbeat)?;
+    let patch = node::heartbeat(&node, &meta::now_rfc3339());
+    client
+        .patch(
+            "nodes",
+            None,
+            name,
+            Some("status"),
+            PatchType::Strategic,
+            patch,
+        )
+        .await
+        .map_err(KubeletError::Heartbeat)?;
+    Ok(())
+}
+
+/// Stop and remove containers of pods that no longer exist: app containers first, then
+/// the sandboxes whose namespaces they used.
+async fn remove_orphans(runtime: &dyn Runtime, orphans: Vec<ContainerInfo>) {
+    let (sandboxes, apps): (Vec<_>, Vec<_>) =
+        orphans.into_iter().partition(ContainerInfo::is_sandbox);
+    let stops = apps
+        .iter()
+        .filter(|c| matches!(c.state, ContainerState::Running { .. }))
+        .map(|c| runtime.stop(&c.id, ORPHAN_GRACE));
+    futures::future::join_all(stops).await;
+    for c in apps.iter().chain(&sandboxes) {
+        if matches!(c.state, ContainerState::Running { .. }) && c.is_sandbox() {
+            let _ = runtime.stop(&c.id, Duration::ZERO).await;
+        }
+        if let Err(e) = runtime.remove(&c.id).await {
+            tracing::debug!(container = %c.id, error = %e, "orphan not removed");
+        }
+    }
+}
+
+impl Actor for Kubelet {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        tracing::info!(node = %self.config.node_name, "kubelet starting");
+        self.register(ctx);
+    }
+}
+
+impl Supervised for Kubelet {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        // The workers go (leaving their containers running); the fresh list of pods
+        // starts new ones, which adopt those containers.
+        for w in self.workers.values() {
+            w.addr.do_send(Shutdown);
+        }
+        self.workers.clear();
+        self.finished.clear();
+        self.seen.clear();
+        self.removing.clear();
+        self.cache = Arc::new(Cache::default());
+        self.registered = false;
+        self.relisting = false;
+        self.heartbeating = false;
+    }
+}
+
+impl Handler<PodEvent> for Kubelet {
+    type Result = ();
+
+    fn handle(&mut self, msg: PodEvent, ctx: &mut Self::Context) {
+        self.guarded(ctx, |act, ctx| act.on_pod(msg.0, ctx));
+    }
+}
+
+impl Handler<WorkerFinished> for Kubelet {
+    type Result = ();
+
+    fn handle(&mut self, msg: WorkerFinished, ctx: &mut Self::Context) {
+        self.guarded(ctx, |act, _| act.worker_finished(msg.uid));
+    }
+}
+
+impl Handler<ListPodWorkers> for Kubelet {
+    type Result = Vec<String>;
+
+    fn handle(&mut self, _: ListPodWorkers, _: &mut Self::Context) -> Vec<String> {
+        self.workers.keys().cloned().collect()
+    }
+}
+
+impl Handler<InjectPanic> for Kubelet {
+    type Result = ();
+
+    fn handle(&mut self, _: InjectPanic, ctx: &mut Self::Context) {
+        self.guarded(ctx, |_, _| panic!("injected kubelet panic"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_container_state_change_changes_its_signature() {
+        let running = ContainerState::Running {
+            started_at: "T0".into(),
+        };
+        let exited = ContainerState::Exited {
+            exit_code: 1,
+            reason: "Error".into(),
+            started_at: "T0".into(),
+            finished_at: "T1".into(),
+        };
+        assert_ne!(signature(&running), signature(&exited));
+        assert_eq!(signature(&running), signature(&running.clone()));
+    }
+
+    #[test]
+    fn workers_use_the_runtimes_scheme_for_container_ids() {
+        let cfg = KubeletConfig::default();
+        assert_eq!(cfg.worker_config("docker").id_scheme, "docker");
+        assert_eq!(cfg.worker_config("docker").host_ip, "127.0.0.1");
+    }
+}
