@@ -190,16 +190,37 @@ async fn serve(listener: tokio::net::TcpListener, backends: Arc<Backends>, servi
                 Ok((addr, mut upstream)) => {
                     let _ = client.set_nodelay(true);
                     let _ = upstream.set_nodelay(true);
-                    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await
-                    {
-                        tracing::debug!(service = %service, backend = %addr, error = %e, "connection ended with an error");
-                    }
+                    splice(&mut client, &mut upstream).await;
+                    tracing::trace!(service = %service, backend = %addr, "connection done");
                 }
                 Err(e) => {
                     tracing::debug!(service = %service, error = %e, "no backend for connection")
                 }
             }
         });
+    }
+}
+
+/// Copy both ways until the backend is done: once it has sent everything and closed, the
+/// client's connection is closed too (as it would be talking to the backend directly),
+/// rather than held half-open waiting for the client to notice.
+async fn splice(client: &mut TcpStream, upstream: &mut TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let (mut cr, mut cw) = client.split();
+    let (mut ur, mut uw) = upstream.split();
+    let to_backend = async {
+        let _ = tokio::io::copy(&mut cr, &mut uw).await;
+        let _ = uw.shutdown().await;
+        // The client finished sending; keep relaying the answer until the backend is done.
+        std::future::pending::<()>().await
+    };
+    let to_client = async {
+        let _ = tokio::io::copy(&mut ur, &mut cw).await;
+        let _ = cw.shutdown().await;
+    };
+    tokio::select! {
+        _ = to_client => {}
+        _ = to_backend => {}
     }
 }
 
