@@ -2,6 +2,8 @@
 //! shared by the CLI and the integration tests.
 
 pub mod bench;
+pub mod bench_hollow;
 pub mod bench_scheduler;
+pub mod bench_startup;
 pub mod config;
 pub mod system;

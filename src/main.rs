@@ -54,6 +54,17 @@ enum Command {
         #[arg(long, default_value = "/bin/busybox")]
         busybox: PathBuf,
     },
+    /// Start hollow (simulated) nodes and report the memory each costs.
+    BenchHollow {
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+    },
+    /// Start a burst of pods on one Docker node and report startup latency (create to
+    /// Running), next to the same containers started straight through the engine.
+    BenchStartup {
+        #[arg(long, default_value_t = 20)]
+        pods: usize,
+    },
     /// Register simulated nodes, create pods, and report pods scheduled per second and the
     /// scheduler's memory, for each node count.
     BenchScheduler {
@@ -78,6 +89,10 @@ enum CliError {
     Io(#[from] std::io::Error),
     #[error("container runtime: {0}")]
     Runtime(String),
+    #[error(transparent)]
+    BenchHollow(#[from] skiff::bench_hollow::HollowBenchError),
+    #[error(transparent)]
+    BenchStartup(#[from] skiff::bench_startup::StartupBenchError),
 }
 
 fn init_logging(format: LogFormat) {
@@ -170,6 +185,14 @@ fn main() -> std::process::ExitCode {
                 server,
             } => run_bench(pods, concurrency, server).await,
             Command::Images { busybox } => build_images(busybox).await,
+            Command::BenchHollow { nodes } => {
+                print!("{}", skiff::bench_hollow::run(nodes).await?);
+                Ok(())
+            }
+            Command::BenchStartup { pods } => {
+                print!("{}", skiff::bench_startup::run(pods).await?);
+                Ok(())
+            }
             Command::BenchScheduler { nodes, pods } => {
                 let report = skiff::bench_scheduler::run(&nodes, pods).await?;
                 print!("{report}");
