@@ -187,9 +187,18 @@ pub struct SkiffProcess {
 impl SkiffProcess {
     /// `skiff up` on `data_dir` with a control plane and no nodes.
     pub fn start(data_dir: &Path) -> SkiffProcess {
+        Self::start_with(data_dir, "")
+    }
+
+    /// `skiff up` on `data_dir` with extra configuration (TOML, e.g. `[[nodes]]`).
+    pub fn start_with(data_dir: &Path, extra_toml: &str) -> SkiffProcess {
         use std::io::BufRead;
         let config = data_dir.join("test-skiff.toml");
-        std::fs::write(&config, "[gateway]\nlisten = \"127.0.0.1:0\"\n").expect("write config");
+        std::fs::write(
+            &config,
+            format!("[gateway]\nlisten = \"127.0.0.1:0\"\n{extra_toml}"),
+        )
+        .expect("write config");
         let mut child = std::process::Command::new(skiff_bin())
             .arg("up")
             .arg("--config")
