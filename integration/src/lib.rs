@@ -32,6 +32,22 @@ impl TestCluster {
         })
     }
 
+    /// A fresh cluster with Docker nodes of these names (2 s heartbeats).
+    pub fn with_docker_nodes(names: &[String]) -> TestCluster {
+        let names = names.to_vec();
+        Self::start_with(move |cfg| {
+            cfg.nodes = names
+                .iter()
+                .map(|n| skiff::config::NodeConfig {
+                    name: n.clone(),
+                    runtime: "docker".into(),
+                    heartbeat_seconds: 2,
+                    ..skiff::config::NodeConfig::default()
+                })
+                .collect();
+        })
+    }
+
     /// A fresh cluster in a new temporary directory.
     pub fn start() -> TestCluster {
         Self::start_with(|_| {})

@@ -5,7 +5,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use skiff::config::NodeConfig;
 use skiff_integration::{
     call, client, docker_available, eventually, node_names, DockerCleanup, TestCluster,
 };
@@ -46,18 +45,7 @@ fn kubectl_apply_rc_runs_one_httpd_pod_per_node_answering_on_its_ip() {
     }
     let names = node_names("e2e", 3);
     let _cleanup = DockerCleanup::new(&names);
-    let nodes = names.clone();
-    let c = TestCluster::start_with(move |cfg| {
-        cfg.nodes = nodes
-            .iter()
-            .map(|n| NodeConfig {
-                name: n.clone(),
-                runtime: "docker".into(),
-                heartbeat_seconds: 2,
-                ..NodeConfig::default()
-            })
-            .collect();
-    });
+    let c = TestCluster::with_docker_nodes(&names);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("rc.yaml");

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use skiff::config::NodeConfig;
 use skiff_integration::{
     call, client, docker_available, eventually, node_names, DockerCleanup, TestCluster,
 };
@@ -44,17 +43,7 @@ fn node_port_service_balances_over_pods_and_survives_pod_deletion() {
     }
     let names = node_names("px", 3);
     let _cleanup = DockerCleanup::new(&names);
-    let nodes = names.clone();
-    let c = TestCluster::start_with(move |cfg| {
-        cfg.nodes = nodes
-            .iter()
-            .map(|n| NodeConfig {
-                name: n.clone(),
-                heartbeat_seconds: 2,
-                ..NodeConfig::default()
-            })
-            .collect();
-    });
+    let c = TestCluster::with_docker_nodes(&names);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
