@@ -432,8 +432,8 @@ async fn watch_resumes_from_a_revision_and_sees_changes_in_order() {
         .await
         .unwrap();
     let c2 = c.url(PODS);
+    // The response headers are in, so the watch is registered: the create comes after it.
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(200)).await;
         client()
             .post(c2)
             .json(&pod("live", json!({"app": "live"})))

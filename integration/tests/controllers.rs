@@ -551,9 +551,21 @@ async fn deleting_an_rc_with_orphan_keeps_its_pods_and_clears_their_owner() {
             .unwrap_or(0);
         assert_eq!(refs, 0, "owner reference cleared: {p}");
     }
-    // And they stay: with the owner gone for good, nothing may collect them later (a
-    // stability check, not a wait for something to happen).
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // And they stay: with the owner gone for good, nothing may collect them later. Barrier:
+    // the collector processes a Background deletion made afterwards, so it has looked at
+    // the cluster since the orphaning and left the orphans alone.
+    rc_with_pods(&c, "later", 1).await;
+    let (code, body) = delete(
+        &c,
+        &format!("{NS}/replicationcontrollers/later"),
+        Some("Background"),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    eventually(WAIT, "the later rc's pod collected", || async {
+        pods_of(&c, "later").await.is_empty().then_some(())
+    })
+    .await;
     assert_eq!(pods_of(&c, "orph").await.len(), 2);
 }
 

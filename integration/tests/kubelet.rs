@@ -387,8 +387,10 @@ async fn a_restarted_kubelet_adopts_running_containers_and_removes_those_of_dele
         },
     )
     .await;
-    // Give the new kubelet a few syncs to (wrongly) start something.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Barrier: a pod created now reaching Running shows the new kubelet has synced its
+    // pods since it started, so anything it would (wrongly) restart has been restarted.
+    create(&c, pod("later", "kl-adopt", json!({}))).await;
+    pod_where(&c, "later", "Running", |p| phase(p) == "Running").await;
     let after: Vec<String> = containers_of(&runtime, "kl-adopt", &uid(&keep))
         .await
         .into_iter()
@@ -428,7 +430,10 @@ async fn a_panicking_kubelet_is_restarted_and_adopts_its_pods() {
     )
     .await;
     assert_eq!(workers, vec![uid(&p)]);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Barrier: a pod created after the restart reaching Running shows the restarted
+    // kubelet has been syncing.
+    create(&c, pod("later", "kl-panic", json!({}))).await;
+    pod_where(&c, "later", "Running", |p| phase(p) == "Running").await;
     let after: Vec<String> = containers_of(&runtime, "kl-panic", &uid(&p))
         .await
         .into_iter()
@@ -607,11 +612,14 @@ mod docker {
             ),
         )
         .await;
-        let p = pod_where(&c, "probed", "Running", |p| phase(p) == "Running").await;
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let p2 = get_pod(&c, "probed").await.expect("pod");
+        // Running but its readiness probe cannot pass yet (no /tmp/ready): not Ready.
+        // The liveness probe of the same period passing keeps it running meanwhile.
+        let p = pod_where(&c, "probed", "Running", |p| {
+            phase(p) == "Running" && container_status(p)["started"] == true
+        })
+        .await;
         assert_eq!(
-            condition(&p2, "Ready"),
+            condition(&p, "Ready"),
             Some("False"),
             "not ready before its probe passes"
         );

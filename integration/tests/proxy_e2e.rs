@@ -184,7 +184,12 @@ fn node_port_service_balances_over_pods_and_survives_pod_deletion() {
                 }
             }));
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        eventually(
+            Duration::from_secs(20),
+            "the stream to be flowing",
+            || async { (ok.load(Ordering::Relaxed) >= 50).then_some(()) },
+        )
+        .await;
         let (_, pods) = call(client().get(c.url(&format!("{PODS}?labelSelector=app%3Dweb")))).await;
         let victim = pods["items"][0]["metadata"]["name"]
             .as_str()
@@ -200,7 +205,13 @@ fn node_port_service_balances_over_pods_and_survives_pod_deletion() {
             },
         )
         .await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        let served = ok.load(Ordering::Relaxed);
+        eventually(
+            Duration::from_secs(20),
+            "requests served after the deletion",
+            || async { (ok.load(Ordering::Relaxed) >= served + 50).then_some(()) },
+        )
+        .await;
         stop.store(true, Ordering::Relaxed);
         for t in tasks {
             let _ = t.await;
