@@ -52,30 +52,6 @@ impl std::fmt::Display for Latencies {
     }
 }
 
-fn remove_node_containers(node: &str) {
-    let out = std::process::Command::new("docker")
-        .args([
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=io.skiff.node={node}"),
-        ])
-        .output();
-    if let Ok(out) = out {
-        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .map(str::to_string)
-            .collect();
-        if !ids.is_empty() {
-            let _ = std::process::Command::new("docker")
-                .arg("rm")
-                .arg("-f")
-                .args(&ids)
-                .output();
-        }
-    }
-}
-
 /// Pods through skiff: create all at once, time each until a watch shows it Running.
 async fn through_skiff(pods: usize) -> Result<Latencies, StartupBenchError> {
     let dir = tempfile::tempdir()?;
@@ -147,7 +123,10 @@ async fn through_skiff(pods: usize) -> Result<Latencies, StartupBenchError> {
         }
     }
     sys.shutdown().await;
-    remove_node_containers(&node);
+    DockerRuntime::connect()
+        .await?
+        .remove_node_containers(&node)
+        .await?;
     if running.len() < pods {
         return Err(StartupBenchError::Timeout(limit));
     }
@@ -203,7 +182,7 @@ async fn direct(pods: usize) -> Result<Latencies, StartupBenchError> {
             }
         }
     }
-    remove_node_containers(&node);
+    runtime.remove_node_containers(&node).await?;
     match first_err {
         Some(e) => Err(e),
         None => Ok(Latencies(out)),

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 
 use super::objects::{
-    DeleteOptions, FieldValidation, ListOptions, PatchType, WriteOptions, Written,
+    check_fields, DeleteOptions, FieldValidation, ListOptions, PatchType, WriteOptions, Written,
 };
 use super::render::{self, Format};
 use super::routing::{self, Target};
@@ -29,16 +29,21 @@ pub async fn api_v1(
 ) -> HttpResponse {
     let started = Instant::now();
     let tail = req.match_info().query("tail").to_string();
-    let (verb, resource, result) = match routing::parse(&tail) {
-        Ok(target) => {
-            let verb = verb_of(req.method(), &target, &query_of(&req));
+    let parsed = routing::parse(&tail).and_then(|t| {
+        web::Query::<Query>::from_query(req.query_string())
+            .map(|q| (t, q.into_inner()))
+            .map_err(|e| ApiError::BadRequest(format!("invalid query: {e}")))
+    });
+    let (verb, resource, result) = match parsed {
+        Ok((target, q)) => {
+            let verb = verb_of(req.method(), &target, &q);
             let resource = match &target.subresource {
                 Some(sub) => format!("{}/{sub}", target.resource.name),
                 None => target.resource.name.to_string(),
             };
             let span = tracing::debug_span!("request", verb, resource = %resource, path = %tail);
             let _g = span.enter();
-            let result = handle(&req, payload, &state, target, verb).await;
+            let result = handle(&req, payload, &state, target, verb, q).await;
             (verb, resource, result)
         }
         Err(e) => ("unknown", "unknown".to_string(), Err(e)),
@@ -58,12 +63,6 @@ pub async fn api_v1(
             .observe(started.elapsed().as_secs_f64());
     }
     resp
-}
-
-fn query_of(req: &HttpRequest) -> Query {
-    web::Query::<Query>::from_query(req.query_string())
-        .map(web::Query::into_inner)
-        .unwrap_or_default()
 }
 
 fn verb_of(method: &Method, t: &Target, q: &Query) -> &'static str {
@@ -88,10 +87,8 @@ async fn handle(
     state: &AppState,
     target: Target,
     verb: &str,
+    q: Query,
 ) -> Result<HttpResponse, ApiError> {
-    let q = web::Query::<Query>::from_query(req.query_string())
-        .map_err(|e| ApiError::BadRequest(format!("invalid query: {e}")))?
-        .into_inner();
     let format = Format::negotiate(
         header(req, "accept"),
         q.get("includeObject").map(String::as_str),
@@ -223,17 +220,8 @@ async fn start_watch(
     }
     .min(state.watch_timeout);
     let info = target.resource;
-    // Validate the field selector against the resource, as a list would.
-    state.objects.list(
-        &Target {
-            name: None,
-            ..target.clone()
-        },
-        &ListOptions {
-            limit: Some(1),
-            ..opts.clone()
-        },
-    )?;
+    // A field the resource cannot be selected on is refused, as a list would refuse it.
+    check_fields(info, &opts.field_selector)?;
     let prefix = resources::prefix(info.name, target.namespace.as_deref());
     let stream = state
         .objects

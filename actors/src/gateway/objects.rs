@@ -937,7 +937,7 @@ fn check_propagation(opts: &DeleteOptions) -> Result<(), ApiError> {
     }
 }
 
-fn check_fields(info: &ResourceInfo, sel: &FieldSelector) -> Result<(), ApiError> {
+pub fn check_fields(info: &ResourceInfo, sel: &FieldSelector) -> Result<(), ApiError> {
     for f in sel.fields() {
         if !info.supports_field(f) {
             return Err(ApiError::BadRequest(format!(

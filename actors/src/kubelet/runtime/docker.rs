@@ -103,6 +103,14 @@ impl DockerRuntime {
         &self.docker
     }
 
+    /// Remove every container `node` created (running or not), found by its labels.
+    pub async fn remove_node_containers(&self, node: &str) -> Result<(), RuntimeError> {
+        for c in self.list(node).await? {
+            self.remove(&c.id).await?;
+        }
+        Ok(())
+    }
+
     /// Removes an image (forced); a missing image is not an error.
     pub async fn remove_image(&self, image: &str) -> Result<(), RuntimeError> {
         let options = RemoveImageOptionsBuilder::default().force(true).build();
