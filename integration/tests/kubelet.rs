@@ -357,11 +357,12 @@ async fn a_restarted_kubelet_adopts_running_containers_and_removes_those_of_dele
     create(&c, pod("drop", "kl-adopt", json!({}))).await;
     let keep = pod_where(&c, "keep", "Running", |p| phase(p) == "Running").await;
     let drop = pod_where(&c, "drop", "Running", |p| phase(p) == "Running").await;
-    let before: Vec<String> = containers_of(&runtime, "kl-adopt", &uid(&keep))
+    let mut before: Vec<String> = containers_of(&runtime, "kl-adopt", &uid(&keep))
         .await
         .into_iter()
         .map(|c| c.id)
         .collect();
+    before.sort();
 
     // The kubelet vanishes with everything it ran in memory, as a killed process would.
     first.stop();
@@ -391,11 +392,12 @@ async fn a_restarted_kubelet_adopts_running_containers_and_removes_those_of_dele
     // pods since it started, so anything it would (wrongly) restart has been restarted.
     create(&c, pod("later", "kl-adopt", json!({}))).await;
     pod_where(&c, "later", "Running", |p| phase(p) == "Running").await;
-    let after: Vec<String> = containers_of(&runtime, "kl-adopt", &uid(&keep))
+    let mut after: Vec<String> = containers_of(&runtime, "kl-adopt", &uid(&keep))
         .await
         .into_iter()
         .map(|c| c.id)
         .collect();
+    after.sort();
     assert_eq!(
         before, after,
         "the surviving pod's containers were adopted, not restarted"
@@ -412,11 +414,12 @@ async fn a_panicking_kubelet_is_restarted_and_adopts_its_pods() {
     let kubelet = start_kubelet(&c, "kl-panic", runtime.clone());
     create(&c, pod("steady", "kl-panic", json!({}))).await;
     let p = pod_where(&c, "steady", "Running", |p| phase(p) == "Running").await;
-    let before: Vec<String> = containers_of(&runtime, "kl-panic", &uid(&p))
+    let mut before: Vec<String> = containers_of(&runtime, "kl-panic", &uid(&p))
         .await
         .into_iter()
         .map(|c| c.id)
         .collect();
+    before.sort();
     kubelet.do_send(InjectPanic);
     let workers = eventually(
         WAIT,
@@ -434,11 +437,12 @@ async fn a_panicking_kubelet_is_restarted_and_adopts_its_pods() {
     // kubelet has been syncing.
     create(&c, pod("later", "kl-panic", json!({}))).await;
     pod_where(&c, "later", "Running", |p| phase(p) == "Running").await;
-    let after: Vec<String> = containers_of(&runtime, "kl-panic", &uid(&p))
+    let mut after: Vec<String> = containers_of(&runtime, "kl-panic", &uid(&p))
         .await
         .into_iter()
         .map(|c| c.id)
         .collect();
+    after.sort();
     assert_eq!(before, after);
     // Still alive and working: a new pod runs.
     create(&c, pod("after", "kl-panic", json!({}))).await;
