@@ -10,7 +10,8 @@ cd "$SKIFF_ROOT"
 need_pkgs=()
 command -v cc >/dev/null 2>&1 || need_pkgs+=(build-essential)
 command -v c++ >/dev/null 2>&1 || need_pkgs+=(build-essential)
-ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need_pkgs+=(libclang-dev)
+# bindgen needs libclang itself; libclang-cpp (which some images carry) is not enough.
+ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* >/dev/null 2>&1 || need_pkgs+=(libclang-dev)
 # The pause program is linked statically against glibc.
 [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || need_pkgs+=(libc6-dev)
 # Test images are built from Debian's static busybox (no registry is reachable).
