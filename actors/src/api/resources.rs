@@ -1,9 +1,13 @@
 //! The registry of served resources: names, kinds, scope and verbs, used by discovery,
 //! routing and the store key layout.
 
-/// One resource the gateway serves under `/api/v1`.
+/// One resource the gateway serves: core resources under `/api/v1`, the others under
+/// `/apis/<group>/<version>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResourceInfo {
+    /// API group; empty for the core (legacy) group.
+    pub group: &'static str,
+    pub version: &'static str,
     /// Plural lowercase name used in paths (`pods`).
     pub name: &'static str,
     pub singular: &'static str,
@@ -19,6 +23,24 @@ pub struct ResourceInfo {
 }
 
 impl ResourceInfo {
+    /// `apiVersion` of the resource's objects: `v1` or `<group>/<version>`.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The path prefix the resource is served under (`/api/v1`, `/apis/<group>/<version>`).
+    pub fn base_path(&self) -> String {
+        if self.group.is_empty() {
+            format!("/api/{}", self.version)
+        } else {
+            format!("/apis/{}/{}", self.group, self.version)
+        }
+    }
+
     pub fn list_kind(&self) -> String {
         format!("{}List", self.kind)
     }
@@ -32,6 +54,8 @@ impl ResourceInfo {
 
 pub const RESOURCES: &[ResourceInfo] = &[
     ResourceInfo {
+        group: "",
+        version: "v1",
         name: "namespaces",
         singular: "namespace",
         kind: "Namespace",
@@ -42,6 +66,8 @@ pub const RESOURCES: &[ResourceInfo] = &[
         field_selectors: &["status.phase"],
     },
     ResourceInfo {
+        group: "",
+        version: "v1",
         name: "nodes",
         singular: "node",
         kind: "Node",
@@ -52,6 +78,8 @@ pub const RESOURCES: &[ResourceInfo] = &[
         field_selectors: &["spec.unschedulable"],
     },
     ResourceInfo {
+        group: "",
+        version: "v1",
         name: "pods",
         singular: "pod",
         kind: "Pod",
@@ -70,6 +98,8 @@ pub const RESOURCES: &[ResourceInfo] = &[
         ],
     },
     ResourceInfo {
+        group: "",
+        version: "v1",
         name: "services",
         singular: "service",
         kind: "Service",
@@ -80,6 +110,8 @@ pub const RESOURCES: &[ResourceInfo] = &[
         field_selectors: &["spec.clusterIP", "spec.type"],
     },
     ResourceInfo {
+        group: "",
+        version: "v1",
         name: "endpoints",
         singular: "endpoints",
         kind: "Endpoints",
@@ -90,6 +122,8 @@ pub const RESOURCES: &[ResourceInfo] = &[
         field_selectors: &[],
     },
     ResourceInfo {
+        group: "",
+        version: "v1",
         name: "replicationcontrollers",
         singular: "replicationcontroller",
         kind: "ReplicationController",
@@ -100,6 +134,8 @@ pub const RESOURCES: &[ResourceInfo] = &[
         field_selectors: &["status.replicas"],
     },
     ResourceInfo {
+        group: "",
+        version: "v1",
         name: "resourcequotas",
         singular: "resourcequota",
         kind: "ResourceQuota",
@@ -110,6 +146,8 @@ pub const RESOURCES: &[ResourceInfo] = &[
         field_selectors: &[],
     },
     ResourceInfo {
+        group: "",
+        version: "v1",
         name: "events",
         singular: "event",
         kind: "Event",
@@ -131,11 +169,113 @@ pub const RESOURCES: &[ResourceInfo] = &[
             "type",
         ],
     },
+    ResourceInfo {
+        group: "coordination.k8s.io",
+        version: "v1",
+        name: "leases",
+        singular: "lease",
+        kind: "Lease",
+        namespaced: true,
+        short_names: &[],
+        subresources: &[],
+        has_status_subresource: false,
+        field_selectors: &[],
+    },
+    ResourceInfo {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        name: "roles",
+        singular: "role",
+        kind: "Role",
+        namespaced: true,
+        short_names: &[],
+        subresources: &[],
+        has_status_subresource: false,
+        field_selectors: &[],
+    },
+    ResourceInfo {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        name: "rolebindings",
+        singular: "rolebinding",
+        kind: "RoleBinding",
+        namespaced: true,
+        short_names: &[],
+        subresources: &[],
+        has_status_subresource: false,
+        field_selectors: &[],
+    },
+    ResourceInfo {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        name: "clusterroles",
+        singular: "clusterrole",
+        kind: "ClusterRole",
+        namespaced: false,
+        short_names: &[],
+        subresources: &[],
+        has_status_subresource: false,
+        field_selectors: &[],
+    },
+    ResourceInfo {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        name: "clusterrolebindings",
+        singular: "clusterrolebinding",
+        kind: "ClusterRoleBinding",
+        namespaced: false,
+        short_names: &[],
+        subresources: &[],
+        has_status_subresource: false,
+        field_selectors: &[],
+    },
+    ResourceInfo {
+        group: "autoscaling",
+        version: "v1",
+        name: "horizontalpodautoscalers",
+        singular: "horizontalpodautoscaler",
+        kind: "HorizontalPodAutoscaler",
+        namespaced: true,
+        short_names: &["hpa"],
+        subresources: &["status"],
+        has_status_subresource: true,
+        field_selectors: &[],
+    },
+    ResourceInfo {
+        group: "certificates.k8s.io",
+        version: "v1",
+        name: "certificatesigningrequests",
+        singular: "certificatesigningrequest",
+        kind: "CertificateSigningRequest",
+        namespaced: false,
+        short_names: &["csr"],
+        subresources: &["status", "approval"],
+        has_status_subresource: true,
+        field_selectors: &["spec.signerName"],
+    },
 ];
 
 /// Look a resource up by its plural name.
 pub fn lookup(name: &str) -> Option<&'static ResourceInfo> {
     RESOURCES.iter().find(|r| r.name == name)
+}
+
+/// Look a resource up by its plural name within one group and version.
+pub fn lookup_in(group: &str, version: &str, name: &str) -> Option<&'static ResourceInfo> {
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.name == name)
+}
+
+/// The API groups (other than core) the gateway serves, each with its one version.
+pub fn groups() -> Vec<(&'static str, &'static str)> {
+    let mut out: Vec<(&'static str, &'static str)> = Vec::new();
+    for r in RESOURCES.iter().filter(|r| !r.group.is_empty()) {
+        if !out.contains(&(r.group, r.version)) {
+            out.push((r.group, r.version));
+        }
+    }
+    out
 }
 
 /// Look a resource up by its kind.
@@ -169,6 +309,23 @@ mod tests {
                 "{short} missing"
             );
         }
+    }
+
+    #[test]
+    fn resource_names_are_unique_across_groups_so_store_keys_cannot_collide() {
+        let mut names: Vec<_> = RESOURCES.iter().map(|r| r.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), RESOURCES.len());
+    }
+
+    #[test]
+    fn grouped_resources_are_served_under_apis() {
+        let hpa = lookup("horizontalpodautoscalers").expect("served");
+        assert_eq!(hpa.api_version(), "autoscaling/v1");
+        assert_eq!(hpa.base_path(), "/apis/autoscaling/v1");
+        assert_eq!(lookup("pods").expect("served").base_path(), "/api/v1");
+        assert!(lookup_in("", "v1", "roles").is_none());
     }
 
     #[test]

@@ -587,6 +587,13 @@ const KINDS: &[&str] = &[
     "Event",
     "Binding",
     "Scale",
+    "Lease",
+    "Role",
+    "RoleBinding",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "HorizontalPodAutoscaler",
+    "CertificateSigningRequest",
     "DeleteOptions",
 ];
 
@@ -596,6 +603,8 @@ const KINDS: &[&str] = &[
 /// checked here. Kinds without a schema (see [`has_schema`]) decode as "no unknown fields".
 pub fn decode_check(kind: &str, obj: &Value) -> Result<Vec<String>, DecodeError> {
     use k8s_openapi::api::core::v1 as core;
+    use k8s_openapi::api::rbac::v1 as rbac;
+    const RBAC: &str = "rbac.authorization.k8s.io/v1";
     match kind {
         "Pod" => round_trip::<core::Pod>(kind, "v1", obj),
         "Namespace" => round_trip::<core::Namespace>(kind, "v1", obj),
@@ -609,6 +618,21 @@ pub fn decode_check(kind: &str, obj: &Value) -> Result<Vec<String>, DecodeError>
         "Scale" => {
             round_trip::<k8s_openapi::api::autoscaling::v1::Scale>(kind, "autoscaling/v1", obj)
         }
+        "Lease" => round_trip::<k8s_openapi::api::coordination::v1::Lease>(
+            kind,
+            "coordination.k8s.io/v1",
+            obj,
+        ),
+        "Role" => round_trip::<rbac::Role>(kind, RBAC, obj),
+        "RoleBinding" => round_trip::<rbac::RoleBinding>(kind, RBAC, obj),
+        "ClusterRole" => round_trip::<rbac::ClusterRole>(kind, RBAC, obj),
+        "ClusterRoleBinding" => round_trip::<rbac::ClusterRoleBinding>(kind, RBAC, obj),
+        "HorizontalPodAutoscaler" => round_trip::<
+            k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler,
+        >(kind, "autoscaling/v1", obj),
+        "CertificateSigningRequest" => round_trip::<
+            k8s_openapi::api::certificates::v1::CertificateSigningRequest,
+        >(kind, "certificates.k8s.io/v1", obj),
         "DeleteOptions" => round_trip::<
             k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions,
         >(kind, "v1", obj),

@@ -33,8 +33,10 @@ impl HttpClient {
         name: Option<&str>,
         sub: Option<&str>,
     ) -> String {
-        let namespaced = resources::lookup(resource).is_some_and(|r| r.namespaced);
-        let mut url = format!("{}/api/v1", self.base);
+        let info = resources::lookup(resource);
+        let namespaced = info.is_some_and(|r| r.namespaced);
+        let base = info.map_or_else(|| "/api/v1".to_string(), |r| r.base_path());
+        let mut url = format!("{}{base}", self.base);
         if let (true, Some(ns)) = (namespaced, namespace) {
             url.push_str(&format!("/namespaces/{ns}"));
         }

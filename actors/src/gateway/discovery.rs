@@ -4,9 +4,10 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Map, Value};
 
-use super::render::json_response;
+use super::render::{self, json_response};
 use super::AppState;
-use crate::api::resources::{ResourceInfo, RESOURCES};
+use crate::api::resources::{self, ResourceInfo, RESOURCES};
+use crate::api::ApiError;
 
 pub const KUBE_MINOR: &str = "33";
 
@@ -39,11 +40,43 @@ pub async fn api_versions(req: HttpRequest) -> HttpResponse {
     )
 }
 
+fn group_entry(group: &str, version: &str) -> Value {
+    let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
+    json!({"name": group, "versions": [gv], "preferredVersion": gv})
+}
+
 pub async fn api_groups() -> HttpResponse {
+    let groups: Vec<Value> = resources::groups()
+        .into_iter()
+        .map(|(g, v)| group_entry(g, v))
+        .collect();
     json_response(
         200,
-        &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}),
+        &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),
     )
+}
+
+/// `/apis/<group>`: the group's versions.
+pub async fn api_group(path: web::Path<String>) -> HttpResponse {
+    let group = path.into_inner();
+    match resources::groups().into_iter().find(|(g, _)| *g == group) {
+        Some((g, v)) => {
+            let mut body = group_entry(g, v);
+            body["kind"] = json!("APIGroup");
+            body["apiVersion"] = json!("v1");
+            json_response(200, &body)
+        }
+        None => render::error_response(&ApiError::NoRoute),
+    }
+}
+
+/// `/apis/<group>/<version>`: the resources of one group version.
+pub async fn api_group_resources(path: web::Path<(String, String)>) -> HttpResponse {
+    let (group, version) = path.into_inner();
+    if !resources::groups().contains(&(group.as_str(), version.as_str())) {
+        return render::error_response(&ApiError::NoRoute);
+    }
+    resource_list(&group, &version)
 }
 
 fn verbs(info: &ResourceInfo) -> Vec<&'static str> {
@@ -91,8 +124,15 @@ fn subresource_entry(info: &ResourceInfo, sub: &str) -> Value {
 }
 
 pub async fn api_v1_resources() -> HttpResponse {
+    resource_list("", "v1")
+}
+
+fn resource_list(group: &str, version: &str) -> HttpResponse {
     let mut resources = Vec::new();
-    for info in RESOURCES {
+    for info in RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
         resources.push(json!({
             "name": info.name,
             "singularName": info.singular,
@@ -106,9 +146,14 @@ pub async fn api_v1_resources() -> HttpResponse {
             resources.push(subresource_entry(info, sub));
         }
     }
+    let group_version = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
     json_response(
         200,
-        &json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": resources}),
+        &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}),
     )
 }
 
@@ -120,11 +165,11 @@ fn path_item(info: &ResourceInfo, v3: bool) -> Value {
             json!({"name": name, "in": "query", "type": "string", "uniqueItems": true})
         }
     };
-    let gvk = json!({"group": "", "version": "v1", "kind": info.kind});
+    let gvk = json!({"group": info.group, "version": info.version, "kind": info.kind});
     let op = |action: &str| {
         json!({
             "operationId": format!("{action}{}", info.kind),
-            "tags": ["core_v1"],
+            "tags": [format!("{}_{}", if info.group.is_empty() { "core" } else { info.group }, info.version)],
             "parameters": [param("dryRun"), param("fieldManager"), param("fieldValidation")],
             "x-kubernetes-action": action,
             "x-kubernetes-group-version-kind": gvk,
@@ -136,9 +181,13 @@ fn path_item(info: &ResourceInfo, v3: bool) -> Value {
 
 fn object_path(info: &ResourceInfo) -> String {
     if info.namespaced {
-        format!("/api/v1/namespaces/{{namespace}}/{}/{{name}}", info.name)
+        format!(
+            "{}/namespaces/{{namespace}}/{}/{{name}}",
+            info.base_path(),
+            info.name
+        )
     } else {
-        format!("/api/v1/{}/{{name}}", info.name)
+        format!("{}/{}/{{name}}", info.base_path(), info.name)
     }
 }
 
@@ -174,10 +223,15 @@ pub async fn openapi_v2(req: HttpRequest) -> HttpResponse {
 }
 
 pub async fn openapi_v3_root() -> HttpResponse {
-    json_response(
-        200,
-        &json!({"paths": {"api/v1": {"serverRelativeURL": format!("/openapi/v3/api/v1?hash={}", spec_hash())}}}),
-    )
+    let mut paths = Map::new();
+    let mut bases: Vec<String> = RESOURCES.iter().map(|r| r.base_path()).collect();
+    bases.dedup();
+    for base in bases {
+        let rel = base.trim_start_matches('/').to_string();
+        let url = format!("/openapi/v3/{rel}?hash={}", spec_hash());
+        paths.insert(rel, json!({"serverRelativeURL": url}));
+    }
+    json_response(200, &json!({ "paths": paths }))
 }
 
 fn spec_hash() -> String {
@@ -188,10 +242,15 @@ fn spec_hash() -> String {
     )
 }
 
-pub async fn openapi_v3_core() -> HttpResponse {
+/// `/openapi/v3/api/v1`, `/openapi/v3/apis/<group>/<version>`: one group version's paths.
+pub async fn openapi_v3_group(path: web::Path<String>) -> HttpResponse {
+    let base = format!("/{}", path.into_inner().trim_end_matches('/'));
     let mut paths = Map::new();
-    for info in RESOURCES {
+    for info in RESOURCES.iter().filter(|r| r.base_path() == base) {
         paths.insert(object_path(info), path_item(info, true));
+    }
+    if paths.is_empty() {
+        return render::error_response(&ApiError::NoRoute);
     }
     json_response(
         200,

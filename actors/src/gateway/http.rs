@@ -1,4 +1,4 @@
-//! The `/api/v1` handler: routes a request to its verb, reads and decodes the body, and
+//! The resource handler (`/api/v1`, `/apis/<group>/<version>`): routes a request to its verb, reads and decodes the body, and
 //! renders the answer. Thin over [`Objects`](super::objects::Objects).
 
 use std::collections::HashMap;
@@ -27,9 +27,32 @@ pub async fn api_v1(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let started = Instant::now();
     let tail = req.match_info().query("tail").to_string();
-    let parsed = routing::parse(&tail).and_then(|t| {
+    serve(&req, payload, &state, routing::parse(&tail), &tail).await
+}
+
+/// Entry point for every request under `/apis/<group>/<version>/`.
+pub async fn apis(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let info = req.match_info();
+    let (group, version) = (info.query("group"), info.query("version"));
+    let tail = info.query("tail").to_string();
+    let target = routing::parse_in(group, version, &tail);
+    serve(&req, payload, &state, target, &tail).await
+}
+
+async fn serve(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &web::Data<AppState>,
+    target: Result<Target, ApiError>,
+    tail: &str,
+) -> HttpResponse {
+    let started = Instant::now();
+    let parsed = target.and_then(|t| {
         web::Query::<Query>::from_query(req.query_string())
             .map(|q| (t, q.into_inner()))
             .map_err(|e| ApiError::BadRequest(format!("invalid query: {e}")))
@@ -43,7 +66,7 @@ pub async fn api_v1(
             };
             let span = tracing::debug_span!("request", verb, resource = %resource, path = %tail);
             let _g = span.enter();
-            let result = handle(&req, payload, &state, target, verb, q).await;
+            let result = handle(req, payload, state, target, verb, q).await;
             (verb, resource, result)
         }
         Err(e) => ("unknown", "unknown".to_string(), Err(e)),

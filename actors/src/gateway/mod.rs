@@ -122,17 +122,31 @@ pub fn start(
             .route("/api/v1/", web::get().to(discovery::api_v1_resources))
             .route("/apis", web::get().to(discovery::api_groups))
             .route("/apis/", web::get().to(discovery::api_groups))
+            .route("/apis/{group}", web::get().to(discovery::api_group))
+            .route("/apis/{group}/", web::get().to(discovery::api_group))
+            .route(
+                "/apis/{group}/{version}",
+                web::get().to(discovery::api_group_resources),
+            )
+            .route(
+                "/apis/{group}/{version}/",
+                web::get().to(discovery::api_group_resources),
+            )
             .route("/openapi/v2", web::get().to(discovery::openapi_v2))
             .route("/openapi/v3", web::get().to(discovery::openapi_v3_root))
             .route(
-                "/openapi/v3/api/v1",
-                web::get().to(discovery::openapi_v3_core),
+                "/openapi/v3/{path:.*}",
+                web::get().to(discovery::openapi_v3_group),
             )
             .route("/healthz", web::get().to(discovery::healthz))
             .route("/readyz", web::get().to(discovery::healthz))
             .route("/livez", web::get().to(discovery::healthz))
             .route("/metrics", web::get().to(discovery::metrics))
             .route("/api/v1/{tail:.*}", web::route().to(http::api_v1))
+            .route(
+                "/apis/{group}/{version}/{tail:.*}",
+                web::route().to(http::apis),
+            )
             .default_service(web::route().to(not_found))
     })
     .workers(config.workers.max(1))

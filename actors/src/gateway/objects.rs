@@ -958,26 +958,28 @@ fn check_body_kind(info: &ResourceInfo, body: Value) -> Result<Value, ApiError> 
             ))
         }
     };
+    let expected = info.api_version();
     match body.get("kind").and_then(Value::as_str) {
         None | Some("") => {}
         Some(k) if k == info.kind => {}
         Some(k) => {
             return Err(ApiError::BadRequest(format!(
-                "the API version in the data (v1) does not match the expected API version (v1): kind {k} is not {}",
+                "the API version in the data ({expected}) does not match the expected API version ({expected}): kind {k} is not {}",
                 info.kind
             )))
         }
     }
     match body.get("apiVersion").and_then(Value::as_str) {
-        None | Some("") | Some("v1") => {}
+        None | Some("") => {}
+        Some(v) if v == expected => {}
         Some(v) => {
             return Err(ApiError::BadRequest(format!(
-                "the API version in the data ({v}) does not match the expected API version (v1)"
+                "the API version in the data ({v}) does not match the expected API version ({expected})"
             )))
         }
     }
     body["kind"] = json!(info.kind);
-    body["apiVersion"] = json!("v1");
+    body["apiVersion"] = json!(expected);
     Ok(body)
 }
 
@@ -1119,7 +1121,7 @@ fn merge_update(info: &ResourceInfo, old: &Value, new: Value, part: Part) -> Val
     }
     m.remove("resourceVersion");
     merged["kind"] = json!(info.kind);
-    merged["apiVersion"] = json!("v1");
+    merged["apiVersion"] = json!(info.api_version());
     merged
 }
 

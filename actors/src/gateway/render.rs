@@ -88,7 +88,7 @@ pub fn list_body(
     }
     json!({
         "kind": info.list_kind(),
-        "apiVersion": "v1",
+        "apiVersion": info.api_version(),
         "metadata": metadata,
         "items": items.iter().map(|i| &**i).collect::<Vec<_>>(),
     })

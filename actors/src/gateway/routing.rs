@@ -1,9 +1,10 @@
-//! Turning a request path under `/api/v1` into what it addresses.
+//! Turning a request path under `/api/v1` or `/apis/<group>/<version>` into what it
+//! addresses.
 
 use crate::api::resources::{self, ResourceInfo};
 use crate::api::ApiError;
 
-/// What a path under `/api/v1` names.
+/// What a resource path names.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Target {
     pub resource: &'static ResourceInfo,
@@ -18,20 +19,26 @@ pub struct Target {
 
 /// Parse the segments after `/api/v1/`.
 pub fn parse(path: &str) -> Result<Target, ApiError> {
+    parse_in("", "v1", path)
+}
+
+/// Parse the segments after a group version's base path (`/apis/<group>/<version>/`).
+pub fn parse_in(group: &str, version: &str, path: &str) -> Result<Target, ApiError> {
+    let lookup = |res: &str| resources::lookup_in(group, version, res);
     let mut segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let legacy_watch = segs.first() == Some(&"watch");
     if legacy_watch {
         segs.remove(0);
     }
     let target = match segs.as_slice() {
-        [res] => target(res, None, None, None)?,
-        ["namespaces", ns, res] if resources::lookup(res).is_some_and(|r| r.namespaced) => {
-            target(res, Some(ns), None, None)?
+        [res] => target(lookup(res), None, None, None)?,
+        ["namespaces", ns, res] if lookup(res).is_some_and(|r| r.namespaced) => {
+            target(lookup(res), Some(ns), None, None)?
         }
-        ["namespaces", ns, res, name] => target(res, Some(ns), Some(name), None)?,
-        ["namespaces", ns, res, name, sub] => target(res, Some(ns), Some(name), Some(sub))?,
-        [res, name] => target(res, None, Some(name), None)?,
-        [res, name, sub] => target(res, None, Some(name), Some(sub))?,
+        ["namespaces", ns, res, name] => target(lookup(res), Some(ns), Some(name), None)?,
+        ["namespaces", ns, res, name, sub] => target(lookup(res), Some(ns), Some(name), Some(sub))?,
+        [res, name] => target(lookup(res), None, Some(name), None)?,
+        [res, name, sub] => target(lookup(res), None, Some(name), Some(sub))?,
         _ => return Err(ApiError::NoRoute),
     };
     Ok(Target {
@@ -41,12 +48,12 @@ pub fn parse(path: &str) -> Result<Target, ApiError> {
 }
 
 fn target(
-    res: &str,
+    info: Option<&'static ResourceInfo>,
     ns: Option<&str>,
     name: Option<&str>,
     sub: Option<&str>,
 ) -> Result<Target, ApiError> {
-    let info = resources::lookup(res).ok_or(ApiError::NoRoute)?;
+    let info = info.ok_or(ApiError::NoRoute)?;
     // A cluster-scoped resource has no namespaced path, and a namespaced one is addressed
     // by name only inside its namespace.
     if ns.is_some() && !info.namespaced {
@@ -101,5 +108,18 @@ mod tests {
         assert!(parse("namespaces/default/pods/web/exec2").is_err());
         assert!(parse("nodes/n1/binding").is_err());
         assert!(parse("pods/web").is_err());
+    }
+
+    #[test]
+    fn grouped_resources_route_only_under_their_own_group() {
+        let t = parse_in(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "namespaces/dev/roles/reader",
+        )
+        .expect("route");
+        assert_eq!(t.resource.kind, "Role");
+        assert!(parse("namespaces/dev/roles/reader").is_err());
+        assert!(parse_in("autoscaling", "v1", "pods").is_err());
     }
 }
