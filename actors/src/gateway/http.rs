@@ -15,7 +15,7 @@ use super::objects::{
 use super::render::{self, Format};
 use super::routing::{self, Target};
 use super::watch::{self, WatchSpec};
-use super::{logs, AppState};
+use super::{auth, logs, AppState};
 use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::api::{meta, protobuf, resources, ApiError};
 
@@ -66,7 +66,12 @@ async fn serve(
             };
             let span = tracing::debug_span!("request", verb, resource = %resource, path = %tail);
             let _g = span.enter();
-            let result = handle(req, payload, state, target, verb, q).await;
+            let user = auth::user_of(req);
+            let attrs = auth::Attributes::for_resource(&user, verb, &target);
+            let result = match state.authorization.check(&attrs) {
+                Ok(()) => handle(req, payload, state, target, verb, q).await,
+                Err(e) => Err(e),
+            };
             (verb, resource, result)
         }
         Err(e) => ("unknown", "unknown".to_string(), Err(e)),

@@ -1,6 +1,7 @@
 //! The gateway: kube-apiserver's HTTP face, an actix-web server owned by an actor.
 
 pub mod allocation;
+pub mod auth;
 mod discovery;
 mod http;
 pub mod logs;
@@ -60,6 +61,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub max_body: usize,
     pub watch_timeout: Duration,
+    pub authorization: auth::Authorization,
 }
 
 /// Stop the HTTP server (gracefully) when the actor stops.
@@ -108,6 +110,7 @@ pub fn start(
         metrics,
         max_body: config.max_body_bytes,
         watch_timeout: config.watch_timeout,
+        authorization: auth::Authorization::default(),
     });
     let server = HttpServer::new(move || {
         App::new()

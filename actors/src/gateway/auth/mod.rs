@@ -1,0 +1,219 @@
+//! Who is asking (authentication) and whether they may (authorization), with the shapes
+//! kube-apiserver uses: a `UserInfo` from the authenticator, the request's `Attributes`,
+//! and an authorizer's `Decision`.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::routing::Target;
+use crate::api::ApiError;
+
+/// The authenticated identity of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserInfo {
+    pub name: String,
+    pub uid: String,
+    pub groups: Vec<String>,
+}
+
+impl UserInfo {
+    /// The identity of every request on the insecure (plain HTTP) path: like
+    /// kube-apiserver's old insecure port, it is trusted as an administrator.
+    pub fn insecure_admin() -> Self {
+        UserInfo {
+            name: "system:admin".into(),
+            uid: String::new(),
+            groups: vec!["system:masters".into(), "system:authenticated".into()],
+        }
+    }
+
+    pub fn in_group(&self, group: &str) -> bool {
+        self.groups.iter().any(|g| g == group)
+    }
+}
+
+/// What a request asks to do (kube's `authorizer.Attributes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attributes {
+    pub user: UserInfo,
+    /// get, list, watch, create, update, patch, delete, deletecollection.
+    pub verb: String,
+    /// False for non-resource paths such as `/version` or `/healthz`.
+    pub resource_request: bool,
+    pub api_group: String,
+    pub resource: String,
+    pub subresource: String,
+    pub namespace: String,
+    pub name: String,
+    /// The request path, for non-resource requests.
+    pub path: String,
+}
+
+impl Attributes {
+    pub fn for_resource(user: &UserInfo, verb: &str, target: &Target) -> Self {
+        Attributes {
+            user: user.clone(),
+            verb: verb.to_string(),
+            resource_request: true,
+            api_group: target.resource.group.to_string(),
+            resource: target.resource.name.to_string(),
+            subresource: target.subresource.clone().unwrap_or_default(),
+            namespace: target.namespace.clone().unwrap_or_default(),
+            name: target.name.clone().unwrap_or_default(),
+            path: String::new(),
+        }
+    }
+
+    /// kube-apiserver's Forbidden message for these attributes.
+    pub fn forbidden_message(&self, reason: &str) -> String {
+        let mut msg = if self.resource_request {
+            let res = if self.subresource.is_empty() {
+                self.resource.clone()
+            } else {
+                format!("{}/{}", self.resource, self.subresource)
+            };
+            let subject = if self.name.is_empty() {
+                res.clone()
+            } else {
+                format!("{res} \"{}\"", self.name)
+            };
+            let scope = if self.namespace.is_empty() {
+                "at the cluster scope".to_string()
+            } else {
+                format!("in the namespace \"{}\"", self.namespace)
+            };
+            format!(
+                "{subject} is forbidden: User \"{}\" cannot {} resource \"{res}\" in API group \"{}\" {scope}",
+                self.user.name, self.verb, self.api_group
+            )
+        } else {
+            format!(
+                "forbidden: User \"{}\" cannot {} path \"{}\"",
+                self.user.name, self.verb, self.path
+            )
+        };
+        if !reason.is_empty() {
+            msg.push_str(": ");
+            msg.push_str(reason);
+        }
+        msg
+    }
+}
+
+/// An authorizer's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    /// Denied outright, with a reason appended to the Forbidden message.
+    Deny(String),
+    /// This authorizer has nothing to say; the next one decides.
+    NoOpinion,
+}
+
+/// Decides whether a request may proceed.
+pub trait Authorizer: Send + Sync {
+    fn authorize(&self, attrs: &Attributes) -> Decision;
+}
+
+/// Allows everything: the insecure path.
+pub struct AlwaysAllow;
+
+impl Authorizer for AlwaysAllow {
+    fn authorize(&self, _attrs: &Attributes) -> Decision {
+        Decision::Allow
+    }
+}
+
+/// The authorizer chain in the gateway: the first Allow or Deny wins; no opinion from
+/// anyone is a denial.
+#[derive(Clone)]
+pub struct Authorization {
+    chain: Vec<Arc<dyn Authorizer>>,
+}
+
+impl Default for Authorization {
+    fn default() -> Self {
+        Authorization::new(vec![Arc::new(AlwaysAllow)])
+    }
+}
+
+impl Authorization {
+    pub fn new(chain: Vec<Arc<dyn Authorizer>>) -> Self {
+        Authorization { chain }
+    }
+
+    pub fn decide(&self, attrs: &Attributes) -> Decision {
+        for a in &self.chain {
+            match a.authorize(attrs) {
+                Decision::NoOpinion => continue,
+                d => return d,
+            }
+        }
+        Decision::NoOpinion
+    }
+
+    /// Ok when allowed, otherwise the 403 Forbidden Status kube-apiserver would send.
+    pub fn check(&self, attrs: &Attributes) -> Result<(), ApiError> {
+        match self.decide(attrs) {
+            Decision::Allow => Ok(()),
+            Decision::Deny(reason) => Err(ApiError::Forbidden(attrs.forbidden_message(&reason))),
+            Decision::NoOpinion => Err(ApiError::Forbidden(attrs.forbidden_message(""))),
+        }
+    }
+}
+
+/// The user a request was authenticated as: what the authentication middleware put in
+/// the request's extensions, or the insecure administrator when nothing authenticates.
+pub fn user_of(req: &actix_web::HttpRequest) -> UserInfo {
+    use actix_web::HttpMessage;
+    req.extensions()
+        .get::<UserInfo>()
+        .cloned()
+        .unwrap_or_else(UserInfo::insecure_admin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::routing;
+
+    fn viewer() -> UserInfo {
+        UserInfo {
+            name: "jane".into(),
+            uid: "1".into(),
+            groups: vec!["system:authenticated".into()],
+        }
+    }
+
+    #[test]
+    fn forbidden_message_matches_kube_apiserver() {
+        let t = routing::parse("namespaces/default/pods").expect("route");
+        let a = Attributes::for_resource(&viewer(), "create", &t);
+        assert_eq!(
+            a.forbidden_message(""),
+            "pods is forbidden: User \"jane\" cannot create resource \"pods\" in API group \"\" in the namespace \"default\""
+        );
+        let t = routing::parse("nodes/n1/status").expect("route");
+        let a = Attributes::for_resource(&viewer(), "patch", &t);
+        assert_eq!(
+            a.forbidden_message(""),
+            "nodes \"n1\" is forbidden: User \"jane\" cannot patch resource \"nodes/status\" in API group \"\" at the cluster scope"
+        );
+    }
+
+    #[test]
+    fn no_opinion_from_every_authorizer_is_a_denial() {
+        struct Silent;
+        impl Authorizer for Silent {
+            fn authorize(&self, _: &Attributes) -> Decision {
+                Decision::NoOpinion
+            }
+        }
+        let authz = Authorization::new(vec![Arc::new(Silent)]);
+        let t = routing::parse("pods").expect("route");
+        let a = Attributes::for_resource(&viewer(), "list", &t);
+        assert!(matches!(authz.check(&a), Err(ApiError::Forbidden(_))));
+        assert!(Authorization::default().check(&a).is_ok());
+    }
+}
