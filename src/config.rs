@@ -49,6 +49,25 @@ pub struct GatewayConfig {
     pub service_cidr: String,
     /// Node ports of NodePort Services are allocated from this range (`low-high`).
     pub node_port_range: String,
+    /// Read-only requests in flight at once; beyond it 429 (0: no cap).
+    pub max_requests_inflight: usize,
+    /// Mutating requests in flight at once; beyond it 429 (0: no cap).
+    pub max_mutating_requests_inflight: usize,
+    /// Requests one client (user, or address when unauthenticated) may have in flight.
+    pub max_inflight_per_client: usize,
+    /// Sustained requests per second per client (0: no rate limit) and the burst above it.
+    pub client_qps: f64,
+    pub client_burst: u32,
+    /// Watches one client may hold open at once (0: no cap).
+    pub max_watches_per_client: usize,
+    /// A request body must arrive within this many seconds (408 otherwise).
+    pub request_body_timeout_seconds: u64,
+    /// A request head must arrive within this many milliseconds (408 and close otherwise).
+    pub client_request_timeout_ms: u64,
+    /// Time given a client to acknowledge a connection close.
+    pub client_disconnect_timeout_ms: u64,
+    /// Idle keep-alive connections are closed after this many seconds.
+    pub keep_alive_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -146,6 +165,16 @@ impl Default for GatewayConfig {
             workers: 2,
             service_cidr: "10.96.0.0/16".into(),
             node_port_range: "30000-32767".into(),
+            max_requests_inflight: 400,
+            max_mutating_requests_inflight: 200,
+            max_inflight_per_client: 100,
+            client_qps: 0.0,
+            client_burst: 0,
+            max_watches_per_client: 100,
+            request_body_timeout_seconds: 60,
+            client_request_timeout_ms: 5000,
+            client_disconnect_timeout_ms: 1000,
+            keep_alive_seconds: 60,
         }
     }
 }
@@ -184,6 +213,23 @@ impl Config {
         Ok(cfg)
     }
 
+    /// The gateway's request limits.
+    pub fn limits(&self) -> skiff_actors::gateway::limits::LimitsConfig {
+        let g = &self.gateway;
+        skiff_actors::gateway::limits::LimitsConfig {
+            max_requests_inflight: g.max_requests_inflight,
+            max_mutating_requests_inflight: g.max_mutating_requests_inflight,
+            max_inflight_per_client: g.max_inflight_per_client,
+            client_qps: g.client_qps,
+            client_burst: g.client_burst,
+            max_watches_per_client: g.max_watches_per_client,
+            request_body_timeout: Duration::from_secs(g.request_body_timeout_seconds.max(1)),
+            client_request_timeout: Duration::from_millis(g.client_request_timeout_ms),
+            client_disconnect_timeout: Duration::from_millis(g.client_disconnect_timeout_ms),
+            keep_alive: Duration::from_secs(g.keep_alive_seconds),
+        }
+    }
+
     pub fn watch_timeout(&self) -> Duration {
         Duration::from_secs(self.gateway.watch_timeout_seconds.max(1))
     }
@@ -210,6 +256,20 @@ mod tests {
         std::env::remove_var("SKIFF_STORE__WATCH_BUFFER");
         assert_eq!(cfg.store.watch_buffer, 77);
         assert_eq!(cfg.gateway.max_body_bytes, 3 * 1024 * 1024);
+    }
+
+    #[test]
+    fn limits_come_from_the_gateway_section_and_the_environment() {
+        std::env::set_var("SKIFF_GATEWAY__MAX_WATCHES_PER_CLIENT", "7");
+        std::env::set_var("SKIFF_GATEWAY__CLIENT_QPS", "2.5");
+        let cfg = Config::load(None).expect("config");
+        std::env::remove_var("SKIFF_GATEWAY__MAX_WATCHES_PER_CLIENT");
+        std::env::remove_var("SKIFF_GATEWAY__CLIENT_QPS");
+        let limits = cfg.limits();
+        assert_eq!(limits.max_watches_per_client, 7);
+        assert_eq!(limits.client_qps, 2.5);
+        assert_eq!(limits.max_requests_inflight, 400);
+        assert_eq!(limits.max_mutating_requests_inflight, 200);
     }
 
     #[test]

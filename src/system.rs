@@ -132,9 +132,17 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
         max_body_bytes: cfg.gateway.max_body_bytes,
         watch_timeout: cfg.watch_timeout(),
         workers: cfg.gateway.workers,
+        limits: cfg.limits(),
     };
     let runtimes = NodeRuntimes::default();
-    let gateway = gateway::start(&gw_cfg, objects.clone(), runtimes.clone(), metrics)?;
+    let authorization = gateway::auth::Authorization::node_and_rbac(store.clone());
+    let gateway = gateway::start(
+        &gw_cfg,
+        objects.clone(),
+        runtimes.clone(),
+        metrics,
+        authorization,
+    )?;
     let addr = gateway
         .send(GetAddr)
         .await
@@ -283,7 +291,8 @@ impl Handler<GetAddr> for GatewayActor {
     }
 }
 
-/// The namespaces every Kubernetes cluster has from its first start.
+/// The namespaces every Kubernetes cluster has from its first start, and the built-in
+/// RBAC roles and bindings.
 async fn bootstrap(objects: &Objects) -> Result<(), SystemError> {
     for ns in gateway::objects::SYSTEM_NAMESPACES {
         let doc = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {
@@ -292,7 +301,35 @@ async fn bootstrap(objects: &Objects) -> Result<(), SystemError> {
             .await
             .map_err(|e| SystemError::Bootstrap(format!("namespace {ns}: {e}")))?;
     }
+    for doc in gateway::auth::bootstrap::objects() {
+        let what = format!("{} {}", doc["kind"], meta::name(&doc).unwrap_or_default());
+        if !autoupdate(objects, &doc) {
+            tracing::info!(object = %what, "built-in RBAC object customised; left alone");
+            continue;
+        }
+        ensure(objects, doc)
+            .await
+            .map_err(|e| SystemError::Bootstrap(format!("{what}: {e}")))?;
+    }
     Ok(())
+}
+
+/// Whether a built-in RBAC object may be brought up to date: yes unless it exists and an
+/// administrator set its autoupdate annotation to "false", as Kubernetes honours.
+fn autoupdate(objects: &Objects, doc: &Value) -> bool {
+    let kind = doc["kind"].as_str().unwrap_or_default();
+    let Some(info) = resources::by_kind(kind) else {
+        return true;
+    };
+    let key = resources::object_key(info.name, None, meta::name(doc).unwrap_or_default());
+    let annotation = gateway::auth::bootstrap::AUTOUPDATE_ANNOTATION;
+    objects.store.get(&key).is_none_or(|o| {
+        o.value
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(annotation))
+            .and_then(Value::as_str)
+            != Some("false")
+    })
 }
 
 /// Create the object if it is missing, otherwise merge the declared fields into it (a

@@ -20,6 +20,9 @@ pub struct ResourceInfo {
     pub has_status_subresource: bool,
     /// Field selector paths the resource supports beyond `metadata.name`/`metadata.namespace`.
     pub field_selectors: &'static [&'static str],
+    /// False for create-only virtual resources (reviews such as SelfSubjectAccessReview):
+    /// answered from the request, never stored, listed or watched.
+    pub stored: bool,
 }
 
 impl ResourceInfo {
@@ -64,6 +67,7 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &["status", "finalize"],
         has_status_subresource: true,
         field_selectors: &["status.phase"],
+        stored: true,
     },
     ResourceInfo {
         group: "",
@@ -76,6 +80,7 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &["status"],
         has_status_subresource: true,
         field_selectors: &["spec.unschedulable"],
+        stored: true,
     },
     ResourceInfo {
         group: "",
@@ -96,6 +101,7 @@ pub const RESOURCES: &[ResourceInfo] = &[
             "status.podIP",
             "status.nominatedNodeName",
         ],
+        stored: true,
     },
     ResourceInfo {
         group: "",
@@ -108,6 +114,7 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &["status"],
         has_status_subresource: true,
         field_selectors: &["spec.clusterIP", "spec.type"],
+        stored: true,
     },
     ResourceInfo {
         group: "",
@@ -120,6 +127,7 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &[],
         has_status_subresource: false,
         field_selectors: &[],
+        stored: true,
     },
     ResourceInfo {
         group: "",
@@ -132,6 +140,7 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &["status", "scale"],
         has_status_subresource: true,
         field_selectors: &["status.replicas"],
+        stored: true,
     },
     ResourceInfo {
         group: "",
@@ -144,6 +153,7 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &["status"],
         has_status_subresource: true,
         field_selectors: &[],
+        stored: true,
     },
     ResourceInfo {
         group: "",
@@ -168,6 +178,7 @@ pub const RESOURCES: &[ResourceInfo] = &[
             "source",
             "type",
         ],
+        stored: true,
     },
     ResourceInfo {
         group: "coordination.k8s.io",
@@ -180,6 +191,7 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &[],
         has_status_subresource: false,
         field_selectors: &[],
+        stored: true,
     },
     ResourceInfo {
         group: "rbac.authorization.k8s.io",
@@ -192,6 +204,7 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &[],
         has_status_subresource: false,
         field_selectors: &[],
+        stored: true,
     },
     ResourceInfo {
         group: "rbac.authorization.k8s.io",
@@ -204,6 +217,7 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &[],
         has_status_subresource: false,
         field_selectors: &[],
+        stored: true,
     },
     ResourceInfo {
         group: "rbac.authorization.k8s.io",
@@ -216,6 +230,7 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &[],
         has_status_subresource: false,
         field_selectors: &[],
+        stored: true,
     },
     ResourceInfo {
         group: "rbac.authorization.k8s.io",
@@ -228,6 +243,7 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &[],
         has_status_subresource: false,
         field_selectors: &[],
+        stored: true,
     },
     ResourceInfo {
         group: "autoscaling",
@@ -240,6 +256,7 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &["status"],
         has_status_subresource: true,
         field_selectors: &[],
+        stored: true,
     },
     ResourceInfo {
         group: "certificates.k8s.io",
@@ -252,6 +269,20 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &["status", "approval"],
         has_status_subresource: true,
         field_selectors: &["spec.signerName"],
+        stored: true,
+    },
+    ResourceInfo {
+        group: "authorization.k8s.io",
+        version: "v1",
+        name: "selfsubjectaccessreviews",
+        singular: "selfsubjectaccessreview",
+        kind: "SelfSubjectAccessReview",
+        namespaced: false,
+        short_names: &[],
+        subresources: &[],
+        has_status_subresource: false,
+        field_selectors: &[],
+        stored: false,
     },
 ];
 

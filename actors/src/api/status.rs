@@ -43,6 +43,12 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("{0}")]
     ServiceUnavailable(String),
+    /// 408: the client did not send its request in time.
+    #[error("{0}")]
+    RequestTimeout(String),
+    /// 429: a limit on requests was reached; retry after this many seconds.
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after: u64 },
     #[error("{0}")]
     Timeout(String),
     #[error("{0}")]
@@ -84,6 +90,8 @@ impl ApiError {
             ApiError::Invalid { .. } => 422,
             ApiError::MethodNotAllowed => 405,
             ApiError::ServiceUnavailable(_) => 503,
+            ApiError::TooManyRequests { .. } => 429,
+            ApiError::RequestTimeout(_) => 408,
             ApiError::Timeout(_) => 504,
             ApiError::Internal(_) => 500,
             ApiError::Remote { code, .. } => *code,
@@ -105,6 +113,8 @@ impl ApiError {
             ApiError::Invalid { .. } => "Invalid",
             ApiError::MethodNotAllowed => "MethodNotAllowed",
             ApiError::ServiceUnavailable(_) => "ServiceUnavailable",
+            ApiError::TooManyRequests { .. } => "TooManyRequests",
+            ApiError::RequestTimeout(_) => "Timeout",
             ApiError::Timeout(_) => "Timeout",
             ApiError::Internal(_) => "InternalError",
             ApiError::Remote { reason, .. } => reason,
@@ -134,6 +144,9 @@ impl ApiError {
                 })).collect::<Vec<_>>(),
             })),
             ApiError::ServiceUnavailable(_) => Some(json!({"retryAfterSeconds": 1})),
+            ApiError::TooManyRequests { retry_after, .. } => {
+                Some(json!({"retryAfterSeconds": retry_after}))
+            }
             _ => None,
         }
     }
@@ -159,6 +172,13 @@ impl ApiError {
             },
             (410, _) => ApiError::Expired(message),
             (503, _) => ApiError::ServiceUnavailable(message),
+            (429, _) => ApiError::TooManyRequests {
+                message,
+                retry_after: status
+                    .pointer("/details/retryAfterSeconds")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(1),
+            },
             (400, _) => ApiError::BadRequest(message),
             (403, _) => ApiError::Forbidden(message),
             _ => ApiError::Remote {

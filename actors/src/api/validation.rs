@@ -10,6 +10,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
+mod rbac;
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -323,6 +325,20 @@ fn dns1123_label_errors(s: &str) -> Vec<String> {
     errs
 }
 
+/// apimachinery's `IsValidPathSegmentName`.
+fn path_segment_errors(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if s == "." || s == ".." {
+        out.push(format!("may not be '{s}'"));
+    }
+    for bad in ['/', '%'] {
+        if s.contains(bad) {
+            out.push(format!("may not contain '{bad}'"));
+        }
+    }
+    out
+}
+
 fn dns1123_subdomain_errors(s: &str) -> Vec<String> {
     let mut errs = Vec::new();
     if s.len() > SUBDOMAIN_MAX {
@@ -594,6 +610,7 @@ const KINDS: &[&str] = &[
     "ClusterRoleBinding",
     "HorizontalPodAutoscaler",
     "CertificateSigningRequest",
+    "SelfSubjectAccessReview",
     "DeleteOptions",
 ];
 
@@ -633,6 +650,9 @@ pub fn decode_check(kind: &str, obj: &Value) -> Result<Vec<String>, DecodeError>
         "CertificateSigningRequest" => round_trip::<
             k8s_openapi::api::certificates::v1::CertificateSigningRequest,
         >(kind, "certificates.k8s.io/v1", obj),
+        "SelfSubjectAccessReview" => round_trip::<
+            k8s_openapi::api::authorization::v1::SelfSubjectAccessReview,
+        >(kind, "authorization.k8s.io/v1", obj),
         "DeleteOptions" => round_trip::<
             k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions,
         >(kind, "v1", obj),
@@ -801,6 +821,8 @@ enum NameRule {
     Dns1123Label,
     Dns1035Label,
     Dns1123Subdomain,
+    /// Any name usable as one path segment (RBAC names such as `system:node`).
+    PathSegment,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -819,6 +841,8 @@ fn meta_rules(kind: &str) -> (NameRule, Scope) {
         "Pod" | "Endpoints" | "ReplicationController" | "ResourceQuota" | "Event" => {
             (NameRule::Dns1123Subdomain, Scope::Namespaced)
         }
+        "Role" | "RoleBinding" => (NameRule::PathSegment, Scope::Namespaced),
+        "ClusterRole" | "ClusterRoleBinding" => (NameRule::PathSegment, Scope::Cluster),
         _ => (NameRule::Dns1123Subdomain, Scope::Unknown),
     }
 }
@@ -858,6 +882,10 @@ fn validate_kind(kind: &str, obj: &Value, old: Option<&Value>, errs: &mut Vec<Fi
         "Endpoints" => validate_endpoints(obj, errs),
         "ResourceQuota" => validate_resource_quota(obj, errs),
         "Event" => validate_event(obj, errs),
+        "Role" => rbac::validate_role(obj, true, errs),
+        "ClusterRole" => rbac::validate_role(obj, false, errs),
+        "RoleBinding" => rbac::validate_binding(obj, old, true, errs),
+        "ClusterRoleBinding" => rbac::validate_binding(obj, old, false, errs),
         _ => {}
     }
 }
@@ -881,6 +909,7 @@ fn validate_object_meta(meta: &Value, rule: NameRule, scope: Scope, errs: &mut V
             NameRule::Dns1123Label => dns1123_label_errors(name),
             NameRule::Dns1035Label => dns1035_label_errors(name),
             NameRule::Dns1123Subdomain => dns1123_subdomain_errors(name),
+            NameRule::PathSegment => path_segment_errors(name),
         };
         push_all(errs, "metadata.name", &Value::from(name), msgs);
     }

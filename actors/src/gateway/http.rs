@@ -122,6 +122,9 @@ async fn handle(
         q.get("includeObject").map(String::as_str),
     )?;
     let objects = &state.objects;
+    if !target.resource.stored {
+        return virtual_create(req, payload, state, &target, verb).await;
+    }
     if target.subresource.as_deref() == Some("log") {
         if verb != "get" {
             return Err(ApiError::MethodNotAllowed);
@@ -170,6 +173,7 @@ async fn handle(
                 let status = objects.bind(&target, body).await?;
                 return Ok(render::json_response(201, &status));
             }
+            auth::node::admit_create(&auth::user_of(req), target.resource.name, &body)?;
             let written = objects.create(&target, body, &write_options(&q)?).await?;
             Ok(written_response(written))
         }
@@ -204,6 +208,28 @@ async fn handle(
         }
         _ => Err(ApiError::MethodNotAllowed),
     }
+}
+
+/// Create-only resources answered from the request and never stored (reviews).
+async fn virtual_create(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    target: &Target,
+    verb: &str,
+) -> Result<HttpResponse, ApiError> {
+    if verb != "create" || target.name.is_some() {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    let body = read_json(req, payload, state.max_body).await?;
+    let user = auth::user_of(req);
+    let answer = match target.resource.name {
+        "selfsubjectaccessreviews" => {
+            auth::review::self_subject_access_review(&state.authorization, &user, body)?
+        }
+        _ => return Err(ApiError::NoRoute),
+    };
+    Ok(render::json_response(201, &answer))
 }
 
 fn written_response(w: Written) -> HttpResponse {
@@ -397,8 +423,12 @@ async fn read_body(
     }
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::BadRequest(format!("reading request body: {e}")))?;
+        let chunk = chunk.map_err(|e| match e {
+            actix_web::error::PayloadError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+                ApiError::RequestTimeout(format!("reading request body: {io}"))
+            }
+            e => ApiError::BadRequest(format!("reading request body: {e}")),
+        })?;
         if body.len() + chunk.len() > limit {
             return Err(ApiError::TooLarge { limit });
         }

@@ -4,6 +4,7 @@ pub mod allocation;
 pub mod auth;
 mod discovery;
 mod http;
+pub mod limits;
 pub mod logs;
 pub mod objects;
 mod render;
@@ -41,6 +42,7 @@ pub struct GatewayConfig {
     /// Upper bound on one watch request, like kube-apiserver's min-request-timeout.
     pub watch_timeout: Duration,
     pub workers: usize,
+    pub limits: limits::LimitsConfig,
 }
 
 impl Default for GatewayConfig {
@@ -50,6 +52,7 @@ impl Default for GatewayConfig {
             max_body_bytes: 3 * 1024 * 1024,
             watch_timeout: Duration::from_secs(1800),
             workers: 2,
+            limits: limits::LimitsConfig::default(),
         }
     }
 }
@@ -97,12 +100,14 @@ async fn not_found() -> HttpResponse {
     render::error_response(&ApiError::NoRoute)
 }
 
-/// Bind the listen address and start serving; the returned actor owns the server.
+/// Bind the listen address and start serving, deciding every request with
+/// `authorization`; the returned actor owns the server.
 pub fn start(
     config: &GatewayConfig,
     objects: Objects,
     runtimes: logs::NodeRuntimes,
     metrics: Arc<Metrics>,
+    authorization: auth::Authorization,
 ) -> Result<Addr<GatewayActor>, GatewayError> {
     let state = web::Data::new(AppState {
         objects,
@@ -110,11 +115,19 @@ pub fn start(
         metrics,
         max_body: config.max_body_bytes,
         watch_timeout: config.watch_timeout,
-        authorization: auth::Authorization::default(),
+        authorization,
     });
+    let limits = web::Data::new(limits::Limits::new(config.limits.clone()));
+    let timeouts = config.limits.clone();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .app_data(limits.clone())
+            // Middleware runs outside in: authentication (wrapped last) must come before
+            // these, so that limits and authorization see the authenticated user, and
+            // limits before authorization, as in kube-apiserver's filter chain.
+            .wrap(actix_web::middleware::from_fn(auth::nonresource::authorize))
+            .wrap(actix_web::middleware::from_fn(limits::enforce))
             // Bodies are read by hand with our own limit and a Status answer.
             .app_data(web::PayloadConfig::new(usize::MAX))
             .route("/version", web::get().to(discovery::version))
@@ -153,6 +166,11 @@ pub fn start(
             .default_service(web::route().to(not_found))
     })
     .workers(config.workers.max(1))
+    // Slow clients: a head that does not arrive in time gets 408 and the connection is
+    // closed; idle keep-alive connections are dropped.
+    .client_request_timeout(timeouts.client_request_timeout)
+    .client_disconnect_timeout(timeouts.client_disconnect_timeout)
+    .keep_alive(timeouts.keep_alive)
     .disable_signals()
     .shutdown_timeout(1)
     .bind(&config.listen)

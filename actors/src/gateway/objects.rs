@@ -1048,7 +1048,7 @@ fn validate(info: &ResourceInfo, obj: &Value, old: Option<&Value>) -> Result<(),
     } else {
         Err(ApiError::Invalid {
             kind: info.kind.to_string(),
-            group: String::new(),
+            group: info.group.to_string(),
             name: meta::name(obj).unwrap_or_default().to_string(),
             causes,
         })

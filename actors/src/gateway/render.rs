@@ -63,11 +63,16 @@ pub fn json_response(code: u16, body: &Value) -> HttpResponse {
 
 pub fn error_response(err: &ApiError) -> HttpResponse {
     let mut resp = json_response(err.code(), &err.to_status());
-    if matches!(err, ApiError::ServiceUnavailable(_)) {
-        if let Ok(v) = actix_web::http::header::HeaderValue::from_str("1") {
-            resp.headers_mut()
-                .insert(actix_web::http::header::RETRY_AFTER, v);
-        }
+    let retry_after = match err {
+        ApiError::ServiceUnavailable(_) => Some(1),
+        ApiError::TooManyRequests { retry_after, .. } => Some(*retry_after),
+        _ => None,
+    };
+    if let Some(secs) = retry_after {
+        resp.headers_mut().insert(
+            actix_web::http::header::RETRY_AFTER,
+            actix_web::http::header::HeaderValue::from(secs),
+        );
     }
     resp
 }

@@ -185,6 +185,27 @@ impl StoreHandle {
         self.read().rev
     }
 
+    /// How many objects lie under these prefixes, and the newest revision among them:
+    /// changes whenever any of them is created, updated or deleted (revisions only grow,
+    /// so a change that keeps the count must raise the maximum). Lets a cache derived from
+    /// a few objects notice change without copying them.
+    pub fn fingerprint(&self, prefixes: &[&str]) -> (usize, Rev) {
+        let snap = self.read();
+        let mut count = 0;
+        let mut newest = 0;
+        for prefix in prefixes {
+            for (_, o) in snap
+                .objects
+                .range(prefix.to_string()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+            {
+                count += 1;
+                newest = newest.max(o.rev);
+            }
+        }
+        (count, newest)
+    }
+
     pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
         self.addr
             .send(Write(op))

@@ -2,6 +2,12 @@
 //! kube-apiserver uses: a `UserInfo` from the authenticator, the request's `Attributes`,
 //! and an authorizer's `Decision`.
 
+pub mod bootstrap;
+pub mod node;
+pub mod nonresource;
+pub mod rbac;
+pub mod review;
+
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -51,6 +57,22 @@ pub struct Attributes {
 }
 
 impl Attributes {
+    /// A request for a path outside the resource API (`/version`, `/healthz`, discovery);
+    /// `verb` is the lower-case HTTP method, as Kubernetes has it.
+    pub fn for_path(user: &UserInfo, verb: &str, path: &str) -> Self {
+        Attributes {
+            user: user.clone(),
+            verb: verb.to_string(),
+            resource_request: false,
+            api_group: String::new(),
+            resource: String::new(),
+            subresource: String::new(),
+            namespace: String::new(),
+            name: String::new(),
+            path: path.to_string(),
+        }
+    }
+
     pub fn for_resource(user: &UserInfo, verb: &str, target: &Target) -> Self {
         Attributes {
             user: user.clone(),
@@ -73,10 +95,16 @@ impl Attributes {
             } else {
                 format!("{}/{}", self.resource, self.subresource)
             };
-            let subject = if self.name.is_empty() {
-                res.clone()
+            // Kubernetes names the group-qualified resource, without the subresource.
+            let qualified = if self.api_group.is_empty() {
+                self.resource.clone()
             } else {
-                format!("{res} \"{}\"", self.name)
+                format!("{}.{}", self.resource, self.api_group)
+            };
+            let subject = if self.name.is_empty() {
+                qualified
+            } else {
+                format!("{qualified} \"{}\"", self.name)
             };
             let scope = if self.namespace.is_empty() {
                 "at the cluster scope".to_string()
@@ -125,6 +153,23 @@ impl Authorizer for AlwaysAllow {
     }
 }
 
+/// The group whose members may do anything, decided before any other authorizer so that
+/// no RBAC mistake can lock the administrators out (kube-apiserver's privileged group).
+pub const PRIVILEGED_GROUP: &str = "system:masters";
+
+/// Allows members of [`PRIVILEGED_GROUP`]; no opinion on anyone else.
+pub struct PrivilegedGroup;
+
+impl Authorizer for PrivilegedGroup {
+    fn authorize(&self, attrs: &Attributes) -> Decision {
+        if attrs.user.in_group(PRIVILEGED_GROUP) {
+            Decision::Allow
+        } else {
+            Decision::NoOpinion
+        }
+    }
+}
+
 /// The authorizer chain in the gateway: the first Allow or Deny wins; no opinion from
 /// anyone is a denial.
 #[derive(Clone)]
@@ -141,6 +186,15 @@ impl Default for Authorization {
 impl Authorization {
     pub fn new(chain: Vec<Arc<dyn Authorizer>>) -> Self {
         Authorization { chain }
+    }
+
+    /// kube-apiserver's `--authorization-mode=Node,RBAC`, behind the privileged group.
+    pub fn node_and_rbac(store: crate::store::StoreHandle) -> Self {
+        Authorization::new(vec![
+            Arc::new(PrivilegedGroup),
+            Arc::new(node::NodeAuthorizer::new(store.clone())),
+            Arc::new(rbac::Rbac::new(store)),
+        ])
     }
 
     pub fn decide(&self, attrs: &Attributes) -> Decision {
@@ -199,6 +253,17 @@ mod tests {
         assert_eq!(
             a.forbidden_message(""),
             "nodes \"n1\" is forbidden: User \"jane\" cannot patch resource \"nodes/status\" in API group \"\" at the cluster scope"
+        );
+    }
+
+    #[test]
+    fn forbidden_message_qualifies_grouped_resources() {
+        let t = routing::parse_in("rbac.authorization.k8s.io", "v1", "namespaces/dev/roles")
+            .expect("route");
+        let a = Attributes::for_resource(&viewer(), "list", &t);
+        assert_eq!(
+            a.forbidden_message(""),
+            "roles.rbac.authorization.k8s.io is forbidden: User \"jane\" cannot list resource \"roles\" in API group \"rbac.authorization.k8s.io\" in the namespace \"dev\""
         );
     }
 
