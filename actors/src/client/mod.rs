@@ -8,7 +8,7 @@ mod local;
 use futures::stream::BoxStream;
 use serde_json::Value;
 
-pub use http::HttpClient;
+pub use http::{Credentials, HttpClient};
 pub use local::LocalClient;
 
 use crate::api::ApiError;
