@@ -2,8 +2,9 @@
 //! bodies (`kubectl create namespace` posts `application/vnd.kubernetes.protobuf`, and
 //! client-go only falls back to JSON on a 415 for CBOR, not for protobuf).
 //!
-//! Only what those clients post is understood: the `runtime.Unknown` envelope, ObjectMeta
-//! and the Namespace kind. Anything else gets a clear 415 asking for JSON.
+//! Only what those clients post is understood: the `runtime.Unknown` envelope, ObjectMeta,
+//! the Namespace kind and the SelfSubjectAccessReview of `kubectl auth can-i`. Anything
+//! else gets a clear 415 asking for JSON.
 
 use serde_json::{json, Map, Value};
 
@@ -21,7 +22,7 @@ pub enum ProtobufError {
     #[error("field {field} is not valid UTF-8")]
     Utf8 { field: u32 },
     #[error(
-        "protobuf request bodies are accepted for Namespace only (got {0}); send application/json"
+        "protobuf request bodies are accepted for Namespace and SelfSubjectAccessReview only (got {0}); send application/json"
     )]
     UnsupportedKind(String),
 }
@@ -188,6 +189,59 @@ fn namespace(raw: &[u8]) -> Result<Value, ProtobufError> {
     Ok(obj)
 }
 
+/// A message of string fields only, named by field number.
+fn strings(raw: &[u8], names: &[(u32, &str)]) -> Result<Value, ProtobufError> {
+    let mut m = Map::new();
+    for f in fields(raw) {
+        if let (n, Field::Bytes(x)) = f? {
+            if let Some((_, name)) = names.iter().find(|(k, _)| *k == n) {
+                let v = text(n, x)?;
+                if !v.is_empty() {
+                    m.insert((*name).into(), json!(v));
+                }
+            }
+        }
+    }
+    Ok(Value::Object(m))
+}
+
+/// authorization/v1 SelfSubjectAccessReview: metadata 1, spec 2 (resourceAttributes 1,
+/// nonResourceAttributes 2).
+fn self_subject_access_review(raw: &[u8]) -> Result<Value, ProtobufError> {
+    const RESOURCE: &[(u32, &str)] = &[
+        (1, "namespace"),
+        (2, "verb"),
+        (3, "group"),
+        (4, "version"),
+        (5, "resource"),
+        (6, "subresource"),
+        (7, "name"),
+    ];
+    const NON_RESOURCE: &[(u32, &str)] = &[(1, "path"), (2, "verb")];
+    let mut obj = json!({"apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectAccessReview", "metadata": {}, "spec": {}});
+    for f in fields(raw) {
+        match f? {
+            (1, Field::Bytes(x)) => obj["metadata"] = object_meta(x)?,
+            (2, Field::Bytes(spec)) => {
+                for sf in fields(spec) {
+                    match sf? {
+                        (1, Field::Bytes(x)) => {
+                            obj["spec"]["resourceAttributes"] = strings(x, RESOURCE)?
+                        }
+                        (2, Field::Bytes(x)) => {
+                            obj["spec"]["nonResourceAttributes"] = strings(x, NON_RESOURCE)?
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(obj)
+}
+
 /// Decode a protobuf request body into the JSON object it stands for.
 pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
     let rest = body.strip_prefix(MAGIC).ok_or(ProtobufError::NoMagic)?;
@@ -207,6 +261,7 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
     }
     match kind.as_str() {
         "Namespace" => namespace(raw),
+        "SelfSubjectAccessReview" => self_subject_access_review(raw),
         other => Err(ProtobufError::UnsupportedKind(other.to_string())),
     }
 }
@@ -242,6 +297,34 @@ mod tests {
         assert_eq!(obj["metadata"]["name"], "demo");
         assert_eq!(obj["metadata"]["labels"]["team"], "a");
         assert_eq!(obj["kind"], "Namespace");
+    }
+
+    #[test]
+    fn access_review_from_kubectl_auth_can_i_decodes() {
+        let attrs = [
+            bytes_field(1, b"default"),
+            bytes_field(2, b"create"),
+            bytes_field(5, b"pods"),
+        ]
+        .concat();
+        let spec = bytes_field(1, &attrs);
+        let raw = [bytes_field(1, &[]), bytes_field(2, &spec)].concat();
+        let type_meta = [
+            bytes_field(1, b"authorization.k8s.io/v1"),
+            bytes_field(2, b"SelfSubjectAccessReview"),
+        ]
+        .concat();
+        let body = [
+            MAGIC.to_vec(),
+            bytes_field(1, &type_meta),
+            bytes_field(2, &raw),
+        ]
+        .concat();
+        let obj = decode(&body).expect("decodes");
+        assert_eq!(
+            obj["spec"],
+            json!({"resourceAttributes": {"namespace": "default", "verb": "create", "resource": "pods"}})
+        );
     }
 
     #[test]
