@@ -635,6 +635,15 @@ fn request(
     body: &[u8],
     rng: &mut Rng,
 ) -> Case {
+    // A well-formed watch would stream until its timeout: make every watch end at once
+    // (the last timeoutSeconds in the query wins).
+    let path = if method == "GET" && path.contains("watch") {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        format!("{path}{sep}timeoutSeconds=0")
+    } else {
+        path.to_string()
+    };
+    let path = path.as_str();
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: fuzz\r\nConnection: close\r\n");
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
