@@ -95,7 +95,8 @@ impl Attributes {
             } else {
                 format!("{}/{}", self.resource, self.subresource)
             };
-            // Kubernetes names the group-qualified resource, without the subresource.
+            // The subject is the group-qualified resource without its subresource, as
+            // apierrors.NewForbidden writes it.
             let qualified = if self.api_group.is_empty() {
                 self.resource.clone()
             } else {
