@@ -168,6 +168,7 @@ impl StoreActor {
                 // After a restart the reload already holds writes committed before it.
                 if w.rev > snap.rev {
                     snap.rev = w.rev;
+                    snap.mark_changed(&w.key, w.rev);
                     match &w.new {
                         Some(obj) => {
                             snap.objects.insert(w.key.clone(), obj.clone());
@@ -205,8 +206,7 @@ impl StoreActor {
         }
         let (rev, objects) = self.persist.load()?;
         let mut snap = write_lock(&self.snapshot);
-        snap.rev = rev;
-        snap.objects = objects;
+        *snap = Snapshot::new(rev, objects);
         self.in_flight.clear();
         self.next_rev = rev + 1;
         self.hub.close_all();

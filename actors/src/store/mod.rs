@@ -119,6 +119,34 @@ pub struct WriteOutcome {
 pub struct Snapshot {
     pub rev: Rev,
     pub objects: BTreeMap<String, Object>,
+    /// Resource (a key's first segment) → revision of its last committed change, so a
+    /// cache derived from one resource can tell cheaply whether it is stale.
+    pub changed: std::collections::HashMap<String, Rev>,
+    /// The revision the objects were last loaded from disk at: nothing cached from
+    /// before it can be trusted.
+    pub loaded_at: Rev,
+}
+
+impl Snapshot {
+    pub fn new(rev: Rev, objects: BTreeMap<String, Object>) -> Self {
+        Snapshot {
+            rev,
+            objects,
+            changed: Default::default(),
+            loaded_at: rev,
+        }
+    }
+
+    /// Note a committed change of `key` at `rev`.
+    pub fn mark_changed(&mut self, key: &str, rev: Rev) {
+        let resource = key.split('/').next().unwrap_or_default();
+        match self.changed.get_mut(resource) {
+            Some(r) => *r = rev,
+            None => {
+                self.changed.insert(resource.to_string(), rev);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -185,25 +213,15 @@ impl StoreHandle {
         self.read().rev
     }
 
-    /// How many objects lie under these prefixes, and the newest revision among them:
-    /// changes whenever any of them is created, updated or deleted (revisions only grow,
-    /// so a change that keeps the count must raise the maximum). Lets a cache derived from
-    /// a few objects notice change without copying them.
-    pub fn fingerprint(&self, prefixes: &[&str]) -> (usize, Rev) {
+    /// The revision of the last change to any object of these resources (plural names),
+    /// or of the last reload from disk: a value derived from them is current as long as
+    /// this does not move.
+    pub fn last_change(&self, resources: &[&str]) -> Rev {
         let snap = self.read();
-        let mut count = 0;
-        let mut newest = 0;
-        for prefix in prefixes {
-            for (_, o) in snap
-                .objects
-                .range(prefix.to_string()..)
-                .take_while(|(k, _)| k.starts_with(prefix))
-            {
-                count += 1;
-                newest = newest.max(o.rev);
-            }
-        }
-        (count, newest)
+        resources
+            .iter()
+            .filter_map(|r| snap.changed.get(*r).copied())
+            .fold(snap.loaded_at, Rev::max)
     }
 
     pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
@@ -239,7 +257,7 @@ pub fn start(
 ) -> Result<StoreHandle, StoreError> {
     let persist = Arc::new(persist::Persist::open(&config.path)?);
     let (rev, objects) = persist.load()?;
-    let snapshot = Arc::new(RwLock::new(Snapshot { rev, objects }));
+    let snapshot = Arc::new(RwLock::new(Snapshot::new(rev, objects)));
     let actor = StoreActor::new(config, persist, snapshot.clone(), metrics);
     let addr = actix::Supervisor::start_in_arbiter(arbiter, move |_| actor);
     Ok(StoreHandle { addr, snapshot })
