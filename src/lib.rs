@@ -6,4 +6,5 @@ pub mod bench_hollow;
 pub mod bench_scheduler;
 pub mod bench_startup;
 pub mod config;
+pub mod security;
 pub mod system;

@@ -36,6 +36,10 @@ enum Command {
         /// Data directory (overrides cluster.data_dir).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Serve plain HTTP with no authentication (every caller is an administrator),
+        /// instead of HTTPS with the cluster's CA and tokens. For tests of the old path.
+        #[arg(long)]
+        insecure_http: bool,
     },
     /// Create pods through the HTTP API with concurrent clients; print creates/s and latency.
     Bench {
@@ -113,12 +117,26 @@ fn load_config(file: Option<PathBuf>) -> Result<Config, CliError> {
     Ok(Config::load(file.as_deref())?)
 }
 
-async fn up(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> Result<(), CliError> {
+async fn up(
+    config: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    insecure_http: bool,
+) -> Result<(), CliError> {
     let mut cfg = load_config(config)?;
     if let Some(dir) = data_dir {
         cfg.cluster.data_dir = dir;
     }
+    if insecure_http {
+        cfg.gateway.insecure_http = true;
+    }
     let sys = system::start(&cfg).await?;
+    if let Some(c) = &sys.credentials {
+        tracing::info!(
+            ca = %c.pki_dir.join(skiff_actors::pki::CA_CERT).display(),
+            join_token = %c.pki_dir.join(skiff_actors::pki::JOIN_TOKEN).display(),
+            "TLS and authentication on"
+        );
+    }
     println!(
         "skiff API ready at {} (kubeconfig: {})",
         sys.url(),
@@ -143,6 +161,8 @@ async fn run_bench(
             cfg.cluster.data_dir = dir.path().to_path_buf();
             cfg.cluster.manifests_dir = None;
             cfg.gateway.listen = "127.0.0.1:0".into();
+            // The benchmark's clients measure the API and the store, not TLS handshakes.
+            cfg.gateway.insecure_http = true;
             // Measure the API and the store alone: a scheduler with no nodes would add a
             // status write per pod to the load.
             cfg.scheduler.enabled = false;
@@ -178,7 +198,11 @@ fn main() -> std::process::ExitCode {
     init_logging(cli.log_format);
     let result = actix_rt::System::new().block_on(async move {
         match cli.command {
-            Command::Up { config, data_dir } => up(config, data_dir).await,
+            Command::Up {
+                config,
+                data_dir,
+                insecure_http,
+            } => up(config, data_dir, insecure_http).await,
             Command::Bench {
                 pods,
                 concurrency,

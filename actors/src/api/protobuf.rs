@@ -21,7 +21,7 @@ pub enum ProtobufError {
     #[error("field {field} is not valid UTF-8")]
     Utf8 { field: u32 },
     #[error(
-        "protobuf request bodies are accepted for Namespace only (got {0}); send application/json"
+        "protobuf request bodies are accepted for Namespace and SelfSubjectReview only (got {0}); send application/json"
     )]
     UnsupportedKind(String),
 }
@@ -207,8 +207,20 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
     }
     match kind.as_str() {
         "Namespace" => namespace(raw),
+        "SelfSubjectReview" => metadata_only(&kind, "authentication.k8s.io/v1", raw),
         other => Err(ProtobufError::UnsupportedKind(other.to_string())),
     }
+}
+
+/// A kind whose request carries nothing but metadata (`kubectl auth whoami`'s review).
+fn metadata_only(kind: &str, api_version: &str, raw: &[u8]) -> Result<Value, ProtobufError> {
+    let mut obj = json!({"apiVersion": api_version, "kind": kind, "metadata": {}});
+    for f in fields(raw) {
+        if let (1, Field::Bytes(x)) = f? {
+            obj["metadata"] = object_meta(x)?;
+        }
+    }
+    Ok(obj)
 }
 
 #[cfg(test)]
@@ -242,6 +254,25 @@ mod tests {
         assert_eq!(obj["metadata"]["name"], "demo");
         assert_eq!(obj["metadata"]["labels"]["team"], "a");
         assert_eq!(obj["kind"], "Namespace");
+    }
+
+    #[test]
+    fn self_subject_review_from_kubectl_auth_whoami_decodes() {
+        let type_meta = [
+            bytes_field(1, b"authentication.k8s.io/v1"),
+            bytes_field(2, b"SelfSubjectReview"),
+        ]
+        .concat();
+        let raw = [bytes_field(1, &[]), bytes_field(2, &[])].concat();
+        let body = [
+            MAGIC.to_vec(),
+            bytes_field(1, &type_meta),
+            bytes_field(2, &raw),
+        ]
+        .concat();
+        let obj = decode(&body).expect("decodes");
+        assert_eq!(obj["kind"], "SelfSubjectReview");
+        assert_eq!(obj["apiVersion"], "authentication.k8s.io/v1");
     }
 
     #[test]
