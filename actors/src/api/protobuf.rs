@@ -3,8 +3,8 @@
 //! client-go only falls back to JSON on a 415 for CBOR, not for protobuf).
 //!
 //! Only what those clients post is understood: the `runtime.Unknown` envelope, ObjectMeta,
-//! the Namespace kind and the RBAC kinds (`kubectl create role|clusterrole|rolebinding|
-//! clusterrolebinding`). Anything else gets a clear 415 asking for JSON.
+//! the Namespace kind, the RBAC kinds (`kubectl create role|clusterrole|rolebinding|
+//! clusterrolebinding`) and SelfSubjectReview (`kubectl auth whoami`). Anything else gets a clear 415 asking for JSON.
 
 use serde_json::{json, Map, Value};
 
@@ -22,7 +22,7 @@ pub enum ProtobufError {
     #[error("field {field} is not valid UTF-8")]
     Utf8 { field: u32 },
     #[error(
-        "protobuf request bodies are accepted for Namespace and RBAC kinds only (got {0}); send application/json"
+        "protobuf request bodies are accepted for Namespace, RBAC kinds and SelfSubjectReview only (got {0}); send application/json"
     )]
     UnsupportedKind(String),
 }
@@ -298,6 +298,17 @@ fn binding(kind: &str, raw: &[u8]) -> Result<Value, ProtobufError> {
     Ok(obj)
 }
 
+/// A kind whose request carries nothing but metadata (`kubectl auth whoami`'s review).
+fn metadata_only(kind: &str, api_version: &str, raw: &[u8]) -> Result<Value, ProtobufError> {
+    let mut obj = json!({"apiVersion": api_version, "kind": kind, "metadata": {}});
+    for f in fields(raw) {
+        if let (1, Field::Bytes(x)) = f? {
+            obj["metadata"] = object_meta(x)?;
+        }
+    }
+    Ok(obj)
+}
+
 /// Decode a protobuf request body into the JSON object it stands for.
 pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
     let rest = body.strip_prefix(MAGIC).ok_or(ProtobufError::NoMagic)?;
@@ -319,6 +330,7 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
         "Namespace" => namespace(raw),
         "Role" | "ClusterRole" => role(&kind, raw),
         "RoleBinding" | "ClusterRoleBinding" => binding(&kind, raw),
+        "SelfSubjectReview" => metadata_only(&kind, "authentication.k8s.io/v1", raw),
         other => Err(ProtobufError::UnsupportedKind(other.to_string())),
     }
 }
@@ -418,6 +430,25 @@ mod tests {
             json!({"verbs": ["get", "list"], "apiGroups": [""],
             "resources": ["pods"]})
         );
+    }
+
+    #[test]
+    fn self_subject_review_from_kubectl_auth_whoami_decodes() {
+        let type_meta = [
+            bytes_field(1, b"authentication.k8s.io/v1"),
+            bytes_field(2, b"SelfSubjectReview"),
+        ]
+        .concat();
+        let raw = [bytes_field(1, &[]), bytes_field(2, &[])].concat();
+        let body = [
+            MAGIC.to_vec(),
+            bytes_field(1, &type_meta),
+            bytes_field(2, &raw),
+        ]
+        .concat();
+        let obj = decode(&body).expect("decodes");
+        assert_eq!(obj["kind"], "SelfSubjectReview");
+        assert_eq!(obj["apiVersion"], "authentication.k8s.io/v1");
     }
 
     #[test]

@@ -255,6 +255,28 @@ pub const RESOURCES: &[ResourceInfo] = &[
     },
 ];
 
+/// Create-only resources answered from the request and never stored (kube's reviews).
+/// They are routed and discovered like the others, with `create` as their only verb.
+pub const REVIEWS: &[ResourceInfo] = &[ResourceInfo {
+    group: "authentication.k8s.io",
+    version: "v1",
+    name: "selfsubjectreviews",
+    singular: "selfsubjectreview",
+    kind: "SelfSubjectReview",
+    namespaced: false,
+    short_names: &[],
+    subresources: &[],
+    has_status_subresource: false,
+    field_selectors: &[],
+}];
+
+/// Whether `info` is one of the [`REVIEWS`].
+pub fn is_review(info: &ResourceInfo) -> bool {
+    REVIEWS
+        .iter()
+        .any(|r| r.group == info.group && r.name == info.name)
+}
+
 /// Look a resource up by its plural name.
 pub fn lookup(name: &str) -> Option<&'static ResourceInfo> {
     RESOURCES.iter().find(|r| r.name == name)
@@ -264,13 +286,18 @@ pub fn lookup(name: &str) -> Option<&'static ResourceInfo> {
 pub fn lookup_in(group: &str, version: &str, name: &str) -> Option<&'static ResourceInfo> {
     RESOURCES
         .iter()
+        .chain(REVIEWS)
         .find(|r| r.group == group && r.version == version && r.name == name)
 }
 
 /// The API groups (other than core) the gateway serves, each with its one version.
 pub fn groups() -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&'static str, &'static str)> = Vec::new();
-    for r in RESOURCES.iter().filter(|r| !r.group.is_empty()) {
+    for r in RESOURCES
+        .iter()
+        .chain(REVIEWS)
+        .filter(|r| !r.group.is_empty())
+    {
         if !out.contains(&(r.group, r.version)) {
             out.push((r.group, r.version));
         }
@@ -313,10 +340,10 @@ mod tests {
 
     #[test]
     fn resource_names_are_unique_across_groups_so_store_keys_cannot_collide() {
-        let mut names: Vec<_> = RESOURCES.iter().map(|r| r.name).collect();
+        let mut names: Vec<_> = RESOURCES.iter().chain(REVIEWS).map(|r| r.name).collect();
         names.sort();
         names.dedup();
-        assert_eq!(names.len(), RESOURCES.len());
+        assert_eq!(names.len(), RESOURCES.len() + REVIEWS.len());
     }
 
     #[test]

@@ -80,6 +80,9 @@ pub async fn api_group_resources(path: web::Path<(String, String)>) -> HttpRespo
 }
 
 fn verbs(info: &ResourceInfo) -> Vec<&'static str> {
+    if resources::is_review(info) {
+        return vec!["create"];
+    }
     let mut v = vec![
         "create",
         "delete",
@@ -131,6 +134,7 @@ fn resource_list(group: &str, version: &str) -> HttpResponse {
     let mut resources = Vec::new();
     for info in RESOURCES
         .iter()
+        .chain(resources::REVIEWS)
         .filter(|r| r.group == group && r.version == version)
     {
         resources.push(json!({

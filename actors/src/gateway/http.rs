@@ -15,7 +15,7 @@ use super::objects::{
 use super::render::{self, Format};
 use super::routing::{self, Target};
 use super::watch::{self, WatchSpec};
-use super::{auth, logs, AppState};
+use super::{auth, logs, reviews, AppState};
 use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::api::{meta, protobuf, resources, ApiError};
 
@@ -122,6 +122,14 @@ async fn handle(
         q.get("includeObject").map(String::as_str),
     )?;
     let objects = &state.objects;
+    if resources::is_review(target.resource) {
+        if verb != "create" || target.name.is_some() {
+            return Err(ApiError::MethodNotAllowed);
+        }
+        let body = read_json(req, payload, state.max_body).await?;
+        let answer = reviews::review(target.resource, &auth::user_of(req), &body)?;
+        return Ok(render::json_response(201, &answer));
+    }
     if target.subresource.as_deref() == Some("log") {
         if verb != "get" {
             return Err(ApiError::MethodNotAllowed);

@@ -7,7 +7,9 @@ mod http;
 pub mod logs;
 pub mod objects;
 mod render;
+mod reviews;
 pub mod routing;
+pub mod tls;
 pub mod watch;
 
 use std::net::SocketAddr;
@@ -32,6 +34,13 @@ pub enum GatewayError {
     },
     #[error("the server bound no address")]
     NoAddress,
+}
+
+/// What makes the gateway secure: TLS with the serving certificate, and who may call.
+/// Without it the gateway serves plain HTTP and trusts everyone (`--insecure-http`).
+pub struct GatewaySecurity {
+    pub tls: rustls::ServerConfig,
+    pub authenticator: Arc<auth::authn::Authenticator>,
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +71,8 @@ pub struct AppState {
     pub max_body: usize,
     pub watch_timeout: Duration,
     pub authorization: auth::Authorization,
+    /// `None` on the insecure path: every request is the insecure administrator.
+    pub authentication: Option<Arc<auth::authn::Authenticator>>,
 }
 
 /// Stop the HTTP server (gracefully) when the actor stops.
@@ -97,13 +108,19 @@ async fn not_found() -> HttpResponse {
     render::error_response(&ApiError::NoRoute)
 }
 
-/// Bind the listen address and start serving; the returned actor owns the server.
+/// Bind the listen address and start serving (HTTPS when `security` is given); the
+/// returned actor owns the server.
 pub fn start(
     config: &GatewayConfig,
     objects: Objects,
     runtimes: logs::NodeRuntimes,
     metrics: Arc<Metrics>,
+    security: Option<GatewaySecurity>,
 ) -> Result<Addr<GatewayActor>, GatewayError> {
+    let (tls, authentication) = match security {
+        Some(s) => (Some(s.tls), Some(s.authenticator)),
+        None => (None, None),
+    };
     let state = web::Data::new(AppState {
         objects,
         runtimes,
@@ -111,10 +128,13 @@ pub fn start(
         max_body: config.max_body_bytes,
         watch_timeout: config.watch_timeout,
         authorization: auth::Authorization::default(),
+        authentication,
     });
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            // Authentication covers every route, discovery and health included.
+            .wrap(actix_web::middleware::from_fn(auth::authn::middleware))
             // Bodies are read by hand with our own limit and a Status answer.
             .app_data(web::PayloadConfig::new(usize::MAX))
             .route("/version", web::get().to(discovery::version))
@@ -155,8 +175,12 @@ pub fn start(
     .workers(config.workers.max(1))
     .disable_signals()
     .shutdown_timeout(1)
-    .bind(&config.listen)
-    .map_err(|source| GatewayError::Bind {
+    .on_connect(tls::capture_peer_certificates);
+    let bound = match tls {
+        Some(tls) => server.bind_rustls_0_23(&config.listen, tls),
+        None => server.bind(&config.listen),
+    };
+    let server = bound.map_err(|source| GatewayError::Bind {
         addr: config.listen.clone(),
         source,
     })?;

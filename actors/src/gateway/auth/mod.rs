@@ -2,6 +2,8 @@
 //! kube-apiserver uses: a `UserInfo` from the authenticator, the request's `Attributes`,
 //! and an authorizer's `Decision`.
 
+pub mod authn;
+
 use std::sync::Arc;
 
 use serde::Serialize;
