@@ -43,6 +43,8 @@ fn config(dir: &std::path::Path, nodes: usize) -> Result<Config, std::io::Error>
     cfg.cluster.data_dir = dir.to_path_buf();
     cfg.cluster.manifests_dir = None;
     cfg.gateway.listen = "127.0.0.1:0".into();
+    // Measured through a plain HTTP client: TLS is not what this benchmark is about.
+    cfg.gateway.insecure_http = true;
     cfg.nodes = (0..nodes)
         .map(|i| NodeConfig {
             name: format!("hollow-{i}"),

@@ -60,6 +60,8 @@ async fn through_skiff(pods: usize) -> Result<Latencies, StartupBenchError> {
     cfg.cluster.data_dir = dir.path().to_path_buf();
     cfg.cluster.manifests_dir = None;
     cfg.gateway.listen = "127.0.0.1:0".into();
+    // Measured through a plain HTTP client: TLS is not what this benchmark is about.
+    cfg.gateway.insecure_http = true;
     cfg.nodes = vec![NodeConfig {
         name: node.clone(),
         ..NodeConfig::default()

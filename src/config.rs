@@ -23,6 +23,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub controllers: ControllersConfig,
     pub scheduler: SchedulerSection,
+    pub auth: AuthConfig,
     /// The nodes this process runs (a kubelet each).
     pub nodes: Vec<NodeConfig>,
     /// The folder the configuration file is in; relative paths in it are resolved from here.
@@ -68,6 +69,32 @@ pub struct GatewayConfig {
     pub client_disconnect_timeout_ms: u64,
     /// Idle keep-alive connections are closed after this many seconds.
     pub keep_alive_seconds: u64,
+    /// Serve plain HTTP with no authentication, every caller an administrator (tests of
+    /// the old path only). Otherwise the API is HTTPS only.
+    pub insecure_http: bool,
+    /// Names and IP addresses the serving certificate is valid for besides `localhost`,
+    /// the loopback addresses and the listen address.
+    pub tls_sans: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AuthConfig {
+    /// Bearer tokens in kube-apiserver's `--token-auth-file` format
+    /// (`token,user,uid,"group1,group2"`); created with an admin token at first start.
+    /// Unset: `<data_dir>/pki/tokens.csv`.
+    pub token_file: Option<PathBuf>,
+    /// How long client certificates signed for nodes are valid.
+    pub node_cert_validity_days: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            token_file: None,
+            node_cert_validity_days: 365,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -175,6 +202,8 @@ impl Default for GatewayConfig {
             client_request_timeout_ms: 5000,
             client_disconnect_timeout_ms: 1000,
             keep_alive_seconds: 60,
+            insecure_http: false,
+            tls_sans: Vec::new(),
         }
     }
 }
@@ -232,6 +261,21 @@ impl Config {
 
     pub fn watch_timeout(&self) -> Duration {
         Duration::from_secs(self.gateway.watch_timeout_seconds.max(1))
+    }
+
+    /// The token file: as configured, or `<data_dir>/pki/tokens.csv`.
+    pub fn token_file(&self) -> PathBuf {
+        match &self.auth.token_file {
+            Some(f) => match &self.base_dir {
+                Some(base) if f.is_relative() => base.join(f),
+                _ => f.clone(),
+            },
+            None => self
+                .cluster
+                .data_dir
+                .join("pki")
+                .join(skiff_actors::pki::TOKEN_FILE),
+        }
     }
 
     /// The manifests folder, resolved against the configuration file's folder.

@@ -7,4 +7,5 @@ pub mod bench_scheduler;
 pub mod bench_startup;
 pub mod config;
 pub mod join;
+pub mod security;
 pub mod system;

@@ -36,6 +36,10 @@ enum Command {
         /// Data directory (overrides cluster.data_dir).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Serve plain HTTP with no authentication (every caller is an administrator),
+        /// instead of HTTPS with the cluster's CA and tokens. For tests of the old path.
+        #[arg(long)]
+        insecure_http: bool,
     },
     /// Run the control plane only (store, API server, controllers, scheduler); nodes join
     /// it with `skiff node`.
@@ -46,6 +50,9 @@ enum Command {
         /// Data directory (overrides cluster.data_dir).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Serve plain HTTP with no authentication (every caller is an administrator).
+        #[arg(long)]
+        insecure_http: bool,
     },
     /// Run one node (kubelet and proxy) that joins the cluster at --server.
     Node {
@@ -166,16 +173,27 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 async fn up(
     config: Option<PathBuf>,
     data_dir: Option<PathBuf>,
+    insecure_http: bool,
     control_plane_only: bool,
 ) -> Result<(), CliError> {
     let mut cfg = load_config(config)?;
     if let Some(dir) = data_dir {
         cfg.cluster.data_dir = dir;
     }
+    if insecure_http {
+        cfg.gateway.insecure_http = true;
+    }
     if control_plane_only {
         cfg.nodes.clear();
     }
     let sys = system::start(&cfg).await?;
+    if let Some(c) = &sys.credentials {
+        tracing::info!(
+            ca = %c.pki_dir.join(skiff_actors::pki::CA_CERT).display(),
+            join_token = %c.pki_dir.join(skiff_actors::pki::JOIN_TOKEN).display(),
+            "TLS and authentication on"
+        );
+    }
     println!(
         "skiff API ready at {} (kubeconfig: {})",
         sys.url(),
@@ -245,6 +263,8 @@ async fn run_bench(
             cfg.cluster.data_dir = dir.path().to_path_buf();
             cfg.cluster.manifests_dir = None;
             cfg.gateway.listen = "127.0.0.1:0".into();
+            // The benchmark's clients measure the API and the store, not TLS handshakes.
+            cfg.gateway.insecure_http = true;
             // Measure the API and the store alone: a scheduler with no nodes would add a
             // status write per pod to the load.
             cfg.scheduler.enabled = false;
@@ -280,8 +300,16 @@ fn main() -> std::process::ExitCode {
     init_logging(cli.log_format);
     let result = actix_rt::System::new().block_on(async move {
         match cli.command {
-            Command::Up { config, data_dir } => up(config, data_dir, false).await,
-            Command::Server { config, data_dir } => up(config, data_dir, true).await,
+            Command::Up {
+                config,
+                data_dir,
+                insecure_http,
+            } => up(config, data_dir, insecure_http, false).await,
+            Command::Server {
+                config,
+                data_dir,
+                insecure_http,
+            } => up(config, data_dir, insecure_http, true).await,
             Command::Node {
                 server,
                 token,

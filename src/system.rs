@@ -28,6 +28,7 @@ use skiff_actors::scheduler::{SchedulerActor, SchedulerConfig};
 use skiff_actors::store::{self, StoreConfig, StoreHandle};
 
 use crate::config::{Config, NodeConfig};
+use crate::security::{self, AdminCredential, Security};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SystemError {
@@ -43,18 +44,28 @@ pub enum SystemError {
     Store(#[from] skiff_actors::store::StoreError),
     #[error("cannot start the gateway")]
     Gateway(#[from] gateway::GatewayError),
+    #[error("cannot set up TLS and authentication")]
+    Security(#[from] security::SecurityError),
     #[error("bootstrap failed: {0}")]
     Bootstrap(String),
     #[error("manifest {file}: {detail}")]
     Manifest { file: PathBuf, detail: String },
     #[error("node {node}: {detail}")]
     Node { node: String, detail: String },
-    #[error("cannot write {path}")]
-    Kubeconfig {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot write the kubeconfig")]
+    Kubeconfig(#[source] skiff_actors::pki::PkiError),
+}
+
+/// A secure cluster's credentials, for those who start one in-process (tests, `skiff
+/// server`'s own use).
+#[derive(Clone)]
+pub struct Credentials {
+    /// The cluster CA: signs serving and client certificates.
+    pub ca: Arc<skiff_actors::pki::ClusterCa>,
+    pub admin: AdminCredential,
+    pub join_token: String,
+    /// `<data_dir>/pki`.
+    pub pki_dir: PathBuf,
 }
 
 /// One node run in this process: its kubelet and its proxy.
@@ -70,6 +81,8 @@ pub struct System {
     pub store: StoreHandle,
     pub data_dir: PathBuf,
     pub kubeconfig: PathBuf,
+    /// `None` on the insecure (plain HTTP) path.
+    pub credentials: Option<Credentials>,
     gateway: Addr<GatewayActor>,
     store_arbiter: Arbiter,
     control_arbiter: Arbiter,
@@ -81,8 +94,14 @@ pub struct System {
 }
 
 impl System {
+    /// The API's URL: `https://` unless the cluster runs with `insecure_http`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.credentials.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", client_addr(self.addr))
     }
 
     /// Stop serving, then stop the store so its RocksDB is closed and can be reopened.
@@ -134,6 +153,30 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
         workers: cfg.gateway.workers,
         limits: cfg.limits(),
     };
+    let security = if cfg.gateway.insecure_http {
+        tracing::warn!("serving plain HTTP with no authentication (insecure_http)");
+        None
+    } else {
+        Some(security::prepare(cfg)?)
+    };
+    let (gw_security, credentials) = match security {
+        Some(Security {
+            ca,
+            admin,
+            join_token,
+            pki_dir,
+            gateway,
+        }) => (
+            Some(gateway),
+            Some(Credentials {
+                ca,
+                admin,
+                join_token,
+                pki_dir,
+            }),
+        ),
+        None => (None, None),
+    };
     let runtimes = NodeRuntimes::default();
     let authorization = gateway::auth::Authorization::node_and_rbac(store.clone());
     let gateway = gateway::start(
@@ -142,6 +185,7 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
         runtimes.clone(),
         metrics,
         authorization,
+        gw_security,
     )?;
     let addr = gateway
         .send(GetAddr)
@@ -169,12 +213,13 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
     let nodes_arbiter = Arbiter::new();
     let kubelets = start_nodes(&cfg.nodes, &nodes_arbiter, client_for_nodes, &runtimes).await?;
     let kubeconfig = data_dir.join("kubeconfig");
-    write_kubeconfig(&kubeconfig, &cfg.cluster.name, addr)?;
+    write_kubeconfig(&kubeconfig, &cfg.cluster.name, addr, credentials.as_ref())?;
     Ok(System {
         addr,
         store,
         data_dir,
         kubeconfig,
+        credentials,
         gateway,
         store_arbiter,
         control_arbiter,
@@ -432,14 +477,64 @@ async fn apply_manifests(objects: &Objects, dir: &Path) -> Result<(), SystemErro
 
 use serde::Deserialize;
 
-fn write_kubeconfig(path: &Path, cluster: &str, addr: SocketAddr) -> Result<(), SystemError> {
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: {cluster}\n  cluster:\n    server: http://{addr}\nusers:\n- name: {cluster}-admin\n  user: {{}}\ncontexts:\n- name: {cluster}\n  context:\n    cluster: {cluster}\n    user: {cluster}-admin\n    namespace: default\ncurrent-context: {cluster}\n"
-    );
-    std::fs::write(path, text).map_err(|source| SystemError::Kubeconfig {
-        path: path.to_path_buf(),
-        source,
-    })
+/// The address a client should dial: a wildcard listen address is reached on loopback.
+fn client_addr(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::from(([127, 0, 0, 1], addr.port())),
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    }
+}
+
+/// The kubeconfig `kubectl --kubeconfig` needs and nothing else: the server, the CA to
+/// trust it by, and the administrator's credential (none on the insecure path).
+pub fn kubeconfig_yaml(
+    cluster: &str,
+    addr: SocketAddr,
+    credentials: Option<&Credentials>,
+) -> Result<String, SystemError> {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let addr = client_addr(addr);
+    let (cluster_entry, user) = match credentials {
+        None => (json!({"server": format!("http://{addr}")}), json!({})),
+        Some(c) => (
+            json!({
+                "server": format!("https://{addr}"),
+                "certificate-authority-data": b64(c.ca.cert_pem()),
+            }),
+            match &c.admin {
+                AdminCredential::Token(t) => json!({"token": t}),
+                AdminCredential::Certificate(cred) => json!({
+                    "client-certificate-data": b64(&cred.cert_pem),
+                    "client-key-data": b64(&cred.key_pem),
+                }),
+            },
+        ),
+    };
+    let doc = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": cluster, "cluster": cluster_entry}],
+        "users": [{"name": format!("{cluster}-admin"), "user": user}],
+        "contexts": [{"name": cluster, "context": {
+            "cluster": cluster, "user": format!("{cluster}-admin"), "namespace": "default"}}],
+        "current-context": cluster,
+    });
+    serde_yaml_ng::to_string(&doc).map_err(|e| SystemError::Bootstrap(format!("kubeconfig: {e}")))
+}
+
+fn write_kubeconfig(
+    path: &Path,
+    cluster: &str,
+    addr: SocketAddr,
+    credentials: Option<&Credentials>,
+) -> Result<(), SystemError> {
+    // It holds the administrator's credential: only its owner may read it.
+    let text = kubeconfig_yaml(cluster, addr, credentials)?;
+    skiff_actors::pki::write_secret(path, &text).map_err(SystemError::Kubeconfig)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ pub mod controllers;
 pub mod gateway;
 pub mod kubelet;
 pub mod metrics;
+pub mod pki;
 pub mod proxy;
 pub mod scheduler;
 pub mod store;

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use skiff::config::Config;
-use skiff::system;
+use skiff::security::AdminCredential;
+use skiff::system::{self, Credentials};
+use skiff_actors::pki::Credential;
 use skiff_actors::store::StoreHandle;
 
 pub struct TestCluster {
@@ -15,6 +17,8 @@ pub struct TestCluster {
     pub kubeconfig: PathBuf,
     pub store: StoreHandle,
     pub data_dir: PathBuf,
+    /// The CA, admin credential and join token of a secure cluster (`start_secure`).
+    pub credentials: Option<Credentials>,
     config: Config,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -53,6 +57,22 @@ impl TestCluster {
         Self::start_with(|_| {})
     }
 
+    /// A fresh cluster serving HTTPS with authentication, as `skiff up` does by default:
+    /// the API alone, like `api_only`.
+    pub fn start_secure() -> TestCluster {
+        Self::start_secure_with(|cfg| {
+            cfg.scheduler.enabled = false;
+            cfg.controllers.enabled = vec!["namespace".into(), "garbagecollector".into()];
+        })
+    }
+
+    pub fn start_secure_with(tweak: impl FnOnce(&mut Config)) -> TestCluster {
+        Self::start_with(|cfg| {
+            cfg.gateway.insecure_http = false;
+            tweak(cfg);
+        })
+    }
+
     pub fn start_with(tweak: impl FnOnce(&mut Config)) -> TestCluster {
         let tmp = tempfile::tempdir().expect("tempdir");
         let mut c = Self::start_in(tmp.path(), tweak);
@@ -68,6 +88,8 @@ impl TestCluster {
         cfg.gateway.listen = "127.0.0.1:0".into();
         // Tests that want nodes (kubelets) say so; the rest run the control plane alone.
         cfg.nodes = Vec::new();
+        // Plain HTTP unless a test asks for the secure cluster (`start_secure`).
+        cfg.gateway.insecure_http = true;
         tweak(&mut cfg);
         Self::launch(cfg)
     }
@@ -84,6 +106,7 @@ impl TestCluster {
                             sys.url(),
                             sys.kubeconfig.clone(),
                             sys.store.clone(),
+                            sys.credentials.clone(),
                         )));
                         let _ = stop_rx.await;
                         sys.shutdown().await;
@@ -94,7 +117,7 @@ impl TestCluster {
                 }
             });
         });
-        let (url, kubeconfig, store) = ready_rx
+        let (url, kubeconfig, store, credentials) = ready_rx
             .recv_timeout(Duration::from_secs(60))
             .expect("cluster start timed out")
             .expect("cluster failed to start");
@@ -103,6 +126,7 @@ impl TestCluster {
             kubeconfig,
             store,
             data_dir: config.cluster.data_dir.clone(),
+            credentials,
             config,
             stop: Some(stop_tx),
             thread: Some(thread),
@@ -112,6 +136,48 @@ impl TestCluster {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.url)
+    }
+
+    fn creds(&self) -> &Credentials {
+        self.credentials
+            .as_ref()
+            .expect("a secure cluster (TestCluster::start_secure)")
+    }
+
+    /// The cluster CA's certificate (PEM) of a secure cluster.
+    pub fn ca_pem(&self) -> String {
+        self.creds().ca.cert_pem().to_string()
+    }
+
+    /// The admin token the kubeconfig carries.
+    pub fn admin_token(&self) -> String {
+        match &self.creds().admin {
+            AdminCredential::Token(t) => t.clone(),
+            AdminCredential::Certificate(_) => panic!("this cluster's admin uses a certificate"),
+        }
+    }
+
+    pub fn join_token(&self) -> String {
+        self.creds().join_token.clone()
+    }
+
+    /// A client certificate from the cluster CA for `user` in `groups`, valid for an hour.
+    pub fn client_cert(&self, user: &str, groups: &[&str]) -> Credential {
+        let now = std::time::SystemTime::now();
+        self.creds()
+            .ca
+            .issue_client(
+                user,
+                groups,
+                now - Duration::from_secs(60),
+                now + Duration::from_secs(3600),
+            )
+            .expect("issue client certificate")
+    }
+
+    /// A client trusting this cluster's CA and sending the admin token.
+    pub fn admin_client(&self) -> reqwest::Client {
+        tls_client(&self.ca_pem(), Some(&self.admin_token()), None)
     }
 
     /// Stop the cluster and wait until its store is closed.
@@ -144,6 +210,33 @@ pub fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(30))
         .build()
         .expect("client")
+}
+
+/// An HTTPS client trusting only `ca_pem`, sending `token` as a bearer token and/or
+/// presenting `identity` as its client certificate.
+pub fn tls_client(
+    ca_pem: &str,
+    token: Option<&str>,
+    identity: Option<&Credential>,
+) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("CA PEM"));
+    if let Some(t) = token {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {t}").parse().expect("header"),
+        );
+        b = b.default_headers(headers);
+    }
+    if let Some(id) = identity {
+        let pem = format!("{}{}", id.cert_pem, id.key_pem);
+        b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).expect("identity PEM"));
+    }
+    b.build().expect("client")
 }
 
 /// Send a request and return (status, JSON body).
@@ -198,16 +291,28 @@ pub fn skiff_bin() -> PathBuf {
 pub struct SkiffProcess {
     pub child: std::process::Child,
     pub url: String,
+    /// The kubeconfig it wrote.
+    pub kubeconfig: PathBuf,
 }
 
 impl SkiffProcess {
-    /// `skiff up` on `data_dir` with a control plane and no nodes.
+    /// `skiff up --insecure-http` on `data_dir` with a control plane and no nodes.
     pub fn start(data_dir: &Path) -> SkiffProcess {
         Self::start_with(data_dir, "")
     }
 
-    /// `skiff up` on `data_dir` with extra configuration (TOML, e.g. `[[nodes]]`).
+    /// `skiff up --insecure-http` on `data_dir` with extra configuration (TOML, e.g.
+    /// `[[nodes]]`).
     pub fn start_with(data_dir: &Path, extra_toml: &str) -> SkiffProcess {
+        Self::spawn(data_dir, extra_toml, true)
+    }
+
+    /// `skiff up` as a user runs it: HTTPS, tokens, client certificates.
+    pub fn start_secure(data_dir: &Path) -> SkiffProcess {
+        Self::spawn(data_dir, "", false)
+    }
+
+    fn spawn(data_dir: &Path, extra_toml: &str, insecure: bool) -> SkiffProcess {
         use std::io::BufRead;
         let config = data_dir.join("test-skiff.toml");
         std::fs::write(
@@ -215,8 +320,12 @@ impl SkiffProcess {
             format!("[gateway]\nlisten = \"127.0.0.1:0\"\n{extra_toml}"),
         )
         .expect("write config");
-        let mut child = std::process::Command::new(skiff_bin())
-            .arg("up")
+        let mut cmd = std::process::Command::new(skiff_bin());
+        cmd.arg("up");
+        if insecure {
+            cmd.arg("--insecure-http");
+        }
+        let mut child = cmd
             .arg("--config")
             .arg(&config)
             .arg("--data-dir")
@@ -235,10 +344,14 @@ impl SkiffProcess {
             .expect("read ready line");
         let url = line
             .split_whitespace()
-            .find(|w| w.starts_with("http://"))
+            .find(|w| w.starts_with("http://") || w.starts_with("https://"))
             .unwrap_or_else(|| panic!("no URL in ready line {line:?}"))
             .to_string();
-        SkiffProcess { child, url }
+        SkiffProcess {
+            child,
+            url,
+            kubeconfig: data_dir.join("kubeconfig"),
+        }
     }
 
     /// SIGKILL: no shutdown code runs.

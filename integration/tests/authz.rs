@@ -262,3 +262,351 @@ async fn bindings_written_through_the_api_take_effect_at_once_and_are_undone_by_
     )
     .await;
 }
+
+// ---------------------------------------------------------------------------
+// With real credentials: a secure cluster, users by client certificate.
+// ---------------------------------------------------------------------------
+
+use skiff_actors::pki::Credential;
+use skiff_integration::tls_client;
+
+fn rolebinding(name: &str, role: &str, user: &str) -> Value {
+    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]})
+}
+
+/// A kubeconfig for `cred`, its certificate and key in files beside it.
+fn kubeconfig_for(c: &TestCluster, dir: &std::path::Path, cred: &Credential) -> std::path::PathBuf {
+    let file = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).expect("write");
+        p.display().to_string()
+    };
+    let ca = file("ca.crt", &c.ca_pem());
+    let cert = file("user.crt", &cred.cert_pem);
+    let key = file("user.key", &cred.key_pem);
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority: {ca}\nusers:\n- name: u\n  user:\n    client-certificate: {cert}\n    client-key: {key}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n    namespace: default\ncurrent-context: c\n",
+            c.url
+        ),
+    )
+    .expect("write kubeconfig");
+    path
+}
+
+fn kubectl_as(kubeconfig: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .expect("run kubectl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[tokio::test]
+async fn a_view_user_can_list_but_gets_403_creating() {
+    let c = TestCluster::start_secure();
+    let admin = c.admin_client();
+    let (code, body) = call(
+        admin
+            .post(c.url(&format!("{RBAC}/namespaces/default/rolebindings")))
+            .json(&rolebinding("viewer-views", "view", "viewer")),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let viewer = tls_client(&c.ca_pem(), None, Some(&c.client_cert("viewer", &[])));
+    let pods = "/api/v1/namespaces/default/pods";
+    let (code, body) = call(viewer.get(c.url(pods))).await;
+    assert_eq!(code, 200, "{body}");
+    let (code, status) = call(
+        viewer
+            .post(c.url(pods))
+            .json(&skiff_integration::pod("p", json!({}))),
+    )
+    .await;
+    assert_eq!(code, 403, "{status}");
+    assert_eq!(status["reason"], "Forbidden");
+    assert_eq!(
+        status["message"],
+        "pods is forbidden: User \"viewer\" cannot create resource \"pods\" in API group \"\" in the namespace \"default\""
+    );
+    // The binding is for one namespace only.
+    let (code, _) = call(viewer.get(c.url("/api/v1/namespaces/kube-system/pods"))).await;
+    assert_eq!(code, 403);
+    // Discovery is open to every authenticated user; metrics are not.
+    for path in ["/api", "/api/v1", "/apis", "/version", "/healthz"] {
+        let (code, body) = call(viewer.get(c.url(path))).await;
+        assert_eq!(code, 200, "{path}: {body}");
+    }
+    let (code, status) = call(viewer.get(c.url("/metrics"))).await;
+    assert_eq!(code, 403);
+    assert_eq!(
+        status["message"],
+        "forbidden: User \"viewer\" cannot get path \"/metrics\""
+    );
+}
+
+#[test]
+fn kubectl_auth_can_i_answers_for_the_user_it_runs_as() {
+    if !kubectl_available() {
+        eprintln!("SKIPPED: no kubectl installed on this machine");
+        return;
+    }
+    let c = TestCluster::start_secure();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let admin = kubectl(
+        &c,
+        &[
+            "create",
+            "rolebinding",
+            "viewer-views",
+            "--clusterrole=view",
+            "--user=viewer",
+        ],
+    );
+    assert_eq!(admin.0, 0, "{}", admin.2);
+    let viewer = kubeconfig_for(&c, dir.path(), &c.client_cert("viewer", &[]));
+    let (code, out, err) = kubectl_as(&viewer, &["auth", "can-i", "list", "pods"]);
+    assert_eq!((code, out.trim()), (0, "yes"), "{err}");
+    let (code, out, _) = kubectl_as(&viewer, &["auth", "can-i", "create", "pods"]);
+    assert_eq!((code, out.trim()), (1, "no"));
+    let (code, out, _) = kubectl_as(
+        &viewer,
+        &["auth", "can-i", "list", "pods", "-n", "kube-system"],
+    );
+    assert_eq!((code, out.trim()), (1, "no"));
+    let (code, _, err) = kubectl_as(&viewer, &["get", "pods"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = kubectl_as(&viewer, &["run", "p", "--image=busybox", "--restart=Never"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("Error from server (Forbidden): pods is forbidden: User \"viewer\" cannot create resource \"pods\""),
+        "{err}"
+    );
+}
+
+fn node_pod(name: &str, node: &str) -> Value {
+    let mut p = skiff_integration::pod(name, json!({}));
+    p["spec"]["nodeName"] = json!(node);
+    p
+}
+
+#[tokio::test]
+async fn a_node_credential_writes_only_its_own_node_and_pods() {
+    let c = TestCluster::start_secure();
+    let admin = c.admin_client();
+    let n1 = tls_client(
+        &c.ca_pem(),
+        None,
+        Some(&c.client_cert("system:node:n1", &["system:nodes"])),
+    );
+    let node = |name: &str| json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}});
+    // A node registers itself, and only itself.
+    let (code, body) = call(n1.post(c.url("/api/v1/nodes")).json(&node("n1"))).await;
+    assert_eq!(code, 201, "{body}");
+    let (code, status) = call(n1.post(c.url("/api/v1/nodes")).json(&node("n2"))).await;
+    assert_eq!(code, 403, "{status}");
+    let (code, _) = call(admin.post(c.url("/api/v1/nodes")).json(&node("n2"))).await;
+    assert_eq!(code, 201);
+    let pods = "/api/v1/namespaces/default/pods";
+    for (pod, on) in [("mine", "n1"), ("theirs", "n2")] {
+        let (code, body) = call(admin.post(c.url(pods)).json(&node_pod(pod, on))).await;
+        assert_eq!(code, 201, "{body}");
+    }
+    let patch = |client: &reqwest::Client, path: &str, body: Value| {
+        client
+            .patch(c.url(path))
+            .header("content-type", "application/merge-patch+json")
+            .body(body.to_string())
+    };
+    let ready = json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+    let (code, body) = call(patch(&n1, "/api/v1/nodes/n1/status", ready.clone())).await;
+    assert_eq!(code, 200, "{body}");
+    let (code, status) = call(patch(&n1, "/api/v1/nodes/n2/status", ready)).await;
+    assert_eq!(code, 403, "{status}");
+    assert_eq!(
+        status["message"],
+        "nodes \"n2\" is forbidden: User \"system:node:n1\" cannot patch resource \"nodes/status\" in API group \"\" at the cluster scope: node \"n1\" is not allowed to modify node \"n2\""
+    );
+    let running = json!({"status": {"phase": "Running"}});
+    let (code, body) = call(patch(&n1, &format!("{pods}/mine/status"), running.clone())).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["status"]["phase"], "Running");
+    let (code, status) = call(patch(&n1, &format!("{pods}/theirs/status"), running)).await;
+    assert_eq!(code, 403, "{status}");
+    assert!(status["message"].as_str().is_some_and(|m| m.ends_with(
+        "node \"n1\" can only update pod status for pods with spec.nodeName set to itself"
+    )));
+    let (code, _) = call(n1.delete(c.url(&format!("{pods}/theirs")))).await;
+    assert_eq!(code, 403);
+    // It reads what its pods and its proxy need, and nothing of RBAC.
+    for path in [
+        pods,
+        "/api/v1/services",
+        "/api/v1/endpoints",
+        "/api/v1/nodes",
+    ] {
+        let (code, body) = call(n1.get(c.url(path))).await;
+        assert_eq!(code, 200, "{path}: {body}");
+    }
+    let (code, _) = call(n1.get(c.url(&format!("{RBAC}/clusterroles")))).await;
+    assert_eq!(code, 403);
+    let (code, _) = call(n1.post(c.url(pods)).json(&node_pod("sneaky", "n1"))).await;
+    assert_eq!(code, 403);
+    let (code, _) = call(n1.delete(c.url(&format!("{pods}/mine")))).await;
+    assert_eq!(code, 200);
+}
+
+/// Run a node agent (kubelet and proxy on the simulated runtime) on its own actix system,
+/// as `skiff node` does, until the returned sender is dropped.
+fn run_node_agent(
+    name: &str,
+    client: std::sync::Arc<dyn skiff_actors::client::ApiClient>,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<()>,
+) {
+    let node = skiff::config::NodeConfig {
+        name: name.to_string(),
+        runtime: "sim".into(),
+        heartbeat_seconds: 1,
+        address: Some("127.0.0.1".into()),
+        ..skiff::config::NodeConfig::default()
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            let agent = skiff::system::start_node_agent(&node, client)
+                .await
+                .expect("node agent");
+            let _ = stop_rx.await;
+            agent.stop();
+        });
+    });
+    (stop_tx, thread)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubelet_over_the_network_runs_its_pods_with_only_its_node_rights() {
+    use skiff_actors::client::{Credentials, HttpClient};
+    let c = TestCluster::start_secure_with(|cfg| {
+        cfg.scheduler.enabled = true;
+        cfg.controllers.enabled = vec!["*".into()];
+    });
+    // The credential a joining node gets: a client certificate from the cluster CA for
+    // system:node:<name> in system:nodes (the CSR signer issues the same).
+    let ca = c.ca_pem();
+    let cred = c.client_cert("system:node:remote-1", &["system:nodes"]);
+    let identity = format!("{}{}", cred.cert_pem, cred.key_pem).into_bytes();
+    let creds = Credentials {
+        ca_pem: Some(ca.as_bytes().to_vec()),
+        identity_pem: Some(identity.clone()),
+        token: None,
+    };
+    let client = std::sync::Arc::new(HttpClient::with_credentials(&c.url, &creds).expect("client"));
+    let (stop, thread) = run_node_agent("remote-1", client);
+
+    let admin = c.admin_client();
+    let node_ready = |body: &Value| {
+        body["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+    };
+    eventually(
+        Duration::from_secs(30),
+        "the node to register Ready",
+        || async {
+            let (code, body) = call(admin.get(c.url("/api/v1/nodes/remote-1"))).await;
+            (code == 200 && node_ready(&body)).then_some(())
+        },
+    )
+    .await;
+    let pods = "/api/v1/namespaces/default/pods";
+    let (code, body) = call(
+        admin
+            .post(c.url(pods))
+            .json(&skiff_integration::pod("web", json!({}))),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let running = eventually(
+        Duration::from_secs(30),
+        "the pod to run on the node",
+        || async {
+            let (_, p) = call(admin.get(c.url(&format!("{pods}/web")))).await;
+            (p["status"]["phase"] == "Running").then_some(p)
+        },
+    )
+    .await;
+    assert_eq!(running["spec"]["nodeName"], "remote-1");
+    assert!(running["status"]["podIP"].is_string(), "{running}");
+
+    // Graceful deletion finishes with the node's own delete.
+    let (code, _) = call(admin.delete(c.url(&format!("{pods}/web")))).await;
+    assert_eq!(code, 200);
+    eventually(
+        Duration::from_secs(30),
+        "the node to finish deleting its pod",
+        || async {
+            let (code, _) = call(admin.get(c.url(&format!("{pods}/web")))).await;
+            (code == 404).then_some(())
+        },
+    )
+    .await;
+
+    // Nothing the kubelet, its pod workers or its proxy asked for was refused.
+    let (_, metrics) = call(admin.get(c.url("/metrics"))).await;
+    let refused: Vec<&str> = metrics
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("code=\"403\""))
+        .collect();
+    assert!(refused.is_empty(), "{refused:?}");
+
+    // The same credential cannot touch another node.
+    let (code, _) = call(
+        admin
+            .post(c.url("/api/v1/nodes"))
+            .json(&json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "other"}})),
+    )
+    .await;
+    assert_eq!(code, 201);
+    let as_node = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).expect("ca"))
+        .identity(reqwest::Identity::from_pem(&identity).expect("identity"))
+        .build()
+        .expect("client");
+    let (code, status) = call(
+        as_node
+            .patch(c.url("/api/v1/nodes/other/status"))
+            .header("content-type", "application/merge-patch+json")
+            .body(json!({"status": {"conditions": []}}).to_string()),
+    )
+    .await;
+    assert_eq!(code, 403, "{status}");
+    let (_, metrics) = call(admin.get(c.url("/metrics"))).await;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("code=\"403\"") && l.contains("resource=\"nodes/status\"")),
+        "refusals are counted, so none above means none happened"
+    );
+    drop(stop);
+    let _ = thread.join();
+}

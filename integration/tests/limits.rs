@@ -66,10 +66,13 @@ async fn a_burst_beyond_the_in_flight_cap_gets_429_while_others_are_served() {
         cfg.gateway.max_inflight_per_client = 0;
     });
     let held = vec![held_post(&c).await, held_post(&c).await];
-    let (retry, status) = eventually(Duration::from_secs(10), "the cap to be full", || async {
+    let (retry, status) = eventually(Duration::from_secs(30), "the cap to be full", || async {
         match probe(&client(), &c).await {
             (429, retry, body) => Some((retry, body)),
-            _ => None,
+            (code, _, body) => {
+                eprintln!("probe: {code} {body}");
+                None
+            }
         }
     })
     .await;
@@ -289,4 +292,77 @@ async fn a_body_that_does_not_arrive_in_time_gets_408() {
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("\"reason\":\"Timeout\""), "{text}");
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// A request whose body is streamed from a channel that never ends: in flight until the
+/// sender is dropped.
+fn held_body() -> (
+    tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
+    reqwest::Body,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let stream =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    (tx, reqwest::Body::wrap_stream(stream))
+}
+
+#[tokio::test]
+async fn authenticated_clients_are_limited_by_user_and_administrators_always_answered() {
+    use skiff_integration::tls_client;
+    let c = TestCluster::start_secure_with(|cfg| {
+        cfg.gateway.max_mutating_requests_inflight = 2;
+        cfg.gateway.max_inflight_per_client = 0;
+    });
+    let admin = c.admin_client();
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "jane-edits"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "jane"}]});
+    let (code, body) = call(
+        admin
+            .post(c.url("/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings"))
+            .json(&binding),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let jane = tls_client(&c.ca_pem(), None, Some(&c.client_cert("jane", &[])));
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let (tx, body) = held_body();
+        tx.send(Ok(b"{".to_vec())).await.expect("first byte");
+        let req = jane
+            .post(c.url(PODS))
+            .header("content-type", "application/json")
+            .body(body)
+            .send();
+        held.push((tx, tokio::spawn(req)));
+    }
+    let probe = |client: reqwest::Client| {
+        let url = c.url(PODS);
+        async move {
+            client
+                .post(url)
+                .header("content-type", "application/json")
+                .body("not json")
+                .send()
+                .await
+                .expect("answered")
+                .status()
+                .as_u16()
+        }
+    };
+    eventually(
+        Duration::from_secs(10),
+        "jane's requests to fill the cap",
+        || {
+            let p = probe(jane.clone());
+            async move { (p.await == 429).then_some(()) }
+        },
+    )
+    .await;
+    // The administrator is counted but never turned away.
+    assert_eq!(probe(admin.clone()).await, 400);
+    let (code, body) = call(admin.post(c.url(PODS)).json(&pod("by-admin", json!({})))).await;
+    assert_eq!(code, 201, "{body}");
+    drop(held);
 }

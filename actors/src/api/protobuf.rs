@@ -4,8 +4,9 @@
 //!
 //! Only what those clients post is understood: the `runtime.Unknown` envelope, ObjectMeta,
 //! the Namespace kind, the RBAC kinds (`kubectl create role|clusterrole|rolebinding|
-//! clusterrolebinding`) and the SelfSubjectAccessReview of `kubectl auth can-i`. Anything
-//! else gets a clear 415 asking for JSON.
+//! clusterrolebinding`), SelfSubjectReview (`kubectl auth whoami`) and
+//! SelfSubjectAccessReview (`kubectl auth can-i`). Anything else gets a clear 415 asking
+//! for JSON.
 
 use serde_json::{json, Map, Value};
 
@@ -23,7 +24,7 @@ pub enum ProtobufError {
     #[error("field {field} is not valid UTF-8")]
     Utf8 { field: u32 },
     #[error(
-        "protobuf request bodies are accepted for Namespace, RBAC kinds and SelfSubjectAccessReview only (got {0}); send application/json"
+        "protobuf request bodies are accepted for Namespace, RBAC kinds and reviews only (got {0}); send application/json"
     )]
     UnsupportedKind(String),
 }
@@ -299,6 +300,17 @@ fn binding(kind: &str, raw: &[u8]) -> Result<Value, ProtobufError> {
     Ok(obj)
 }
 
+/// A kind whose request carries nothing but metadata (`kubectl auth whoami`'s review).
+fn metadata_only(kind: &str, api_version: &str, raw: &[u8]) -> Result<Value, ProtobufError> {
+    let mut obj = json!({"apiVersion": api_version, "kind": kind, "metadata": {}});
+    for f in fields(raw) {
+        if let (1, Field::Bytes(x)) = f? {
+            obj["metadata"] = object_meta(x)?;
+        }
+    }
+    Ok(obj)
+}
+
 /// authorization/v1 SelfSubjectAccessReview: metadata 1, spec 2 (resourceAttributes 1,
 /// nonResourceAttributes 2).
 fn self_subject_access_review(raw: &[u8]) -> Result<Value, ProtobufError> {
@@ -357,6 +369,7 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
         "Namespace" => namespace(raw),
         "Role" | "ClusterRole" => role(&kind, raw),
         "RoleBinding" | "ClusterRoleBinding" => binding(&kind, raw),
+        "SelfSubjectReview" => metadata_only(&kind, "authentication.k8s.io/v1", raw),
         "SelfSubjectAccessReview" => self_subject_access_review(raw),
         other => Err(ProtobufError::UnsupportedKind(other.to_string())),
     }
@@ -457,6 +470,25 @@ mod tests {
             json!({"verbs": ["get", "list"], "apiGroups": [""],
             "resources": ["pods"]})
         );
+    }
+
+    #[test]
+    fn self_subject_review_from_kubectl_auth_whoami_decodes() {
+        let type_meta = [
+            bytes_field(1, b"authentication.k8s.io/v1"),
+            bytes_field(2, b"SelfSubjectReview"),
+        ]
+        .concat();
+        let raw = [bytes_field(1, &[]), bytes_field(2, &[])].concat();
+        let body = [
+            MAGIC.to_vec(),
+            bytes_field(1, &type_meta),
+            bytes_field(2, &raw),
+        ]
+        .concat();
+        let obj = decode(&body).expect("decodes");
+        assert_eq!(obj["kind"], "SelfSubjectReview");
+        assert_eq!(obj["apiVersion"], "authentication.k8s.io/v1");
     }
 
     #[test]

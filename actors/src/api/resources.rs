@@ -20,9 +20,6 @@ pub struct ResourceInfo {
     pub has_status_subresource: bool,
     /// Field selector paths the resource supports beyond `metadata.name`/`metadata.namespace`.
     pub field_selectors: &'static [&'static str],
-    /// False for create-only virtual resources (reviews such as SelfSubjectAccessReview):
-    /// answered from the request, never stored, listed or watched.
-    pub stored: bool,
 }
 
 impl ResourceInfo {
@@ -67,7 +64,6 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &["status", "finalize"],
         has_status_subresource: true,
         field_selectors: &["status.phase"],
-        stored: true,
     },
     ResourceInfo {
         group: "",
@@ -80,7 +76,6 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &["status"],
         has_status_subresource: true,
         field_selectors: &["spec.unschedulable"],
-        stored: true,
     },
     ResourceInfo {
         group: "",
@@ -101,7 +96,6 @@ pub const RESOURCES: &[ResourceInfo] = &[
             "status.podIP",
             "status.nominatedNodeName",
         ],
-        stored: true,
     },
     ResourceInfo {
         group: "",
@@ -114,7 +108,6 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &["status"],
         has_status_subresource: true,
         field_selectors: &["spec.clusterIP", "spec.type"],
-        stored: true,
     },
     ResourceInfo {
         group: "",
@@ -127,7 +120,6 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &[],
         has_status_subresource: false,
         field_selectors: &[],
-        stored: true,
     },
     ResourceInfo {
         group: "",
@@ -140,7 +132,6 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &["status", "scale"],
         has_status_subresource: true,
         field_selectors: &["status.replicas"],
-        stored: true,
     },
     ResourceInfo {
         group: "",
@@ -153,7 +144,6 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &["status"],
         has_status_subresource: true,
         field_selectors: &[],
-        stored: true,
     },
     ResourceInfo {
         group: "",
@@ -178,7 +168,6 @@ pub const RESOURCES: &[ResourceInfo] = &[
             "source",
             "type",
         ],
-        stored: true,
     },
     ResourceInfo {
         group: "coordination.k8s.io",
@@ -191,7 +180,6 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &[],
         has_status_subresource: false,
         field_selectors: &[],
-        stored: true,
     },
     ResourceInfo {
         group: "rbac.authorization.k8s.io",
@@ -204,7 +192,6 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &[],
         has_status_subresource: false,
         field_selectors: &[],
-        stored: true,
     },
     ResourceInfo {
         group: "rbac.authorization.k8s.io",
@@ -217,7 +204,6 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &[],
         has_status_subresource: false,
         field_selectors: &[],
-        stored: true,
     },
     ResourceInfo {
         group: "rbac.authorization.k8s.io",
@@ -230,7 +216,6 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &[],
         has_status_subresource: false,
         field_selectors: &[],
-        stored: true,
     },
     ResourceInfo {
         group: "rbac.authorization.k8s.io",
@@ -243,7 +228,6 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &[],
         has_status_subresource: false,
         field_selectors: &[],
-        stored: true,
     },
     ResourceInfo {
         group: "autoscaling",
@@ -256,7 +240,6 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &["status"],
         has_status_subresource: true,
         field_selectors: &[],
-        stored: true,
     },
     ResourceInfo {
         group: "certificates.k8s.io",
@@ -269,7 +252,23 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &["status", "approval"],
         has_status_subresource: true,
         field_selectors: &["spec.signerName"],
-        stored: true,
+    },
+];
+
+/// Create-only resources answered from the request and never stored (kube's reviews).
+/// They are routed and discovered like the others, with `create` as their only verb.
+pub const REVIEWS: &[ResourceInfo] = &[
+    ResourceInfo {
+        group: "authentication.k8s.io",
+        version: "v1",
+        name: "selfsubjectreviews",
+        singular: "selfsubjectreview",
+        kind: "SelfSubjectReview",
+        namespaced: false,
+        short_names: &[],
+        subresources: &[],
+        has_status_subresource: false,
+        field_selectors: &[],
     },
     ResourceInfo {
         group: "authorization.k8s.io",
@@ -282,9 +281,15 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &[],
         has_status_subresource: false,
         field_selectors: &[],
-        stored: false,
     },
 ];
+
+/// Whether `info` is one of the [`REVIEWS`].
+pub fn is_review(info: &ResourceInfo) -> bool {
+    REVIEWS
+        .iter()
+        .any(|r| r.group == info.group && r.name == info.name)
+}
 
 /// Look a resource up by its plural name.
 pub fn lookup(name: &str) -> Option<&'static ResourceInfo> {
@@ -295,13 +300,18 @@ pub fn lookup(name: &str) -> Option<&'static ResourceInfo> {
 pub fn lookup_in(group: &str, version: &str, name: &str) -> Option<&'static ResourceInfo> {
     RESOURCES
         .iter()
+        .chain(REVIEWS)
         .find(|r| r.group == group && r.version == version && r.name == name)
 }
 
 /// The API groups (other than core) the gateway serves, each with its one version.
 pub fn groups() -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&'static str, &'static str)> = Vec::new();
-    for r in RESOURCES.iter().filter(|r| !r.group.is_empty()) {
+    for r in RESOURCES
+        .iter()
+        .chain(REVIEWS)
+        .filter(|r| !r.group.is_empty())
+    {
         if !out.contains(&(r.group, r.version)) {
             out.push((r.group, r.version));
         }
@@ -344,10 +354,10 @@ mod tests {
 
     #[test]
     fn resource_names_are_unique_across_groups_so_store_keys_cannot_collide() {
-        let mut names: Vec<_> = RESOURCES.iter().map(|r| r.name).collect();
+        let mut names: Vec<_> = RESOURCES.iter().chain(REVIEWS).map(|r| r.name).collect();
         names.sort();
         names.dedup();
-        assert_eq!(names.len(), RESOURCES.len());
+        assert_eq!(names.len(), RESOURCES.len() + REVIEWS.len());
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub enum ApiError {
     Expired(String),
     #[error("{0}")]
     Forbidden(String),
+    /// No credential, or none the server accepts; the message never says which.
+    #[error("Unauthorized")]
+    Unauthorized,
     #[error("the request body is too large: limit is {limit} bytes")]
     TooLarge { limit: usize },
     #[error("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json")]
@@ -85,6 +88,7 @@ impl ApiError {
             ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } => 409,
             ApiError::Expired(_) => 410,
             ApiError::Forbidden(_) => 403,
+            ApiError::Unauthorized => 401,
             ApiError::TooLarge { .. } => 413,
             ApiError::UnsupportedPatch | ApiError::UnsupportedMediaType(_) => 415,
             ApiError::Invalid { .. } => 422,
@@ -106,6 +110,7 @@ impl ApiError {
             ApiError::Conflict { .. } => "Conflict",
             ApiError::Expired(_) => "Expired",
             ApiError::Forbidden(_) => "Forbidden",
+            ApiError::Unauthorized => "Unauthorized",
             ApiError::TooLarge { .. } => "RequestEntityTooLarge",
             ApiError::UnsupportedPatch | ApiError::UnsupportedMediaType(_) => {
                 "UnsupportedMediaType"
@@ -181,6 +186,7 @@ impl ApiError {
             },
             (400, _) => ApiError::BadRequest(message),
             (403, _) => ApiError::Forbidden(message),
+            (401, _) => ApiError::Unauthorized,
             _ => ApiError::Remote {
                 code,
                 reason,

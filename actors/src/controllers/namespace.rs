@@ -48,7 +48,7 @@ fn deletion_order() -> Vec<&'static str> {
     };
     let mut names: Vec<_> = resources::RESOURCES
         .iter()
-        .filter(|r| r.namespaced && r.stored)
+        .filter(|r| r.namespaced)
         .map(|r| r.name)
         .collect();
     names.sort_by_key(|n| rank(n));

@@ -80,7 +80,7 @@ pub async fn api_group_resources(path: web::Path<(String, String)>) -> HttpRespo
 }
 
 fn verbs(info: &ResourceInfo) -> Vec<&'static str> {
-    if !info.stored {
+    if resources::is_review(info) {
         return vec!["create"];
     }
     let mut v = vec![
@@ -134,6 +134,7 @@ fn resource_list(group: &str, version: &str) -> HttpResponse {
     let mut resources = Vec::new();
     for info in RESOURCES
         .iter()
+        .chain(resources::REVIEWS)
         .filter(|r| r.group == group && r.version == version)
     {
         resources.push(json!({
@@ -211,7 +212,7 @@ pub async fn openapi_v2(req: HttpRequest) -> HttpResponse {
                 "message": "only application/json is served", "reason": "NotAcceptable", "code": 406}).to_string());
     }
     let mut paths = Map::new();
-    for info in RESOURCES.iter().filter(|r| r.stored) {
+    for info in RESOURCES {
         paths.insert(object_path(info), path_item(info, false));
     }
     json_response(
@@ -227,11 +228,7 @@ pub async fn openapi_v2(req: HttpRequest) -> HttpResponse {
 
 pub async fn openapi_v3_root() -> HttpResponse {
     let mut paths = Map::new();
-    let mut bases: Vec<String> = RESOURCES
-        .iter()
-        .filter(|r| r.stored)
-        .map(|r| r.base_path())
-        .collect();
+    let mut bases: Vec<String> = RESOURCES.iter().map(|r| r.base_path()).collect();
     bases.dedup();
     for base in bases {
         let rel = base.trim_start_matches('/').to_string();
@@ -253,10 +250,7 @@ fn spec_hash() -> String {
 pub async fn openapi_v3_group(path: web::Path<String>) -> HttpResponse {
     let base = format!("/{}", path.into_inner().trim_end_matches('/'));
     let mut paths = Map::new();
-    for info in RESOURCES
-        .iter()
-        .filter(|r| r.stored && r.base_path() == base)
-    {
+    for info in RESOURCES.iter().filter(|r| r.base_path() == base) {
         paths.insert(object_path(info), path_item(info, true));
     }
     if paths.is_empty() {

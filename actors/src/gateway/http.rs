@@ -15,7 +15,7 @@ use super::objects::{
 use super::render::{self, Format};
 use super::routing::{self, Target};
 use super::watch::{self, WatchSpec};
-use super::{auth, logs, AppState};
+use super::{auth, logs, reviews, AppState};
 use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::api::{meta, protobuf, resources, ApiError};
 
@@ -122,8 +122,18 @@ async fn handle(
         q.get("includeObject").map(String::as_str),
     )?;
     let objects = &state.objects;
-    if !target.resource.stored {
-        return virtual_create(req, payload, state, &target, verb).await;
+    if resources::is_review(target.resource) {
+        if verb != "create" || target.name.is_some() {
+            return Err(ApiError::MethodNotAllowed);
+        }
+        let body = read_json(req, payload, state.max_body).await?;
+        let answer = reviews::review(
+            target.resource,
+            &auth::user_of(req),
+            &state.authorization,
+            body,
+        )?;
+        return Ok(render::json_response(201, &answer));
     }
     if target.subresource.as_deref() == Some("log") {
         if verb != "get" {
@@ -208,28 +218,6 @@ async fn handle(
         }
         _ => Err(ApiError::MethodNotAllowed),
     }
-}
-
-/// Create-only resources answered from the request and never stored (reviews).
-async fn virtual_create(
-    req: &HttpRequest,
-    payload: web::Payload,
-    state: &AppState,
-    target: &Target,
-    verb: &str,
-) -> Result<HttpResponse, ApiError> {
-    if verb != "create" || target.name.is_some() {
-        return Err(ApiError::MethodNotAllowed);
-    }
-    let body = read_json(req, payload, state.max_body).await?;
-    let user = auth::user_of(req);
-    let answer = match target.resource.name {
-        "selfsubjectaccessreviews" => {
-            auth::review::self_subject_access_review(&state.authorization, &user, body)?
-        }
-        _ => return Err(ApiError::NoRoute),
-    };
-    Ok(render::json_response(201, &answer))
 }
 
 fn written_response(w: Written) -> HttpResponse {

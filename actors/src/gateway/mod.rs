@@ -8,7 +8,9 @@ pub mod limits;
 pub mod logs;
 pub mod objects;
 mod render;
+mod reviews;
 pub mod routing;
+pub mod tls;
 pub mod watch;
 
 use std::net::SocketAddr;
@@ -33,6 +35,13 @@ pub enum GatewayError {
     },
     #[error("the server bound no address")]
     NoAddress,
+}
+
+/// What makes the gateway secure: TLS with the serving certificate, and who may call.
+/// Without it the gateway serves plain HTTP and trusts everyone (`--insecure-http`).
+pub struct GatewaySecurity {
+    pub tls: rustls::ServerConfig,
+    pub authenticator: Arc<auth::authn::Authenticator>,
 }
 
 #[derive(Debug, Clone)]
@@ -65,6 +74,8 @@ pub struct AppState {
     pub max_body: usize,
     pub watch_timeout: Duration,
     pub authorization: auth::Authorization,
+    /// `None` on the insecure path: every request is the insecure administrator.
+    pub authentication: Option<Arc<auth::authn::Authenticator>>,
 }
 
 /// Stop the HTTP server (gracefully) when the actor stops.
@@ -100,15 +111,20 @@ async fn not_found() -> HttpResponse {
     render::error_response(&ApiError::NoRoute)
 }
 
-/// Bind the listen address and start serving, deciding every request with
-/// `authorization`; the returned actor owns the server.
+/// Bind the listen address and start serving (HTTPS when `security` is given), deciding
+/// every request with `authorization`; the returned actor owns the server.
 pub fn start(
     config: &GatewayConfig,
     objects: Objects,
     runtimes: logs::NodeRuntimes,
     metrics: Arc<Metrics>,
     authorization: auth::Authorization,
+    security: Option<GatewaySecurity>,
 ) -> Result<Addr<GatewayActor>, GatewayError> {
+    let (tls, authentication) = match security {
+        Some(s) => (Some(s.tls), Some(s.authenticator)),
+        None => (None, None),
+    };
     let state = web::Data::new(AppState {
         objects,
         runtimes,
@@ -116,6 +132,7 @@ pub fn start(
         max_body: config.max_body_bytes,
         watch_timeout: config.watch_timeout,
         authorization,
+        authentication,
     });
     let limits = web::Data::new(limits::Limits::new(config.limits.clone()));
     let timeouts = config.limits.clone();
@@ -123,11 +140,13 @@ pub fn start(
         App::new()
             .app_data(state.clone())
             .app_data(limits.clone())
-            // Middleware runs outside in: authentication (wrapped last) must come before
-            // these, so that limits and authorization see the authenticated user, and
-            // limits before authorization, as in kube-apiserver's filter chain.
+            // The last wrapped runs first: authentication, then the limits (per
+            // authenticated user), then authorization of non-resource paths, as in
+            // kube-apiserver's filter chain. Authentication covers every route, discovery
+            // and health included.
             .wrap(actix_web::middleware::from_fn(auth::nonresource::authorize))
             .wrap(actix_web::middleware::from_fn(limits::enforce))
+            .wrap(actix_web::middleware::from_fn(auth::authn::middleware))
             // Bodies are read by hand with our own limit and a Status answer.
             .app_data(web::PayloadConfig::new(usize::MAX))
             .route("/version", web::get().to(discovery::version))
@@ -173,8 +192,12 @@ pub fn start(
     .keep_alive(timeouts.keep_alive)
     .disable_signals()
     .shutdown_timeout(1)
-    .bind(&config.listen)
-    .map_err(|source| GatewayError::Bind {
+    .on_connect(tls::capture_peer_certificates);
+    let bound = match tls {
+        Some(tls) => server.bind_rustls_0_23(&config.listen, tls),
+        None => server.bind(&config.listen),
+    };
+    let server = bound.map_err(|source| GatewayError::Bind {
         addr: config.listen.clone(),
         source,
     })?;

@@ -2,6 +2,7 @@
 //! kube-apiserver uses: a `UserInfo` from the authenticator, the request's `Attributes`,
 //! and an authorizer's `Decision`.
 
+pub mod authn;
 pub mod bootstrap;
 pub mod node;
 pub mod nonresource;
