@@ -866,7 +866,7 @@ fn case(rng: &mut Rng, targets: &[Target], n: usize) -> Case {
             if rng.chance(50) {
                 q.push_str(&format!(
                     "&labelSelector={}",
-                    percent_encode(*rng.pick(SELECTORS))
+                    percent_encode(rng.pick::<&str>(SELECTORS))
                 ));
             }
             if rng.chance(30) {

@@ -65,7 +65,7 @@ async fn a_burst_beyond_the_in_flight_cap_gets_429_while_others_are_served() {
         cfg.gateway.max_mutating_requests_inflight = 2;
         cfg.gateway.max_inflight_per_client = 0;
     });
-    let held = vec![held_post(&c).await, held_post(&c).await];
+    let held = [held_post(&c).await, held_post(&c).await];
     let (retry, status) = eventually(Duration::from_secs(30), "the cap to be full", || async {
         match probe(&client(), &c).await {
             (429, retry, body) => Some((retry, body)),
@@ -109,7 +109,7 @@ async fn one_client_cannot_take_more_than_its_share() {
         cfg.controllers.enabled = vec![];
         cfg.gateway.max_inflight_per_client = 2;
     });
-    let _held = vec![held_post(&c).await, held_post(&c).await];
+    let _held = [held_post(&c).await, held_post(&c).await];
     eventually(
         Duration::from_secs(10),
         "the client's share to be used",
