@@ -610,3 +610,55 @@ async fn a_kubelet_over_the_network_runs_its_pods_with_only_its_node_rights() {
     drop(stop);
     let _ = thread.join();
 }
+
+#[tokio::test]
+async fn nobody_grants_permissions_they_do_not_hold() {
+    let c = TestCluster::start_secure();
+    let admin = c.admin_client();
+    // jane administers namespace default: she may write roles and bindings there.
+    let (code, body) = call(
+        admin
+            .post(c.url(&format!("{RBAC}/namespaces/default/rolebindings")))
+            .json(&rolebinding("jane-admin", "admin", "jane")),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let jane = tls_client(&c.ca_pem(), None, Some(&c.client_cert("jane", &[])));
+    let bindings = c.url(&format!("{RBAC}/namespaces/default/rolebindings"));
+    // Granting what she holds is fine.
+    let (code, body) = call(
+        jane.post(&bindings)
+            .json(&rolebinding("bob-edits", "edit", "bob")),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    // Binding herself cluster-admin, even in her namespace, is not.
+    let (code, status) = call(jane.post(&bindings).json(&rolebinding(
+        "jane-root",
+        "cluster-admin",
+        "jane",
+    )))
+    .await;
+    assert_eq!(code, 403, "{status}");
+    assert!(status["message"].as_str().is_some_and(|m| m.starts_with(
+        "rolebindings.rbac.authorization.k8s.io \"jane-root\" is forbidden: user \"jane\" (groups=[\"system:authenticated\"]) is attempting to grant RBAC permissions not currently held:\n{APIGroups:[\"*\"], Resources:[\"*\"], Verbs:[\"*\"]}"
+    )), "{status}");
+    // Nor a Role with more than she has.
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "quota-writer"},
+        "rules": [{"apiGroups": [""], "resources": ["resourcequotas"], "verbs": ["create"]}]});
+    let (code, status) = call(
+        jane.post(c.url(&format!("{RBAC}/namespaces/default/roles")))
+            .json(&role),
+    )
+    .await;
+    assert_eq!(code, 403, "{status}");
+    // The administrator may.
+    let (code, body) = call(
+        admin
+            .post(c.url(&format!("{RBAC}/namespaces/default/roles")))
+            .json(&role),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+}

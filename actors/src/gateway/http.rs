@@ -184,12 +184,16 @@ async fn handle(
                 return Ok(render::json_response(201, &status));
             }
             auth::node::admit_create(&auth::user_of(req), target.resource.name, &body)?;
-            let written = objects.create(&target, body, &write_options(&q)?).await?;
+            let written = objects
+                .create(&target, body, &admitted(req, state, &target, &q)?)
+                .await?;
             Ok(written_response(written))
         }
         "update" => {
             let body = read_json(req, payload, state.max_body).await?;
-            let written = objects.update(&target, body, &write_options(&q)?).await?;
+            let written = objects
+                .update(&target, body, &admitted(req, state, &target, &q)?)
+                .await?;
             Ok(written_response(written))
         }
         "patch" => {
@@ -197,7 +201,7 @@ async fn handle(
             let bytes = read_body(req, payload, state.max_body).await?;
             let body = parse_json(&bytes)?;
             let written = objects
-                .patch(&target, kind, body, &write_options(&q)?)
+                .patch(&target, kind, body, &admitted(req, state, &target, &q)?)
                 .await?;
             Ok(written_response(written))
         }
@@ -329,10 +333,28 @@ fn list_options(q: &Query) -> Result<ListOptions, ApiError> {
     })
 }
 
+/// Write options with the admission that depends on who writes (RBAC escalation).
+fn admitted(
+    req: &HttpRequest,
+    state: &AppState,
+    target: &Target,
+    q: &Query,
+) -> Result<WriteOptions, ApiError> {
+    let mut opts = write_options(q)?;
+    opts.admit = auth::escalation::admission(
+        &state.authorization,
+        &state.objects.store,
+        &auth::user_of(req),
+        target.resource.name,
+    );
+    Ok(opts)
+}
+
 fn write_options(q: &Query) -> Result<WriteOptions, ApiError> {
     Ok(WriteOptions {
         field_validation: FieldValidation::parse(q.get("fieldValidation").map(String::as_str))?,
         dry_run: dry_run(q)?,
+        admit: None,
     })
 }
 

@@ -48,6 +48,31 @@ impl FieldValidation {
 pub struct WriteOptions {
     pub field_validation: FieldValidation,
     pub dry_run: bool,
+    /// A last check of the object about to be written, after validation (admission that
+    /// depends on who asks, such as RBAC's escalation check).
+    pub admit: Option<Admit>,
+}
+
+/// Checks the object about to be written; an error refuses the write.
+pub type AdmitFn = dyn Fn(&Value) -> Result<(), ApiError> + Send + Sync;
+
+/// An admission check run on the object a create, update or patch would write.
+#[derive(Clone)]
+pub struct Admit(pub Arc<AdmitFn>);
+
+impl std::fmt::Debug for Admit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Admit(..)")
+    }
+}
+
+impl WriteOptions {
+    fn admit(&self, obj: &Value) -> Result<(), ApiError> {
+        match &self.admit {
+            Some(Admit(check)) => check(obj),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Whether an update is validated as a client's change, or is a change the server itself
@@ -325,6 +350,7 @@ impl Objects {
         defaults::defaults_for_create(info.kind, &mut obj, ns.as_deref());
         let name = meta::name(&obj).unwrap_or_default().to_string();
         validate(info, &obj, None)?;
+        opts.admit(&obj)?;
         if let Some(ns) = &ns {
             self.check_namespace_accepts(ns)?;
         }
@@ -517,6 +543,7 @@ impl Objects {
             bump_generation(&old.value, &mut new);
             if check == Check::Validate {
                 validate(info, &new, Some(&old.value))?;
+                opts.admit(&new)?;
             }
             if opts.dry_run || new == *old.value {
                 return Ok(Written {

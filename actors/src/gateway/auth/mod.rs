@@ -4,6 +4,7 @@
 
 pub mod authn;
 pub mod bootstrap;
+pub mod escalation;
 pub mod node;
 pub mod nonresource;
 pub mod rbac;
