@@ -8,5 +8,6 @@ pub mod gateway;
 pub mod kubelet;
 pub mod metrics;
 pub mod proxy;
+pub mod resource_metrics;
 pub mod scheduler;
 pub mod store;

@@ -8,12 +8,16 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use skiff::config::Config;
 use skiff::system;
+use skiff_actors::kubelet::runtime::sim::SimRuntime;
 use skiff_actors::store::StoreHandle;
+use std::sync::Arc;
 
 pub struct TestCluster {
     pub url: String,
     pub kubeconfig: PathBuf,
     pub store: StoreHandle,
+    /// The simulated runtimes of hollow nodes, by node name (to set their pods' usage).
+    pub sims: Vec<(String, Arc<SimRuntime>)>,
     pub data_dir: PathBuf,
     config: Config,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -80,10 +84,16 @@ impl TestCluster {
             actix_rt::System::new().block_on(async move {
                 match system::start(&cfg).await {
                     Ok(sys) => {
+                        let sims: Vec<(String, Arc<SimRuntime>)> = sys
+                            .nodes
+                            .iter()
+                            .filter_map(|n| n.sim.clone().map(|s| (n.name.clone(), s)))
+                            .collect();
                         let _ = ready_tx.send(Ok((
                             sys.url(),
                             sys.kubeconfig.clone(),
                             sys.store.clone(),
+                            sims,
                         )));
                         let _ = stop_rx.await;
                         sys.shutdown().await;
@@ -94,7 +104,7 @@ impl TestCluster {
                 }
             });
         });
-        let (url, kubeconfig, store) = ready_rx
+        let (url, kubeconfig, store, sims) = ready_rx
             .recv_timeout(Duration::from_secs(60))
             .expect("cluster start timed out")
             .expect("cluster failed to start");
@@ -102,6 +112,7 @@ impl TestCluster {
             url,
             kubeconfig,
             store,
+            sims,
             data_dir: config.cluster.data_dir.clone(),
             config,
             stop: Some(stop_tx),
@@ -112,6 +123,14 @@ impl TestCluster {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.url)
+    }
+
+    /// The simulated runtime of the hollow node `name`.
+    pub fn sim(&self, name: &str) -> Option<Arc<SimRuntime>> {
+        self.sims
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s.clone())
     }
 
     /// Stop the cluster and wait until its store is closed.

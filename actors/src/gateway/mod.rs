@@ -5,6 +5,7 @@ pub mod auth;
 mod discovery;
 mod http;
 pub mod logs;
+pub mod metrics_api;
 pub mod objects;
 mod render;
 pub mod routing;
@@ -20,6 +21,7 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 
 use crate::api::ApiError;
 use crate::metrics::Metrics;
+use crate::resource_metrics::MetricsSource;
 pub use objects::Objects;
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +60,8 @@ impl Default for GatewayConfig {
 pub struct AppState {
     pub objects: Objects,
     pub runtimes: logs::NodeRuntimes,
+    /// Node and pod usage for `metrics.k8s.io`.
+    pub resource_metrics: Arc<dyn MetricsSource>,
     pub metrics: Arc<Metrics>,
     pub max_body: usize,
     pub watch_timeout: Duration,
@@ -102,11 +106,13 @@ pub fn start(
     config: &GatewayConfig,
     objects: Objects,
     runtimes: logs::NodeRuntimes,
+    resource_metrics: Arc<dyn MetricsSource>,
     metrics: Arc<Metrics>,
 ) -> Result<Addr<GatewayActor>, GatewayError> {
     let state = web::Data::new(AppState {
         objects,
         runtimes,
+        resource_metrics,
         metrics,
         max_body: config.max_body_bytes,
         watch_timeout: config.watch_timeout,
@@ -117,6 +123,7 @@ pub fn start(
             .app_data(state.clone())
             // Bodies are read by hand with our own limit and a Status answer.
             .app_data(web::PayloadConfig::new(usize::MAX))
+            .configure(metrics_api::routes)
             .route("/version", web::get().to(discovery::version))
             .route("/version/", web::get().to(discovery::version))
             .route("/api", web::get().to(discovery::api_versions))
