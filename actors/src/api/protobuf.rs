@@ -2,8 +2,9 @@
 //! bodies (`kubectl create namespace` posts `application/vnd.kubernetes.protobuf`, and
 //! client-go only falls back to JSON on a 415 for CBOR, not for protobuf).
 //!
-//! Only what those clients post is understood: the `runtime.Unknown` envelope, ObjectMeta
-//! and the Namespace kind. Anything else gets a clear 415 asking for JSON.
+//! Only what those clients post is understood: the `runtime.Unknown` envelope, ObjectMeta,
+//! the Namespace kind and autoscaling/v1 HorizontalPodAutoscaler (`kubectl autoscale`).
+//! Anything else gets a clear 415 asking for JSON.
 
 use serde_json::{json, Map, Value};
 
@@ -21,13 +22,13 @@ pub enum ProtobufError {
     #[error("field {field} is not valid UTF-8")]
     Utf8 { field: u32 },
     #[error(
-        "protobuf request bodies are accepted for Namespace only (got {0}); send application/json"
+        "protobuf request bodies are accepted for Namespace and HorizontalPodAutoscaler only (got {0}); send application/json"
     )]
     UnsupportedKind(String),
 }
 
 enum Field<'a> {
-    Varint,
+    Varint(u64),
     Bytes(&'a [u8]),
     Fixed,
 }
@@ -66,10 +67,7 @@ impl<'a> Fields<'a> {
         let key = varint(&mut self.buf)?;
         let number = (key >> 3) as u32;
         let field = match (key & 7) as u8 {
-            0 => {
-                varint(&mut self.buf)?;
-                Field::Varint
-            }
+            0 => Field::Varint(varint(&mut self.buf)?),
             1 => {
                 self.skip(8)?;
                 Field::Fixed
@@ -188,6 +186,48 @@ fn namespace(raw: &[u8]) -> Result<Value, ProtobufError> {
     Ok(obj)
 }
 
+/// autoscaling/v1 `HorizontalPodAutoscaler`: metadata = 1, spec = 2 (scaleTargetRef = 1
+/// {kind = 1, name = 2, apiVersion = 3}, minReplicas = 2, maxReplicas = 3,
+/// targetCPUUtilizationPercentage = 4); status is the controller's and is not read.
+fn horizontal_pod_autoscaler(raw: &[u8]) -> Result<Value, ProtobufError> {
+    let mut obj = json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
+        "metadata": {}, "spec": {}});
+    for f in fields(raw) {
+        match f? {
+            (1, Field::Bytes(x)) => obj["metadata"] = object_meta(x)?,
+            (2, Field::Bytes(spec)) => {
+                for sf in fields(spec) {
+                    // int32 fields: negative values arrive sign-extended to 64 bits.
+                    let int = |v: u64| json!(v as i64 as i32);
+                    match sf? {
+                        (1, Field::Bytes(r)) => {
+                            let mut target = Map::new();
+                            for rf in fields(r) {
+                                let (n, key) = match rf? {
+                                    (1, Field::Bytes(x)) => (1, ("kind", x)),
+                                    (2, Field::Bytes(x)) => (2, ("name", x)),
+                                    (3, Field::Bytes(x)) => (3, ("apiVersion", x)),
+                                    _ => continue,
+                                };
+                                target.insert(key.0.into(), json!(text(n, key.1)?));
+                            }
+                            obj["spec"]["scaleTargetRef"] = Value::Object(target);
+                        }
+                        (2, Field::Varint(v)) => obj["spec"]["minReplicas"] = int(v),
+                        (3, Field::Varint(v)) => obj["spec"]["maxReplicas"] = int(v),
+                        (4, Field::Varint(v)) => {
+                            obj["spec"]["targetCPUUtilizationPercentage"] = int(v)
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(obj)
+}
+
 /// Decode a protobuf request body into the JSON object it stands for.
 pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
     let rest = body.strip_prefix(MAGIC).ok_or(ProtobufError::NoMagic)?;
@@ -202,11 +242,12 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
                 }
             }
             (2, Field::Bytes(x)) => raw = x,
-            (_, Field::Varint) | (_, Field::Fixed) | (_, Field::Bytes(_)) => {}
+            (_, Field::Varint(_)) | (_, Field::Fixed) | (_, Field::Bytes(_)) => {}
         }
     }
     match kind.as_str() {
         "Namespace" => namespace(raw),
+        "HorizontalPodAutoscaler" => horizontal_pod_autoscaler(raw),
         other => Err(ProtobufError::UnsupportedKind(other.to_string())),
     }
 }
@@ -242,6 +283,48 @@ mod tests {
         assert_eq!(obj["metadata"]["name"], "demo");
         assert_eq!(obj["metadata"]["labels"]["team"], "a");
         assert_eq!(obj["kind"], "Namespace");
+    }
+
+    #[test]
+    fn hpa_from_kubectl_autoscale_decodes_to_json() {
+        let varint = |n: u32, v: u8| vec![((n << 3) as u8), v];
+        let target = [
+            bytes_field(1, b"ReplicationController"),
+            bytes_field(2, b"web"),
+            bytes_field(3, b"v1"),
+        ]
+        .concat();
+        let spec = [
+            bytes_field(1, &target),
+            varint(2, 1),
+            varint(3, 5),
+            varint(4, 50),
+        ]
+        .concat();
+        let raw = [
+            bytes_field(1, &bytes_field(1, b"web")),
+            bytes_field(2, &spec),
+        ]
+        .concat();
+        let type_meta = [
+            bytes_field(1, b"autoscaling/v1"),
+            bytes_field(2, b"HorizontalPodAutoscaler"),
+        ]
+        .concat();
+        let body = [
+            MAGIC.to_vec(),
+            bytes_field(1, &type_meta),
+            bytes_field(2, &raw),
+        ]
+        .concat();
+        let obj = decode(&body).expect("decodes");
+        assert_eq!(obj["metadata"]["name"], "web");
+        assert_eq!(
+            obj["spec"],
+            json!({"scaleTargetRef": {"kind": "ReplicationController", "name": "web",
+                "apiVersion": "v1"}, "minReplicas": 1, "maxReplicas": 5,
+                "targetCPUUtilizationPercentage": 50})
+        );
     }
 
     #[test]
