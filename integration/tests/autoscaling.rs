@@ -247,6 +247,11 @@ fn hollow_node_pods_under_simulated_load_scale_up_and_back_down_after_the_window
         table.contains("ReplicationController/web") && table.contains("/50%"),
         "{table}"
     );
+    let described = kubectl_ok(&c.kubeconfig, &["describe", "hpa", "web"]);
+    assert!(
+        described.contains("SuccessfulRescale") && described.contains("ReplicationController/web"),
+        "{described}"
+    );
     let nodes_top = kubectl_ok(&c.kubeconfig, &["top", "nodes", "--no-headers"]);
     assert!(
         nodes.iter().all(|n| nodes_top.contains(n.as_str())),
