@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use skiff::config::{Config, NodeConfig};
 use skiff_actors::kubelet::runtime::sim::SimUsage;
+use skiff_actors::store::WriteOp;
 use skiff_integration::{
     call, client, docker_available, eventually, node_names, DockerCleanup, TestCluster,
 };
@@ -391,6 +392,34 @@ fn bad_autoscaler_configurations_get_a_condition_and_an_event_and_the_controller
         // The RC was not touched.
         assert_eq!(rc_replicas(&c, "norequest").await, 1);
     });
+
+    // An inverted HPA already in the store (written before validation refused it) is
+    // reported with an Event; the controller does not act on it and keeps going.
+    let mut stored = hpa_for("legacy", "ReplicationController", "norequest", 5, 2);
+    stored["metadata"] = json!({"name": "legacy", "namespace": "default",
+        "uid": "legacy-uid", "creationTimestamp": "2026-01-01T00:00:00Z"});
+    rt.block_on(c.store.write(WriteOp::Create {
+        key: "horizontalpodautoscalers/default/legacy".into(),
+        object: stored,
+    }))
+    .expect("store write");
+    rt.block_on(eventually(
+        Duration::from_secs(30),
+        "an InvalidSpec event for the stored inverted HPA",
+        || async {
+            let events = events_for(&c, "legacy").await;
+            events
+                .iter()
+                .any(|e| {
+                    e["reason"] == "InvalidSpec"
+                        && e["message"]
+                            .as_str()
+                            .is_some_and(|m| m.contains("minReplicas (5)"))
+                })
+                .then_some(())
+        },
+    ));
+    assert_eq!(rt.block_on(rc_replicas(&c, "norequest")), 1);
 
     // The controller is still working: once the missing target appears, the HPA that
     // pointed at nothing gets its scale.

@@ -520,6 +520,12 @@ impl Autoscaler {
                 .await
             {
                 Ok(_) | Err(ApiError::NotFound { .. }) => {}
+                // A stored HPA that no longer validates cannot be written at all; its
+                // Event already says why, and retrying would not help.
+                Err(e @ ApiError::Invalid { .. }) => {
+                    tracing::warn!(hpa = %key_of(hpa), error = %e, "conditions not written");
+                    return Ok(());
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -559,6 +565,10 @@ impl Autoscaler {
             .await
         {
             Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),
+            Err(e @ ApiError::Invalid { .. }) => {
+                tracing::warn!(hpa = %key_of(hpa), error = %e, "status not written");
+                Ok(())
+            }
             Err(e) => Err(e.into()),
         }
     }
