@@ -89,12 +89,17 @@ pub struct StoreConfig {
 #[serde(default)]
 pub struct ControllersConfig {
     /// Controllers to run, by name (`replication`, `endpoints`, `nodelifecycle`,
-    /// `namespace`, `resourcequota`, `garbagecollector`), or `*` for all of them.
+    /// `namespace`, `resourcequota`, `garbagecollector`, `horizontalpodautoscaling`), or
+    /// `*` for all of them.
     pub enabled: Vec<String>,
     /// A node that has not heartbeated for this long is marked Unknown and tainted.
     pub node_grace_period_seconds: u64,
     /// A node not ready for this long has its pods evicted (deleted, to be replaced).
     pub node_eviction_timeout_seconds: u64,
+    /// How often the horizontal pod autoscaler evaluates every HPA.
+    pub hpa_sync_period_seconds: u64,
+    /// A scale-down takes the highest recommendation of this window, so it does not flap.
+    pub hpa_downscale_stabilization_seconds: u64,
 }
 
 impl Default for ControllersConfig {
@@ -103,6 +108,8 @@ impl Default for ControllersConfig {
             enabled: vec!["*".into()],
             node_grace_period_seconds: 40,
             node_eviction_timeout_seconds: 300,
+            hpa_sync_period_seconds: 15,
+            hpa_downscale_stabilization_seconds: 300,
         }
     }
 }
@@ -124,6 +131,9 @@ pub struct NodeConfig {
     /// The node's address (InternalIP; the proxy listens for node ports there). Unset:
     /// 127.0.0.<n> for the n-th node, so nodes in one process do not share node ports.
     pub address: Option<String>,
+    /// How often the kubelet samples its containers' CPU and memory (`kubectl top`, the
+    /// autoscaler).
+    pub stats_interval_seconds: u64,
 }
 
 impl Default for NodeConfig {
@@ -138,6 +148,7 @@ impl Default for NodeConfig {
             pods: 110,
             heartbeat_seconds: 10,
             address: None,
+            stats_interval_seconds: 5,
         }
     }
 }

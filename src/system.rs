@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use skiff_actors::api::{meta, resources, ApiError};
 use skiff_actors::client::{ApiClient, LocalClient};
+use skiff_actors::controllers::autoscaler::AutoscalerConfig;
 use skiff_actors::controllers::manager::{ControllerManager, ControllerManagerConfig};
 use skiff_actors::controllers::Controller;
 use skiff_actors::gateway::allocation::ServiceRanges;
@@ -24,6 +25,7 @@ use skiff_actors::kubelet::runtime::sim::{SimConfig, SimRuntime};
 use skiff_actors::kubelet::runtime::Runtime;
 use skiff_actors::metrics::Metrics;
 use skiff_actors::proxy::ProxyReconciler;
+use skiff_actors::resource_metrics::{MetricsRegistry, MetricsSink, MetricsSource};
 use skiff_actors::scheduler::{SchedulerActor, SchedulerConfig};
 use skiff_actors::store::{self, StoreConfig, StoreHandle};
 
@@ -73,6 +75,8 @@ pub struct NodeHandle {
     pub name: String,
     pub kubelet: Addr<Kubelet>,
     pub proxy: Addr<Controller<ProxyReconciler>>,
+    /// The simulated runtime of a hollow node, so tests can set its containers' usage.
+    pub sim: Option<Arc<SimRuntime>>,
 }
 
 /// A running cluster.
@@ -177,10 +181,14 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
         None => (None, None),
     };
     let runtimes = NodeRuntimes::default();
+    // Kubelets in this process report usage here; the gateway (metrics.k8s.io) and the
+    // autoscaler read it.
+    let usage = MetricsRegistry::default();
     let gateway = gateway::start(
         &gw_cfg,
         objects.clone(),
         runtimes.clone(),
+        Arc::new(usage.clone()),
         metrics,
         gw_security,
     )?;
@@ -196,11 +204,18 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
         node_grace_period: Duration::from_secs(cfg.controllers.node_grace_period_seconds),
         node_eviction_timeout: Duration::from_secs(cfg.controllers.node_eviction_timeout_seconds),
         enabled: cfg.controllers.enabled.clone(),
+        autoscaler: AutoscalerConfig {
+            sync_period: Duration::from_secs(cfg.controllers.hpa_sync_period_seconds.max(1)),
+            downscale_stabilization: Duration::from_secs(
+                cfg.controllers.hpa_downscale_stabilization_seconds,
+            ),
+        },
     };
     let scheduler_client = client.clone();
     let client_for_nodes = client.clone();
+    let hpa_metrics: Arc<dyn MetricsSource> = Arc::new(usage.clone());
     let controllers = ControllerManager::start_in_arbiter(&control_arbiter.handle(), move |_| {
-        ControllerManager::new(client, cm_cfg)
+        ControllerManager::new(client, cm_cfg).with_metrics(hpa_metrics)
     });
     let scheduler = cfg.scheduler.enabled.then(|| {
         Supervisor::start_in_arbiter(&control_arbiter.handle(), move |_| {
@@ -208,7 +223,14 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
         })
     });
     let nodes_arbiter = Arbiter::new();
-    let kubelets = start_nodes(&cfg.nodes, &nodes_arbiter, client_for_nodes, &runtimes).await?;
+    let kubelets = start_nodes(
+        &cfg.nodes,
+        &nodes_arbiter,
+        client_for_nodes,
+        &runtimes,
+        &usage,
+    )
+    .await?;
     let kubeconfig = data_dir.join("kubeconfig");
     write_kubeconfig(&kubeconfig, &cfg.cluster.name, addr, credentials.as_ref())?;
     Ok(System {
@@ -246,10 +268,18 @@ pub async fn start_node_agent(
     client: Arc<dyn ApiClient>,
 ) -> Result<NodeAgent, SystemError> {
     let arbiter = Arbiter::new();
-    // Pod logs are served by the gateway from in-process runtimes only; a remote node's
-    // registry stays local to it.
+    // Pod logs and resource metrics are served by the gateway from in-process nodes only;
+    // a remote node's registries stay local to it.
     let runtimes = NodeRuntimes::default();
-    let mut started = start_nodes(std::slice::from_ref(node), &arbiter, client, &runtimes).await?;
+    let usage = MetricsRegistry::default();
+    let mut started = start_nodes(
+        std::slice::from_ref(node),
+        &arbiter,
+        client,
+        &runtimes,
+        &usage,
+    )
+    .await?;
     match started.pop() {
         Some(node) => Ok(NodeAgent { node, arbiter }),
         None => Err(SystemError::Bootstrap("no node started".into())),
@@ -263,10 +293,12 @@ async fn start_nodes(
     arbiter: &Arbiter,
     client: Arc<dyn ApiClient>,
     runtimes: &NodeRuntimes,
+    usage: &MetricsRegistry,
 ) -> Result<Vec<NodeHandle>, SystemError> {
     let mut docker: Option<Arc<dyn Runtime>> = None;
     let mut started = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
+        let mut sim = None;
         let runtime: Arc<dyn Runtime> = match node.runtime.as_str() {
             "docker" => match &docker {
                 Some(d) => d.clone(),
@@ -282,10 +314,14 @@ async fn start_nodes(
                     d
                 }
             },
-            "sim" => Arc::new(SimRuntime::new(SimConfig {
-                ip_offset: (i as u32) * 256,
-                ..SimConfig::default()
-            })),
+            "sim" => {
+                let rt = Arc::new(SimRuntime::new(SimConfig {
+                    ip_offset: (i as u32) * 256,
+                    ..SimConfig::default()
+                }));
+                sim = Some(rt.clone());
+                rt
+            }
             other => {
                 return Err(SystemError::Node {
                     node: node.name.clone(),
@@ -318,11 +354,13 @@ async fn start_nodes(
             memory: node.memory.clone(),
             max_pods: node.pods,
             heartbeat_interval: Duration::from_secs(node.heartbeat_seconds.max(1)),
+            stats_interval: Duration::from_secs(node.stats_interval_seconds.max(1)),
             ..KubeletConfig::default()
         };
         let kubelet_client = client.clone();
+        let sink: Arc<dyn MetricsSink> = Arc::new(usage.clone());
         let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
-            Kubelet::new(kubelet_client, runtime, kcfg)
+            Kubelet::new(kubelet_client, runtime, kcfg).with_metrics(sink)
         });
         let proxy_client = client.clone();
         let name = node.name.clone();
@@ -333,6 +371,7 @@ async fn start_nodes(
             name: node.name.clone(),
             kubelet: addr,
             proxy,
+            sim,
         });
     }
     Ok(started)

@@ -4,7 +4,8 @@
 //!
 //! Only what those clients post is understood: the `runtime.Unknown` envelope, ObjectMeta,
 //! the Namespace kind, the RBAC kinds (`kubectl create role|clusterrole|rolebinding|
-//! clusterrolebinding`) and SelfSubjectReview (`kubectl auth whoami`). Anything else gets a clear 415 asking for JSON.
+//! clusterrolebinding`), autoscaling/v1 HorizontalPodAutoscaler (`kubectl autoscale`) and
+//! SelfSubjectReview (`kubectl auth whoami`). Anything else gets a clear 415 asking for JSON.
 
 use serde_json::{json, Map, Value};
 
@@ -22,13 +23,13 @@ pub enum ProtobufError {
     #[error("field {field} is not valid UTF-8")]
     Utf8 { field: u32 },
     #[error(
-        "protobuf request bodies are accepted for Namespace, RBAC kinds and SelfSubjectReview only (got {0}); send application/json"
+        "protobuf request bodies are accepted for Namespace, RBAC kinds, HorizontalPodAutoscaler and SelfSubjectReview only (got {0}); send application/json"
     )]
     UnsupportedKind(String),
 }
 
 enum Field<'a> {
-    Varint,
+    Varint(u64),
     Bytes(&'a [u8]),
     Fixed,
 }
@@ -67,10 +68,7 @@ impl<'a> Fields<'a> {
         let key = varint(&mut self.buf)?;
         let number = (key >> 3) as u32;
         let field = match (key & 7) as u8 {
-            0 => {
-                varint(&mut self.buf)?;
-                Field::Varint
-            }
+            0 => Field::Varint(varint(&mut self.buf)?),
             1 => {
                 self.skip(8)?;
                 Field::Fixed
@@ -309,6 +307,48 @@ fn metadata_only(kind: &str, api_version: &str, raw: &[u8]) -> Result<Value, Pro
     Ok(obj)
 }
 
+/// autoscaling/v1 `HorizontalPodAutoscaler`: metadata = 1, spec = 2 (scaleTargetRef = 1
+/// {kind = 1, name = 2, apiVersion = 3}, minReplicas = 2, maxReplicas = 3,
+/// targetCPUUtilizationPercentage = 4); status is the controller's and is not read.
+fn horizontal_pod_autoscaler(raw: &[u8]) -> Result<Value, ProtobufError> {
+    let mut obj = json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
+        "metadata": {}, "spec": {}});
+    for f in fields(raw) {
+        match f? {
+            (1, Field::Bytes(x)) => obj["metadata"] = object_meta(x)?,
+            (2, Field::Bytes(spec)) => {
+                for sf in fields(spec) {
+                    // int32 fields: negative values arrive sign-extended to 64 bits.
+                    let int = |v: u64| json!(v as i64 as i32);
+                    match sf? {
+                        (1, Field::Bytes(r)) => {
+                            let mut target = Map::new();
+                            for rf in fields(r) {
+                                let (n, key) = match rf? {
+                                    (1, Field::Bytes(x)) => (1, ("kind", x)),
+                                    (2, Field::Bytes(x)) => (2, ("name", x)),
+                                    (3, Field::Bytes(x)) => (3, ("apiVersion", x)),
+                                    _ => continue,
+                                };
+                                target.insert(key.0.into(), json!(text(n, key.1)?));
+                            }
+                            obj["spec"]["scaleTargetRef"] = Value::Object(target);
+                        }
+                        (2, Field::Varint(v)) => obj["spec"]["minReplicas"] = int(v),
+                        (3, Field::Varint(v)) => obj["spec"]["maxReplicas"] = int(v),
+                        (4, Field::Varint(v)) => {
+                            obj["spec"]["targetCPUUtilizationPercentage"] = int(v)
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(obj)
+}
+
 /// Decode a protobuf request body into the JSON object it stands for.
 pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
     let rest = body.strip_prefix(MAGIC).ok_or(ProtobufError::NoMagic)?;
@@ -323,13 +363,14 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
                 }
             }
             (2, Field::Bytes(x)) => raw = x,
-            (_, Field::Varint) | (_, Field::Fixed) | (_, Field::Bytes(_)) => {}
+            (_, Field::Varint(_)) | (_, Field::Fixed) | (_, Field::Bytes(_)) => {}
         }
     }
     match kind.as_str() {
         "Namespace" => namespace(raw),
         "Role" | "ClusterRole" => role(&kind, raw),
         "RoleBinding" | "ClusterRoleBinding" => binding(&kind, raw),
+        "HorizontalPodAutoscaler" => horizontal_pod_autoscaler(raw),
         "SelfSubjectReview" => metadata_only(&kind, "authentication.k8s.io/v1", raw),
         other => Err(ProtobufError::UnsupportedKind(other.to_string())),
     }
@@ -449,6 +490,48 @@ mod tests {
         let obj = decode(&body).expect("decodes");
         assert_eq!(obj["kind"], "SelfSubjectReview");
         assert_eq!(obj["apiVersion"], "authentication.k8s.io/v1");
+    }
+
+    #[test]
+    fn hpa_from_kubectl_autoscale_decodes_to_json() {
+        let varint = |n: u32, v: u8| vec![((n << 3) as u8), v];
+        let target = [
+            bytes_field(1, b"ReplicationController"),
+            bytes_field(2, b"web"),
+            bytes_field(3, b"v1"),
+        ]
+        .concat();
+        let spec = [
+            bytes_field(1, &target),
+            varint(2, 1),
+            varint(3, 5),
+            varint(4, 50),
+        ]
+        .concat();
+        let raw = [
+            bytes_field(1, &bytes_field(1, b"web")),
+            bytes_field(2, &spec),
+        ]
+        .concat();
+        let type_meta = [
+            bytes_field(1, b"autoscaling/v1"),
+            bytes_field(2, b"HorizontalPodAutoscaler"),
+        ]
+        .concat();
+        let body = [
+            MAGIC.to_vec(),
+            bytes_field(1, &type_meta),
+            bytes_field(2, &raw),
+        ]
+        .concat();
+        let obj = decode(&body).expect("decodes");
+        assert_eq!(obj["metadata"]["name"], "web");
+        assert_eq!(
+            obj["spec"],
+            json!({"scaleTargetRef": {"kind": "ReplicationController", "name": "web",
+                "apiVersion": "v1"}, "minReplicas": 1, "maxReplicas": 5,
+                "targetCPUUtilizationPercentage": 50})
+        );
     }
 
     #[test]

@@ -67,6 +67,15 @@ pub trait ApiClient: Send + Sync + 'static {
         name: &str,
     ) -> Result<Value, ApiError>;
 
+    /// GET of a subresource, e.g. `scale` (the autoscaler reads a target's Scale).
+    async fn get_subresource(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        name: &str,
+        subresource: &str,
+    ) -> Result<Value, ApiError>;
+
     async fn list(
         &self,
         resource: &str,
