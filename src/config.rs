@@ -89,7 +89,8 @@ pub struct StoreConfig {
 #[serde(default)]
 pub struct ControllersConfig {
     /// Controllers to run, by name (`replication`, `endpoints`, `nodelifecycle`,
-    /// `namespace`, `resourcequota`, `garbagecollector`), or `*` for all of them.
+    /// `namespace`, `resourcequota`, `garbagecollector`, `csrsigning`), or `*` for all
+    /// of them.
     pub enabled: Vec<String>,
     /// A node that has not heartbeated for this long is marked Unknown and tainted.
     pub node_grace_period_seconds: u64,

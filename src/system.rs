@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use skiff_actors::api::{meta, resources, ApiError};
 use skiff_actors::client::{ApiClient, LocalClient};
-use skiff_actors::controllers::manager::{ControllerManager, ControllerManagerConfig};
+use skiff_actors::controllers::manager::{
+    ControllerManager, ControllerManagerConfig, CsrSigningConfig,
+};
 use skiff_actors::controllers::Controller;
 use skiff_actors::gateway::allocation::ServiceRanges;
 use skiff_actors::gateway::logs::NodeRuntimes;
@@ -196,6 +198,10 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
         node_grace_period: Duration::from_secs(cfg.controllers.node_grace_period_seconds),
         node_eviction_timeout: Duration::from_secs(cfg.controllers.node_eviction_timeout_seconds),
         enabled: cfg.controllers.enabled.clone(),
+        csr_signing: credentials.as_ref().map(|c| CsrSigningConfig {
+            ca: c.ca.clone(),
+            validity: Duration::from_secs(cfg.auth.node_cert_validity_days.max(1) * 24 * 3600),
+        }),
     };
     let scheduler_client = client.clone();
     let client_for_nodes = client.clone();

@@ -311,8 +311,18 @@ fn ip_from_bytes(b: &[u8]) -> Option<IpAddr> {
 /// `system:node:<name>`, O `system:nodes`, client authentication. Returns (key PEM,
 /// CSR PEM).
 pub fn node_csr(node_name: &str) -> Result<(String, String), PkiError> {
+    client_csr(&format!("system:node:{node_name}"), Some("system:nodes"))
+}
+
+/// A new key and a certificate signing request for a client certificate naming user
+/// `common_name` in group `organization`. Returns (key PEM, CSR PEM).
+pub fn client_csr(
+    common_name: &str,
+    organization: Option<&str>,
+) -> Result<(String, String), PkiError> {
     let key = KeyPair::generate().map_err(PkiError::Generate)?;
-    let params = client_params(&format!("system:node:{node_name}"), &["system:nodes"]);
+    let orgs: Vec<&str> = organization.into_iter().collect();
+    let params = client_params(common_name, &orgs);
     let csr = params.serialize_request(&key).map_err(PkiError::Generate)?;
     let pem = csr.pem().map_err(PkiError::Generate)?;
     Ok((key.serialize_pem(), pem))

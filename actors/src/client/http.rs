@@ -7,11 +7,21 @@ use serde_json::{json, Value};
 use super::{ApiClient, EventKind, ListParams, ObjectList, PatchType, WatchEvent, WatchStream};
 use crate::api::resources;
 use crate::api::ApiError;
+use crate::pki::Credential;
 
 #[derive(Clone)]
 pub struct HttpClient {
     base: String,
     http: reqwest::Client,
+}
+
+/// How to reach a secure API server: the cluster CA to trust it by (and nothing else), and
+/// the credential to present — a bearer token, a client certificate, or both.
+#[derive(Clone, Default)]
+pub struct TlsOptions {
+    pub ca_pem: String,
+    pub bearer_token: Option<String>,
+    pub client_cert: Option<Credential>,
 }
 
 impl HttpClient {
@@ -23,6 +33,14 @@ impl HttpClient {
         Ok(HttpClient {
             base: base.into().trim_end_matches('/').to_string(),
             http,
+        })
+    }
+
+    /// A client for the HTTPS API server at `base`.
+    pub fn with_tls(base: impl Into<String>, tls: &TlsOptions) -> Result<Self, ApiError> {
+        Ok(HttpClient {
+            base: base.into().trim_end_matches('/').to_string(),
+            http: tls_client(tls).map_err(|e| ApiError::BadRequest(format!("TLS options: {e}")))?,
         })
     }
 
@@ -66,6 +84,27 @@ impl HttpClient {
             Err(ApiError::from_status(code, &value))
         }
     }
+}
+
+/// A reqwest client that trusts only the cluster CA and presents `tls`'s credential.
+pub fn tls_client(tls: &TlsOptions) -> Result<reqwest::Client, reqwest::Error> {
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(tls.ca_pem.as_bytes())?);
+    if let Some(token) = &tls.bearer_token {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Ok(mut v) = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")) {
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
+        b = b.default_headers(headers);
+    }
+    if let Some(cert) = &tls.client_cert {
+        let pem = format!("{}\n{}", cert.cert_pem.trim_end(), cert.key_pem);
+        b = b.identity(reqwest::Identity::from_pem(pem.as_bytes())?);
+    }
+    b.build()
 }
 
 fn query(params: &ListParams) -> Vec<(&'static str, String)> {

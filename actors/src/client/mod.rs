@@ -2,13 +2,14 @@
 //! runs in the control plane's process (in-process client) or on another machine (HTTP
 //! client), and every write passes the same validation and admission.
 
+pub mod bootstrap;
 mod http;
 mod local;
 
 use futures::stream::BoxStream;
 use serde_json::Value;
 
-pub use http::HttpClient;
+pub use http::{tls_client, HttpClient, TlsOptions};
 pub use local::LocalClient;
 
 use crate::api::ApiError;

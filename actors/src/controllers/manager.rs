@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use super::csr_signing::CsrSigningController;
 use super::endpoints::EndpointsController;
 use super::garbage_collector::GarbageCollector;
 use super::namespace::NamespaceController;
@@ -14,6 +15,15 @@ use super::replication::ReplicationController;
 use super::resource_quota::ResourceQuotaController;
 use super::runtime::Controller;
 use crate::client::ApiClient;
+use crate::pki::ClusterCa;
+
+/// What the CSR approver and signer needs: the cluster CA, and how long what it signs is
+/// valid. Absent on an insecure cluster, which has no CA.
+#[derive(Debug, Clone)]
+pub struct CsrSigningConfig {
+    pub ca: Arc<ClusterCa>,
+    pub validity: Duration,
+}
 
 #[derive(Debug, Clone)]
 pub struct ControllerManagerConfig {
@@ -23,6 +33,8 @@ pub struct ControllerManagerConfig {
     pub node_eviction_timeout: Duration,
     /// Controllers to run by name, `*` for all.
     pub enabled: Vec<String>,
+    /// For `csrsigning`, which runs only when it is given.
+    pub csr_signing: Option<CsrSigningConfig>,
 }
 
 impl ControllerManagerConfig {
@@ -37,6 +49,7 @@ impl Default for ControllerManagerConfig {
             node_grace_period: Duration::from_secs(40),
             node_eviction_timeout: Duration::from_secs(300),
             enabled: vec!["*".into()],
+            csr_signing: None,
         }
     }
 }
@@ -93,6 +106,12 @@ impl ControllerManager {
         if cfg.runs("garbagecollector") {
             running.push(Box::new(
                 Controller::new(GarbageCollector::new(), c()).start_supervised(),
+            ));
+        }
+        if let (true, Some(csr)) = (cfg.runs("csrsigning"), cfg.csr_signing.clone()) {
+            running.push(Box::new(
+                Controller::new(CsrSigningController::new(csr.ca, csr.validity), c())
+                    .start_supervised(),
             ));
         }
         self.running = running;

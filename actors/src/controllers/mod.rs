@@ -7,6 +7,7 @@ pub mod recorder;
 pub mod runtime;
 
 pub use runtime::{Action, Context, Controller, ReconcileError, Reconciler};
+pub mod csr_signing;
 pub mod endpoints;
 pub mod garbage_collector;
 pub mod manager;
