@@ -131,9 +131,13 @@ async fn up(
     }
     let sys = system::start(&cfg).await?;
     if let Some(c) = &sys.credentials {
+        // What a node on another machine needs to join: the token (a secret, so only its
+        // file is named) and the CA's pin.
+        let pin = c.ca.cert_hash().unwrap_or_default();
         tracing::info!(
             ca = %c.pki_dir.join(skiff_actors::pki::CA_CERT).display(),
             join_token = %c.pki_dir.join(skiff_actors::pki::JOIN_TOKEN).display(),
+            ca_cert_hash = %pin,
             "TLS and authentication on"
         );
     }

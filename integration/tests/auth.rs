@@ -295,11 +295,24 @@ async fn a_wrong_join_token_cannot_ask_for_a_node_certificate() {
 
 #[actix_rt::test]
 async fn the_join_token_gets_a_signed_node_certificate_that_authenticates_the_node() {
-    use skiff_actors::client::bootstrap::request_node_credential;
+    use skiff_actors::client::bootstrap::{discover_ca, request_node_credential};
     let c = TestCluster::start_secure();
+    // The node starts from the server's address, the join token and the CA's pin only.
+    let pin = c
+        .credentials
+        .as_ref()
+        .expect("secure")
+        .ca
+        .cert_hash()
+        .expect("pin");
+    let ca_pem = discover_ca(&c.url, &pin).await.expect("CA discovered");
+    assert_eq!(
+        ca_pem.split_whitespace().collect::<String>(),
+        c.ca_pem().split_whitespace().collect::<String>()
+    );
     let cred = request_node_credential(
         &c.url,
-        &c.ca_pem(),
+        &ca_pem,
         &c.join_token(),
         "worker-7",
         Duration::from_secs(30),
@@ -333,6 +346,17 @@ async fn the_join_token_gets_a_signed_node_certificate_that_authenticates_the_no
     assert_eq!(csr["spec"]["username"], format!("system:bootstrap:{id}"));
     assert_eq!(csr["status"]["conditions"][0]["type"], "Approved");
     assert_eq!(csr["status"]["conditions"][0]["reason"], "AutoApproved");
+}
+
+#[actix_rt::test]
+async fn a_node_with_the_wrong_ca_pin_learns_nothing() {
+    use skiff_actors::client::bootstrap::{discover_ca, BootstrapError};
+    let c = TestCluster::start_secure();
+    let other = ClusterCa::generate("someone-else").expect("ca");
+    let err = discover_ca(&c.url, &other.cert_hash().expect("pin"))
+        .await
+        .expect_err("pin mismatch");
+    assert!(matches!(err, BootstrapError::PinMismatch { .. }), "{err:?}");
 }
 
 #[actix_rt::test]

@@ -3,7 +3,11 @@
 //! wait until the control plane signs it. From then on the node presents that
 //! certificate, as `system:node:<name>` in `system:nodes`.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use base64::Engine;
 use serde_json::{json, Value};
@@ -12,6 +16,7 @@ use tracing::Instrument;
 use super::{ApiClient, HttpClient, TlsOptions};
 use crate::api::ApiError;
 use crate::gateway::csr::{KUBELET_CLIENT_SIGNER, RESOURCE};
+use crate::gateway::tls;
 use crate::pki::{self, Credential};
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +35,124 @@ pub enum BootstrapError {
     Timeout { name: String, waited: Duration },
     #[error("the issued certificate is not readable: {0}")]
     BadCertificate(String),
+    #[error("cannot reach {server} to learn its CA: {detail}")]
+    Discovery { server: String, detail: String },
+    #[error("{server} presented no CA matching {pin}")]
+    PinMismatch { server: String, pin: String },
+}
+
+/// Learn the cluster CA from the server's TLS handshake, trusting it only if its public
+/// key hashes to `pin` (kubeadm's `--discovery-token-ca-cert-hash`, `sha256:<hex>`) and
+/// it signed the serving certificate. Nothing is sent before that check: no token leaves
+/// the node for a server that is not the cluster's.
+pub async fn discover_ca(server: &str, pin: &str) -> Result<String, BootstrapError> {
+    let found = Arc::new(Mutex::new(None));
+    let verifier = PinnedCa {
+        pin: pin.trim().to_ascii_lowercase(),
+        found: found.clone(),
+    };
+    let config = rustls::ClientConfig::builder_with_provider(tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| discovery(server, e))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(config)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| discovery(server, e))?;
+    let url = format!("{}/version", server.trim_end_matches('/'));
+    // Any answer (a 401 without credentials) means the handshake, and so the pin, passed.
+    let sent = client.get(&url).send().await;
+    let ca = found.lock().unwrap_or_else(|e| e.into_inner()).take();
+    match (sent, ca) {
+        (Ok(_), Some(ca)) => Ok(ca),
+        (_, None) => Err(BootstrapError::PinMismatch {
+            server: server.to_string(),
+            pin: pin.to_string(),
+        }),
+        (Err(e), Some(_)) => Err(discovery(server, e)),
+    }
+}
+
+fn discovery(server: &str, e: impl std::fmt::Display) -> BootstrapError {
+    BootstrapError::Discovery {
+        server: server.to_string(),
+        detail: e.to_string(),
+    }
+}
+
+/// Accepts a server whose presented chain holds the pinned CA and whose certificate that
+/// CA signed (for the name dialled); records the CA's PEM.
+#[derive(Debug)]
+struct PinnedCa {
+    pin: String,
+    found: Arc<Mutex<Option<String>>>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedCa {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let bad = |why: &str| rustls::Error::General(why.to_string());
+        let ca = intermediates
+            .iter()
+            .find(|c| pki::cert_hash(c).is_ok_and(|h| h == self.pin))
+            .ok_or_else(|| bad("no presented certificate matches the CA pin"))?;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(ca.clone().into_owned())
+            .map_err(|e| bad(&e.to_string()))?;
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            tls::provider(),
+        )
+        .build()
+        .map_err(|e| bad(&e.to_string()))?;
+        inner.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)?;
+        *self.found.lock().unwrap_or_else(|e| e.into_inner()) = Some(pki::der_to_pem(ca));
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &tls::provider().signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &tls::provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        tls::provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 /// Ask the cluster at `server` (trusted by `ca_pem`) for node `node_name`'s client
