@@ -487,6 +487,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn kubeconfig_carries_the_ca_and_admin_token_only_when_secure() {
+        let ca = Arc::new(skiff_actors::pki::ClusterCa::generate("t").expect("ca"));
+        let creds = Credentials {
+            ca: ca.clone(),
+            admin: AdminCredential::Token("tok".into()),
+            join_token: "abcdef.0123456789abcdef".into(),
+            pki_dir: PathBuf::from("/nonexistent"),
+        };
+        let addr: SocketAddr = "0.0.0.0:6443".parse().expect("addr");
+        let doc: Value =
+            serde_yaml_ng::from_str(&kubeconfig_yaml("c", addr, Some(&creds)).expect("yaml"))
+                .expect("parse");
+        let cluster = &doc["clusters"][0]["cluster"];
+        // A wildcard listen address is dialled on loopback, which the certificate names.
+        assert_eq!(cluster["server"], "https://127.0.0.1:6443");
+        use base64::Engine;
+        let ca_data = base64::engine::general_purpose::STANDARD
+            .decode(
+                cluster["certificate-authority-data"]
+                    .as_str()
+                    .expect("ca data"),
+            )
+            .expect("base64");
+        assert_eq!(String::from_utf8_lossy(&ca_data), ca.cert_pem());
+        assert_eq!(doc["users"][0]["user"]["token"], "tok");
+        let plain: Value =
+            serde_yaml_ng::from_str(&kubeconfig_yaml("c", addr, None).expect("yaml"))
+                .expect("parse");
+        assert_eq!(
+            plain["clusters"][0]["cluster"]["server"],
+            "http://127.0.0.1:6443"
+        );
+        assert_eq!(plain["users"][0]["user"], json!({}));
+    }
+
+    #[test]
     fn taints_parse_as_kubectl_writes_them() {
         assert_eq!(
             parse_taint("gpu=true:NoSchedule").ok(),

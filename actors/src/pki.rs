@@ -493,7 +493,9 @@ fn write_with_mode(path: &Path, contents: &str, mode: u32) -> Result<(), PkiErro
         std::fs::create_dir_all(parent).map_err(err)?;
     }
     // Write beside and rename, so a crash never leaves half a key behind.
-    let tmp = path.with_extension("tmp");
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
