@@ -331,13 +331,42 @@ async fn the_join_token_gets_a_signed_node_certificate_that_authenticates_the_no
         vec!["system:nodes", "system:authenticated"]
     );
 
+    // With its certificate, the node renews it without the join token.
+    let as_node = skiff_actors::client::HttpClient::with_tls(
+        &c.url,
+        &skiff_actors::client::TlsOptions {
+            ca_pem: ca_pem.clone(),
+            bearer_token: None,
+            client_cert: Some(cred.clone()),
+        },
+    )
+    .expect("client");
+    let renewed = skiff_actors::client::bootstrap::request_with(
+        &as_node,
+        "worker-7",
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("renewed");
+    assert_ne!(renewed.cert_pem, cred.cert_pem);
+    let (_, review) = whoami(&tls_client(&ca_pem, None, Some(&renewed)), &c).await;
+    assert_eq!(
+        review["status"]["userInfo"]["username"],
+        "system:node:worker-7"
+    );
+
     // The CSR records who asked (the bootstrapper), approved by the controller.
     let (_, list) = call(
         c.admin_client()
             .get(c.url("/apis/certificates.k8s.io/v1/certificatesigningrequests")),
     )
     .await;
-    let csr = &list["items"][0];
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(items.len(), 2, "{list}");
+    let csr = items
+        .iter()
+        .find(|i| i["spec"]["username"] != "system:node:worker-7")
+        .expect("the bootstrap request");
     let (id, _) = c
         .join_token()
         .split_once('.')
