@@ -6,5 +6,6 @@ pub mod bench_hollow;
 pub mod bench_scheduler;
 pub mod bench_startup;
 pub mod config;
+pub mod join;
 pub mod security;
 pub mod system;

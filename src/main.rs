@@ -41,6 +41,49 @@ enum Command {
         #[arg(long)]
         insecure_http: bool,
     },
+    /// Run the control plane only (store, API server, controllers, scheduler); nodes join
+    /// it with `skiff node`.
+    Server {
+        /// Configuration file (default: config/skiff.toml if present, else built-in).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory (overrides cluster.data_dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Serve plain HTTP with no authentication (every caller is an administrator).
+        #[arg(long)]
+        insecure_http: bool,
+    },
+    /// Run one node (kubelet and proxy) that joins the cluster at --server.
+    Node {
+        /// The API server, e.g. https://10.0.0.1:6443.
+        #[arg(long)]
+        server: String,
+        /// The cluster's join token; needed only until the node holds its own credential.
+        #[arg(long, env = "SKIFF_JOIN_TOKEN")]
+        token: Option<String>,
+        /// The cluster CA certificate (the server's <data-dir>/pki/ca.crt).
+        #[arg(long)]
+        ca_file: PathBuf,
+        /// The node's name.
+        #[arg(long)]
+        name: String,
+        /// Where the node keeps its credential.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// `docker` or `sim` (a hollow node).
+        #[arg(long, default_value = "docker")]
+        runtime: String,
+        /// The node's address (InternalIP; its proxy listens for node ports there).
+        #[arg(long, default_value = "127.0.0.1")]
+        address: String,
+        /// Seconds between node status heartbeats.
+        #[arg(long, default_value_t = 10)]
+        heartbeat_seconds: u64,
+        /// Labels as key=value, repeatable.
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+    },
     /// Create pods through the HTTP API with concurrent clients; print creates/s and latency.
     Bench {
         #[arg(long, default_value_t = 10_000)]
@@ -97,6 +140,10 @@ enum CliError {
     BenchHollow(#[from] skiff::bench_hollow::HollowBenchError),
     #[error(transparent)]
     BenchStartup(#[from] skiff::bench_startup::StartupBenchError),
+    #[error("cannot join the cluster")]
+    Join(#[from] skiff::join::JoinError),
+    #[error("{0}")]
+    Node(String),
 }
 
 fn init_logging(format: LogFormat) {
@@ -117,10 +164,17 @@ fn load_config(file: Option<PathBuf>) -> Result<Config, CliError> {
     Ok(Config::load(file.as_deref())?)
 }
 
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("label {s:?} is not key=value"))
+}
+
 async fn up(
     config: Option<PathBuf>,
     data_dir: Option<PathBuf>,
     insecure_http: bool,
+    control_plane_only: bool,
 ) -> Result<(), CliError> {
     let mut cfg = load_config(config)?;
     if let Some(dir) = data_dir {
@@ -128,6 +182,9 @@ async fn up(
     }
     if insecure_http {
         cfg.gateway.insecure_http = true;
+    }
+    if control_plane_only {
+        cfg.nodes.clear();
     }
     let sys = system::start(&cfg).await?;
     if let Some(c) = &sys.credentials {
@@ -150,6 +207,51 @@ async fn up(
     tracing::info!("interrupted; shutting down");
     sys.shutdown().await;
     Ok(())
+}
+
+/// `skiff node`: join the cluster (once, with the join token), then run the node's
+/// kubelet and proxy against the API server until interrupted.
+async fn run_node(opts: NodeOptions) -> Result<(), CliError> {
+    use skiff_actors::client::{ApiClient, Credentials, HttpClient};
+    use std::sync::Arc;
+    let ca_pem = std::fs::read(&opts.ca_file).map_err(|e| {
+        CliError::Node(format!(
+            "cannot read the CA file {}: {e}",
+            opts.ca_file.display()
+        ))
+    })?;
+    let files = skiff::join::NodeCredentialFiles::in_dir(&opts.data_dir);
+    let identity = skiff::join::node_identity(
+        &opts.server,
+        &ca_pem,
+        &opts.node.name,
+        opts.token.as_deref(),
+        &files,
+    )
+    .await?;
+    let creds = Credentials {
+        ca_pem: Some(ca_pem),
+        identity_pem: Some(identity),
+        token: None,
+    };
+    let client: Arc<dyn ApiClient> = Arc::new(
+        HttpClient::with_credentials(&opts.server, &creds)
+            .map_err(|e| CliError::Node(e.to_string()))?,
+    );
+    let agent = system::start_node_agent(&opts.node, client).await?;
+    println!("skiff node {} joined {}", opts.node.name, opts.server);
+    tokio::signal::ctrl_c().await?;
+    tracing::info!("interrupted; stopping the node");
+    agent.stop();
+    Ok(())
+}
+
+struct NodeOptions {
+    server: String,
+    token: Option<String>,
+    ca_file: PathBuf,
+    data_dir: PathBuf,
+    node: skiff::config::NodeConfig,
 }
 
 async fn run_bench(
@@ -206,7 +308,40 @@ fn main() -> std::process::ExitCode {
                 config,
                 data_dir,
                 insecure_http,
-            } => up(config, data_dir, insecure_http).await,
+            } => up(config, data_dir, insecure_http, false).await,
+            Command::Server {
+                config,
+                data_dir,
+                insecure_http,
+            } => up(config, data_dir, insecure_http, true).await,
+            Command::Node {
+                server,
+                token,
+                ca_file,
+                name,
+                data_dir,
+                runtime,
+                address,
+                heartbeat_seconds,
+                labels,
+            } => {
+                let node = skiff::config::NodeConfig {
+                    name,
+                    runtime,
+                    address: Some(address),
+                    heartbeat_seconds,
+                    labels: labels.into_iter().collect(),
+                    ..Default::default()
+                };
+                run_node(NodeOptions {
+                    server,
+                    token,
+                    ca_file,
+                    data_dir,
+                    node,
+                })
+                .await
+            }
             Command::Bench {
                 pods,
                 concurrency,

@@ -29,7 +29,7 @@ use skiff_actors::proxy::ProxyReconciler;
 use skiff_actors::scheduler::{SchedulerActor, SchedulerConfig};
 use skiff_actors::store::{self, StoreConfig, StoreHandle};
 
-use crate::config::Config;
+use crate::config::{Config, NodeConfig};
 use crate::security::{self, AdminCredential, Security};
 
 #[derive(Debug, thiserror::Error)]
@@ -214,7 +214,7 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
         })
     });
     let nodes_arbiter = Arbiter::new();
-    let kubelets = start_nodes(cfg, &nodes_arbiter, client_for_nodes, &runtimes).await?;
+    let kubelets = start_nodes(&cfg.nodes, &nodes_arbiter, client_for_nodes, &runtimes).await?;
     let kubeconfig = data_dir.join("kubeconfig");
     write_kubeconfig(&kubeconfig, &cfg.cluster.name, addr, credentials.as_ref())?;
     Ok(System {
@@ -233,17 +233,46 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
     })
 }
 
+/// A node run in this process against an API server elsewhere (`skiff node`).
+pub struct NodeAgent {
+    pub node: NodeHandle,
+    arbiter: Arbiter,
+}
+
+impl NodeAgent {
+    pub fn stop(self) {
+        self.arbiter.stop();
+        let _ = self.arbiter.join();
+    }
+}
+
+/// Start one node's kubelet and proxy, talking to the cluster through `client`.
+pub async fn start_node_agent(
+    node: &NodeConfig,
+    client: Arc<dyn ApiClient>,
+) -> Result<NodeAgent, SystemError> {
+    let arbiter = Arbiter::new();
+    // Pod logs are served by the gateway from in-process runtimes only; a remote node's
+    // registry stays local to it.
+    let runtimes = NodeRuntimes::default();
+    let mut started = start_nodes(std::slice::from_ref(node), &arbiter, client, &runtimes).await?;
+    match started.pop() {
+        Some(node) => Ok(NodeAgent { node, arbiter }),
+        None => Err(SystemError::Bootstrap("no node started".into())),
+    }
+}
+
 /// Start a kubelet per configured node, on the nodes' arbiter, each with its runtime
 /// registered for the gateway's log requests.
 async fn start_nodes(
-    cfg: &Config,
+    nodes: &[NodeConfig],
     arbiter: &Arbiter,
     client: Arc<dyn ApiClient>,
     runtimes: &NodeRuntimes,
 ) -> Result<Vec<NodeHandle>, SystemError> {
     let mut docker: Option<Arc<dyn Runtime>> = None;
     let mut started = Vec::new();
-    for (i, node) in cfg.nodes.iter().enumerate() {
+    for (i, node) in nodes.iter().enumerate() {
         let runtime: Arc<dyn Runtime> = match node.runtime.as_str() {
             "docker" => match &docker {
                 Some(d) => d.clone(),

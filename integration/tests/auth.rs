@@ -332,12 +332,12 @@ async fn the_join_token_gets_a_signed_node_certificate_that_authenticates_the_no
     );
 
     // With its certificate, the node renews it without the join token.
-    let as_node = skiff_actors::client::HttpClient::with_tls(
+    let as_node = skiff_actors::client::HttpClient::with_credentials(
         &c.url,
-        &skiff_actors::client::TlsOptions {
-            ca_pem: ca_pem.clone(),
-            bearer_token: None,
-            client_cert: Some(cred.clone()),
+        &skiff_actors::client::Credentials {
+            ca_pem: Some(ca_pem.clone().into_bytes()),
+            identity_pem: Some(format!("{}\n{}", cred.cert_pem, cred.key_pem).into_bytes()),
+            token: None,
         },
     )
     .expect("client");

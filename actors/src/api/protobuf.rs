@@ -2,8 +2,9 @@
 //! bodies (`kubectl create namespace` posts `application/vnd.kubernetes.protobuf`, and
 //! client-go only falls back to JSON on a 415 for CBOR, not for protobuf).
 //!
-//! Only what those clients post is understood: the `runtime.Unknown` envelope, ObjectMeta
-//! and the Namespace kind. Anything else gets a clear 415 asking for JSON.
+//! Only what those clients post is understood: the `runtime.Unknown` envelope, ObjectMeta,
+//! the Namespace kind, the RBAC kinds (`kubectl create role|clusterrole|rolebinding|
+//! clusterrolebinding`) and SelfSubjectReview (`kubectl auth whoami`). Anything else gets a clear 415 asking for JSON.
 
 use serde_json::{json, Map, Value};
 
@@ -21,7 +22,7 @@ pub enum ProtobufError {
     #[error("field {field} is not valid UTF-8")]
     Utf8 { field: u32 },
     #[error(
-        "protobuf request bodies are accepted for Namespace, SelfSubjectReview and CertificateSigningRequest only (got {0}); send application/json"
+        "protobuf request bodies are accepted for Namespace, RBAC kinds, SelfSubjectReview and CertificateSigningRequest only (got {0}); send application/json"
     )]
     UnsupportedKind(String),
 }
@@ -185,29 +186,113 @@ fn namespace(raw: &[u8]) -> Result<Value, ProtobufError> {
     Ok(obj)
 }
 
-/// Decode a protobuf request body into the JSON object it stands for.
-pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
-    let rest = body.strip_prefix(MAGIC).ok_or(ProtobufError::NoMagic)?;
-    let (mut kind, mut raw) = (String::new(), &[][..]);
-    for f in fields(rest) {
-        match f? {
-            (1, Field::Bytes(type_meta)) => {
-                for tf in fields(type_meta) {
-                    if let (2, Field::Bytes(x)) = tf? {
-                        kind = text(2, x)?;
-                    }
-                }
+/// The strings of a repeated string field `number` of one message.
+fn strings(b: &[u8], number: u32) -> Result<Vec<Value>, ProtobufError> {
+    let mut out = Vec::new();
+    for f in fields(b) {
+        if let (n, Field::Bytes(x)) = f? {
+            if n == number {
+                out.push(json!(text(n, x)?));
             }
-            (2, Field::Bytes(x)) => raw = x,
-            (_, Field::Varint(_)) | (_, Field::Fixed) | (_, Field::Bytes(_)) => {}
         }
     }
-    match kind.as_str() {
-        "Namespace" => namespace(raw),
-        "SelfSubjectReview" => metadata_only(&kind, "authentication.k8s.io/v1", raw),
-        "CertificateSigningRequest" => certificate_signing_request(raw),
-        other => Err(ProtobufError::UnsupportedKind(other.to_string())),
+    Ok(out)
+}
+
+/// A message of string fields, by field number and JSON name; unset ones are left out.
+fn string_fields(b: &[u8], names: &[(u32, &str)]) -> Result<Value, ProtobufError> {
+    let mut m = Map::new();
+    for f in fields(b) {
+        if let (n, Field::Bytes(x)) = f? {
+            // Go writes unset strings as empty ones; JSON leaves them out (omitempty).
+            if let Some((_, name)) = names.iter().find(|(num, _)| *num == n) {
+                if !x.is_empty() {
+                    m.insert((*name).to_string(), json!(text(n, x)?));
+                }
+            }
+        }
     }
+    Ok(Value::Object(m))
+}
+
+/// rbac/v1 PolicyRule: its repeated string fields.
+fn policy_rule(b: &[u8]) -> Result<Value, ProtobufError> {
+    let mut m = Map::new();
+    let names = [
+        (1, "verbs"),
+        (2, "apiGroups"),
+        (3, "resources"),
+        (4, "resourceNames"),
+        (5, "nonResourceURLs"),
+    ];
+    for (n, name) in names {
+        let values = strings(b, n)?;
+        if !values.is_empty() || n == 1 {
+            m.insert(name.to_string(), Value::Array(values));
+        }
+    }
+    Ok(Value::Object(m))
+}
+
+/// rbac/v1 AggregationRule: label selectors (matchLabels) of the roles to aggregate.
+fn aggregation_rule(b: &[u8]) -> Result<Value, ProtobufError> {
+    let mut selectors = Vec::new();
+    for f in fields(b) {
+        if let (1, Field::Bytes(sel)) = f? {
+            let mut labels = Map::new();
+            for sf in fields(sel) {
+                if let (1, Field::Bytes(x)) = sf? {
+                    let (k, v) = map_entry(x)?;
+                    labels.insert(k, json!(v));
+                }
+            }
+            selectors.push(json!({ "matchLabels": labels }));
+        }
+    }
+    Ok(json!({ "clusterRoleSelectors": selectors }))
+}
+
+/// Role and ClusterRole: metadata, rules, and a ClusterRole's aggregation rule.
+fn role(kind: &str, raw: &[u8]) -> Result<Value, ProtobufError> {
+    let mut obj = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind,
+        "metadata": {}, "rules": []});
+    let mut rules = Vec::new();
+    for f in fields(raw) {
+        match f? {
+            (1, Field::Bytes(x)) => obj["metadata"] = object_meta(x)?,
+            (2, Field::Bytes(x)) => rules.push(policy_rule(x)?),
+            (3, Field::Bytes(x)) if kind == "ClusterRole" => {
+                obj["aggregationRule"] = aggregation_rule(x)?
+            }
+            _ => {}
+        }
+    }
+    obj["rules"] = Value::Array(rules);
+    Ok(obj)
+}
+
+/// RoleBinding and ClusterRoleBinding: metadata, subjects and the role they grant.
+fn binding(kind: &str, raw: &[u8]) -> Result<Value, ProtobufError> {
+    let mut obj = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind,
+        "metadata": {}});
+    let mut subjects = Vec::new();
+    for f in fields(raw) {
+        match f? {
+            (1, Field::Bytes(x)) => obj["metadata"] = object_meta(x)?,
+            (2, Field::Bytes(x)) => subjects.push(string_fields(
+                x,
+                &[(1, "kind"), (2, "apiGroup"), (3, "name"), (4, "namespace")],
+            )?),
+            (3, Field::Bytes(x)) => {
+                obj["roleRef"] = string_fields(x, &[(1, "apiGroup"), (2, "kind"), (3, "name")])?
+            }
+            _ => {}
+        }
+    }
+    if !subjects.is_empty() {
+        obj["subjects"] = Value::Array(subjects);
+    }
+    Ok(obj)
 }
 
 fn base64(b: &[u8]) -> Value {
@@ -332,6 +417,33 @@ fn metadata_only(kind: &str, api_version: &str, raw: &[u8]) -> Result<Value, Pro
     Ok(obj)
 }
 
+/// Decode a protobuf request body into the JSON object it stands for.
+pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
+    let rest = body.strip_prefix(MAGIC).ok_or(ProtobufError::NoMagic)?;
+    let (mut kind, mut raw) = (String::new(), &[][..]);
+    for f in fields(rest) {
+        match f? {
+            (1, Field::Bytes(type_meta)) => {
+                for tf in fields(type_meta) {
+                    if let (2, Field::Bytes(x)) = tf? {
+                        kind = text(2, x)?;
+                    }
+                }
+            }
+            (2, Field::Bytes(x)) => raw = x,
+            (_, Field::Varint(_)) | (_, Field::Fixed) | (_, Field::Bytes(_)) => {}
+        }
+    }
+    match kind.as_str() {
+        "Namespace" => namespace(raw),
+        "Role" | "ClusterRole" => role(&kind, raw),
+        "RoleBinding" | "ClusterRoleBinding" => binding(&kind, raw),
+        "SelfSubjectReview" => metadata_only(&kind, "authentication.k8s.io/v1", raw),
+        "CertificateSigningRequest" => certificate_signing_request(raw),
+        other => Err(ProtobufError::UnsupportedKind(other.to_string())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,29 +458,6 @@ mod tests {
         out.push(len as u8);
         out.extend_from_slice(data);
         out
-    }
-
-    #[test]
-    fn namespace_from_kubectl_create_namespace_decodes_to_json() {
-        let label = [bytes_field(1, b"team"), bytes_field(2, b"a")].concat();
-        let meta = [bytes_field(1, b"demo"), bytes_field(11, &label)].concat();
-        let raw = [
-            bytes_field(1, &meta),
-            bytes_field(2, &[]),
-            bytes_field(3, &[]),
-        ]
-        .concat();
-        let type_meta = [bytes_field(1, b"v1"), bytes_field(2, b"Namespace")].concat();
-        let body = [
-            MAGIC.to_vec(),
-            bytes_field(1, &type_meta),
-            bytes_field(2, &raw),
-        ]
-        .concat();
-        let obj = decode(&body).expect("decodes");
-        assert_eq!(obj["metadata"]["name"], "demo");
-        assert_eq!(obj["metadata"]["labels"]["team"], "a");
-        assert_eq!(obj["kind"], "Namespace");
     }
 
     fn varint_field(n: u32, v: u8) -> Vec<u8> {
@@ -425,6 +514,93 @@ mod tests {
         );
         assert_eq!(c["lastUpdateTime"], "1970-01-01T00:00:10Z");
         assert!(obj["status"].get("certificate").is_none());
+    }
+
+    #[test]
+    fn namespace_from_kubectl_create_namespace_decodes_to_json() {
+        let label = [bytes_field(1, b"team"), bytes_field(2, b"a")].concat();
+        let meta = [bytes_field(1, b"demo"), bytes_field(11, &label)].concat();
+        let raw = [
+            bytes_field(1, &meta),
+            bytes_field(2, &[]),
+            bytes_field(3, &[]),
+        ]
+        .concat();
+        let type_meta = [bytes_field(1, b"v1"), bytes_field(2, b"Namespace")].concat();
+        let body = [
+            MAGIC.to_vec(),
+            bytes_field(1, &type_meta),
+            bytes_field(2, &raw),
+        ]
+        .concat();
+        let obj = decode(&body).expect("decodes");
+        assert_eq!(obj["metadata"]["name"], "demo");
+        assert_eq!(obj["metadata"]["labels"]["team"], "a");
+        assert_eq!(obj["kind"], "Namespace");
+    }
+
+    #[test]
+    fn role_binding_from_kubectl_create_rolebinding_decodes_to_json() {
+        let meta = bytes_field(1, b"read-pods");
+        let subject = [
+            bytes_field(1, b"User"),
+            bytes_field(2, b"rbac.authorization.k8s.io"),
+            bytes_field(3, b"jane"),
+        ]
+        .concat();
+        let role_ref = [
+            bytes_field(1, b"rbac.authorization.k8s.io"),
+            bytes_field(2, b"Role"),
+            bytes_field(3, b"pod-reader"),
+        ]
+        .concat();
+        let raw = [
+            bytes_field(1, &meta),
+            bytes_field(2, &subject),
+            bytes_field(3, &role_ref),
+        ]
+        .concat();
+        let type_meta = [
+            bytes_field(1, b"rbac.authorization.k8s.io/v1"),
+            bytes_field(2, b"RoleBinding"),
+        ]
+        .concat();
+        let body = [
+            MAGIC.to_vec(),
+            bytes_field(1, &type_meta),
+            bytes_field(2, &raw),
+        ]
+        .concat();
+        let obj = decode(&body).expect("decodes");
+        assert_eq!(obj["apiVersion"], "rbac.authorization.k8s.io/v1");
+        assert_eq!(
+            obj["subjects"][0],
+            json!({"kind": "User",
+            "apiGroup": "rbac.authorization.k8s.io", "name": "jane"})
+        );
+        assert_eq!(obj["roleRef"]["name"], "pod-reader");
+    }
+
+    #[test]
+    fn role_rules_keep_their_repeated_fields() {
+        let rule = [
+            bytes_field(1, b"get"),
+            bytes_field(1, b"list"),
+            bytes_field(2, b""),
+            bytes_field(3, b"pods"),
+        ]
+        .concat();
+        let raw = [
+            bytes_field(1, &bytes_field(1, b"reader")),
+            bytes_field(2, &rule),
+        ]
+        .concat();
+        let obj = role("Role", &raw).expect("decodes");
+        assert_eq!(
+            obj["rules"][0],
+            json!({"verbs": ["get", "list"], "apiGroups": [""],
+            "resources": ["pods"]})
+        );
     }
 
     #[test]

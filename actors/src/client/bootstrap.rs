@@ -13,7 +13,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 use tracing::Instrument;
 
-use super::{ApiClient, HttpClient, TlsOptions};
+use super::{ApiClient, Credentials, HttpClient};
 use crate::api::ApiError;
 use crate::gateway::csr::{KUBELET_CLIENT_SIGNER, RESOURCE};
 use crate::gateway::tls;
@@ -164,12 +164,12 @@ pub async fn request_node_credential(
     node_name: &str,
     timeout: Duration,
 ) -> Result<Credential, BootstrapError> {
-    let client = HttpClient::with_tls(
+    let client = HttpClient::with_credentials(
         server,
-        &TlsOptions {
-            ca_pem: ca_pem.to_string(),
-            bearer_token: Some(join_token.to_string()),
-            client_cert: None,
+        &Credentials {
+            ca_pem: Some(ca_pem.as_bytes().to_vec()),
+            identity_pem: None,
+            token: Some(join_token.to_string()),
         },
     )?;
     request_with(&client, node_name, timeout).await

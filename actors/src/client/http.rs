@@ -7,7 +7,6 @@ use serde_json::{json, Value};
 use super::{ApiClient, EventKind, ListParams, ObjectList, PatchType, WatchEvent, WatchStream};
 use crate::api::resources;
 use crate::api::ApiError;
-use crate::pki::Credential;
 
 #[derive(Clone)]
 pub struct HttpClient {
@@ -15,32 +14,57 @@ pub struct HttpClient {
     http: reqwest::Client,
 }
 
-/// How to reach a secure API server: the cluster CA to trust it by (and nothing else), and
-/// the credential to present — a bearer token, a client certificate, or both.
+/// How a client proves the server is the cluster's and who the client is.
 #[derive(Clone, Default)]
-pub struct TlsOptions {
-    pub ca_pem: String,
-    pub bearer_token: Option<String>,
-    pub client_cert: Option<Credential>,
+pub struct Credentials {
+    /// PEM of the CA the server's certificate must chain to; the only CA trusted.
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM of a client certificate followed by its private key.
+    pub identity_pem: Option<Vec<u8>>,
+    /// A bearer token sent with every request.
+    pub token: Option<String>,
 }
 
 impl HttpClient {
     /// A client for the API server at `base` (e.g. `http://127.0.0.1:6443`).
     pub fn new(base: impl Into<String>) -> Result<Self, ApiError> {
-        let http = reqwest::Client::builder()
+        Self::with_credentials(base, &Credentials::default())
+    }
+
+    /// A client for an HTTPS API server that trusts only `creds.ca_pem` and authenticates
+    /// with the client certificate or bearer token given.
+    pub fn with_credentials(
+        base: impl Into<String>,
+        creds: &Credentials,
+    ) -> Result<Self, ApiError> {
+        let bad = |what: &str, e: reqwest::Error| ApiError::BadRequest(format!("{what}: {e}"));
+        let mut builder = reqwest::Client::builder().use_rustls_tls();
+        if let Some(ca) = &creds.ca_pem {
+            let cert = reqwest::Certificate::from_pem(ca).map_err(|e| bad("CA certificate", e))?;
+            builder = builder
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(cert);
+        }
+        if let Some(pem) = &creds.identity_pem {
+            let id = reqwest::Identity::from_pem(pem).map_err(|e| bad("client certificate", e))?;
+            builder = builder.identity(id);
+        }
+        if let Some(token) = &creds.token {
+            let mut headers = reqwest::header::HeaderMap::new();
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| {
+                    ApiError::BadRequest("the token is not a valid header value".into())
+                })?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+            builder = builder.default_headers(headers);
+        }
+        let http = builder
             .build()
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         Ok(HttpClient {
             base: base.into().trim_end_matches('/').to_string(),
             http,
-        })
-    }
-
-    /// A client for the HTTPS API server at `base`.
-    pub fn with_tls(base: impl Into<String>, tls: &TlsOptions) -> Result<Self, ApiError> {
-        Ok(HttpClient {
-            base: base.into().trim_end_matches('/').to_string(),
-            http: tls_client(tls).map_err(|e| ApiError::BadRequest(format!("TLS options: {e}")))?,
         })
     }
 
@@ -84,27 +108,6 @@ impl HttpClient {
             Err(ApiError::from_status(code, &value))
         }
     }
-}
-
-/// A reqwest client that trusts only the cluster CA and presents `tls`'s credential.
-pub fn tls_client(tls: &TlsOptions) -> Result<reqwest::Client, reqwest::Error> {
-    let mut b = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(tls.ca_pem.as_bytes())?);
-    if let Some(token) = &tls.bearer_token {
-        let mut headers = reqwest::header::HeaderMap::new();
-        if let Ok(mut v) = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")) {
-            v.set_sensitive(true);
-            headers.insert(reqwest::header::AUTHORIZATION, v);
-        }
-        b = b.default_headers(headers);
-    }
-    if let Some(cert) = &tls.client_cert {
-        let pem = format!("{}\n{}", cert.cert_pem.trim_end(), cert.key_pem);
-        b = b.identity(reqwest::Identity::from_pem(pem.as_bytes())?);
-    }
-    b.build()
 }
 
 fn query(params: &ListParams) -> Vec<(&'static str, String)> {

@@ -9,7 +9,7 @@ mod local;
 use futures::stream::BoxStream;
 use serde_json::Value;
 
-pub use http::{tls_client, HttpClient, TlsOptions};
+pub use http::{Credentials, HttpClient};
 pub use local::LocalClient;
 
 use crate::api::ApiError;

@@ -75,10 +75,17 @@ impl Attributes {
             } else {
                 format!("{}/{}", self.resource, self.subresource)
             };
-            let subject = if self.name.is_empty() {
-                res.clone()
+            // The subject is the group-qualified resource without its subresource, as
+            // apierrors.NewForbidden writes it.
+            let qualified = if self.api_group.is_empty() {
+                self.resource.clone()
             } else {
-                format!("{res} \"{}\"", self.name)
+                format!("{}.{}", self.resource, self.api_group)
+            };
+            let subject = if self.name.is_empty() {
+                qualified
+            } else {
+                format!("{qualified} \"{}\"", self.name)
             };
             let scope = if self.namespace.is_empty() {
                 "at the cluster scope".to_string()
