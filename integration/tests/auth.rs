@@ -497,6 +497,12 @@ async fn kubectl_certificate_approve_issues_a_client_certificate() {
         }
     })
     .await;
+    let (ok, out, err) = kubectl(&c.kubeconfig, &["get", "csr", "dana"]);
+    assert!(ok, "get csr: {err}");
+    assert!(
+        out.contains("kubernetes.io/kube-apiserver-client") && out.contains("Approved,Issued"),
+        "{out}"
+    );
     use base64::Engine;
     let cert_pem = String::from_utf8(
         base64::engine::general_purpose::STANDARD
