@@ -89,8 +89,8 @@ pub struct StoreConfig {
 #[serde(default)]
 pub struct ControllersConfig {
     /// Controllers to run, by name (`replication`, `endpoints`, `nodelifecycle`,
-    /// `namespace`, `resourcequota`, `garbagecollector`, `horizontalpodautoscaling`), or
-    /// `*` for all of them.
+    /// `namespace`, `resourcequota`, `garbagecollector`, `horizontalpodautoscaling`,
+    /// `csrsigning`), or `*` for all of them.
     pub enabled: Vec<String>,
     /// A node that has not heartbeated for this long is marked Unknown and tainted.
     pub node_grace_period_seconds: u64,
@@ -215,7 +215,11 @@ impl Config {
                 config::Environment::with_prefix("SKIFF")
                     .prefix_separator("_")
                     .separator("__")
-                    .try_parsing(true),
+                    .try_parsing(true)
+                    // Lists from the environment are comma-separated.
+                    .list_separator(",")
+                    .with_list_parse_key("gateway.tls_sans")
+                    .with_list_parse_key("controllers.enabled"),
             )
             .build()
             .map_err(ConfigError::Load)?;
@@ -265,6 +269,14 @@ mod tests {
         std::env::remove_var("SKIFF_STORE__WATCH_BUFFER");
         assert_eq!(cfg.store.watch_buffer, 77);
         assert_eq!(cfg.gateway.max_body_bytes, 3 * 1024 * 1024);
+    }
+
+    #[test]
+    fn environment_sets_a_list_comma_separated() {
+        std::env::set_var("SKIFF_GATEWAY__TLS_SANS", "10.0.0.5,skiff.example");
+        let cfg = Config::load(None).expect("config");
+        std::env::remove_var("SKIFF_GATEWAY__TLS_SANS");
+        assert_eq!(cfg.gateway.tls_sans, vec!["10.0.0.5", "skiff.example"]);
     }
 
     #[test]

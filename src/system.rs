@@ -12,7 +12,9 @@ use std::time::Duration;
 use skiff_actors::api::{meta, resources, ApiError};
 use skiff_actors::client::{ApiClient, LocalClient};
 use skiff_actors::controllers::autoscaler::AutoscalerConfig;
-use skiff_actors::controllers::manager::{ControllerManager, ControllerManagerConfig};
+use skiff_actors::controllers::manager::{
+    ControllerManager, ControllerManagerConfig, CsrSigningConfig,
+};
 use skiff_actors::controllers::Controller;
 use skiff_actors::gateway::allocation::ServiceRanges;
 use skiff_actors::gateway::logs::NodeRuntimes;
@@ -210,6 +212,10 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
                 cfg.controllers.hpa_downscale_stabilization_seconds,
             ),
         },
+        csr_signing: credentials.as_ref().map(|c| CsrSigningConfig {
+            ca: c.ca.clone(),
+            validity: Duration::from_secs(cfg.auth.node_cert_validity_days.max(1) * 24 * 3600),
+        }),
     };
     let scheduler_client = client.clone();
     let client_for_nodes = client.clone();
@@ -547,6 +553,42 @@ fn write_kubeconfig(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kubeconfig_carries_the_ca_and_admin_token_only_when_secure() {
+        let ca = Arc::new(skiff_actors::pki::ClusterCa::generate("t").expect("ca"));
+        let creds = Credentials {
+            ca: ca.clone(),
+            admin: AdminCredential::Token("tok".into()),
+            join_token: "abcdef.0123456789abcdef".into(),
+            pki_dir: PathBuf::from("/nonexistent"),
+        };
+        let addr: SocketAddr = "0.0.0.0:6443".parse().expect("addr");
+        let doc: Value =
+            serde_yaml_ng::from_str(&kubeconfig_yaml("c", addr, Some(&creds)).expect("yaml"))
+                .expect("parse");
+        let cluster = &doc["clusters"][0]["cluster"];
+        // A wildcard listen address is dialled on loopback, which the certificate names.
+        assert_eq!(cluster["server"], "https://127.0.0.1:6443");
+        use base64::Engine;
+        let ca_data = base64::engine::general_purpose::STANDARD
+            .decode(
+                cluster["certificate-authority-data"]
+                    .as_str()
+                    .expect("ca data"),
+            )
+            .expect("base64");
+        assert_eq!(String::from_utf8_lossy(&ca_data), ca.cert_pem());
+        assert_eq!(doc["users"][0]["user"]["token"], "tok");
+        let plain: Value =
+            serde_yaml_ng::from_str(&kubeconfig_yaml("c", addr, None).expect("yaml"))
+                .expect("parse");
+        assert_eq!(
+            plain["clusters"][0]["cluster"]["server"],
+            "http://127.0.0.1:6443"
+        );
+        assert_eq!(plain["users"][0]["user"], json!({}));
+    }
 
     #[test]
     fn taints_parse_as_kubectl_writes_them() {

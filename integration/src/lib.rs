@@ -62,11 +62,15 @@ impl TestCluster {
     }
 
     /// A fresh cluster serving HTTPS with authentication, as `skiff up` does by default:
-    /// the API alone, like `api_only`.
+    /// the API alone, like `api_only`, plus the CSR approver and signer.
     pub fn start_secure() -> TestCluster {
         Self::start_secure_with(|cfg| {
             cfg.scheduler.enabled = false;
-            cfg.controllers.enabled = vec!["namespace".into(), "garbagecollector".into()];
+            cfg.controllers.enabled = vec![
+                "namespace".into(),
+                "garbagecollector".into(),
+                "csrsigning".into(),
+            ];
         })
     }
 

@@ -35,6 +35,7 @@ pub fn columns(resource: &str) -> Vec<Value> {
         "resourcequotas" => resource_quota_columns(),
         "events" => event_columns(),
         "horizontalpodautoscalers" => hpa_columns(),
+        "certificatesigningrequests" => csr_columns(),
         _ => generic_columns(),
     }
 }
@@ -51,6 +52,7 @@ pub fn cells(resource: &str, obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
         "resourcequotas" => resource_quota_cells(obj, now),
         "events" => event_cells(obj, now),
         "horizontalpodautoscalers" => hpa_cells(obj, now),
+        "certificatesigningrequests" => csr_cells(obj, now),
         _ => generic_cells(obj, now),
     }
 }
@@ -358,6 +360,86 @@ fn format_labels(map: &Value) -> String {
 
 fn generic_cells(obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
     vec![name(obj), age(obj, now)]
+}
+
+// ---------------------------------------------------------------------------
+// CertificateSigningRequests
+// ---------------------------------------------------------------------------
+
+fn csr_columns() -> Vec<Value> {
+    vec![
+        name_column(0),
+        age_column(),
+        column(
+            "SignerName",
+            "string",
+            0,
+            "The name of the signer that the request is for.",
+        ),
+        column(
+            "Requestor",
+            "string",
+            0,
+            "Name of the user that created the request.",
+        ),
+        column(
+            "RequestedDuration",
+            "string",
+            0,
+            "The requested validity of the issued certificate.",
+        ),
+        column(
+            "Condition",
+            "string",
+            0,
+            "The approval, denial and issuance of the request.",
+        ),
+    ]
+}
+
+/// kubectl's CONDITION: Approved, Denied or Pending, then Failed and Issued if so.
+fn csr_condition(obj: &Value) -> String {
+    let has = |kind: &str| {
+        obj.pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|cs| cs.iter().any(|c| c["type"] == kind))
+    };
+    let mut status = if has("Denied") {
+        "Denied".to_string()
+    } else if has("Approved") {
+        "Approved".to_string()
+    } else {
+        "Pending".to_string()
+    };
+    if has("Failed") {
+        status.push_str(",Failed");
+    }
+    let issued = obj
+        .pointer("/status/certificate")
+        .and_then(Value::as_str)
+        .is_some_and(|c| !c.is_empty());
+    if issued {
+        status.push_str(",Issued");
+    }
+    status
+}
+
+fn csr_cells(obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    let requested = match obj
+        .pointer("/spec/expirationSeconds")
+        .and_then(Value::as_i64)
+    {
+        Some(s) => human_duration(chrono::Duration::seconds(s)),
+        None => NONE.to_string(),
+    };
+    vec![
+        name(obj),
+        age(obj, now),
+        json!(text(obj, &["spec", "signerName"])),
+        json!(text(obj, &["spec", "username"])),
+        json!(requested),
+        json!(csr_condition(obj)),
+    ]
 }
 
 // ---------------------------------------------------------------------------
@@ -1095,6 +1177,7 @@ mod tests {
             "resourcequotas",
             "events",
             "horizontalpodautoscalers",
+            "certificatesigningrequests",
             "secrets",
         ] {
             for obj in [json!({}), json!(null), json!({"metadata": 7, "spec": "x"})] {
@@ -1136,6 +1219,26 @@ mod tests {
         assert_eq!(
             cells("horizontalpodautoscalers", &fresh, now())[2],
             "cpu: <unknown>/80%"
+        );
+    }
+
+    #[test]
+    fn csr_rows_show_requestor_and_condition_like_kubectl() {
+        let csr = json!({"metadata": {"name": "node-csr-w1"}, "spec": {
+            "signerName": "kubernetes.io/kube-apiserver-client-kubelet",
+            "username": "system:bootstrap:abcdef", "expirationSeconds": 3600},
+            "status": {"conditions": [{"type": "Approved", "status": "True"}],
+                "certificate": "Zm9v"}});
+        let row = cells("certificatesigningrequests", &csr, now());
+        assert_eq!(row[2], "kubernetes.io/kube-apiserver-client-kubelet");
+        assert_eq!(row[3], "system:bootstrap:abcdef");
+        assert_eq!(row[4], "60m");
+        assert_eq!(row[5], "Approved,Issued");
+        let pending = json!({"metadata": {"name": "x"}, "spec": {}});
+        let row = cells("certificatesigningrequests", &pending, now());
+        assert_eq!(
+            (row[4].as_str(), row[5].as_str()),
+            (Some("<none>"), Some("Pending"))
         );
     }
 

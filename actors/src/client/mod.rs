@@ -2,6 +2,7 @@
 //! runs in the control plane's process (in-process client) or on another machine (HTTP
 //! client), and every write passes the same validation and admission.
 
+pub mod bootstrap;
 mod http;
 mod local;
 

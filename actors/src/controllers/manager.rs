@@ -7,6 +7,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::autoscaler::{Autoscaler, AutoscalerConfig};
+use super::csr_signing::CsrSigningController;
 use super::endpoints::EndpointsController;
 use super::garbage_collector::GarbageCollector;
 use super::namespace::NamespaceController;
@@ -15,7 +16,16 @@ use super::replication::ReplicationController;
 use super::resource_quota::ResourceQuotaController;
 use super::runtime::Controller;
 use crate::client::ApiClient;
+use crate::pki::ClusterCa;
 use crate::resource_metrics::{MetricsRegistry, MetricsSource};
+
+/// What the CSR approver and signer needs: the cluster CA, and how long what it signs is
+/// valid. Absent on an insecure cluster, which has no CA.
+#[derive(Debug, Clone)]
+pub struct CsrSigningConfig {
+    pub ca: Arc<ClusterCa>,
+    pub validity: Duration,
+}
 
 #[derive(Debug, Clone)]
 pub struct ControllerManagerConfig {
@@ -27,6 +37,8 @@ pub struct ControllerManagerConfig {
     pub enabled: Vec<String>,
     /// The horizontal pod autoscaler's sync period and scale-down window.
     pub autoscaler: AutoscalerConfig,
+    /// For `csrsigning`, which runs only when it is given.
+    pub csr_signing: Option<CsrSigningConfig>,
 }
 
 impl ControllerManagerConfig {
@@ -42,6 +54,7 @@ impl Default for ControllerManagerConfig {
             node_eviction_timeout: Duration::from_secs(300),
             enabled: vec!["*".into()],
             autoscaler: AutoscalerConfig::default(),
+            csr_signing: None,
         }
     }
 }
@@ -112,6 +125,12 @@ impl ControllerManager {
         if cfg.runs("horizontalpodautoscaling") {
             let hpa = Autoscaler::new(cfg.autoscaler.clone(), self.metrics.clone());
             running.push(Box::new(Controller::new(hpa, c()).start_supervised()));
+        }
+        if let (true, Some(csr)) = (cfg.runs("csrsigning"), cfg.csr_signing.clone()) {
+            running.push(Box::new(
+                Controller::new(CsrSigningController::new(csr.ca, csr.validity), c())
+                    .start_supervised(),
+            ));
         }
         self.running = running;
     }

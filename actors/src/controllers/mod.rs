@@ -8,6 +8,7 @@ pub mod runtime;
 
 pub use runtime::{Action, Context, Controller, ReconcileError, Reconciler};
 pub mod autoscaler;
+pub mod csr_signing;
 pub mod endpoints;
 pub mod garbage_collector;
 pub mod manager;

@@ -2,6 +2,7 @@
 
 pub mod allocation;
 pub mod auth;
+pub mod csr;
 mod discovery;
 mod http;
 pub mod logs;
