@@ -32,12 +32,16 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path) -> Server {
+        Self::start_on(dir, "127.0.0.1:0", GRACE_SECONDS, EVICTION_SECONDS)
+    }
+
+    fn start_on(dir: &Path, listen: &str, grace: u64, eviction: u64) -> Server {
         use std::io::BufRead;
         let config = dir.join("server.toml");
         std::fs::write(
             &config,
             format!(
-                "[gateway]\nlisten = \"127.0.0.1:0\"\n[controllers]\nnode_grace_period_seconds = {GRACE_SECONDS}\nnode_eviction_timeout_seconds = {EVICTION_SECONDS}\n"
+                "[gateway]\nlisten = \"{listen}\"\n[controllers]\nnode_grace_period_seconds = {grace}\nnode_eviction_timeout_seconds = {eviction}\n"
             ),
         )
         .expect("write config");
@@ -283,4 +287,94 @@ async fn nodes_join_a_server_over_https_and_a_killed_nodes_pods_move_to_the_othe
     );
     assert!(!node_ready(&admin, &url, victim).await);
     drop(nodes);
+}
+
+/// The container ID and restart count of a Running pod.
+async fn running_container(
+    client: &reqwest::Client,
+    url: &str,
+    pod: &str,
+) -> Option<(String, u64)> {
+    let (code, p) = call(client.get(format!("{url}/api/v1/namespaces/default/pods/{pod}"))).await;
+    if code != 200 || p["status"]["phase"] != "Running" {
+        return None;
+    }
+    let c = &p["status"]["containerStatuses"][0];
+    Some((
+        c["containerID"].as_str()?.to_string(),
+        c["restartCount"].as_u64()?,
+    ))
+}
+
+fn sleeper(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "app",
+            "image": "skiff/busybox:latest", "imagePullPolicy": "Never",
+            "command": ["sleep", "3600"]}]}})
+}
+
+#[tokio::test]
+async fn a_node_cut_off_from_the_server_keeps_its_pods_and_resyncs_when_it_returns() {
+    if !docker_available() {
+        eprintln!("SKIPPED: no Docker Engine on this machine");
+        return;
+    }
+    let name = node_names("resync", 1).remove(0);
+    let _cleanup = DockerCleanup::new(std::slice::from_ref(&name));
+    let dir = tempfile::tempdir().unwrap();
+    // A fixed port, so the restarted server is where the node looks for it; eviction far
+    // enough off that the outage alone evicts nothing.
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .to_string();
+    let server = Server::start_on(dir.path(), &listen, 20, 60);
+    let admin = server.admin();
+    let url = server.url.clone();
+    let node_dir = tempfile::tempdir().unwrap();
+    let _node = Proc(
+        server
+            .node(&name, "127.0.0.4", &server.join_token(), node_dir.path())
+            .spawn()
+            .expect("spawn skiff node"),
+    );
+    let (code, body) = call(
+        admin
+            .post(format!("{url}/api/v1/namespaces/default/pods"))
+            .json(&sleeper("keeper")),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let before = eventually(Duration::from_secs(60), "keeper Running", || {
+        running_container(&admin, &url, "keeper")
+    })
+    .await;
+
+    // The control plane goes away: the node's watches and heartbeats fail.
+    drop(server);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let server = Server::start_on(dir.path(), &listen, 20, 60);
+    assert_eq!(server.url, url);
+    let admin = server.admin();
+
+    // Back: the node picks up new work (its watch resumed) and the old pod is the same
+    // container, never restarted.
+    let (code, body) = call(
+        admin
+            .post(format!("{url}/api/v1/namespaces/default/pods"))
+            .json(&sleeper("newcomer")),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    eventually(
+        Duration::from_secs(60),
+        "newcomer Running on the node",
+        || running_container(&admin, &url, "newcomer"),
+    )
+    .await;
+    assert_eq!(
+        running_container(&admin, &url, "keeper").await,
+        Some(before)
+    );
+    assert!(node_ready(&admin, &url, &name).await);
 }
