@@ -108,12 +108,17 @@ pub struct StoreConfig {
 #[serde(default)]
 pub struct ControllersConfig {
     /// Controllers to run, by name (`replication`, `endpoints`, `nodelifecycle`,
-    /// `namespace`, `resourcequota`, `garbagecollector`), or `*` for all of them.
+    /// `namespace`, `resourcequota`, `garbagecollector`, `horizontalpodautoscaling`,
+    /// `csrsigning`), or `*` for all of them.
     pub enabled: Vec<String>,
     /// A node that has not heartbeated for this long is marked Unknown and tainted.
     pub node_grace_period_seconds: u64,
     /// A node not ready for this long has its pods evicted (deleted, to be replaced).
     pub node_eviction_timeout_seconds: u64,
+    /// How often the horizontal pod autoscaler evaluates every HPA.
+    pub hpa_sync_period_seconds: u64,
+    /// A scale-down takes the highest recommendation of this window, so it does not flap.
+    pub hpa_downscale_stabilization_seconds: u64,
 }
 
 impl Default for ControllersConfig {
@@ -122,6 +127,8 @@ impl Default for ControllersConfig {
             enabled: vec!["*".into()],
             node_grace_period_seconds: 40,
             node_eviction_timeout_seconds: 300,
+            hpa_sync_period_seconds: 15,
+            hpa_downscale_stabilization_seconds: 300,
         }
     }
 }
@@ -143,6 +150,9 @@ pub struct NodeConfig {
     /// The node's address (InternalIP; the proxy listens for node ports there). Unset:
     /// 127.0.0.<n> for the n-th node, so nodes in one process do not share node ports.
     pub address: Option<String>,
+    /// How often the kubelet samples its containers' CPU and memory (`kubectl top`, the
+    /// autoscaler).
+    pub stats_interval_seconds: u64,
 }
 
 impl Default for NodeConfig {
@@ -157,6 +167,7 @@ impl Default for NodeConfig {
             pods: 110,
             heartbeat_seconds: 10,
             address: None,
+            stats_interval_seconds: 5,
         }
     }
 }
@@ -233,7 +244,11 @@ impl Config {
                 config::Environment::with_prefix("SKIFF")
                     .prefix_separator("_")
                     .separator("__")
-                    .try_parsing(true),
+                    .try_parsing(true)
+                    // Lists from the environment are comma-separated.
+                    .list_separator(",")
+                    .with_list_parse_key("gateway.tls_sans")
+                    .with_list_parse_key("controllers.enabled"),
             )
             .build()
             .map_err(ConfigError::Load)?;
@@ -314,6 +329,14 @@ mod tests {
         assert_eq!(limits.client_qps, 2.5);
         assert_eq!(limits.max_requests_inflight, 400);
         assert_eq!(limits.max_mutating_requests_inflight, 200);
+    }
+
+    #[test]
+    fn environment_sets_a_list_comma_separated() {
+        std::env::set_var("SKIFF_GATEWAY__TLS_SANS", "10.0.0.5,skiff.example");
+        let cfg = Config::load(None).expect("config");
+        std::env::remove_var("SKIFF_GATEWAY__TLS_SANS");
+        assert_eq!(cfg.gateway.tls_sans, vec!["10.0.0.5", "skiff.example"]);
     }
 
     #[test]

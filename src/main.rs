@@ -63,8 +63,12 @@ enum Command {
         #[arg(long, env = "SKIFF_JOIN_TOKEN")]
         token: Option<String>,
         /// The cluster CA certificate (the server's <data-dir>/pki/ca.crt).
-        #[arg(long)]
-        ca_file: PathBuf,
+        #[arg(long, required_unless_present = "ca_cert_hash")]
+        ca_file: Option<PathBuf>,
+        /// Instead of --ca-file: learn the CA from the server and trust it only if its
+        /// public key matches this pin (`sha256:<hex>`, logged by the server at start).
+        #[arg(long, conflicts_with = "ca_file")]
+        ca_cert_hash: Option<String>,
         /// The node's name.
         #[arg(long)]
         name: String,
@@ -188,9 +192,13 @@ async fn up(
     }
     let sys = system::start(&cfg).await?;
     if let Some(c) = &sys.credentials {
+        // What a node on another machine needs to join: the token (a secret, so only its
+        // file is named) and the CA's pin.
+        let pin = c.ca.cert_hash().unwrap_or_default();
         tracing::info!(
             ca = %c.pki_dir.join(skiff_actors::pki::CA_CERT).display(),
             join_token = %c.pki_dir.join(skiff_actors::pki::JOIN_TOKEN).display(),
+            ca_cert_hash = %pin,
             "TLS and authentication on"
         );
     }
@@ -210,12 +218,19 @@ async fn up(
 async fn run_node(opts: NodeOptions) -> Result<(), CliError> {
     use skiff_actors::client::{ApiClient, Credentials, HttpClient};
     use std::sync::Arc;
-    let ca_pem = std::fs::read(&opts.ca_file).map_err(|e| {
-        CliError::Node(format!(
-            "cannot read the CA file {}: {e}",
-            opts.ca_file.display()
-        ))
-    })?;
+    let ca_pem = match (&opts.ca_file, &opts.ca_cert_hash) {
+        (Some(file), _) => std::fs::read_to_string(file).map_err(|e| {
+            CliError::Node(format!("cannot read the CA file {}: {e}", file.display()))
+        })?,
+        (None, Some(pin)) => skiff_actors::client::bootstrap::discover_ca(&opts.server, pin)
+            .await
+            .map_err(|e| CliError::Node(e.to_string()))?,
+        (None, None) => {
+            return Err(CliError::Node(
+                "--ca-file or --ca-cert-hash is required".into(),
+            ))
+        }
+    };
     let files = skiff::join::NodeCredentialFiles::in_dir(&opts.data_dir);
     let identity = skiff::join::node_identity(
         &opts.server,
@@ -226,8 +241,8 @@ async fn run_node(opts: NodeOptions) -> Result<(), CliError> {
     )
     .await?;
     let creds = Credentials {
-        ca_pem: Some(ca_pem),
-        identity_pem: Some(identity),
+        ca_pem: Some(ca_pem.into_bytes()),
+        identity_pem: Some(identity.into_bytes()),
         token: None,
     };
     let client: Arc<dyn ApiClient> = Arc::new(
@@ -245,7 +260,8 @@ async fn run_node(opts: NodeOptions) -> Result<(), CliError> {
 struct NodeOptions {
     server: String,
     token: Option<String>,
-    ca_file: PathBuf,
+    ca_file: Option<PathBuf>,
+    ca_cert_hash: Option<String>,
     data_dir: PathBuf,
     node: skiff::config::NodeConfig,
 }
@@ -314,6 +330,7 @@ fn main() -> std::process::ExitCode {
                 server,
                 token,
                 ca_file,
+                ca_cert_hash,
                 name,
                 data_dir,
                 runtime,
@@ -333,6 +350,7 @@ fn main() -> std::process::ExitCode {
                     server,
                     token,
                     ca_file,
+                    ca_cert_hash,
                     data_dir,
                     node,
                 })

@@ -75,7 +75,13 @@ pub fn prepare(cfg: &Config) -> Result<Security, SecurityError> {
     })?;
 
     let verifier = tls::client_verifier(ca.cert_der())?;
-    let server = tls::server_config(&serving, verifier.clone())?;
+    // The chain includes the CA, so a joining node holding only its pin
+    // (`--discovery-token-ca-cert-hash`) can learn the CA from the handshake.
+    let chain = Credential {
+        cert_pem: format!("{}{}", serving.cert_pem, ca.cert_pem()),
+        key_pem: serving.key_pem.clone(),
+    };
+    let server = tls::server_config(&chain, verifier.clone())?;
     let authenticator = Authenticator::new(tokens, Some(join), Some(verifier));
     Ok(Security {
         ca: Arc::new(ca),

@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use skiff_actors::api::{meta, resources, ApiError};
 use skiff_actors::client::{ApiClient, LocalClient};
-use skiff_actors::controllers::manager::{ControllerManager, ControllerManagerConfig};
+use skiff_actors::controllers::autoscaler::AutoscalerConfig;
+use skiff_actors::controllers::manager::{
+    ControllerManager, ControllerManagerConfig, CsrSigningConfig,
+};
 use skiff_actors::controllers::Controller;
 use skiff_actors::gateway::allocation::ServiceRanges;
 use skiff_actors::gateway::logs::NodeRuntimes;
@@ -24,6 +27,7 @@ use skiff_actors::kubelet::runtime::sim::{SimConfig, SimRuntime};
 use skiff_actors::kubelet::runtime::Runtime;
 use skiff_actors::metrics::Metrics;
 use skiff_actors::proxy::ProxyReconciler;
+use skiff_actors::resource_metrics::{MetricsRegistry, MetricsSink, MetricsSource};
 use skiff_actors::scheduler::{SchedulerActor, SchedulerConfig};
 use skiff_actors::store::{self, StoreConfig, StoreHandle};
 
@@ -73,6 +77,8 @@ pub struct NodeHandle {
     pub name: String,
     pub kubelet: Addr<Kubelet>,
     pub proxy: Addr<Controller<ProxyReconciler>>,
+    /// The simulated runtime of a hollow node, so tests can set its containers' usage.
+    pub sim: Option<Arc<SimRuntime>>,
 }
 
 /// A running cluster.
@@ -178,11 +184,15 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
         None => (None, None),
     };
     let runtimes = NodeRuntimes::default();
+    // Kubelets in this process report usage here; the gateway (metrics.k8s.io) and the
+    // autoscaler read it.
+    let usage = MetricsRegistry::default();
     let authorization = gateway::auth::Authorization::node_and_rbac(store.clone());
     let gateway = gateway::start(
         &gw_cfg,
         objects.clone(),
         runtimes.clone(),
+        Arc::new(usage.clone()),
         metrics,
         authorization,
         gw_security,
@@ -199,11 +209,22 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
         node_grace_period: Duration::from_secs(cfg.controllers.node_grace_period_seconds),
         node_eviction_timeout: Duration::from_secs(cfg.controllers.node_eviction_timeout_seconds),
         enabled: cfg.controllers.enabled.clone(),
+        autoscaler: AutoscalerConfig {
+            sync_period: Duration::from_secs(cfg.controllers.hpa_sync_period_seconds.max(1)),
+            downscale_stabilization: Duration::from_secs(
+                cfg.controllers.hpa_downscale_stabilization_seconds,
+            ),
+        },
+        csr_signing: credentials.as_ref().map(|c| CsrSigningConfig {
+            ca: c.ca.clone(),
+            validity: Duration::from_secs(cfg.auth.node_cert_validity_days.max(1) * 24 * 3600),
+        }),
     };
     let scheduler_client = client.clone();
     let client_for_nodes = client.clone();
+    let hpa_metrics: Arc<dyn MetricsSource> = Arc::new(usage.clone());
     let controllers = ControllerManager::start_in_arbiter(&control_arbiter.handle(), move |_| {
-        ControllerManager::new(client, cm_cfg)
+        ControllerManager::new(client, cm_cfg).with_metrics(hpa_metrics)
     });
     let scheduler = cfg.scheduler.enabled.then(|| {
         Supervisor::start_in_arbiter(&control_arbiter.handle(), move |_| {
@@ -211,7 +232,14 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
         })
     });
     let nodes_arbiter = Arbiter::new();
-    let kubelets = start_nodes(&cfg.nodes, &nodes_arbiter, client_for_nodes, &runtimes).await?;
+    let kubelets = start_nodes(
+        &cfg.nodes,
+        &nodes_arbiter,
+        client_for_nodes,
+        &runtimes,
+        &usage,
+    )
+    .await?;
     let kubeconfig = data_dir.join("kubeconfig");
     write_kubeconfig(&kubeconfig, &cfg.cluster.name, addr, credentials.as_ref())?;
     Ok(System {
@@ -249,10 +277,18 @@ pub async fn start_node_agent(
     client: Arc<dyn ApiClient>,
 ) -> Result<NodeAgent, SystemError> {
     let arbiter = Arbiter::new();
-    // Pod logs are served by the gateway from in-process runtimes only; a remote node's
-    // registry stays local to it.
+    // Pod logs and resource metrics are served by the gateway from in-process nodes only;
+    // a remote node's registries stay local to it.
     let runtimes = NodeRuntimes::default();
-    let mut started = start_nodes(std::slice::from_ref(node), &arbiter, client, &runtimes).await?;
+    let usage = MetricsRegistry::default();
+    let mut started = start_nodes(
+        std::slice::from_ref(node),
+        &arbiter,
+        client,
+        &runtimes,
+        &usage,
+    )
+    .await?;
     match started.pop() {
         Some(node) => Ok(NodeAgent { node, arbiter }),
         None => Err(SystemError::Bootstrap("no node started".into())),
@@ -266,10 +302,12 @@ async fn start_nodes(
     arbiter: &Arbiter,
     client: Arc<dyn ApiClient>,
     runtimes: &NodeRuntimes,
+    usage: &MetricsRegistry,
 ) -> Result<Vec<NodeHandle>, SystemError> {
     let mut docker: Option<Arc<dyn Runtime>> = None;
     let mut started = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
+        let mut sim = None;
         let runtime: Arc<dyn Runtime> = match node.runtime.as_str() {
             "docker" => match &docker {
                 Some(d) => d.clone(),
@@ -285,10 +323,14 @@ async fn start_nodes(
                     d
                 }
             },
-            "sim" => Arc::new(SimRuntime::new(SimConfig {
-                ip_offset: (i as u32) * 256,
-                ..SimConfig::default()
-            })),
+            "sim" => {
+                let rt = Arc::new(SimRuntime::new(SimConfig {
+                    ip_offset: (i as u32) * 256,
+                    ..SimConfig::default()
+                }));
+                sim = Some(rt.clone());
+                rt
+            }
             other => {
                 return Err(SystemError::Node {
                     node: node.name.clone(),
@@ -321,11 +363,13 @@ async fn start_nodes(
             memory: node.memory.clone(),
             max_pods: node.pods,
             heartbeat_interval: Duration::from_secs(node.heartbeat_seconds.max(1)),
+            stats_interval: Duration::from_secs(node.stats_interval_seconds.max(1)),
             ..KubeletConfig::default()
         };
         let kubelet_client = client.clone();
+        let sink: Arc<dyn MetricsSink> = Arc::new(usage.clone());
         let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
-            Kubelet::new(kubelet_client, runtime, kcfg)
+            Kubelet::new(kubelet_client, runtime, kcfg).with_metrics(sink)
         });
         let proxy_client = client.clone();
         let name = node.name.clone();
@@ -336,6 +380,7 @@ async fn start_nodes(
             name: node.name.clone(),
             kubelet: addr,
             proxy,
+            sim,
         });
     }
     Ok(started)
@@ -540,6 +585,42 @@ fn write_kubeconfig(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kubeconfig_carries_the_ca_and_admin_token_only_when_secure() {
+        let ca = Arc::new(skiff_actors::pki::ClusterCa::generate("t").expect("ca"));
+        let creds = Credentials {
+            ca: ca.clone(),
+            admin: AdminCredential::Token("tok".into()),
+            join_token: "abcdef.0123456789abcdef".into(),
+            pki_dir: PathBuf::from("/nonexistent"),
+        };
+        let addr: SocketAddr = "0.0.0.0:6443".parse().expect("addr");
+        let doc: Value =
+            serde_yaml_ng::from_str(&kubeconfig_yaml("c", addr, Some(&creds)).expect("yaml"))
+                .expect("parse");
+        let cluster = &doc["clusters"][0]["cluster"];
+        // A wildcard listen address is dialled on loopback, which the certificate names.
+        assert_eq!(cluster["server"], "https://127.0.0.1:6443");
+        use base64::Engine;
+        let ca_data = base64::engine::general_purpose::STANDARD
+            .decode(
+                cluster["certificate-authority-data"]
+                    .as_str()
+                    .expect("ca data"),
+            )
+            .expect("base64");
+        assert_eq!(String::from_utf8_lossy(&ca_data), ca.cert_pem());
+        assert_eq!(doc["users"][0]["user"]["token"], "tok");
+        let plain: Value =
+            serde_yaml_ng::from_str(&kubeconfig_yaml("c", addr, None).expect("yaml"))
+                .expect("parse");
+        assert_eq!(
+            plain["clusters"][0]["cluster"]["server"],
+            "http://127.0.0.1:6443"
+        );
+        assert_eq!(plain["users"][0]["user"], json!({}));
+    }
 
     #[test]
     fn taints_parse_as_kubectl_writes_them() {

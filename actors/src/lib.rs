@@ -9,5 +9,6 @@ pub mod kubelet;
 pub mod metrics;
 pub mod pki;
 pub mod proxy;
+pub mod resource_metrics;
 pub mod scheduler;
 pub mod store;

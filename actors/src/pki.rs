@@ -151,6 +151,11 @@ impl ClusterCa {
         &self.cert_der
     }
 
+    /// The CA's pin in kubeadm's `--discovery-token-ca-cert-hash` form.
+    pub fn cert_hash(&self) -> Result<String, PkiError> {
+        cert_hash(self.cert_der())
+    }
+
     /// A serving certificate for these names and IP addresses.
     pub fn issue_serving(&self, sans: &[String]) -> Result<Credential, PkiError> {
         let mut params = CertificateParams::new(sans.to_vec()).map_err(PkiError::Generate)?;
@@ -311,8 +316,18 @@ fn ip_from_bytes(b: &[u8]) -> Option<IpAddr> {
 /// `system:node:<name>`, O `system:nodes`, client authentication. Returns (key PEM,
 /// CSR PEM).
 pub fn node_csr(node_name: &str) -> Result<(String, String), PkiError> {
+    client_csr(&format!("system:node:{node_name}"), Some("system:nodes"))
+}
+
+/// A new key and a certificate signing request for a client certificate naming user
+/// `common_name` in group `organization`. Returns (key PEM, CSR PEM).
+pub fn client_csr(
+    common_name: &str,
+    organization: Option<&str>,
+) -> Result<(String, String), PkiError> {
     let key = KeyPair::generate().map_err(PkiError::Generate)?;
-    let params = client_params(&format!("system:node:{node_name}"), &["system:nodes"]);
+    let orgs: Vec<&str> = organization.into_iter().collect();
+    let params = client_params(common_name, &orgs);
     let csr = params.serialize_request(&key).map_err(PkiError::Generate)?;
     let pem = csr.pem().map_err(PkiError::Generate)?;
     Ok((key.serialize_pem(), pem))
@@ -329,6 +344,30 @@ pub fn csr_subject(csr_pem: &str) -> Result<Subject, PkiError> {
     csr.verify_signature()
         .map_err(|e| PkiError::BadCsr(format!("bad signature: {e}")))?;
     Ok(subject_of(&csr.certification_request_info.subject))
+}
+
+/// `sha256:<hex>` of a certificate's SubjectPublicKeyInfo, kubeadm's CA pin: a node
+/// that knows it can trust the CA a server presents without a copy of its file.
+pub fn cert_hash(der: &[u8]) -> Result<String, PkiError> {
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| PkiError::BadCertificate(e.to_string()))?;
+    let spki = cert.tbs_certificate.subject_pki.raw;
+    let digest = ring::digest::digest(&ring::digest::SHA256, spki);
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("sha256:{hex}"))
+}
+
+/// A DER certificate as PEM.
+pub fn der_to_pem(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(line));
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
 }
 
 /// The subject of a DER certificate.
@@ -454,7 +493,9 @@ fn write_with_mode(path: &Path, contents: &str, mode: u32) -> Result<(), PkiErro
         std::fs::create_dir_all(parent).map_err(err)?;
     }
     // Write beside and rename, so a crash never leaves half a key behind.
-    let tmp = path.with_extension("tmp");
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -525,6 +566,19 @@ mod tests {
             .value;
         assert!(eku.client_auth && !eku.server_auth);
         assert!(!cert.is_ca());
+    }
+
+    #[test]
+    fn the_ca_pin_is_stable_and_distinguishes_cas() {
+        let ca = ClusterCa::generate("a").expect("ca");
+        let pin = ca.cert_hash().expect("hash");
+        assert!(pin.starts_with("sha256:") && pin.len() == 7 + 64, "{pin}");
+        assert_eq!(pin, cert_hash(ca.cert_der()).expect("hash"));
+        let other = ClusterCa::generate("a").expect("ca");
+        assert_ne!(pin, other.cert_hash().expect("hash"));
+        let pem = der_to_pem(ca.cert_der());
+        let back = CertificateDer::from_pem_slice(pem.as_bytes()).expect("pem");
+        assert_eq!(back.as_ref(), ca.cert_der().as_ref());
     }
 
     #[test]

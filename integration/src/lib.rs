@@ -9,13 +9,17 @@ use serde_json::Value;
 use skiff::config::Config;
 use skiff::security::AdminCredential;
 use skiff::system::{self, Credentials};
+use skiff_actors::kubelet::runtime::sim::SimRuntime;
 use skiff_actors::pki::Credential;
 use skiff_actors::store::StoreHandle;
+use std::sync::Arc;
 
 pub struct TestCluster {
     pub url: String,
     pub kubeconfig: PathBuf,
     pub store: StoreHandle,
+    /// The simulated runtimes of hollow nodes, by node name (to set their pods' usage).
+    pub sims: Vec<(String, Arc<SimRuntime>)>,
     pub data_dir: PathBuf,
     /// The CA, admin credential and join token of a secure cluster (`start_secure`).
     pub credentials: Option<Credentials>,
@@ -58,11 +62,15 @@ impl TestCluster {
     }
 
     /// A fresh cluster serving HTTPS with authentication, as `skiff up` does by default:
-    /// the API alone, like `api_only`.
+    /// the API alone, like `api_only`, plus the CSR approver and signer.
     pub fn start_secure() -> TestCluster {
         Self::start_secure_with(|cfg| {
             cfg.scheduler.enabled = false;
-            cfg.controllers.enabled = vec!["namespace".into(), "garbagecollector".into()];
+            cfg.controllers.enabled = vec![
+                "namespace".into(),
+                "garbagecollector".into(),
+                "csrsigning".into(),
+            ];
         })
     }
 
@@ -102,11 +110,17 @@ impl TestCluster {
             actix_rt::System::new().block_on(async move {
                 match system::start(&cfg).await {
                     Ok(sys) => {
+                        let sims: Vec<(String, Arc<SimRuntime>)> = sys
+                            .nodes
+                            .iter()
+                            .filter_map(|n| n.sim.clone().map(|s| (n.name.clone(), s)))
+                            .collect();
                         let _ = ready_tx.send(Ok((
                             sys.url(),
                             sys.kubeconfig.clone(),
                             sys.store.clone(),
                             sys.credentials.clone(),
+                            sims,
                         )));
                         let _ = stop_rx.await;
                         sys.shutdown().await;
@@ -117,7 +131,7 @@ impl TestCluster {
                 }
             });
         });
-        let (url, kubeconfig, store, credentials) = ready_rx
+        let (url, kubeconfig, store, credentials, sims) = ready_rx
             .recv_timeout(Duration::from_secs(60))
             .expect("cluster start timed out")
             .expect("cluster failed to start");
@@ -125,6 +139,7 @@ impl TestCluster {
             url,
             kubeconfig,
             store,
+            sims,
             data_dir: config.cluster.data_dir.clone(),
             credentials,
             config,
@@ -178,6 +193,14 @@ impl TestCluster {
     /// A client trusting this cluster's CA and sending the admin token.
     pub fn admin_client(&self) -> reqwest::Client {
         tls_client(&self.ca_pem(), Some(&self.admin_token()), None)
+    }
+
+    /// The simulated runtime of the hollow node `name`.
+    pub fn sim(&self, name: &str) -> Option<Arc<SimRuntime>> {
+        self.sims
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s.clone())
     }
 
     /// Stop the cluster and wait until its store is closed.

@@ -497,16 +497,24 @@ fn run_node_agent(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kubelet_over_the_network_runs_its_pods_with_only_its_node_rights() {
+async fn a_node_joining_over_the_network_runs_its_pods_with_only_its_node_rights() {
     use skiff_actors::client::{Credentials, HttpClient};
     let c = TestCluster::start_secure_with(|cfg| {
         cfg.scheduler.enabled = true;
         cfg.controllers.enabled = vec!["*".into()];
     });
-    // The credential a joining node gets: a client certificate from the cluster CA for
-    // system:node:<name> in system:nodes (the CSR signer issues the same).
+    // The node joins as a bootstrapper (the join token): it may only ask for a node
+    // certificate (system:node-bootstrapper), which the cluster signs.
     let ca = c.ca_pem();
-    let cred = c.client_cert("system:node:remote-1", &["system:nodes"]);
+    let cred = skiff_actors::client::bootstrap::request_node_credential(
+        &c.url,
+        &ca,
+        &c.join_token(),
+        "remote-1",
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("the join token buys a node credential");
     let identity = format!("{}{}", cred.cert_pem, cred.key_pem).into_bytes();
     let creds = Credentials {
         ca_pem: Some(ca.as_bytes().to_vec()),

@@ -4,9 +4,9 @@
 //!
 //! Only what those clients post is understood: the `runtime.Unknown` envelope, ObjectMeta,
 //! the Namespace kind, the RBAC kinds (`kubectl create role|clusterrole|rolebinding|
-//! clusterrolebinding`), SelfSubjectReview (`kubectl auth whoami`) and
-//! SelfSubjectAccessReview (`kubectl auth can-i`). Anything else gets a clear 415 asking
-//! for JSON.
+//! clusterrolebinding`), autoscaling/v1 HorizontalPodAutoscaler (`kubectl autoscale`),
+//! SelfSubjectReview (`kubectl auth whoami`) and SelfSubjectAccessReview (`kubectl auth
+//! can-i`). Anything else gets a clear 415 asking for JSON.
 
 use serde_json::{json, Map, Value};
 
@@ -23,14 +23,12 @@ pub enum ProtobufError {
     WireType(u8),
     #[error("field {field} is not valid UTF-8")]
     Utf8 { field: u32 },
-    #[error(
-        "protobuf request bodies are accepted for Namespace, RBAC kinds and reviews only (got {0}); send application/json"
-    )]
+    #[error("protobuf request bodies are not accepted for {0}; send application/json")]
     UnsupportedKind(String),
 }
 
 enum Field<'a> {
-    Varint,
+    Varint(u64),
     Bytes(&'a [u8]),
     Fixed,
 }
@@ -69,10 +67,7 @@ impl<'a> Fields<'a> {
         let key = varint(&mut self.buf)?;
         let number = (key >> 3) as u32;
         let field = match (key & 7) as u8 {
-            0 => {
-                varint(&mut self.buf)?;
-                Field::Varint
-            }
+            0 => Field::Varint(varint(&mut self.buf)?),
             1 => {
                 self.skip(8)?;
                 Field::Fixed
@@ -300,12 +295,165 @@ fn binding(kind: &str, raw: &[u8]) -> Result<Value, ProtobufError> {
     Ok(obj)
 }
 
+fn base64(b: &[u8]) -> Value {
+    use base64::Engine;
+    json!(base64::engine::general_purpose::STANDARD.encode(b))
+}
+
+/// A `meta/v1` Time (seconds since the epoch) as the RFC 3339 text JSON carries.
+fn time(b: &[u8]) -> Result<Value, ProtobufError> {
+    let mut seconds = 0i64;
+    for f in fields(b) {
+        if let (1, Field::Varint(v)) = f? {
+            seconds = v as i64;
+        }
+    }
+    Ok(chrono::DateTime::from_timestamp(seconds, 0)
+        .map(|t| json!(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))
+        .unwrap_or(Value::Null))
+}
+
+/// Insert a string field unless it is proto3's empty default.
+fn put_text(
+    m: &mut Map<String, Value>,
+    key: &str,
+    field: u32,
+    b: &[u8],
+) -> Result<(), ProtobufError> {
+    let t = text(field, b)?;
+    if !t.is_empty() {
+        m.insert(key.into(), json!(t));
+    }
+    Ok(())
+}
+
+/// `kubectl certificate approve|deny` PUTs the whole CSR to its approval subresource.
+fn certificate_signing_request(raw: &[u8]) -> Result<Value, ProtobufError> {
+    let mut obj = json!({"apiVersion": "certificates.k8s.io/v1",
+        "kind": "CertificateSigningRequest", "metadata": {}});
+    for f in fields(raw) {
+        match f? {
+            (1, Field::Bytes(x)) => obj["metadata"] = object_meta(x)?,
+            (2, Field::Bytes(x)) => obj["spec"] = csr_spec(x)?,
+            (3, Field::Bytes(x)) => obj["status"] = csr_status(x)?,
+            _ => {}
+        }
+    }
+    Ok(obj)
+}
+
+fn csr_spec(b: &[u8]) -> Result<Value, ProtobufError> {
+    let mut m = Map::new();
+    let (mut groups, mut usages) = (Vec::new(), Vec::new());
+    for f in fields(b) {
+        match f? {
+            (1, Field::Bytes(x)) => {
+                m.insert("request".into(), base64(x));
+            }
+            (2, Field::Bytes(x)) => put_text(&mut m, "username", 2, x)?,
+            (3, Field::Bytes(x)) => put_text(&mut m, "uid", 3, x)?,
+            (4, Field::Bytes(x)) => groups.push(json!(text(4, x)?)),
+            (5, Field::Bytes(x)) => usages.push(json!(text(5, x)?)),
+            (7, Field::Bytes(x)) => put_text(&mut m, "signerName", 7, x)?,
+            (8, Field::Varint(v)) => {
+                m.insert("expirationSeconds".into(), json!(v as i32));
+            }
+            _ => {}
+        }
+    }
+    if !groups.is_empty() {
+        m.insert("groups".into(), Value::Array(groups));
+    }
+    if !usages.is_empty() {
+        m.insert("usages".into(), Value::Array(usages));
+    }
+    Ok(Value::Object(m))
+}
+
+fn csr_status(b: &[u8]) -> Result<Value, ProtobufError> {
+    let mut m = Map::new();
+    let mut conditions = Vec::new();
+    for f in fields(b) {
+        match f? {
+            (1, Field::Bytes(x)) => {
+                let mut c = Map::new();
+                for cf in fields(x) {
+                    match cf? {
+                        (1, Field::Bytes(y)) => put_text(&mut c, "type", 1, y)?,
+                        (2, Field::Bytes(y)) => put_text(&mut c, "reason", 2, y)?,
+                        (3, Field::Bytes(y)) => put_text(&mut c, "message", 3, y)?,
+                        (4, Field::Bytes(y)) => {
+                            c.insert("lastUpdateTime".into(), time(y)?);
+                        }
+                        (5, Field::Bytes(y)) => {
+                            c.insert("lastTransitionTime".into(), time(y)?);
+                        }
+                        (6, Field::Bytes(y)) => put_text(&mut c, "status", 6, y)?,
+                        _ => {}
+                    }
+                }
+                conditions.push(Value::Object(c));
+            }
+            (2, Field::Bytes(x)) if !x.is_empty() => {
+                m.insert("certificate".into(), base64(x));
+            }
+            _ => {}
+        }
+    }
+    if !conditions.is_empty() {
+        m.insert("conditions".into(), Value::Array(conditions));
+    }
+    Ok(Value::Object(m))
+}
+
 /// A kind whose request carries nothing but metadata (`kubectl auth whoami`'s review).
 fn metadata_only(kind: &str, api_version: &str, raw: &[u8]) -> Result<Value, ProtobufError> {
     let mut obj = json!({"apiVersion": api_version, "kind": kind, "metadata": {}});
     for f in fields(raw) {
         if let (1, Field::Bytes(x)) = f? {
             obj["metadata"] = object_meta(x)?;
+        }
+    }
+    Ok(obj)
+}
+
+/// autoscaling/v1 `HorizontalPodAutoscaler`: metadata = 1, spec = 2 (scaleTargetRef = 1
+/// {kind = 1, name = 2, apiVersion = 3}, minReplicas = 2, maxReplicas = 3,
+/// targetCPUUtilizationPercentage = 4); status is the controller's and is not read.
+fn horizontal_pod_autoscaler(raw: &[u8]) -> Result<Value, ProtobufError> {
+    let mut obj = json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
+        "metadata": {}, "spec": {}});
+    for f in fields(raw) {
+        match f? {
+            (1, Field::Bytes(x)) => obj["metadata"] = object_meta(x)?,
+            (2, Field::Bytes(spec)) => {
+                for sf in fields(spec) {
+                    // int32 fields: negative values arrive sign-extended to 64 bits.
+                    let int = |v: u64| json!(v as i64 as i32);
+                    match sf? {
+                        (1, Field::Bytes(r)) => {
+                            let mut target = Map::new();
+                            for rf in fields(r) {
+                                let (n, key) = match rf? {
+                                    (1, Field::Bytes(x)) => (1, ("kind", x)),
+                                    (2, Field::Bytes(x)) => (2, ("name", x)),
+                                    (3, Field::Bytes(x)) => (3, ("apiVersion", x)),
+                                    _ => continue,
+                                };
+                                target.insert(key.0.into(), json!(text(n, key.1)?));
+                            }
+                            obj["spec"]["scaleTargetRef"] = Value::Object(target);
+                        }
+                        (2, Field::Varint(v)) => obj["spec"]["minReplicas"] = int(v),
+                        (3, Field::Varint(v)) => obj["spec"]["maxReplicas"] = int(v),
+                        (4, Field::Varint(v)) => {
+                            obj["spec"]["targetCPUUtilizationPercentage"] = int(v)
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
         }
     }
     Ok(obj)
@@ -362,15 +510,17 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
                 }
             }
             (2, Field::Bytes(x)) => raw = x,
-            (_, Field::Varint) | (_, Field::Fixed) | (_, Field::Bytes(_)) => {}
+            (_, Field::Varint(_)) | (_, Field::Fixed) | (_, Field::Bytes(_)) => {}
         }
     }
     match kind.as_str() {
         "Namespace" => namespace(raw),
         "Role" | "ClusterRole" => role(&kind, raw),
         "RoleBinding" | "ClusterRoleBinding" => binding(&kind, raw),
+        "HorizontalPodAutoscaler" => horizontal_pod_autoscaler(raw),
         "SelfSubjectReview" => metadata_only(&kind, "authentication.k8s.io/v1", raw),
         "SelfSubjectAccessReview" => self_subject_access_review(raw),
+        "CertificateSigningRequest" => certificate_signing_request(raw),
         other => Err(ProtobufError::UnsupportedKind(other.to_string())),
     }
 }
@@ -380,9 +530,71 @@ mod tests {
     use super::*;
 
     fn bytes_field(n: u32, data: &[u8]) -> Vec<u8> {
-        let mut out = vec![((n << 3) | 2) as u8, data.len() as u8];
+        let mut out = vec![((n << 3) | 2) as u8];
+        let mut len = data.len();
+        while len >= 0x80 {
+            out.push((len as u8 & 0x7f) | 0x80);
+            len >>= 7;
+        }
+        out.push(len as u8);
         out.extend_from_slice(data);
         out
+    }
+
+    fn varint_field(n: u32, v: u8) -> Vec<u8> {
+        vec![((n << 3) as u8), v]
+    }
+
+    #[test]
+    fn csr_from_kubectl_certificate_approve_decodes_with_its_conditions() {
+        let meta = [bytes_field(1, b"dana"), bytes_field(6, b"42")].concat();
+        let spec = [
+            bytes_field(1, b"PEM"),
+            bytes_field(2, b"admin"),
+            bytes_field(4, b"system:masters"),
+            bytes_field(5, b"client auth"),
+            bytes_field(7, b"kubernetes.io/kube-apiserver-client"),
+            varint_field(8, 100),
+        ]
+        .concat();
+        let when = varint_field(1, 10);
+        let cond = [
+            bytes_field(1, b"Approved"),
+            bytes_field(2, b"KubectlApprove"),
+            bytes_field(4, &when),
+            bytes_field(6, b"True"),
+        ]
+        .concat();
+        let status = bytes_field(1, &cond);
+        let raw = [
+            bytes_field(1, &meta),
+            bytes_field(2, &spec),
+            bytes_field(3, &status),
+        ]
+        .concat();
+        let type_meta = [
+            bytes_field(1, b"certificates.k8s.io/v1"),
+            bytes_field(2, b"CertificateSigningRequest"),
+        ]
+        .concat();
+        let body = [
+            MAGIC.to_vec(),
+            bytes_field(1, &type_meta),
+            bytes_field(2, &raw),
+        ]
+        .concat();
+        let obj = decode(&body).expect("decodes");
+        assert_eq!(obj["metadata"]["resourceVersion"], "42");
+        assert_eq!(obj["spec"]["request"], "UEVN");
+        assert_eq!(obj["spec"]["groups"], json!(["system:masters"]));
+        assert_eq!(obj["spec"]["expirationSeconds"], 100);
+        let c = &obj["status"]["conditions"][0];
+        assert_eq!(
+            (c["type"].as_str(), c["status"].as_str()),
+            (Some("Approved"), Some("True"))
+        );
+        assert_eq!(c["lastUpdateTime"], "1970-01-01T00:00:10Z");
+        assert!(obj["status"].get("certificate").is_none());
     }
 
     #[test]
@@ -489,6 +701,48 @@ mod tests {
         let obj = decode(&body).expect("decodes");
         assert_eq!(obj["kind"], "SelfSubjectReview");
         assert_eq!(obj["apiVersion"], "authentication.k8s.io/v1");
+    }
+
+    #[test]
+    fn hpa_from_kubectl_autoscale_decodes_to_json() {
+        let varint = |n: u32, v: u8| vec![((n << 3) as u8), v];
+        let target = [
+            bytes_field(1, b"ReplicationController"),
+            bytes_field(2, b"web"),
+            bytes_field(3, b"v1"),
+        ]
+        .concat();
+        let spec = [
+            bytes_field(1, &target),
+            varint(2, 1),
+            varint(3, 5),
+            varint(4, 50),
+        ]
+        .concat();
+        let raw = [
+            bytes_field(1, &bytes_field(1, b"web")),
+            bytes_field(2, &spec),
+        ]
+        .concat();
+        let type_meta = [
+            bytes_field(1, b"autoscaling/v1"),
+            bytes_field(2, b"HorizontalPodAutoscaler"),
+        ]
+        .concat();
+        let body = [
+            MAGIC.to_vec(),
+            bytes_field(1, &type_meta),
+            bytes_field(2, &raw),
+        ]
+        .concat();
+        let obj = decode(&body).expect("decodes");
+        assert_eq!(obj["metadata"]["name"], "web");
+        assert_eq!(
+            obj["spec"],
+            json!({"scaleTargetRef": {"kind": "ReplicationController", "name": "web",
+                "apiVersion": "v1"}, "minReplicas": 1, "maxReplicas": 5,
+                "targetCPUUtilizationPercentage": 50})
+        );
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub fn columns(resource: &str) -> Vec<Value> {
         "replicationcontrollers" => replication_controller_columns(),
         "resourcequotas" => resource_quota_columns(),
         "events" => event_columns(),
+        "horizontalpodautoscalers" => hpa_columns(),
+        "certificatesigningrequests" => csr_columns(),
         _ => generic_columns(),
     }
 }
@@ -49,6 +51,8 @@ pub fn cells(resource: &str, obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
         "replicationcontrollers" => replication_controller_cells(obj, now),
         "resourcequotas" => resource_quota_cells(obj, now),
         "events" => event_cells(obj, now),
+        "horizontalpodautoscalers" => hpa_cells(obj, now),
+        "certificatesigningrequests" => csr_cells(obj, now),
         _ => generic_cells(obj, now),
     }
 }
@@ -229,6 +233,18 @@ fn replication_controller_columns() -> Vec<Value> {
     ]
 }
 
+fn hpa_columns() -> Vec<Value> {
+    vec![
+        name_column(0),
+        column("Reference", "string", 0, "reference to scaled resource; horizontal pod autoscaler will learn the current resource consumption and will set the desired number of pods by using its Scale subresource."),
+        column("Targets", "string", 0, "the current and target CPU utilization (percentage of requested CPU) over all the pods."),
+        column("MinPods", "string", 0, "minReplicas is the lower limit for the number of replicas to which the autoscaler can scale down."),
+        column("MaxPods", "string", 0, "maxReplicas is the upper limit for the number of replicas to which the autoscaler can scale up."),
+        column("Replicas", "string", 0, "currentReplicas is current number of replicas of pods managed by this autoscaler, as last seen by the autoscaler."),
+        age_column(),
+    ]
+}
+
 fn resource_quota_columns() -> Vec<Value> {
     vec![
         name_column(0),
@@ -344,6 +360,86 @@ fn format_labels(map: &Value) -> String {
 
 fn generic_cells(obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
     vec![name(obj), age(obj, now)]
+}
+
+// ---------------------------------------------------------------------------
+// CertificateSigningRequests
+// ---------------------------------------------------------------------------
+
+fn csr_columns() -> Vec<Value> {
+    vec![
+        name_column(0),
+        age_column(),
+        column(
+            "SignerName",
+            "string",
+            0,
+            "The name of the signer that the request is for.",
+        ),
+        column(
+            "Requestor",
+            "string",
+            0,
+            "Name of the user that created the request.",
+        ),
+        column(
+            "RequestedDuration",
+            "string",
+            0,
+            "The requested validity of the issued certificate.",
+        ),
+        column(
+            "Condition",
+            "string",
+            0,
+            "The approval, denial and issuance of the request.",
+        ),
+    ]
+}
+
+/// kubectl's CONDITION: Approved, Denied or Pending, then Failed and Issued if so.
+fn csr_condition(obj: &Value) -> String {
+    let has = |kind: &str| {
+        obj.pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|cs| cs.iter().any(|c| c["type"] == kind))
+    };
+    let mut status = if has("Denied") {
+        "Denied".to_string()
+    } else if has("Approved") {
+        "Approved".to_string()
+    } else {
+        "Pending".to_string()
+    };
+    if has("Failed") {
+        status.push_str(",Failed");
+    }
+    let issued = obj
+        .pointer("/status/certificate")
+        .and_then(Value::as_str)
+        .is_some_and(|c| !c.is_empty());
+    if issued {
+        status.push_str(",Issued");
+    }
+    status
+}
+
+fn csr_cells(obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    let requested = match obj
+        .pointer("/spec/expirationSeconds")
+        .and_then(Value::as_i64)
+    {
+        Some(s) => human_duration(chrono::Duration::seconds(s)),
+        None => NONE.to_string(),
+    };
+    vec![
+        name(obj),
+        age(obj, now),
+        json!(text(obj, &["spec", "signerName"])),
+        json!(text(obj, &["spec", "username"])),
+        json!(requested),
+        json!(csr_condition(obj)),
+    ]
 }
 
 // ---------------------------------------------------------------------------
@@ -827,6 +923,39 @@ fn replication_controller_cells(rc: &Value, now: DateTime<Utc>) -> Vec<Value> {
 }
 
 // ---------------------------------------------------------------------------
+// Horizontal pod autoscalers
+// ---------------------------------------------------------------------------
+
+fn hpa_cells(hpa: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    let reference = format!(
+        "{}/{}",
+        text(hpa, &["spec", "scaleTargetRef", "kind"]),
+        text(hpa, &["spec", "scaleTargetRef", "name"])
+    );
+    let current = match at(hpa, &["status", "currentCPUUtilizationPercentage"]).as_i64() {
+        Some(p) => format!("{p}%"),
+        None => "<unknown>".to_string(),
+    };
+    // An autoscaling/v1 HPA without a target uses Kubernetes' default of 80%.
+    let target = at(hpa, &["spec", "targetCPUUtilizationPercentage"])
+        .as_i64()
+        .unwrap_or(80);
+    let min_pods = match at(hpa, &["spec", "minReplicas"]).as_i64() {
+        Some(m) => m.to_string(),
+        None => "<unset>".to_string(),
+    };
+    vec![
+        name(hpa),
+        json!(reference),
+        json!(format!("cpu: {current}/{target}%")),
+        json!(min_pods),
+        json!(int(hpa, &["spec", "maxReplicas"])),
+        json!(int(hpa, &["status", "currentReplicas"])),
+        age(hpa, now),
+    ]
+}
+
+// ---------------------------------------------------------------------------
 // Resource quotas
 // ---------------------------------------------------------------------------
 
@@ -1047,6 +1176,8 @@ mod tests {
             "replicationcontrollers",
             "resourcequotas",
             "events",
+            "horizontalpodautoscalers",
+            "certificatesigningrequests",
             "secrets",
         ] {
             for obj in [json!({}), json!(null), json!({"metadata": 7, "spec": "x"})] {
@@ -1057,6 +1188,58 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn hpa_rows_show_reference_targets_and_bounds_like_kubectl() {
+        assert_eq!(
+            names("horizontalpodautoscalers"),
+            [
+                "Name",
+                "Reference",
+                "Targets",
+                "MinPods",
+                "MaxPods",
+                "Replicas",
+                "Age"
+            ]
+        );
+        let hpa = json!({"metadata": {"name": "web"},
+            "spec": {"scaleTargetRef": {"kind": "ReplicationController", "name": "web"},
+                "minReplicas": 1, "maxReplicas": 5, "targetCPUUtilizationPercentage": 50},
+            "status": {"currentReplicas": 2, "currentCPUUtilizationPercentage": 120}});
+        let row = cells("horizontalpodautoscalers", &hpa, now());
+        assert_eq!(row[1], "ReplicationController/web");
+        assert_eq!(row[2], "cpu: 120%/50%");
+        assert_eq!(
+            (row[3].clone(), row[4].clone(), row[5].clone()),
+            (json!("1"), json!(5), json!(2))
+        );
+        let fresh = json!({"spec": {"maxReplicas": 3}});
+        assert_eq!(
+            cells("horizontalpodautoscalers", &fresh, now())[2],
+            "cpu: <unknown>/80%"
+        );
+    }
+
+    #[test]
+    fn csr_rows_show_requestor_and_condition_like_kubectl() {
+        let csr = json!({"metadata": {"name": "node-csr-w1"}, "spec": {
+            "signerName": "kubernetes.io/kube-apiserver-client-kubelet",
+            "username": "system:bootstrap:abcdef", "expirationSeconds": 3600},
+            "status": {"conditions": [{"type": "Approved", "status": "True"}],
+                "certificate": "Zm9v"}});
+        let row = cells("certificatesigningrequests", &csr, now());
+        assert_eq!(row[2], "kubernetes.io/kube-apiserver-client-kubelet");
+        assert_eq!(row[3], "system:bootstrap:abcdef");
+        assert_eq!(row[4], "60m");
+        assert_eq!(row[5], "Approved,Issued");
+        let pending = json!({"metadata": {"name": "x"}, "spec": {}});
+        let row = cells("certificatesigningrequests", &pending, now());
+        assert_eq!(
+            (row[4].as_str(), row[5].as_str()),
+            (Some("<none>"), Some("Pending"))
+        );
     }
 
     #[test]

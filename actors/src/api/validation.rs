@@ -886,6 +886,7 @@ fn validate_kind(kind: &str, obj: &Value, old: Option<&Value>, errs: &mut Vec<Fi
         "ClusterRole" => rbac::validate_role(obj, false, errs),
         "RoleBinding" => rbac::validate_binding(obj, old, true, errs),
         "ClusterRoleBinding" => rbac::validate_binding(obj, old, false, errs),
+        "HorizontalPodAutoscaler" => validate_hpa(obj, errs),
         _ => {}
     }
 }
@@ -1925,6 +1926,46 @@ fn validate_binding(obj: &Value, errs: &mut Vec<FieldError>) {
     }
 }
 
+/// autoscaling/v1 HorizontalPodAutoscaler, with Kubernetes' messages.
+fn validate_hpa(obj: &Value, errs: &mut Vec<FieldError>) {
+    let spec = obj.get("spec").unwrap_or(&Value::Null);
+    let target = get(spec, "scaleTargetRef").unwrap_or(&Value::Null);
+    for name in ["kind", "name"] {
+        if get_str(target, name).is_empty() {
+            errs.push(required(child("spec.scaleTargetRef", name), ""));
+        }
+    }
+    let min = get_i64(spec, "minReplicas").unwrap_or(1);
+    if min < 1 {
+        errs.push(invalid(
+            "spec.minReplicas",
+            &Value::from(min),
+            "must be greater than or equal to 1",
+        ));
+    }
+    let max = get_i64(spec, "maxReplicas").unwrap_or(0);
+    if max < 1 {
+        errs.push(invalid(
+            "spec.maxReplicas",
+            &Value::from(max),
+            "must be greater than 0",
+        ));
+    } else if max < min {
+        errs.push(invalid(
+            "spec.maxReplicas",
+            &Value::from(max),
+            "must be greater than or equal to `minReplicas`",
+        ));
+    }
+    if let Some(t) = get_i64(spec, "targetCPUUtilizationPercentage").filter(|t| *t < 1) {
+        errs.push(invalid(
+            "spec.targetCPUUtilizationPercentage",
+            &Value::from(t),
+            "must be greater than 0",
+        ));
+    }
+}
+
 fn validate_scale(obj: &Value, errs: &mut Vec<FieldError>) {
     let spec = obj.get("spec").unwrap_or(&Value::Null);
     if let Some(n) = get_i64(spec, "replicas").filter(|n| *n < 0) {
@@ -1995,6 +2036,40 @@ mod tests {
 
     fn service(spec: Value) -> Value {
         json!({"metadata": {"name": "web", "namespace": "default"}, "spec": spec})
+    }
+
+    fn hpa(spec: Value) -> Value {
+        json!({"metadata": {"name": "web", "namespace": "default"}, "spec": spec})
+    }
+
+    #[test]
+    fn hpa_min_above_max_is_invalid_as_in_kubernetes() {
+        let target = json!({"apiVersion": "v1", "kind": "ReplicationController", "name": "web"});
+        let errs = validate(
+            "HorizontalPodAutoscaler",
+            &hpa(json!({"scaleTargetRef": target, "minReplicas": 5, "maxReplicas": 2})),
+            None,
+        );
+        assert!(
+            has(
+                &errs,
+                "spec.maxReplicas: Invalid value: 2: must be greater than or equal to `minReplicas`"
+            ),
+            "{:?}",
+            messages(&errs)
+        );
+        let ok = hpa(
+            json!({"scaleTargetRef": target, "minReplicas": 1, "maxReplicas": 5,
+            "targetCPUUtilizationPercentage": 50}),
+        );
+        assert!(validate("HorizontalPodAutoscaler", &ok, None).is_empty());
+        let errs = validate(
+            "HorizontalPodAutoscaler",
+            &hpa(json!({"scaleTargetRef": {}, "maxReplicas": 0,
+                "targetCPUUtilizationPercentage": 0})),
+            None,
+        );
+        assert_eq!(errs.len(), 4, "{:?}", messages(&errs));
     }
 
     // --- formats ---

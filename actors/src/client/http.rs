@@ -162,6 +162,20 @@ impl ApiClient for HttpClient {
         .await
     }
 
+    async fn get_subresource(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        name: &str,
+        subresource: &str,
+    ) -> Result<Value, ApiError> {
+        self.send(
+            self.http
+                .get(self.url(resource, namespace, Some(name), Some(subresource))),
+        )
+        .await
+    }
+
     async fn list(
         &self,
         resource: &str,

@@ -66,6 +66,20 @@ impl ApiClient for LocalClient {
         Ok((*self.objects.get(&t)?).clone())
     }
 
+    async fn get_subresource(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        name: &str,
+        subresource: &str,
+    ) -> Result<Value, ApiError> {
+        let t = target(resource, namespace, Some(name), Some(subresource))?;
+        if !t.resource.subresources.contains(&subresource) {
+            return Err(ApiError::NoRoute);
+        }
+        Ok((*self.objects.get(&t)?).clone())
+    }
+
     async fn list(
         &self,
         resource: &str,

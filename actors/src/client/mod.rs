@@ -2,6 +2,7 @@
 //! runs in the control plane's process (in-process client) or on another machine (HTTP
 //! client), and every write passes the same validation and admission.
 
+pub mod bootstrap;
 mod http;
 mod local;
 
@@ -65,6 +66,15 @@ pub trait ApiClient: Send + Sync + 'static {
         resource: &str,
         namespace: Option<&str>,
         name: &str,
+    ) -> Result<Value, ApiError>;
+
+    /// GET of a subresource, e.g. `scale` (the autoscaler reads a target's Scale).
+    async fn get_subresource(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        name: &str,
+        subresource: &str,
     ) -> Result<Value, ApiError>;
 
     async fn list(

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use super::autoscaler::{Autoscaler, AutoscalerConfig};
+use super::csr_signing::CsrSigningController;
 use super::endpoints::EndpointsController;
 use super::garbage_collector::GarbageCollector;
 use super::namespace::NamespaceController;
@@ -14,6 +16,16 @@ use super::replication::ReplicationController;
 use super::resource_quota::ResourceQuotaController;
 use super::runtime::Controller;
 use crate::client::ApiClient;
+use crate::pki::ClusterCa;
+use crate::resource_metrics::{MetricsRegistry, MetricsSource};
+
+/// What the CSR approver and signer needs: the cluster CA, and how long what it signs is
+/// valid. Absent on an insecure cluster, which has no CA.
+#[derive(Debug, Clone)]
+pub struct CsrSigningConfig {
+    pub ca: Arc<ClusterCa>,
+    pub validity: Duration,
+}
 
 #[derive(Debug, Clone)]
 pub struct ControllerManagerConfig {
@@ -23,6 +35,10 @@ pub struct ControllerManagerConfig {
     pub node_eviction_timeout: Duration,
     /// Controllers to run by name, `*` for all.
     pub enabled: Vec<String>,
+    /// The horizontal pod autoscaler's sync period and scale-down window.
+    pub autoscaler: AutoscalerConfig,
+    /// For `csrsigning`, which runs only when it is given.
+    pub csr_signing: Option<CsrSigningConfig>,
 }
 
 impl ControllerManagerConfig {
@@ -37,6 +53,8 @@ impl Default for ControllerManagerConfig {
             node_grace_period: Duration::from_secs(40),
             node_eviction_timeout: Duration::from_secs(300),
             enabled: vec!["*".into()],
+            autoscaler: AutoscalerConfig::default(),
+            csr_signing: None,
         }
     }
 }
@@ -44,6 +62,8 @@ impl Default for ControllerManagerConfig {
 pub struct ControllerManager {
     client: Arc<dyn ApiClient>,
     config: ControllerManagerConfig,
+    /// Pod usage for the autoscaler.
+    metrics: Arc<dyn MetricsSource>,
     /// Held so the controllers live as long as the manager.
     running: Vec<Box<dyn std::any::Any>>,
 }
@@ -53,8 +73,15 @@ impl ControllerManager {
         ControllerManager {
             client,
             config,
+            metrics: Arc::new(MetricsRegistry::default()),
             running: Vec::new(),
         }
+    }
+
+    /// Where the autoscaler reads pod usage (without it, it sees none and does not scale).
+    pub fn with_metrics(mut self, metrics: Arc<dyn MetricsSource>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     fn start_all(&mut self) {
@@ -93,6 +120,16 @@ impl ControllerManager {
         if cfg.runs("garbagecollector") {
             running.push(Box::new(
                 Controller::new(GarbageCollector::new(), c()).start_supervised(),
+            ));
+        }
+        if cfg.runs("horizontalpodautoscaling") {
+            let hpa = Autoscaler::new(cfg.autoscaler.clone(), self.metrics.clone());
+            running.push(Box::new(Controller::new(hpa, c()).start_supervised()));
+        }
+        if let (true, Some(csr)) = (cfg.runs("csrsigning"), cfg.csr_signing.clone()) {
+            running.push(Box::new(
+                Controller::new(CsrSigningController::new(csr.ca, csr.validity), c())
+                    .start_supervised(),
             ));
         }
         self.running = running;

@@ -45,8 +45,15 @@ fn group_entry(group: &str, version: &str) -> Value {
     json!({"name": group, "versions": [gv], "preferredVersion": gv})
 }
 
+/// Every group version served: the registry's, and the metrics API that is not stored.
+fn all_groups() -> Vec<(&'static str, &'static str)> {
+    let mut groups = resources::groups();
+    groups.push(super::metrics_api::group_version());
+    groups
+}
+
 pub async fn api_groups() -> HttpResponse {
-    let groups: Vec<Value> = resources::groups()
+    let groups: Vec<Value> = all_groups()
         .into_iter()
         .map(|(g, v)| group_entry(g, v))
         .collect();
@@ -59,7 +66,7 @@ pub async fn api_groups() -> HttpResponse {
 /// `/apis/<group>`: the group's versions.
 pub async fn api_group(path: web::Path<String>) -> HttpResponse {
     let group = path.into_inner();
-    match resources::groups().into_iter().find(|(g, _)| *g == group) {
+    match all_groups().into_iter().find(|(g, _)| *g == group) {
         Some((g, v)) => {
             let mut body = group_entry(g, v);
             body["kind"] = json!("APIGroup");

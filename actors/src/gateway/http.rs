@@ -15,7 +15,7 @@ use super::objects::{
 use super::render::{self, Format};
 use super::routing::{self, Target};
 use super::watch::{self, WatchSpec};
-use super::{auth, logs, reviews, AppState};
+use super::{auth, csr, logs, reviews, AppState};
 use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::api::{meta, protobuf, resources, ApiError};
 
@@ -182,6 +182,10 @@ async fn handle(
             if target.subresource.as_deref() == Some("binding") {
                 let status = objects.bind(&target, body).await?;
                 return Ok(render::json_response(201, &status));
+            }
+            let mut body = body;
+            if target.resource.name == csr::RESOURCE {
+                csr::admit_create(&mut body, &auth::user_of(req))?;
             }
             auth::node::admit_create(&auth::user_of(req), target.resource.name, &body)?;
             let written = objects

@@ -2,10 +2,12 @@
 
 pub mod allocation;
 pub mod auth;
+pub mod csr;
 mod discovery;
 mod http;
 pub mod limits;
 pub mod logs;
+pub mod metrics_api;
 pub mod objects;
 mod render;
 mod reviews;
@@ -23,6 +25,7 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 
 use crate::api::ApiError;
 use crate::metrics::Metrics;
+use crate::resource_metrics::MetricsSource;
 pub use objects::Objects;
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +73,8 @@ impl Default for GatewayConfig {
 pub struct AppState {
     pub objects: Objects,
     pub runtimes: logs::NodeRuntimes,
+    /// Node and pod usage for `metrics.k8s.io`.
+    pub resource_metrics: Arc<dyn MetricsSource>,
     pub metrics: Arc<Metrics>,
     pub max_body: usize,
     pub watch_timeout: Duration,
@@ -117,6 +122,7 @@ pub fn start(
     config: &GatewayConfig,
     objects: Objects,
     runtimes: logs::NodeRuntimes,
+    resource_metrics: Arc<dyn MetricsSource>,
     metrics: Arc<Metrics>,
     authorization: auth::Authorization,
     security: Option<GatewaySecurity>,
@@ -128,6 +134,7 @@ pub fn start(
     let state = web::Data::new(AppState {
         objects,
         runtimes,
+        resource_metrics,
         metrics,
         max_body: config.max_body_bytes,
         watch_timeout: config.watch_timeout,
@@ -149,6 +156,7 @@ pub fn start(
             .wrap(actix_web::middleware::from_fn(auth::authn::middleware))
             // Bodies are read by hand with our own limit and a Status answer.
             .app_data(web::PayloadConfig::new(usize::MAX))
+            .configure(metrics_api::routes)
             .route("/version", web::get().to(discovery::version))
             .route("/version/", web::get().to(discovery::version))
             .route("/api", web::get().to(discovery::api_versions))

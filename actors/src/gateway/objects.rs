@@ -427,7 +427,7 @@ impl Objects {
                 let precondition = parse_precondition(meta::resource_version(&body))?;
                 return self.update_scale(t, &name, body, precondition, opts).await;
             }
-            Some("status") | Some("finalize") | None => {}
+            Some("status") | Some("finalize") | Some("approval") | None => {}
             Some(_) => return Err(ApiError::MethodNotAllowed),
         }
         let info = t.resource;
@@ -444,6 +444,7 @@ impl Objects {
         let part = match t.subresource.as_deref() {
             Some("status") => Part::Status,
             Some("finalize") => Part::Finalizers,
+            Some("approval") => Part::Approval,
             _ => Part::Main,
         };
         let written = self
@@ -480,6 +481,7 @@ impl Objects {
                 return self.update_scale(t, &name, scale, precondition, opts).await;
             }
             Some("status") => Part::Status,
+            Some("approval") => Part::Approval,
             None => Part::Main,
             Some(_) => return Err(ApiError::MethodNotAllowed),
         };
@@ -1092,12 +1094,25 @@ enum Part {
     Status,
     /// A namespace's `spec.finalizers` (the `finalize` subresource).
     Finalizers,
+    /// A CSR's `status.conditions` (the `approval` subresource): approving or denying
+    /// writes nothing else, the certificate least of all.
+    Approval,
 }
 
 fn merge_update(info: &ResourceInfo, old: &Value, new: Value, part: Part) -> Value {
     let mut merged = if part == Part::Status {
         let mut m = old.clone();
         m["status"] = new.get("status").cloned().unwrap_or(json!({}));
+        m
+    } else if part == Part::Approval {
+        let mut m = old.clone();
+        if !m["status"].is_object() {
+            m["status"] = json!({});
+        }
+        m["status"]["conditions"] = new
+            .pointer("/status/conditions")
+            .cloned()
+            .unwrap_or(json!([]));
         m
     } else if part == Part::Finalizers {
         let mut m = old.clone();
@@ -1120,6 +1135,14 @@ fn merge_update(info: &ResourceInfo, old: &Value, new: Value, part: Part) -> Val
         }
         m
     };
+    if info.name == super::csr::RESOURCE {
+        let write = match part {
+            Part::Status => super::csr::CsrWrite::Status,
+            Part::Approval => super::csr::CsrWrite::Approval,
+            Part::Main | Part::Finalizers => super::csr::CsrWrite::Main,
+        };
+        super::csr::restrict_update(old, &mut merged, write);
+    }
     if info.name == "namespaces" && part == Part::Main {
         // Only the finalize subresource edits a namespace's finalizers.
         merged["spec"]["finalizers"] = old
@@ -1259,6 +1282,18 @@ mod tests {
         let merged = merge_update(info, &old, new, Part::Status);
         assert_eq!(merged["spec"]["nodeName"], "a");
         assert_eq!(merged["status"]["phase"], "Running");
+    }
+
+    #[test]
+    fn approval_writes_conditions_and_never_the_certificate() {
+        let info = resources::lookup("certificatesigningrequests").expect("csr");
+        let old = json!({"metadata": {"name": "c"}, "spec": {"username": "a"}, "status": {}});
+        let new = json!({"metadata": {"name": "c"}, "spec": {"username": "root"}, "status": {
+            "conditions": [{"type": "Approved", "status": "True"}], "certificate": "Zm9v"}});
+        let merged = merge_update(info, &old, new, Part::Approval);
+        assert_eq!(merged["spec"]["username"], "a");
+        assert_eq!(merged["status"]["conditions"][0]["type"], "Approved");
+        assert!(merged["status"].get("certificate").is_none());
     }
 
     #[test]

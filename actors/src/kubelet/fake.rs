@@ -250,6 +250,17 @@ impl Runtime for FakeRuntime {
     async fn logs(&self, _id: &str, _opts: &LogOptions) -> Result<LogStream, RuntimeError> {
         Ok(Box::pin(futures::stream::empty()))
     }
+
+    async fn stats(&self, id: &str) -> Result<ContainerStats, RuntimeError> {
+        if !self.lock().containers.contains_key(id) {
+            return Err(RuntimeError::NotFound(id.into()));
+        }
+        Ok(ContainerStats {
+            cpu_usage_ns: 0,
+            memory_working_set_bytes: 0,
+            at: chrono::Utc::now(),
+        })
+    }
 }
 
 /// An API client holding pods by `namespace/name`, applying status merge patches, and
@@ -313,6 +324,16 @@ impl ApiClient for FakeClient {
     async fn get(&self, _r: &str, ns: Option<&str>, name: &str) -> Result<Value, ApiError> {
         self.pod(ns.unwrap_or_default(), name)
             .ok_or_else(|| ApiError::not_found("pods", name))
+    }
+
+    async fn get_subresource(
+        &self,
+        _r: &str,
+        _ns: Option<&str>,
+        _name: &str,
+        _sub: &str,
+    ) -> Result<Value, ApiError> {
+        Err(unsupported())
     }
 
     async fn list(

@@ -21,10 +21,13 @@ use super::pod_worker::{
     WorkerFinished,
 };
 use super::runtime::{ContainerInfo, ContainerState, Runtime, RuntimeError};
+use super::stats::{self, Sampler};
 use crate::api::{meta, ApiError};
 use crate::client::{ApiClient, EventKind, ListParams, PatchType};
 use crate::controllers::informer::{self, Cache, Change, InformerSpec};
 use crate::controllers::recorder::Recorder;
+use crate::resource_metrics::MetricsSink;
+use tracing::Instrument;
 
 /// How long containers of a pod that vanished while the kubelet was away get to stop.
 const ORPHAN_GRACE: Duration = Duration::from_secs(2);
@@ -51,6 +54,9 @@ pub struct KubeletConfig {
     pub backoff_base: Duration,
     pub backoff_max: Duration,
     pub backoff_reset: Duration,
+    /// How often container CPU and memory are sampled for the metrics API (when the
+    /// kubelet has a metrics sink).
+    pub stats_interval: Duration,
 }
 
 impl Default for KubeletConfig {
@@ -69,6 +75,7 @@ impl Default for KubeletConfig {
             backoff_base: Duration::from_secs(10),
             backoff_max: Duration::from_secs(300),
             backoff_reset: Duration::from_secs(600),
+            stats_interval: Duration::from_secs(5),
         }
     }
 }
@@ -151,6 +158,10 @@ pub struct Kubelet {
     relisting: bool,
     heartbeating: bool,
     register_backoff: Backoff,
+    /// Where usage samples go; none: this kubelet does not sample.
+    metrics: Option<Arc<dyn MetricsSink>>,
+    sampler: Sampler,
+    sampling: bool,
 }
 
 impl Kubelet {
@@ -175,7 +186,16 @@ impl Kubelet {
             relisting: false,
             heartbeating: false,
             register_backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(10)),
+            metrics: None,
+            sampler: Sampler::default(),
+            sampling: false,
         }
+    }
+
+    /// Sample container usage every `stats_interval` and report it to `sink`.
+    pub fn with_metrics(mut self, sink: Arc<dyn MetricsSink>) -> Self {
+        self.metrics = Some(sink);
+        self
     }
 
     /// Start supervised on the current arbiter.
@@ -248,6 +268,37 @@ impl Kubelet {
         ctx.spawn(fut.into_actor(self));
 
         ctx.run_interval(self.config.relist_interval, |act, ctx| act.relist(ctx));
+        if self.metrics.is_some() {
+            ctx.run_interval(self.config.stats_interval, |act, ctx| act.sample(ctx));
+        }
+    }
+
+    /// Read every running container's counters off the actor (stats calls can be slow on a
+    /// busy engine), then turn them into a report. A round still running skips the next.
+    fn sample(&mut self, ctx: &mut Context<Self>) {
+        if self.sampling {
+            return;
+        }
+        self.sampling = true;
+        let node = self.config.node_name.clone();
+        let span = tracing::debug_span!("sample_stats", node = %node);
+        let fut = stats::read_node(self.runtime.clone(), node).instrument(span);
+        ctx.spawn(fut.into_actor(self).map(|res, act, _| {
+            act.sampling = false;
+            match res {
+                Ok(readings) => {
+                    let report = act
+                        .sampler
+                        .report(&act.config.node_name, readings, &act.cache);
+                    if let Some(sink) = &act.metrics {
+                        sink.report(report);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(node = %act.config.node_name, error = %e, "stats sampling failed")
+                }
+            }
+        }));
     }
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
@@ -544,6 +595,8 @@ impl Supervised for Kubelet {
         self.registered = false;
         self.relisting = false;
         self.heartbeating = false;
+        self.sampling = false;
+        self.sampler = Sampler::default();
     }
 }
 

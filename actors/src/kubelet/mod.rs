@@ -11,4 +11,5 @@ pub mod pod_worker;
 pub mod probe;
 pub mod runtime;
 pub mod spec;
+pub mod stats;
 pub mod status;

@@ -13,13 +13,13 @@ use bollard::errors::Error as EngineError;
 use bollard::exec::StartExecResults;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerState as EngineState,
-    ContainerStateStatusEnum, ExecConfig, HostConfig, PortBinding, RestartPolicy,
-    RestartPolicyNameEnum,
+    ContainerStateStatusEnum, ContainerStatsResponse, ExecConfig, HostConfig, PortBinding,
+    RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
     LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
-    StopContainerOptionsBuilder,
+    StatsOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures::{StreamExt, TryStreamExt};
@@ -27,9 +27,10 @@ use tracing::{debug, info, instrument, warn};
 
 use super::images::{self, PAUSE_IMAGE};
 use super::{
-    ContainerInfo, ContainerSpec, ContainerState, ExecResult, LogOptions, LogStream, PodRef,
-    PullPolicy, Runtime, RuntimeError, SandboxInfo, SandboxSpec, LABEL_ATTEMPT, LABEL_CONTAINER,
-    LABEL_NODE, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID, SANDBOX_CONTAINER,
+    ContainerInfo, ContainerSpec, ContainerState, ContainerStats, ExecResult, LogOptions,
+    LogStream, PodRef, PullPolicy, Runtime, RuntimeError, SandboxInfo, SandboxSpec, LABEL_ATTEMPT,
+    LABEL_CONTAINER, LABEL_NODE, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID,
+    SANDBOX_CONTAINER,
 };
 
 /// How long a pull may take before the pod worker is told `ErrImagePull`.
@@ -405,6 +406,56 @@ impl Runtime for DockerRuntime {
             .boxed();
         Ok(stream)
     }
+
+    #[instrument(skip(self), fields(container = %short(id)))]
+    async fn stats(&self, id: &str) -> Result<ContainerStats, RuntimeError> {
+        // One-shot: one reading without the engine's own second sample (which costs a
+        // second per call); the kubelet computes rates from its successive readings.
+        let options = StatsOptionsBuilder::default()
+            .stream(false)
+            .one_shot(true)
+            .build();
+        let reading = self
+            .docker
+            .stats(id, Some(options))
+            .next()
+            .await
+            .ok_or_else(|| RuntimeError::Failed(format!("no stats for container {}", short(id))))?
+            .map_err(|e| engine_error(e, id))?;
+        stats_from(&reading).ok_or_else(|| {
+            RuntimeError::Failed(format!(
+                "container {} reported no CPU usage (not running?)",
+                short(id)
+            ))
+        })
+    }
+}
+
+/// CPU and working-set memory from one engine reading, the way the kubelet's cAdvisor
+/// figures them: working set is usage minus inactive file cache (cgroup v1 calls it
+/// `total_inactive_file`, v2 `inactive_file`).
+fn stats_from(reading: &ContainerStatsResponse) -> Option<ContainerStats> {
+    let cpu = reading
+        .cpu_stats
+        .as_ref()?
+        .cpu_usage
+        .as_ref()?
+        .total_usage?;
+    let memory = reading.memory_stats.as_ref();
+    let usage = memory.and_then(|m| m.usage).unwrap_or(0);
+    let inactive = memory
+        .and_then(|m| m.stats.as_ref())
+        .and_then(|s| {
+            s.get("total_inactive_file")
+                .or_else(|| s.get("inactive_file"))
+        })
+        .copied()
+        .unwrap_or(0);
+    Some(ContainerStats {
+        cpu_usage_ns: cpu,
+        memory_working_set_bytes: usage.saturating_sub(inactive),
+        at: chrono::Utc::now(),
+    })
 }
 
 impl DockerRuntime {
@@ -727,6 +778,22 @@ mod tests {
     use bollard::models::{ContainerConfig, EndpointSettings, NetworkSettings};
 
     use super::*;
+
+    #[test]
+    fn working_set_is_usage_minus_inactive_file_cache() {
+        let reading: ContainerStatsResponse = serde_json::from_value(serde_json::json!({
+            "cpu_stats": {"cpu_usage": {"total_usage": 123_456_789u64}},
+            "memory_stats": {"usage": 10_485_760u64, "stats": {"total_inactive_file": 4_194_304u64}},
+        }))
+        .expect("stats json");
+        let stats = stats_from(&reading).expect("stats");
+        assert_eq!(stats.cpu_usage_ns, 123_456_789);
+        assert_eq!(stats.memory_working_set_bytes, 6 << 20);
+        // A stopped container reports no CPU counters.
+        let empty: ContainerStatsResponse =
+            serde_json::from_value(serde_json::json!({"cpu_stats": {}})).expect("json");
+        assert!(stats_from(&empty).is_none());
+    }
 
     fn pod() -> PodRef {
         PodRef {

@@ -164,6 +164,18 @@ pub struct ExecResult {
 
 pub type LogStream = BoxStream<'static, Result<Bytes, RuntimeError>>;
 
+/// One reading of a container's resource counters. CPU is cumulative: the kubelet turns
+/// two readings into a rate itself, so the rate covers exactly its own sampling window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ContainerStats {
+    /// CPU time used since the container started, in nanoseconds.
+    pub cpu_usage_ns: u64,
+    /// Memory in use that the kernel cannot simply drop (Kubernetes' working set).
+    pub memory_working_set_bytes: u64,
+    /// When the counters were read.
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
 /// A container engine. Every container it creates carries the `LABEL_*` labels.
 #[async_trait::async_trait]
 pub trait Runtime: Send + Sync + 'static {
@@ -201,4 +213,7 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> Result<ExecResult, RuntimeError>;
 
     async fn logs(&self, id: &str, opts: &LogOptions) -> Result<LogStream, RuntimeError>;
+
+    /// Read a running container's CPU and memory counters once.
+    async fn stats(&self, id: &str) -> Result<ContainerStats, RuntimeError>;
 }

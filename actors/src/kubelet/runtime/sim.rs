@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -15,9 +15,10 @@ use futures::StreamExt;
 use tracing::{debug, instrument};
 
 use super::{
-    ContainerInfo, ContainerSpec, ContainerState, ExecResult, LogOptions, LogStream, PodRef,
-    PullPolicy, Runtime, RuntimeError, SandboxInfo, SandboxSpec, LABEL_ATTEMPT, LABEL_CONTAINER,
-    LABEL_NODE, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID, SANDBOX_CONTAINER,
+    ContainerInfo, ContainerSpec, ContainerState, ContainerStats, ExecResult, LogOptions,
+    LogStream, PodRef, PullPolicy, Runtime, RuntimeError, SandboxInfo, SandboxSpec, LABEL_ATTEMPT,
+    LABEL_CONTAINER, LABEL_NODE, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID,
+    SANDBOX_CONTAINER,
 };
 
 /// Images whose name starts with this are "not in any registry": pulling them fails.
@@ -70,6 +71,10 @@ struct SimContainer {
     /// Sandboxes only: the pod IP.
     ip: Option<Ipv4Addr>,
     usage: SimUsage,
+    /// CPU time used up to `cpu_at`: the simulated cumulative counter, advanced at the
+    /// current usage rate whenever it is read or the rate changes.
+    cpu_ns: u64,
+    cpu_at: Instant,
 }
 
 impl SimContainer {
@@ -77,7 +82,42 @@ impl SimContainer {
         matches!(self.state, SimState::Running { .. })
     }
 
+    fn new(pod: PodRef, name: String, attempt: u32, image: String, usage: SimUsage) -> Self {
+        SimContainer {
+            pod,
+            name,
+            attempt,
+            image,
+            state: SimState::Running {
+                started: Utc::now(),
+            },
+            ip: None,
+            usage,
+            cpu_ns: 0,
+            cpu_at: Instant::now(),
+        }
+    }
+
+    /// Bring the CPU counter up to now at the current rate (only while running).
+    fn settle(&mut self) {
+        let now = Instant::now();
+        if self.is_running() {
+            let elapsed = now.duration_since(self.cpu_at).as_nanos();
+            let used = elapsed * u128::from(self.usage.cpu_millis) / 1000;
+            self.cpu_ns = self
+                .cpu_ns
+                .saturating_add(u64::try_from(used).unwrap_or(u64::MAX));
+        }
+        self.cpu_at = now;
+    }
+
+    fn set_usage(&mut self, usage: SimUsage) {
+        self.settle();
+        self.usage = usage;
+    }
+
     fn exit(&mut self, code: i32) {
+        self.settle();
         if let SimState::Running { started } = self.state {
             self.state = SimState::Exited {
                 code,
@@ -130,11 +170,14 @@ pub struct SimRuntime {
     config: SimConfig,
     next_ip: AtomicU32,
     containers: Mutex<HashMap<String, SimContainer>>,
+    /// Usage of new app containers: `config.usage` until [`SimRuntime::set_default_usage`].
+    default_usage: Mutex<SimUsage>,
 }
 
 impl SimRuntime {
     pub fn new(config: SimConfig) -> Self {
         Self {
+            default_usage: Mutex::new(config.usage),
             config,
             next_ip: AtomicU32::new(0),
             containers: Mutex::new(HashMap::new()),
@@ -160,7 +203,36 @@ impl SimRuntime {
 
     /// Overrides the usage a container reports; false when it does not exist.
     pub fn set_usage(&self, id: &str, usage: SimUsage) -> bool {
-        self.lock().get_mut(id).map(|c| c.usage = usage).is_some()
+        self.lock()
+            .get_mut(id)
+            .map(|c| c.set_usage(usage))
+            .is_some()
+    }
+
+    /// Sets the usage of every running app container of one pod (how tests drive the
+    /// metrics of hollow-node pods); returns how many containers it changed.
+    pub fn set_pod_usage(&self, pod_uid: &str, usage: SimUsage) -> usize {
+        let mut changed = 0;
+        for c in self.lock().values_mut() {
+            if c.pod.uid == pod_uid && c.name != SANDBOX_CONTAINER && c.is_running() {
+                c.set_usage(usage);
+                changed += 1;
+            }
+        }
+        changed
+    }
+
+    /// Sets the usage of every running app container and of those started from now on.
+    pub fn set_default_usage(&self, usage: SimUsage) {
+        *self
+            .default_usage
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = usage;
+        for c in self.lock().values_mut() {
+            if c.name != SANDBOX_CONTAINER && c.is_running() {
+                c.set_usage(usage);
+            }
+        }
     }
 
     /// What a running container uses (None when missing or exited).
@@ -240,15 +312,14 @@ impl Runtime for SimRuntime {
         self.start_latency().await;
         let ip = self.allocate_ip();
         let id = self.insert(SimContainer {
-            pod: spec.pod.clone(),
-            name: SANDBOX_CONTAINER.to_string(),
-            attempt: 0,
-            image: super::images::PAUSE_IMAGE.to_string(),
-            state: SimState::Running {
-                started: Utc::now(),
-            },
             ip: Some(ip),
-            usage: SimUsage::default(),
+            ..SimContainer::new(
+                spec.pod.clone(),
+                SANDBOX_CONTAINER.to_string(),
+                0,
+                super::images::PAUSE_IMAGE.to_string(),
+                SimUsage::default(),
+            )
         });
         debug!(%id, %ip, "sandbox running");
         Ok(SandboxInfo {
@@ -277,17 +348,17 @@ impl Runtime for SimRuntime {
             )));
         }
         self.start_latency().await;
-        Ok(self.insert(SimContainer {
+        let usage = *self
+            .default_usage
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Ok(self.insert(SimContainer::new(
             pod,
-            name: spec.name.clone(),
-            attempt: spec.attempt,
-            image: spec.image.clone(),
-            state: SimState::Running {
-                started: Utc::now(),
-            },
-            ip: None,
-            usage: self.config.usage,
-        }))
+            spec.name.clone(),
+            spec.attempt,
+            spec.image.clone(),
+            usage,
+        )))
     }
 
     /// Simulated processes honour SIGTERM at once and exit 0.
@@ -357,6 +428,22 @@ impl Runtime for SimRuntime {
             vec![Ok(Bytes::from(line))]
         };
         Ok(futures::stream::iter(lines).boxed())
+    }
+
+    async fn stats(&self, id: &str) -> Result<ContainerStats, RuntimeError> {
+        self.with(id, |c| {
+            if !c.is_running() {
+                return Err(RuntimeError::Failed(format!(
+                    "container {id} is not running"
+                )));
+            }
+            c.settle();
+            Ok(ContainerStats {
+                cpu_usage_ns: c.cpu_ns,
+                memory_working_set_bytes: c.usage.memory_bytes,
+                at: Utc::now(),
+            })
+        })?
     }
 }
 
@@ -551,6 +638,43 @@ mod tests {
         assert_eq!(rt.usage(&app), Some(usage));
         assert!(rt.set_usage(&app, SimUsage::default()));
         assert_eq!(rt.usage(&app), Some(SimUsage::default()));
+    }
+
+    #[tokio::test]
+    async fn cpu_counter_advances_at_the_set_usage_rate() {
+        let rt = SimRuntime::new(SimConfig::default());
+        let (_, app) = run_pod(&rt, "u1", "n").await;
+        let busy = SimUsage {
+            cpu_millis: 500,
+            memory_bytes: 7 << 20,
+        };
+        assert_eq!(rt.set_pod_usage("u1", busy), 1);
+        let first = rt.stats(&app).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let second = rt.stats(&app).await.unwrap();
+        let secs = (second.at - first.at).num_nanoseconds().unwrap() as f64 / 1e9;
+        let millicores = (second.cpu_usage_ns - first.cpu_usage_ns) as f64 / secs / 1e6;
+        assert!(
+            (millicores - 500.0).abs() < 50.0,
+            "rate {millicores}m, wanted about 500m"
+        );
+        assert_eq!(second.memory_working_set_bytes, 7 << 20);
+        rt.stop(&app, Duration::ZERO).await.unwrap();
+        assert!(rt.stats(&app).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn default_usage_reaches_running_and_new_containers() {
+        let rt = SimRuntime::new(SimConfig::default());
+        let (_, old) = run_pod(&rt, "u1", "n").await;
+        let busy = SimUsage {
+            cpu_millis: 300,
+            memory_bytes: 1,
+        };
+        rt.set_default_usage(busy);
+        let (_, new) = run_pod(&rt, "u2", "n").await;
+        assert_eq!(rt.usage(&old), Some(busy));
+        assert_eq!(rt.usage(&new), Some(busy));
     }
 
     #[tokio::test]

@@ -1,0 +1,380 @@
+//! Nodes across processes: a control plane started with `skiff server` and two nodes
+//! started with `skiff node` join over HTTPS with the join token; an RC's pods run on both;
+//! when one node process is SIGKILLed its pods come back Running on the other within the
+//! eviction timeout. A wrong join token is refused.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use skiff_integration::{call, docker_available, eventually, node_names, skiff_bin, DockerCleanup};
+
+/// Node heartbeats every second; NotReady after 3 s of silence, pods evicted 4 s later.
+const GRACE_SECONDS: u64 = 3;
+const EVICTION_SECONDS: u64 = 4;
+
+/// A child process killed (SIGKILL) when dropped, also when the test fails.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Server {
+    _proc: Proc,
+    url: String,
+    dir: PathBuf,
+}
+
+impl Server {
+    fn start(dir: &Path) -> Server {
+        Self::start_on(dir, "127.0.0.1:0", GRACE_SECONDS, EVICTION_SECONDS)
+    }
+
+    fn start_on(dir: &Path, listen: &str, grace: u64, eviction: u64) -> Server {
+        use std::io::BufRead;
+        let config = dir.join("server.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[gateway]\nlisten = \"{listen}\"\n[controllers]\nnode_grace_period_seconds = {grace}\nnode_eviction_timeout_seconds = {eviction}\n"
+            ),
+        )
+        .expect("write config");
+        let mut child = Command::new(skiff_bin())
+            .args(["server", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(dir)
+            .env("SKIFF_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn skiff server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("ready line");
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("https://"))
+            .unwrap_or_else(|| panic!("no https URL in ready line {line:?}"))
+            .to_string();
+        Server {
+            _proc: Proc(child),
+            url,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn ca_file(&self) -> PathBuf {
+        self.dir.join("pki/ca.crt")
+    }
+
+    fn join_token(&self) -> String {
+        std::fs::read_to_string(self.dir.join("pki/join-token"))
+            .expect("join token")
+            .trim()
+            .to_string()
+    }
+
+    /// An HTTPS client trusting only the cluster CA, as the administrator.
+    fn admin(&self) -> reqwest::Client {
+        let tokens = std::fs::read_to_string(self.dir.join("pki/tokens.csv")).expect("tokens");
+        let token = tokens
+            .lines()
+            .find(|l| l.contains("system:masters"))
+            .and_then(|l| l.split(',').next())
+            .expect("an admin token")
+            .to_string();
+        let ca = std::fs::read(self.ca_file()).expect("ca");
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().expect("header"),
+        );
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("ca pem"))
+            .default_headers(headers)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client")
+    }
+
+    fn node(&self, name: &str, address: &str, token: &str, data_dir: &Path) -> Command {
+        let mut cmd = Command::new(skiff_bin());
+        cmd.args([
+            "node", "--server", &self.url, "--token", token, "--name", name,
+        ])
+        .args(["--address", address, "--heartbeat-seconds", "1"])
+        .arg("--ca-file")
+        .arg(self.ca_file())
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("SKIFF_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+        cmd
+    }
+}
+
+const RC: &str = "web";
+
+fn rc() -> Value {
+    json!({"apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": RC},
+        "spec": {"replicas": 4, "selector": {"app": RC}, "template": {
+            "metadata": {"labels": {"app": RC}},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "app",
+                "image": "skiff/busybox:latest", "imagePullPolicy": "Never",
+                "command": ["sleep", "3600"]}]}}}})
+}
+
+/// Running pods of the RC by node name.
+async fn running_by_node(client: &reqwest::Client, url: &str) -> Vec<(String, String)> {
+    let (_, list) = call(client.get(format!(
+        "{url}/api/v1/namespaces/default/pods?labelSelector=app%3D{RC}"
+    )))
+    .await;
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| {
+            p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null()
+        })
+        .map(|p| {
+            (
+                p["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                p["spec"]["nodeName"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+async fn node_ready(client: &reqwest::Client, url: &str, node: &str) -> bool {
+    let (code, n) = call(client.get(format!("{url}/api/v1/nodes/{node}"))).await;
+    code == 200
+        && n["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+#[tokio::test]
+async fn nodes_join_a_server_over_https_and_a_killed_nodes_pods_move_to_the_other() {
+    if !docker_available() {
+        eprintln!("SKIPPED: no Docker Engine on this machine");
+        return;
+    }
+    let names = node_names("join", 2);
+    let _cleanup = DockerCleanup::new(&names);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let admin = server.admin();
+    let url = server.url.clone();
+
+    // A wrong join token is refused: the node process fails and no Node appears.
+    let intruder_dir = tempfile::tempdir().unwrap();
+    let out = server
+        .node(
+            "intruder",
+            "127.0.0.9",
+            "abcdef.0123456789abcdef",
+            intruder_dir.path(),
+        )
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run skiff node");
+    assert!(!out.status.success(), "a wrong join token was accepted");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Unauthorized") || stderr.contains("401"),
+        "{stderr}"
+    );
+    let (code, _) = call(admin.get(format!("{url}/api/v1/nodes/intruder"))).await;
+    assert_eq!(code, 404);
+    assert!(!intruder_dir.path().join("node.crt").exists());
+
+    let token = server.join_token();
+    let node_dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut nodes: Vec<Option<Proc>> = names
+        .iter()
+        .zip(["127.0.0.2", "127.0.0.3"])
+        .zip(&node_dirs)
+        .map(|((name, addr), d)| {
+            Some(Proc(
+                server
+                    .node(name, addr, &token, d.path())
+                    .spawn()
+                    .expect("spawn skiff node"),
+            ))
+        })
+        .collect();
+    for name in &names {
+        eventually(Duration::from_secs(60), "node Ready", || async {
+            node_ready(&admin, &url, name).await.then_some(())
+        })
+        .await;
+    }
+    // Each node now holds its own credential, issued for system:node:<name>.
+    for d in &node_dirs {
+        assert!(d.path().join("node.crt").exists() && d.path().join("node.key").exists());
+    }
+
+    let (code, body) = call(
+        admin
+            .post(format!(
+                "{url}/api/v1/namespaces/default/replicationcontrollers"
+            ))
+            .json(&rc()),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let placed = eventually(
+        Duration::from_secs(120),
+        "4 pods Running on both nodes",
+        || async {
+            let running = running_by_node(&admin, &url).await;
+            let on = |n: &String| running.iter().filter(|(_, node)| node == n).count();
+            (running.len() == 4 && names.iter().all(|n| on(n) > 0)).then_some(running)
+        },
+    )
+    .await;
+    let victim = &names[0];
+    let moved: Vec<String> = placed
+        .iter()
+        .filter(|(_, n)| n == victim)
+        .map(|(p, _)| p.clone())
+        .collect();
+
+    // SIGKILL the first node's process: its containers keep running, but nothing reports
+    // for the node any more.
+    let killed_at = Instant::now();
+    drop(nodes[0].take());
+    let survivor = &names[1];
+    let after = eventually(
+        Duration::from_secs(GRACE_SECONDS + EVICTION_SECONDS + 60),
+        "4 pods Running on the surviving node",
+        || async {
+            let running = running_by_node(&admin, &url).await;
+            (running.len() == 4 && running.iter().all(|(_, n)| n == survivor)).then_some(running)
+        },
+    )
+    .await;
+    for p in &moved {
+        assert!(
+            !after.iter().any(|(name, _)| name == p),
+            "pod {p} of the dead node still counted as running"
+        );
+    }
+    eprintln!(
+        "pods back Running on {survivor} {:.1} s after the node process was killed",
+        killed_at.elapsed().as_secs_f64()
+    );
+    assert!(!node_ready(&admin, &url, victim).await);
+    drop(nodes);
+}
+
+/// The container ID and restart count of a Running pod.
+async fn running_container(
+    client: &reqwest::Client,
+    url: &str,
+    pod: &str,
+) -> Option<(String, u64)> {
+    let (code, p) = call(client.get(format!("{url}/api/v1/namespaces/default/pods/{pod}"))).await;
+    if code != 200 || p["status"]["phase"] != "Running" {
+        return None;
+    }
+    let c = &p["status"]["containerStatuses"][0];
+    Some((
+        c["containerID"].as_str()?.to_string(),
+        c["restartCount"].as_u64()?,
+    ))
+}
+
+fn sleeper(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "app",
+            "image": "skiff/busybox:latest", "imagePullPolicy": "Never",
+            "command": ["sleep", "3600"]}]}})
+}
+
+#[tokio::test]
+async fn a_node_cut_off_from_the_server_keeps_its_pods_and_resyncs_when_it_returns() {
+    if !docker_available() {
+        eprintln!("SKIPPED: no Docker Engine on this machine");
+        return;
+    }
+    let name = node_names("resync", 1).remove(0);
+    let _cleanup = DockerCleanup::new(std::slice::from_ref(&name));
+    let dir = tempfile::tempdir().unwrap();
+    // A fixed port, so the restarted server is where the node looks for it; eviction far
+    // enough off that the outage alone evicts nothing.
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .to_string();
+    let server = Server::start_on(dir.path(), &listen, 20, 60);
+    let admin = server.admin();
+    let url = server.url.clone();
+    let node_dir = tempfile::tempdir().unwrap();
+    let _node = Proc(
+        server
+            .node(&name, "127.0.0.4", &server.join_token(), node_dir.path())
+            .spawn()
+            .expect("spawn skiff node"),
+    );
+    let (code, body) = call(
+        admin
+            .post(format!("{url}/api/v1/namespaces/default/pods"))
+            .json(&sleeper("keeper")),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let before = eventually(Duration::from_secs(60), "keeper Running", || {
+        running_container(&admin, &url, "keeper")
+    })
+    .await;
+
+    // The control plane goes away: the node's watches and heartbeats fail.
+    drop(server);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let server = Server::start_on(dir.path(), &listen, 20, 60);
+    assert_eq!(server.url, url);
+    let admin = server.admin();
+
+    // Back: the node picks up new work (its watch resumed) and the old pod is the same
+    // container, never restarted.
+    let (code, body) = call(
+        admin
+            .post(format!("{url}/api/v1/namespaces/default/pods"))
+            .json(&sleeper("newcomer")),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    eventually(
+        Duration::from_secs(60),
+        "newcomer Running on the node",
+        || running_container(&admin, &url, "newcomer"),
+    )
+    .await;
+    assert_eq!(
+        running_container(&admin, &url, "keeper").await,
+        Some(before)
+    );
+    assert!(node_ready(&admin, &url, &name).await);
+}
