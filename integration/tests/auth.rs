@@ -400,6 +400,27 @@ async fn only_bootstrappers_get_node_certificates_approved_and_bad_requests_are_
     let admin = c.admin_client();
     let usages = ["digital signature", "client auth"];
 
+    // RBAC lets jane request certificates and write them (spec and status), but she is
+    // not a bootstrapper: what she writes must still not get her one.
+    let rbac = c.url("/apis/rbac.authorization.k8s.io/v1");
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "csr-writer"},
+        "rules": [{"apiGroups": ["certificates.k8s.io"],
+            "resources": ["certificatesigningrequests", "certificatesigningrequests/status"],
+            "verbs": ["create", "get", "list", "watch", "update"]}]});
+    let (status, body) = call(admin.post(format!("{rbac}/clusterroles")).json(&role)).await;
+    assert_eq!(status, 201, "{body}");
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "jane-writes-csrs"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "csr-writer"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "jane"}]});
+    let (status, body) = call(
+        admin
+            .post(format!("{rbac}/clusterrolebindings"))
+            .json(&binding),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
     // jane claims to be a bootstrapper in the body; the gateway records jane.
     let jane = tls_client(&c.ca_pem(), None, Some(&c.client_cert("jane", &["devs"])));
     let (_key, pem) = skiff_actors::pki::node_csr("victim").expect("csr");
