@@ -60,14 +60,24 @@ for _ in $(seq 1 120); do
 done
 port="$(kubectl get svc bench -o jsonpath='{.spec.ports[0].nodePort}')"
 ip="$(kubectl get endpoints bench -o jsonpath='{.subsets[0].addresses[0].ip}')"
-# Every request is a new connection (busybox httpd closes them), so each run leaves
-# thousands of sockets in TIME_WAIT; alternate the two paths and let them drain between
-# runs so neither is measured in the other's wake.
-for round in 1 2; do
-    sleep 5
-    echo "== round $round: through the node proxy (127.0.0.1:$port, 3 pods), 2 threads, 8 connections, 5 s"
-    wrk -t2 -c8 -d5s --latency "http://127.0.0.1:$port/" | grep -E "Requests/sec|99%|50%"
-    sleep 5
-    echo "== round $round: direct to one pod ($ip:8080), 2 threads, 8 connections, 5 s"
-    wrk -t2 -c8 -d5s --latency "http://$ip:8080/" | grep -E "Requests/sec|99%|50%"
+# Every request is a new connection (busybox httpd closes them). Through the proxy, the
+# proxy closes the client's connection first (it passes on the backend's close), so each
+# run leaves its connections in TIME_WAIT on this host for 60 s, holding ephemeral ports
+# that the next run's connects then have to search past. Before every run, wait until
+# those sockets have drained, so neither path is measured in the other's wake.
+drain() {
+    for _ in $(seq 1 90); do
+        [ "$(ss -Htan state time-wait | wc -l)" -lt 500 ] && return
+        sleep 1
+    done
+}
+for conns in ${BENCH_CONNECTIONS:-8 32}; do
+    for round in 1 2; do
+        drain
+        echo "== $conns connections, round $round: through the node proxy (127.0.0.1:$port, 3 pods), 2 threads, 5 s"
+        wrk -t2 -c"$conns" -d5s --latency "http://127.0.0.1:$port/" | grep -E "Requests/sec|99%|50%"
+        drain
+        echo "== $conns connections, round $round: direct to one pod ($ip:8080), 2 threads, 5 s"
+        wrk -t2 -c"$conns" -d5s --latency "http://$ip:8080/" | grep -E "Requests/sec|99%|50%"
+    done
 done
