@@ -235,6 +235,21 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
+/// Run the machine's kubectl against `kubeconfig`: its exit code, stdout and stderr.
+pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .expect("run kubectl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
 /// An HTTPS client trusting only `ca_pem`, sending `token` as a bearer token and/or
 /// presenting `identity` as its client certificate.
 pub fn tls_client(

@@ -3,7 +3,6 @@
 //! with nothing but the kubeconfig skiff wrote.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
@@ -11,17 +10,8 @@ use skiff_actors::pki::ClusterCa;
 use skiff_integration::{call, tls_client, SkiffProcess, TestCluster};
 
 fn kubectl(kubeconfig: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .output()
-        .expect("run kubectl");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    let (code, out, err) = skiff_integration::kubectl(kubeconfig, args);
+    (code == 0, out, err)
 }
 
 fn assert_unauthorized(status: u16, body: &Value) {

@@ -18,17 +18,7 @@ fn api_only() -> TestCluster {
 }
 
 fn kubectl(c: &TestCluster, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&c.kubeconfig)
-        .args(args)
-        .output()
-        .expect("run kubectl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    skiff_integration::kubectl(&c.kubeconfig, args)
 }
 
 fn kubectl_available() -> bool {
@@ -299,20 +289,6 @@ fn kubeconfig_for(c: &TestCluster, dir: &std::path::Path, cred: &Credential) -> 
     path
 }
 
-fn kubectl_as(kubeconfig: &std::path::Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .output()
-        .expect("run kubectl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
-
 #[tokio::test]
 async fn a_view_user_can_list_but_gets_403_creating() {
     let c = TestCluster::start_secure();
@@ -376,18 +352,19 @@ fn kubectl_auth_can_i_answers_for_the_user_it_runs_as() {
     );
     assert_eq!(admin.0, 0, "{}", admin.2);
     let viewer = kubeconfig_for(&c, dir.path(), &c.client_cert("viewer", &[]));
-    let (code, out, err) = kubectl_as(&viewer, &["auth", "can-i", "list", "pods"]);
+    let (code, out, err) = skiff_integration::kubectl(&viewer, &["auth", "can-i", "list", "pods"]);
     assert_eq!((code, out.trim()), (0, "yes"), "{err}");
-    let (code, out, _) = kubectl_as(&viewer, &["auth", "can-i", "create", "pods"]);
+    let (code, out, _) = skiff_integration::kubectl(&viewer, &["auth", "can-i", "create", "pods"]);
     assert_eq!((code, out.trim()), (1, "no"));
-    let (code, out, _) = kubectl_as(
+    let (code, out, _) = skiff_integration::kubectl(
         &viewer,
         &["auth", "can-i", "list", "pods", "-n", "kube-system"],
     );
     assert_eq!((code, out.trim()), (1, "no"));
-    let (code, _, err) = kubectl_as(&viewer, &["get", "pods"]);
+    let (code, _, err) = skiff_integration::kubectl(&viewer, &["get", "pods"]);
     assert_eq!(code, 0, "{err}");
-    let (code, _, err) = kubectl_as(&viewer, &["run", "p", "--image=busybox", "--restart=Never"]);
+    let (code, _, err) =
+        skiff_integration::kubectl(&viewer, &["run", "p", "--image=busybox", "--restart=Never"]);
     assert_ne!(code, 0);
     assert!(
         err.contains("Error from server (Forbidden): pods is forbidden: User \"viewer\" cannot create resource \"pods\""),

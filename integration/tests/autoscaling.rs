@@ -5,7 +5,6 @@
 //! that burn CPU on request.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -20,17 +19,8 @@ const SYNC: Duration = Duration::from_secs(2);
 const WINDOW: Duration = Duration::from_secs(10);
 
 fn kubectl(kubeconfig: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .output()
-        .expect("run kubectl");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    let (code, out, err) = skiff_integration::kubectl(kubeconfig, args);
+    (code == 0, out, err)
 }
 
 fn kubectl_ok(kubeconfig: &Path, args: &[&str]) -> String {

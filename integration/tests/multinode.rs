@@ -8,7 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use skiff_integration::{call, docker_available, eventually, node_names, skiff_bin, DockerCleanup};
+use skiff_integration::{
+    call, docker_available, eventually, node_names, skiff_bin, tls_client, DockerCleanup,
+};
 
 /// Node heartbeats every second; NotReady after 3 s of silence, pods evicted 4 s later.
 const GRACE_SECONDS: u64 = 3;
@@ -92,20 +94,8 @@ impl Server {
             .and_then(|l| l.split(',').next())
             .expect("an admin token")
             .to_string();
-        let ca = std::fs::read(self.ca_file()).expect("ca");
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(
-            reqwest::header::AUTHORIZATION,
-            format!("Bearer {token}").parse().expect("header"),
-        );
-        reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("ca pem"))
-            .default_headers(headers)
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("client")
+        let ca = std::fs::read_to_string(self.ca_file()).expect("ca");
+        tls_client(&ca, Some(&token), None)
     }
 
     fn node(&self, name: &str, address: &str, token: &str, data_dir: &Path) -> Command {
