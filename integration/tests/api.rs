@@ -755,3 +755,58 @@ async fn concurrent_creates_all_commit_with_distinct_revisions() {
     .await;
     assert_eq!(n, 64);
 }
+
+#[tokio::test]
+async fn a_delete_without_preconditions_succeeds_while_others_keep_writing_the_object() {
+    let c = TestCluster::api_only();
+    let names: Vec<String> = (0..16).map(|i| format!("busy{i}")).collect();
+    for n in &names {
+        create_pod(&c, n, json!({})).await;
+    }
+    // A writer per pod patching its labels as fast as it can, as controllers and kubelets
+    // do, until the pod is gone.
+    let mut writers = Vec::new();
+    for n in &names {
+        let url = c.url(&format!("{PODS}/{n}"));
+        writers.push(tokio::spawn(async move {
+            for i in 0u64.. {
+                let patch = json!({"metadata": {"labels": {"beat": i.to_string()}}});
+                let (code, _) = call(
+                    client()
+                        .patch(&url)
+                        .header("content-type", "application/merge-patch+json")
+                        .json(&patch),
+                )
+                .await;
+                if code == 404 {
+                    return i;
+                }
+            }
+            unreachable!()
+        }));
+    }
+    // Let every writer get going before deleting.
+    for n in &names {
+        eventually(
+            Duration::from_secs(10),
+            "a writer's first patch",
+            || async {
+                let (_, p) = call(client().get(c.url(&format!("{PODS}/{n}")))).await;
+                p["metadata"]["labels"]["beat"].is_string().then_some(())
+            },
+        )
+        .await;
+    }
+    for n in &names {
+        let (code, body) = call(
+            client()
+                .delete(c.url(&format!("{PODS}/{n}")))
+                .json(&json!({"gracePeriodSeconds": 0})),
+        )
+        .await;
+        assert_eq!(code, 200, "{n}: {body}");
+    }
+    for w in writers {
+        assert!(w.await.unwrap() > 0);
+    }
+}

@@ -624,6 +624,22 @@ impl Objects {
     }
 
     pub async fn delete(&self, t: &Target, opts: &DeleteOptions) -> Result<Value, ApiError> {
+        // As for update and patch: losing the compare-and-swap to another writer between
+        // our read and our write is retried, unless the caller pinned the object.
+        let pinned = opts.precondition_rv.is_some() || opts.precondition_uid.is_some();
+        let mut attempt = 0;
+        loop {
+            match self.delete_once(t, opts).await {
+                Err(ApiError::Conflict { .. }) if !pinned && attempt + 1 < CONFLICT_RETRIES => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(1 << attempt.min(6))).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn delete_once(&self, t: &Target, opts: &DeleteOptions) -> Result<Value, ApiError> {
         if t.subresource.is_some() {
             return Err(ApiError::MethodNotAllowed);
         }
