@@ -810,3 +810,31 @@ async fn a_delete_without_preconditions_succeeds_while_others_keep_writing_the_o
         assert!(w.await.unwrap() > 0);
     }
 }
+
+#[tokio::test]
+async fn an_update_that_changes_nothing_writes_no_new_revision() {
+    let c = TestCluster::api_only();
+    let created = create_pod(&c, "same", json!({"app": "same"})).await;
+    let rv = created["metadata"]["resourceVersion"].clone();
+    // Put back exactly what was read, as `kubectl replace` of an unchanged file does.
+    let (code, put) = call(client().put(c.url(&format!("{PODS}/same"))).json(&created)).await;
+    assert_eq!(code, 200, "{put}");
+    assert_eq!(put["metadata"]["resourceVersion"], rv);
+    // A watch from that revision sees only the real change made afterwards.
+    let resp = client()
+        .get(c.url(&format!(
+            "{PODS}?watch=true&resourceVersion={}",
+            rv.as_str().unwrap()
+        )))
+        .send()
+        .await
+        .unwrap();
+    let mut changed = created.clone();
+    changed["metadata"]["labels"]["tier"] = json!("front");
+    let (code, put) = call(client().put(c.url(&format!("{PODS}/same"))).json(&changed)).await;
+    assert_eq!(code, 200, "{put}");
+    assert_ne!(put["metadata"]["resourceVersion"], rv);
+    let events = read_events(resp, 1).await;
+    assert_eq!(events[0]["type"], "MODIFIED");
+    assert_eq!(events[0]["object"]["metadata"]["labels"]["tier"], "front");
+}

@@ -1166,12 +1166,16 @@ fn merge_update(info: &ResourceInfo, old: &Value, new: Value, part: Part) -> Val
             .cloned()
             .unwrap_or(json!([]));
     }
+    // The store stamps the new resourceVersion on write; keeping the old one until then
+    // lets an update that changes nothing be recognised and skipped, as kube-apiserver
+    // does, instead of writing a new revision.
     let keep = [
         "uid",
         "creationTimestamp",
         "generation",
         "deletionTimestamp",
         "deletionGracePeriodSeconds",
+        "resourceVersion",
     ];
     let old_meta = old.get("metadata").cloned().unwrap_or(json!({}));
     let m = meta::metadata_mut(&mut merged);
@@ -1185,7 +1189,6 @@ fn merge_update(info: &ResourceInfo, old: &Value, new: Value, part: Part) -> Val
             }
         }
     }
-    m.remove("resourceVersion");
     merged["kind"] = json!(info.kind);
     merged["apiVersion"] = json!(info.api_version());
     merged
