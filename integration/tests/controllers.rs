@@ -594,3 +594,81 @@ async fn deleting_an_rc_in_the_foreground_deletes_its_pods_before_the_rc() {
     .await;
     assert!(pods_of(&c, "fg").await.is_empty());
 }
+
+#[tokio::test]
+async fn a_renewed_node_lease_keeps_a_node_ready_without_status_heartbeats() {
+    let c = TestCluster::start_with(|cfg| {
+        cfg.controllers.node_grace_period_seconds = 2;
+        cfg.controllers.node_eviction_timeout_seconds = 60;
+    });
+    for n in ["leased", "silent"] {
+        post(&c, "/api/v1/nodes", node(n)).await;
+        heartbeat(&c, n).await;
+    }
+    // Only the Lease of "leased" is renewed from now on, as a kubelet does between its
+    // (rarer) status updates.
+    let base = c.url("");
+    let renewing = tokio::spawn(async move {
+        let url = format!("{base}/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases");
+        loop {
+            let spec = json!({"holderIdentity": "leased", "leaseDurationSeconds": 40,
+                "renewTime": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()});
+            let (code, _) = call(
+                client()
+                    .patch(format!("{url}/leased"))
+                    .header("Content-Type", MERGE)
+                    .body(json!({ "spec": spec }).to_string()),
+            )
+            .await;
+            if code == 404 {
+                let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                    "metadata": {"name": "leased"}, "spec": spec});
+                call(client().post(&url).json(&lease)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    // Barrier: a node that heartbeats once after the silent one has gone Unknown goes
+    // Unknown itself a grace period later; by then the controller has judged the leased
+    // node, whose status heartbeat is older still.
+    for n in ["silent", "late"] {
+        if n == "late" {
+            post(&c, "/api/v1/nodes", node(n)).await;
+            heartbeat(&c, n).await;
+        }
+        eventually(WAIT, "a silent node marked Unknown", || async {
+            let (_, node) = get(&c, &format!("/api/v1/nodes/{n}")).await;
+            (ready_condition(&node)["status"] == "Unknown").then_some(())
+        })
+        .await;
+    }
+    let (_, leased) = get(&c, "/api/v1/nodes/leased").await;
+    assert_eq!(ready_condition(&leased)["status"], "True", "{leased}");
+    renewing.abort();
+}
+
+#[tokio::test]
+async fn a_kubelet_renews_its_node_lease_owned_by_its_node() {
+    let c = TestCluster::start_with(|cfg| {
+        cfg.nodes = vec![skiff::config::NodeConfig {
+            name: "hollow-lease".into(),
+            runtime: "sim".into(),
+            heartbeat_seconds: 1,
+            ..Default::default()
+        }];
+    });
+    let path = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/hollow-lease";
+    let first = eventually(WAIT, "the node's lease", || async {
+        let (code, l) = get(&c, path).await;
+        (code == 200).then_some(l)
+    })
+    .await;
+    assert_eq!(first["spec"]["holderIdentity"], "hollow-lease");
+    assert_eq!(first["metadata"]["ownerReferences"][0]["kind"], "Node");
+    let renewed_at = first["spec"]["renewTime"].clone();
+    eventually(WAIT, "the lease renewed", || async {
+        let (_, l) = get(&c, path).await;
+        (l["spec"]["renewTime"] != renewed_at).then_some(())
+    })
+    .await;
+}

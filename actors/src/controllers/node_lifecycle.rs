@@ -89,12 +89,19 @@ struct Observation {
     transition: Option<DateTime<Utc>>,
 }
 
-fn observe(node: &Value) -> Option<Observation> {
+/// The namespace of the nodes' Leases, which their kubelets renew as they heartbeat.
+pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
+
+/// What the node's status and its Lease (when it has one) say about its kubelet: the later
+/// of the two signals counts, as in Kubernetes.
+fn observe(node: &Value, lease: Option<&Value>) -> Option<Observation> {
     let ready = pods::condition(node, "Ready");
     let created = parse_time(node.pointer("/metadata/creationTimestamp"));
-    let last_heartbeat = ready
+    let status_heartbeat = ready
         .and_then(|c| parse_time(c.get("lastHeartbeatTime")))
-        .or(created)?;
+        .or(created);
+    let renewed = lease.and_then(|l| parse_time(l.pointer("/spec/renewTime")));
+    let last_heartbeat = status_heartbeat.max(renewed)?;
     Some(Observation {
         last_heartbeat,
         ready: ready
@@ -310,12 +317,22 @@ impl Reconciler for NodeLifecycleController {
     }
 
     fn informers(&self) -> Vec<InformerSpec> {
-        vec![InformerSpec::all("nodes")]
+        vec![InformerSpec::all("nodes"), InformerSpec::all("leases")]
     }
 
-    fn keys_for(&self, _resource: &str, change: &Change, _ctx: &Context) -> Vec<String> {
+    fn keys_for(&self, resource: &str, change: &Change, _ctx: &Context) -> Vec<String> {
         if change.kind == EventKind::Deleted {
             return vec![];
+        }
+        if resource == "leases" {
+            // A node's Lease is named after it; other Leases are not this controller's.
+            return match meta::namespace(&change.object) {
+                Some(NODE_LEASE_NAMESPACE) => meta::name(&change.object)
+                    .map(str::to_string)
+                    .into_iter()
+                    .collect(),
+                _ => vec![],
+            };
         }
         vec![key_of(&change.object)]
     }
@@ -332,7 +349,10 @@ impl NodeLifecycleController {
             return Ok(Action::Done);
         };
         let now = Utc::now();
-        let Some(obs) = observe(&node) else {
+        let lease = ctx
+            .cache("leases")
+            .get(&format!("{NODE_LEASE_NAMESPACE}/{name}"));
+        let Some(obs) = observe(&node, lease.as_deref()) else {
             ctx.recorder
                 .warning(
                     &node,
@@ -507,13 +527,37 @@ mod tests {
             "2026-01-01T00:01:00Z",
             "2026-01-01T00:00:10Z",
         )));
-        let a = assess(&observe(&n).unwrap(), t("2026-01-01T00:01:39Z"), &cfg());
+        let a = assess(
+            &observe(&n, None).unwrap(),
+            t("2026-01-01T00:01:39Z"),
+            &cfg(),
+        );
         assert!(!a.lost && !a.mark_unknown && a.clear_taints);
         assert_eq!(a.taint, None);
         assert_eq!(a.stale_at, Some(t("2026-01-01T00:01:40Z")));
         assert_eq!(
             until(t("2026-01-01T00:01:40Z"), t("2026-01-01T00:01:39Z")),
             Duration::from_secs(1) + SLACK
+        );
+    }
+
+    #[test]
+    fn a_renewed_lease_keeps_a_node_alive_when_its_status_heartbeat_is_old() {
+        let n = node(Some((
+            "True",
+            "2026-01-01T00:01:00Z",
+            "2026-01-01T00:00:10Z",
+        )));
+        let lease = json!({"spec": {"renewTime": "2026-01-01T00:03:00.250000Z"}});
+        let now = t("2026-01-01T00:03:30Z");
+        assert!(assess(&observe(&n, None).unwrap(), now, &cfg()).lost);
+        let a = assess(&observe(&n, Some(&lease)).unwrap(), now, &cfg());
+        assert!(!a.lost && !a.mark_unknown);
+        // An old lease does not hide a fresher status heartbeat either.
+        let stale = json!({"spec": {"renewTime": "2026-01-01T00:00:00Z"}});
+        assert_eq!(
+            observe(&n, Some(&stale)).unwrap().last_heartbeat,
+            t("2026-01-01T00:01:00Z")
         );
     }
 
@@ -525,7 +569,7 @@ mod tests {
             "2026-01-01T00:00:10Z",
         )));
         let now = t("2026-01-01T00:01:40Z");
-        let a = assess(&observe(&n).unwrap(), now, &cfg());
+        let a = assess(&observe(&n, None).unwrap(), now, &cfg());
         assert!(a.lost && a.mark_unknown);
         assert_eq!(a.taint, Some(TAINT_UNREACHABLE));
         assert_eq!(a.not_ready_since, Some(now));
@@ -538,7 +582,11 @@ mod tests {
             "2026-01-01T00:01:00Z",
             "2026-01-01T00:01:40Z",
         )));
-        let a = assess(&observe(&n).unwrap(), t("2026-01-01T00:03:00Z"), &cfg());
+        let a = assess(
+            &observe(&n, None).unwrap(),
+            t("2026-01-01T00:03:00Z"),
+            &cfg(),
+        );
         assert!(a.lost && !a.mark_unknown);
         assert_eq!(a.not_ready_since, Some(t("2026-01-01T00:01:40Z")));
     }
@@ -546,7 +594,7 @@ mod tests {
     #[test]
     fn a_node_without_a_ready_condition_counts_from_its_creation() {
         let n = node(None);
-        let obs = observe(&n).unwrap();
+        let obs = observe(&n, None).unwrap();
         assert_eq!(obs.last_heartbeat, t("2026-01-01T00:00:00Z"));
         let early = assess(&obs, t("2026-01-01T00:00:30Z"), &cfg());
         assert!(!early.lost && !early.clear_taints && early.taint.is_none());
@@ -564,7 +612,11 @@ mod tests {
             "2026-01-01T00:01:00Z",
             "2026-01-01T00:00:50Z",
         )));
-        let a = assess(&observe(&n).unwrap(), t("2026-01-01T00:01:05Z"), &cfg());
+        let a = assess(
+            &observe(&n, None).unwrap(),
+            t("2026-01-01T00:01:05Z"),
+            &cfg(),
+        );
         assert!(!a.lost && !a.mark_unknown);
         assert_eq!(a.taint, Some(TAINT_NOT_READY));
         assert_eq!(a.not_ready_since, Some(t("2026-01-01T00:00:50Z")));
@@ -581,7 +633,7 @@ mod tests {
             .as_array_mut()
             .unwrap()
             .push(json!({"type": "MemoryPressure", "status": "False"}));
-        let obs = observe(&n).unwrap();
+        let obs = observe(&n, None).unwrap();
         let conds = unknown_conditions(&n, &obs, t("2026-01-01T00:02:00Z"));
         assert_eq!(conds.len(), 2);
         assert_eq!(conds[0]["type"], "Ready");

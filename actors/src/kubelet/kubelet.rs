@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::backoff::Backoff;
 use super::node::{self, NodeFacts};
@@ -25,6 +25,7 @@ use super::stats::{self, Sampler};
 use crate::api::{meta, ApiError};
 use crate::client::{ApiClient, EventKind, ListParams, PatchType};
 use crate::controllers::informer::{self, Cache, Change, InformerSpec};
+use crate::controllers::node_lifecycle::NODE_LEASE_NAMESPACE;
 use crate::controllers::recorder::Recorder;
 use crate::resource_metrics::MetricsSink;
 use tracing::Instrument;
@@ -113,6 +114,8 @@ pub enum KubeletError {
     Register(#[source] ApiError),
     #[error("heartbeat failed: {0}")]
     Heartbeat(#[source] ApiError),
+    #[error("renewing the node's lease failed: {0}")]
+    Lease(#[source] ApiError),
     #[error("runtime call failed: {0}")]
     Runtime(#[from] RuntimeError),
 }
@@ -307,7 +310,9 @@ impl Kubelet {
         }
         self.heartbeating = true;
         let (client, name) = (self.client.clone(), self.config.node_name.clone());
-        let fut = async move { heartbeat(&*client, &name).await };
+        // Kubernetes renews a 40 s lease every 10 s: a lease lasts four heartbeats.
+        let lease_duration = self.config.heartbeat_interval * 4;
+        let fut = async move { heartbeat(&*client, &name, lease_duration).await };
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
             act.heartbeating = false;
             match res {
@@ -530,8 +535,12 @@ async fn register(
     Ok(version)
 }
 
-/// Post the node's conditions with a fresh heartbeat.
-async fn heartbeat(client: &dyn ApiClient, name: &str) -> Result<(), KubeletError> {
+/// Post the node's conditions with a fresh heartbeat, and renew the node's Lease.
+async fn heartbeat(
+    client: &dyn ApiClient,
+    name: &str,
+    lease_duration: Duration,
+) -> Result<(), KubeletError> {
     let node = client
         .get("nodes", None, name)
         .await
@@ -548,7 +557,41 @@ async fn heartbeat(client: &dyn ApiClient, name: &str) -> Result<(), KubeletErro
         )
         .await
         .map_err(KubeletError::Heartbeat)?;
-    Ok(())
+    renew_lease(client, &node, name, lease_duration)
+        .await
+        .map_err(KubeletError::Lease)
+}
+
+/// Renew (or create) the node's Lease in `kube-node-lease`, owned by its Node so it goes
+/// with it.
+async fn renew_lease(
+    client: &dyn ApiClient,
+    node: &Value,
+    name: &str,
+    duration: Duration,
+) -> Result<(), ApiError> {
+    let spec = node::lease_spec(name, duration, chrono::Utc::now());
+    match client
+        .patch(
+            "leases",
+            Some(NODE_LEASE_NAMESPACE),
+            name,
+            None,
+            PatchType::Merge,
+            json!({ "spec": spec }),
+        )
+        .await
+    {
+        Err(ApiError::NotFound { .. }) => client
+            .create(
+                "leases",
+                Some(NODE_LEASE_NAMESPACE),
+                node::lease(node, name, spec),
+            )
+            .await
+            .map(|_| ()),
+        other => other.map(|_| ()),
+    }
 }
 
 /// Stop and remove containers of pods that no longer exist: app containers first, then

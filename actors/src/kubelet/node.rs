@@ -197,9 +197,49 @@ pub fn heartbeat(existing: &Value, now: &str) -> Value {
     json!({"status": {"conditions": conditions(existing, now)}})
 }
 
+/// The spec of the node's Lease, renewed now (renewTime is a MicroTime).
+pub fn lease_spec(
+    name: &str,
+    duration: std::time::Duration,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Value {
+    json!({
+        "holderIdentity": name,
+        "leaseDurationSeconds": duration.as_secs().max(1),
+        "renewTime": now.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+    })
+}
+
+/// The node's Lease in `kube-node-lease`, owned by its Node (so it is collected with it).
+pub fn lease(node: &Value, name: &str, spec: Value) -> Value {
+    let mut owners = Vec::new();
+    if let Some(uid) = node.pointer("/metadata/uid").and_then(Value::as_str) {
+        owners.push(json!({"apiVersion": "v1", "kind": "Node", "name": name, "uid": uid}));
+    }
+    json!({
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": name, "ownerReferences": owners},
+        "spec": spec,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lease_is_held_by_the_node_owned_by_it_and_renewed_in_microseconds() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:01.5Z")
+            .expect("time")
+            .with_timezone(&chrono::Utc);
+        let spec = lease_spec("n1", std::time::Duration::from_secs(40), now);
+        assert_eq!(spec["renewTime"], "2026-01-01T00:00:01.500000Z");
+        assert_eq!(spec["leaseDurationSeconds"], 40);
+        let l = lease(&json!({"metadata": {"uid": "u1"}}), "n1", spec);
+        assert_eq!(l["metadata"]["ownerReferences"][0]["uid"], "u1");
+        assert_eq!(l["spec"]["holderIdentity"], "n1");
+    }
 
     fn facts() -> NodeFacts {
         NodeFacts {
