@@ -4,7 +4,7 @@
 //! directory, and from then on authenticates with them alone.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use skiff_actors::client::bootstrap::{self, BootstrapError};
 use skiff_actors::pki::{self, PkiError};
@@ -38,13 +38,25 @@ impl NodeCredentialFiles {
         }
     }
 
+    /// The credential kept from an earlier join, unless it is missing, unreadable or
+    /// expired (then the node joins again with its token).
     fn load(&self) -> Result<Option<String>, JoinError> {
         if !self.cert.exists() || !self.key.exists() {
             return Ok(None);
         }
         let cert = pki::read(&self.cert).map_err(JoinError::Read)?;
         let key = pki::read(&self.key).map_err(JoinError::Read)?;
-        Ok(Some(format!("{cert}\n{key}")))
+        match pki::cert_not_after(&cert) {
+            Ok(end) if end > SystemTime::now() => Ok(Some(format!("{cert}\n{key}"))),
+            Ok(_) => {
+                tracing::warn!(cert = %self.cert.display(), "the node's certificate has expired; joining again");
+                Ok(None)
+            }
+            Err(e) => {
+                tracing::warn!(cert = %self.cert.display(), error = %e, "the node's certificate is unreadable; joining again");
+                Ok(None)
+            }
+        }
     }
 }
 

@@ -264,6 +264,16 @@ pub fn load_or_issue_serving(
     Ok(cred)
 }
 
+/// When the (first) certificate in `cert_pem` stops being valid.
+pub fn cert_not_after(cert_pem: &str) -> Result<SystemTime, PkiError> {
+    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .map_err(|e| PkiError::BadCertificate(e.to_string()))?;
+    let (_, cert) =
+        X509Certificate::from_der(&der).map_err(|e| PkiError::BadCertificate(e.to_string()))?;
+    Ok(SystemTime::UNIX_EPOCH
+        + Duration::from_secs(cert.validity().not_after.timestamp().max(0) as u64))
+}
+
 fn serving_still_good(cert_pem: &str, ca: &ClusterCa, sans: &[String]) -> Result<bool, PkiError> {
     let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
         .map_err(|e| PkiError::BadCertificate(e.to_string()))?;

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use skiff_actors::pki::{self, ClusterCa};
 use skiff_integration::{
     call, docker_available, eventually, node_names, skiff_bin, tls_client, DockerCleanup,
 };
@@ -367,4 +368,50 @@ async fn a_node_cut_off_from_the_server_keeps_its_pods_and_resyncs_when_it_retur
         Some(before)
     );
     assert!(node_ready(&admin, &url, &name).await);
+}
+
+#[tokio::test]
+async fn a_node_whose_kept_certificate_expired_joins_again_with_its_token() {
+    if !docker_available() {
+        eprintln!("SKIPPED: no Docker Engine on this machine");
+        return;
+    }
+    let name = node_names("expired", 1).remove(0);
+    let _cleanup = DockerCleanup::new(std::slice::from_ref(&name));
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let admin = server.admin();
+    // The node's data directory holds a credential from the cluster CA that ran out an
+    // hour ago, as after a long time switched off.
+    let read = |f: &str| std::fs::read_to_string(dir.path().join("pki").join(f)).expect(f);
+    let ca = ClusterCa::from_pem(&read("ca.crt"), &read("ca.key")).expect("the cluster CA");
+    let now = std::time::SystemTime::now();
+    let expired = ca
+        .issue_client(
+            &format!("system:node:{name}"),
+            &["system:nodes"],
+            now - Duration::from_secs(7200),
+            now - Duration::from_secs(3600),
+        )
+        .expect("issue");
+    let node_dir = tempfile::tempdir().unwrap();
+    std::fs::write(node_dir.path().join("node.crt"), &expired.cert_pem).unwrap();
+    std::fs::write(node_dir.path().join("node.key"), &expired.key_pem).unwrap();
+
+    let _node = Proc(
+        server
+            .node(&name, "127.0.0.5", &server.join_token(), node_dir.path())
+            .spawn()
+            .expect("spawn skiff node"),
+    );
+    eventually(Duration::from_secs(60), "node Ready", || async {
+        node_ready(&admin, &server.url, &name).await.then_some(())
+    })
+    .await;
+    let kept = std::fs::read_to_string(node_dir.path().join("node.crt")).unwrap();
+    assert_ne!(
+        kept, expired.cert_pem,
+        "the expired certificate was replaced"
+    );
+    assert!(pki::cert_not_after(&kept).unwrap() > std::time::SystemTime::now());
 }
