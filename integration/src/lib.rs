@@ -235,6 +235,15 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
+/// A RoleBinding `name` granting the ClusterRole `role` to the user `user` (in whatever
+/// namespace it is created).
+pub fn user_role_binding(name: &str, role: &str, user: &str) -> Value {
+    serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]})
+}
+
 /// Run the machine's kubectl against `kubeconfig`: its exit code, stdout and stderr.
 pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> (i32, String, String) {
     let out = std::process::Command::new("kubectl")

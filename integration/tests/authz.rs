@@ -214,10 +214,7 @@ async fn bindings_written_through_the_api_take_effect_at_once_and_are_undone_by_
         decide(&authz, &jane, "list", "", "namespaces/dev/pods"),
         Decision::NoOpinion
     );
-    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": {"name": "jane-views"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "jane"}]});
+    let binding = skiff_integration::user_role_binding("jane-views", "view", "jane");
     let (code, _) = call(
         client()
             .post(c.url("/api/v1/namespaces"))
@@ -260,13 +257,6 @@ async fn bindings_written_through_the_api_take_effect_at_once_and_are_undone_by_
 use skiff_actors::pki::Credential;
 use skiff_integration::tls_client;
 
-fn rolebinding(name: &str, role: &str, user: &str) -> Value {
-    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": {"name": name},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]})
-}
-
 /// A kubeconfig for `cred`, its certificate and key in files beside it.
 fn kubeconfig_for(c: &TestCluster, dir: &std::path::Path, cred: &Credential) -> std::path::PathBuf {
     let file = |name: &str, text: &str| {
@@ -296,7 +286,11 @@ async fn a_view_user_can_list_but_gets_403_creating() {
     let (code, body) = call(
         admin
             .post(c.url(&format!("{RBAC}/namespaces/default/rolebindings")))
-            .json(&rolebinding("viewer-views", "view", "viewer")),
+            .json(&skiff_integration::user_role_binding(
+                "viewer-views",
+                "view",
+                "viewer",
+            )),
     )
     .await;
     assert_eq!(code, 201, "{body}");
@@ -604,7 +598,11 @@ async fn nobody_grants_permissions_they_do_not_hold() {
     let (code, body) = call(
         admin
             .post(c.url(&format!("{RBAC}/namespaces/default/rolebindings")))
-            .json(&rolebinding("jane-admin", "admin", "jane")),
+            .json(&skiff_integration::user_role_binding(
+                "jane-admin",
+                "admin",
+                "jane",
+            )),
     )
     .await;
     assert_eq!(code, 201, "{body}");
@@ -613,16 +611,23 @@ async fn nobody_grants_permissions_they_do_not_hold() {
     // Granting what she holds is fine.
     let (code, body) = call(
         jane.post(&bindings)
-            .json(&rolebinding("bob-edits", "edit", "bob")),
+            .json(&skiff_integration::user_role_binding(
+                "bob-edits",
+                "edit",
+                "bob",
+            )),
     )
     .await;
     assert_eq!(code, 201, "{body}");
     // Binding herself cluster-admin, even in her namespace, is not.
-    let (code, status) = call(jane.post(&bindings).json(&rolebinding(
-        "jane-root",
-        "cluster-admin",
-        "jane",
-    )))
+    let (code, status) = call(
+        jane.post(&bindings)
+            .json(&skiff_integration::user_role_binding(
+                "jane-root",
+                "cluster-admin",
+                "jane",
+            )),
+    )
     .await;
     assert_eq!(code, 403, "{status}");
     assert!(status["message"].as_str().is_some_and(|m| m.starts_with(

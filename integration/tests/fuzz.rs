@@ -756,6 +756,14 @@ fn case(rng: &mut Rng, targets: &[Target], n: usize) -> Case {
             format!("{}/{}", t.collection, t.fixture)
         }
     };
+    // Now and then a write goes to one of the resource's subresources instead.
+    let subresource = |rng: &mut Rng| {
+        if rng.chance(30) && !t.subresources.is_empty() {
+            format!("/{}", rng.pick(t.subresources))
+        } else {
+            String::new()
+        }
+    };
     // Most writes carry no query, so that their bodies get past the query's checks.
     let mut q = if rng.chance(35) {
         query(rng)
@@ -784,11 +792,7 @@ fn case(rng: &mut Rng, targets: &[Target], n: usize) -> Case {
         3..=4 => {
             let obj = mutate(rng, t.template.clone());
             let body = body_bytes(rng, &obj);
-            let sub = if rng.chance(30) && !t.subresources.is_empty() {
-                format!("/{}", rng.pick(t.subresources))
-            } else {
-                String::new()
-            };
+            let sub = subresource(rng);
             request(
                 "PUT",
                 &format!("{}{sub}{q}", named(rng)),
@@ -815,11 +819,7 @@ fn case(rng: &mut Rng, targets: &[Target], n: usize) -> Case {
                 headers.push(("Content-Type".into(), ct.into()));
             }
             let body = body_bytes(rng, &patch);
-            let sub = if rng.chance(30) && !t.subresources.is_empty() {
-                format!("/{}", rng.pick(t.subresources))
-            } else {
-                String::new()
-            };
+            let sub = subresource(rng);
             request(
                 "PATCH",
                 &format!("{}{sub}{q}", named(rng)),
@@ -1102,10 +1102,7 @@ async fn malformed_requests_from_an_ordinary_user_never_get_a_5xx() {
     let admin = c.admin_client();
     let targets = targets();
     create_fixtures(&c, &admin, &targets).await;
-    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": {"name": "jane-admin"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "jane"}]});
+    let binding = skiff_integration::user_role_binding("jane-admin", "admin", "jane");
     let (code, body) = call(
         admin
             .post(c.url("/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings"))

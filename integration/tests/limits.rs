@@ -314,10 +314,7 @@ async fn authenticated_clients_are_limited_by_user_and_administrators_always_ans
         cfg.gateway.max_inflight_per_client = 0;
     });
     let admin = c.admin_client();
-    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": {"name": "jane-edits"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "jane"}]});
+    let binding = skiff_integration::user_role_binding("jane-edits", "edit", "jane");
     let (code, body) = call(
         admin
             .post(c.url("/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings"))

@@ -323,12 +323,24 @@ async fn a_node_cut_off_from_the_server_keeps_its_pods_and_resyncs_when_it_retur
     let admin = server.admin();
     let url = server.url.clone();
     let node_dir = tempfile::tempdir().unwrap();
-    let _node = Proc(
-        server
-            .node(&name, "127.0.0.4", &server.join_token(), node_dir.path())
-            .spawn()
-            .expect("spawn skiff node"),
-    );
+    let mut child = server
+        .node(&name, "127.0.0.4", &server.join_token(), node_dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn skiff node");
+    // The node's log (passed on to ours) tells when it has found the server gone.
+    let (lost_tx, lost_rx) = std::sync::mpsc::channel();
+    let log = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(log).lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            if line.contains("heartbeat failed") {
+                let _ = lost_tx.send(());
+            }
+        }
+    });
+    let _node = Proc(child);
     let (code, body) = call(
         admin
             .post(format!("{url}/api/v1/namespaces/default/pods"))
@@ -341,9 +353,13 @@ async fn a_node_cut_off_from_the_server_keeps_its_pods_and_resyncs_when_it_retur
     })
     .await;
 
-    // The control plane goes away: the node's watches and heartbeats fail.
+    // The control plane goes away, and stays away until the node has noticed: one of its
+    // heartbeats has failed.
+    while lost_rx.try_recv().is_ok() {}
     drop(server);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    lost_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the node notices the server is gone");
     let server = Server::start_on(dir.path(), &listen, 20, 60);
     assert_eq!(server.url, url);
     let admin = server.admin();

@@ -545,6 +545,21 @@ mod tests {
         vec![((n << 3) as u8), v]
     }
 
+    /// A `runtime.Unknown` envelope around `raw`, as kubectl's typed clients send it.
+    fn envelope(api_version: &str, kind: &str, raw: &[u8]) -> Vec<u8> {
+        let type_meta = [
+            bytes_field(1, api_version.as_bytes()),
+            bytes_field(2, kind.as_bytes()),
+        ]
+        .concat();
+        [
+            MAGIC.to_vec(),
+            bytes_field(1, &type_meta),
+            bytes_field(2, raw),
+        ]
+        .concat()
+    }
+
     #[test]
     fn csr_from_kubectl_certificate_approve_decodes_with_its_conditions() {
         let meta = [bytes_field(1, b"dana"), bytes_field(6, b"42")].concat();
@@ -572,17 +587,7 @@ mod tests {
             bytes_field(3, &status),
         ]
         .concat();
-        let type_meta = [
-            bytes_field(1, b"certificates.k8s.io/v1"),
-            bytes_field(2, b"CertificateSigningRequest"),
-        ]
-        .concat();
-        let body = [
-            MAGIC.to_vec(),
-            bytes_field(1, &type_meta),
-            bytes_field(2, &raw),
-        ]
-        .concat();
+        let body = envelope("certificates.k8s.io/v1", "CertificateSigningRequest", &raw);
         let obj = decode(&body).expect("decodes");
         assert_eq!(obj["metadata"]["resourceVersion"], "42");
         assert_eq!(obj["spec"]["request"], "UEVN");
@@ -607,13 +612,7 @@ mod tests {
             bytes_field(3, &[]),
         ]
         .concat();
-        let type_meta = [bytes_field(1, b"v1"), bytes_field(2, b"Namespace")].concat();
-        let body = [
-            MAGIC.to_vec(),
-            bytes_field(1, &type_meta),
-            bytes_field(2, &raw),
-        ]
-        .concat();
+        let body = envelope("v1", "Namespace", &raw);
         let obj = decode(&body).expect("decodes");
         assert_eq!(obj["metadata"]["name"], "demo");
         assert_eq!(obj["metadata"]["labels"]["team"], "a");
@@ -641,17 +640,7 @@ mod tests {
             bytes_field(3, &role_ref),
         ]
         .concat();
-        let type_meta = [
-            bytes_field(1, b"rbac.authorization.k8s.io/v1"),
-            bytes_field(2, b"RoleBinding"),
-        ]
-        .concat();
-        let body = [
-            MAGIC.to_vec(),
-            bytes_field(1, &type_meta),
-            bytes_field(2, &raw),
-        ]
-        .concat();
+        let body = envelope("rbac.authorization.k8s.io/v1", "RoleBinding", &raw);
         let obj = decode(&body).expect("decodes");
         assert_eq!(obj["apiVersion"], "rbac.authorization.k8s.io/v1");
         assert_eq!(
@@ -686,18 +675,8 @@ mod tests {
 
     #[test]
     fn self_subject_review_from_kubectl_auth_whoami_decodes() {
-        let type_meta = [
-            bytes_field(1, b"authentication.k8s.io/v1"),
-            bytes_field(2, b"SelfSubjectReview"),
-        ]
-        .concat();
         let raw = [bytes_field(1, &[]), bytes_field(2, &[])].concat();
-        let body = [
-            MAGIC.to_vec(),
-            bytes_field(1, &type_meta),
-            bytes_field(2, &raw),
-        ]
-        .concat();
+        let body = envelope("authentication.k8s.io/v1", "SelfSubjectReview", &raw);
         let obj = decode(&body).expect("decodes");
         assert_eq!(obj["kind"], "SelfSubjectReview");
         assert_eq!(obj["apiVersion"], "authentication.k8s.io/v1");
@@ -724,17 +703,7 @@ mod tests {
             bytes_field(2, &spec),
         ]
         .concat();
-        let type_meta = [
-            bytes_field(1, b"autoscaling/v1"),
-            bytes_field(2, b"HorizontalPodAutoscaler"),
-        ]
-        .concat();
-        let body = [
-            MAGIC.to_vec(),
-            bytes_field(1, &type_meta),
-            bytes_field(2, &raw),
-        ]
-        .concat();
+        let body = envelope("autoscaling/v1", "HorizontalPodAutoscaler", &raw);
         let obj = decode(&body).expect("decodes");
         assert_eq!(obj["metadata"]["name"], "web");
         assert_eq!(
@@ -755,17 +724,7 @@ mod tests {
         .concat();
         let spec = bytes_field(1, &attrs);
         let raw = [bytes_field(1, &[]), bytes_field(2, &spec)].concat();
-        let type_meta = [
-            bytes_field(1, b"authorization.k8s.io/v1"),
-            bytes_field(2, b"SelfSubjectAccessReview"),
-        ]
-        .concat();
-        let body = [
-            MAGIC.to_vec(),
-            bytes_field(1, &type_meta),
-            bytes_field(2, &raw),
-        ]
-        .concat();
+        let body = envelope("authorization.k8s.io/v1", "SelfSubjectAccessReview", &raw);
         let obj = decode(&body).expect("decodes");
         assert_eq!(
             obj["spec"],
