@@ -102,6 +102,9 @@ impl Default for AuthConfig {
 pub struct StoreConfig {
     pub history: usize,
     pub watch_buffer: usize,
+    /// Events not written for this long are deleted (kube-apiserver's `--event-ttl`);
+    /// 0 keeps them for ever.
+    pub event_ttl_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -224,6 +227,7 @@ impl Default for StoreConfig {
         StoreConfig {
             history: 100_000,
             watch_buffer: 20_000,
+            event_ttl_seconds: 3600,
         }
     }
 }

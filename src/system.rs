@@ -136,6 +136,8 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
         path: data_dir.join("store"),
         history: cfg.store.history,
         watch_buffer: cfg.store.watch_buffer,
+        event_ttl: (cfg.store.event_ttl_seconds > 0)
+            .then(|| std::time::Duration::from_secs(cfg.store.event_ttl_seconds)),
     };
     let store = match store::start(store_cfg, metrics.clone(), &store_arbiter.handle()) {
         Ok(s) => s,

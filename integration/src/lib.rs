@@ -483,3 +483,26 @@ fn uuid_like() -> String {
         .unwrap_or(0);
     format!("{:x}{:x}", std::process::id(), nanos % 0xffff)
 }
+
+/// A kubeconfig for `cred` on the secure cluster `c`, its CA, certificate and key in
+/// files beside it in `dir`.
+pub fn kubeconfig_for(c: &TestCluster, dir: &Path, cred: &Credential) -> PathBuf {
+    let file = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).expect("write");
+        p.display().to_string()
+    };
+    let ca = file("ca.crt", &c.ca_pem());
+    let cert = file("user.crt", &cred.cert_pem);
+    let key = file("user.key", &cred.key_pem);
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority: {ca}\nusers:\n- name: u\n  user:\n    client-certificate: {cert}\n    client-key: {key}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n    namespace: default\ncurrent-context: c\n",
+            c.url
+        ),
+    )
+    .expect("write kubeconfig");
+    path
+}

@@ -254,30 +254,7 @@ async fn bindings_written_through_the_api_take_effect_at_once_and_are_undone_by_
 // With real credentials: a secure cluster, users by client certificate.
 // ---------------------------------------------------------------------------
 
-use skiff_actors::pki::Credential;
 use skiff_integration::tls_client;
-
-/// A kubeconfig for `cred`, its certificate and key in files beside it.
-fn kubeconfig_for(c: &TestCluster, dir: &std::path::Path, cred: &Credential) -> std::path::PathBuf {
-    let file = |name: &str, text: &str| {
-        let p = dir.join(name);
-        std::fs::write(&p, text).expect("write");
-        p.display().to_string()
-    };
-    let ca = file("ca.crt", &c.ca_pem());
-    let cert = file("user.crt", &cred.cert_pem);
-    let key = file("user.key", &cred.key_pem);
-    let path = dir.join("kubeconfig");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority: {ca}\nusers:\n- name: u\n  user:\n    client-certificate: {cert}\n    client-key: {key}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n    namespace: default\ncurrent-context: c\n",
-            c.url
-        ),
-    )
-    .expect("write kubeconfig");
-    path
-}
 
 #[tokio::test]
 async fn a_view_user_can_list_but_gets_403_creating() {
@@ -345,7 +322,7 @@ fn kubectl_auth_can_i_answers_for_the_user_it_runs_as() {
         ],
     );
     assert_eq!(admin.0, 0, "{}", admin.2);
-    let viewer = kubeconfig_for(&c, dir.path(), &c.client_cert("viewer", &[]));
+    let viewer = skiff_integration::kubeconfig_for(&c, dir.path(), &c.client_cert("viewer", &[]));
     let (code, out, err) = skiff_integration::kubectl(&viewer, &["auth", "can-i", "list", "pods"]);
     assert_eq!((code, out.trim()), (0, "yes"), "{err}");
     let (code, out, _) = skiff_integration::kubectl(&viewer, &["auth", "can-i", "create", "pods"]);

@@ -5,7 +5,8 @@ use serde_json::{json, Map, Value};
 
 use super::meta;
 
-/// Fill metadata every object gets on create.
+/// Fill metadata every object gets on create, then the kind's defaults; status starts
+/// afresh, as Kubernetes' create strategies reset it.
 pub fn defaults_for_create(kind: &str, obj: &mut Value, namespace: Option<&str>) {
     let has_spec = obj.get("spec").is_some() || kind == "Pod" || kind == "ReplicationController";
     let m = meta::metadata_mut(obj);
@@ -27,23 +28,32 @@ pub fn defaults_for_create(kind: &str, obj: &mut Value, namespace: Option<&str>)
     } else {
         m.remove("generation");
     }
+    default_object(kind, obj);
     match kind {
         "Pod" => {
-            default_pod_spec(ensure_object(obj, "spec"));
             // Status belongs to the kubelet; a client cannot create a pod already running.
             let qos = qos_class(obj.get("spec").unwrap_or(&Value::Null));
             obj["status"] = json!({"phase": "Pending", "qosClass": qos});
         }
+        "ReplicationController" => obj["status"] = json!({"replicas": 0}),
+        "Service" => obj["status"] = json!({"loadBalancer": {}}),
+        "Namespace" => obj["status"] = json!({"phase": "Active"}),
+        _ => {}
+    }
+}
+
+/// The kind's field defaults (Kubernetes' `SetDefaults_*`), which kube-apiserver applies
+/// whenever it decodes an object: on create, update and patch alike, so a manifest sent
+/// again reads as the object it created. Idempotent, and never touches status.
+pub fn default_object(kind: &str, obj: &mut Value) {
+    match kind {
+        "Pod" => default_pod_spec(ensure_object(obj, "spec")),
         "ReplicationController" => default_rc(obj),
-        "Service" => {
-            default_service_spec(ensure_object(obj, "spec"));
-            obj["status"] = json!({"loadBalancer": {}});
-        }
+        "Service" => default_service_spec(ensure_object(obj, "spec")),
         "Namespace" => {
             let spec = ensure_object(obj, "spec");
             spec.entry("finalizers")
                 .or_insert_with(|| json!(["kubernetes"]));
-            obj["status"] = json!({"phase": "Active"});
         }
         "Event" => default_event(obj),
         _ => {}
@@ -122,7 +132,6 @@ fn default_rc(obj: &mut Value) {
     if labels_empty && template_labels.is_object() {
         meta::metadata_mut(obj).insert("labels".into(), template_labels);
     }
-    obj["status"] = json!({"replicas": 0});
 }
 
 pub fn default_service_spec(spec: &mut Map<String, Value>) {

@@ -35,6 +35,31 @@ pub fn metadata_mut(obj: &mut Value) -> &mut Map<String, Value> {
     meta.as_object_mut().expect("object ensured above")
 }
 
+/// Drop the ObjectMeta lists and maps that are empty, as kube-apiserver's encoding
+/// (`omitempty`) does: a patch removing the last owner reference leaves no
+/// `ownerReferences: []` behind.
+pub fn drop_empty_metadata(obj: &mut Value) {
+    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        for field in [
+            "ownerReferences",
+            "finalizers",
+            "labels",
+            "annotations",
+            "managedFields",
+        ] {
+            let empty = match m.get(field) {
+                Some(Value::Array(a)) => a.is_empty(),
+                Some(Value::Object(o)) => o.is_empty(),
+                Some(Value::Null) => true,
+                _ => false,
+            };
+            if empty {
+                m.remove(field);
+            }
+        }
+    }
+}
+
 pub fn set_resource_version(obj: &mut Value, rev: u64) {
     metadata_mut(obj).insert("resourceVersion".into(), Value::String(rev.to_string()));
 }

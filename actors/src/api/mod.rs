@@ -2,6 +2,8 @@
 //! how objects are keyed in the store, and the `Status` errors every layer answers with.
 
 pub mod defaults;
+pub mod events_v1;
+pub mod managed_fields;
 pub mod meta;
 pub mod patch;
 pub mod protobuf;

@@ -29,7 +29,7 @@ pub enum PatchError {
         index: String,
         len: usize,
     },
-    #[error("test operation failed: the value at {path:?} does not match")]
+    #[error("testing value {path} failed: test failed")]
     TestFailed { path: String },
     #[error(
         "unknown JSON patch operation {0:?}: expected add, remove, replace, move, copy or test"
@@ -473,6 +473,24 @@ fn kind_specific_list(kind: &str, path: &[&str]) -> ListStrategy {
         ("Service", ["spec", "ports"]) => ListStrategy::MergeByKey("port"),
         ("Node", ["spec", "podCIDRs"]) => ListStrategy::MergePrimitive,
         _ => ListStrategy::Replace,
+    }
+}
+
+/// How the elements of a list are told apart, for field ownership (managedFields) as
+/// for patching: by a key field, as a set of scalars, or not at all (atomic).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListIdentity {
+    Keyed(&'static str),
+    Set,
+    Atomic,
+}
+
+/// The identity of the list at `path` (map keys only) in an object of `kind`.
+pub fn list_identity(kind: &str, path: &[String]) -> ListIdentity {
+    match list_strategy(kind, path) {
+        ListStrategy::MergeByKey(k) => ListIdentity::Keyed(k),
+        ListStrategy::MergePrimitive => ListIdentity::Set,
+        ListStrategy::Replace => ListIdentity::Atomic,
     }
 }
 

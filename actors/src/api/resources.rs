@@ -169,6 +169,20 @@ pub const RESOURCES: &[ResourceInfo] = &[
             "type",
         ],
     },
+    // The same stored Events as core/v1 `events` (same store keys), seen through the
+    // events.k8s.io/v1 field names (api::events_v1 converts).
+    ResourceInfo {
+        group: "events.k8s.io",
+        version: "v1",
+        name: "events",
+        singular: "event",
+        kind: "Event",
+        namespaced: true,
+        short_names: &["ev"],
+        subresources: &[],
+        has_status_subresource: false,
+        field_selectors: &[],
+    },
     ResourceInfo {
         group: "coordination.k8s.io",
         version: "v1",
@@ -282,7 +296,71 @@ pub const REVIEWS: &[ResourceInfo] = &[
         has_status_subresource: false,
         field_selectors: &[],
     },
+    ResourceInfo {
+        group: "authentication.k8s.io",
+        version: "v1",
+        name: "tokenreviews",
+        singular: "tokenreview",
+        kind: "TokenReview",
+        namespaced: false,
+        short_names: &[],
+        subresources: &[],
+        has_status_subresource: false,
+        field_selectors: &[],
+    },
+    ResourceInfo {
+        group: "authorization.k8s.io",
+        version: "v1",
+        name: "subjectaccessreviews",
+        singular: "subjectaccessreview",
+        kind: "SubjectAccessReview",
+        namespaced: false,
+        short_names: &[],
+        subresources: &[],
+        has_status_subresource: false,
+        field_selectors: &[],
+    },
+    ResourceInfo {
+        group: "authorization.k8s.io",
+        version: "v1",
+        name: "localsubjectaccessreviews",
+        singular: "localsubjectaccessreview",
+        kind: "LocalSubjectAccessReview",
+        namespaced: true,
+        short_names: &[],
+        subresources: &[],
+        has_status_subresource: false,
+        field_selectors: &[],
+    },
+    ResourceInfo {
+        group: "authorization.k8s.io",
+        version: "v1",
+        name: "selfsubjectrulesreviews",
+        singular: "selfsubjectrulesreview",
+        kind: "SelfSubjectRulesReview",
+        namespaced: false,
+        short_names: &[],
+        subresources: &[],
+        has_status_subresource: false,
+        field_selectors: &[],
+    },
 ];
+
+/// Whether `info` is another view of objects stored under another group's resource of
+/// the same name (events.k8s.io/v1 Events are core/v1 Events).
+pub fn is_view(info: &ResourceInfo) -> bool {
+    info.group == crate::api::events_v1::GROUP
+}
+
+/// The `apiVersion` objects of `info` are stored with: a view's stored form is its
+/// origin's.
+pub fn stored_api_version(info: &ResourceInfo) -> String {
+    if is_view(info) {
+        "v1".to_string()
+    } else {
+        info.api_version()
+    }
+}
 
 /// Whether `info` is one of the [`REVIEWS`].
 pub fn is_review(info: &ResourceInfo) -> bool {
@@ -317,6 +395,18 @@ pub fn groups() -> Vec<(&'static str, &'static str)> {
         }
     }
     out
+}
+
+/// Look a resource up by the `apiVersion` and `kind` an object (or an owner reference)
+/// names.
+pub fn by_api_version_kind(api_version: &str, kind: &str) -> Option<&'static ResourceInfo> {
+    let (group, version) = match api_version.split_once('/') {
+        Some((g, v)) => (g, v),
+        None => ("", api_version),
+    };
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.kind == kind)
 }
 
 /// Look a resource up by its kind.
@@ -354,10 +444,14 @@ mod tests {
 
     #[test]
     fn resource_names_are_unique_across_groups_so_store_keys_cannot_collide() {
+        // Views of another group's stored objects share its name, and so its keys.
+        let views = RESOURCES.iter().filter(|r| is_view(r)).count();
         let mut names: Vec<_> = RESOURCES.iter().chain(REVIEWS).map(|r| r.name).collect();
         names.sort();
         names.dedup();
-        assert_eq!(names.len(), RESOURCES.len() + REVIEWS.len());
+        assert_eq!(names.len(), RESOURCES.len() + REVIEWS.len() - views);
+        assert_eq!(lookup("events").map(|r| r.group), Some(""));
+        assert_eq!(by_kind("Event").map(|r| r.group), Some(""));
     }
 
     #[test]

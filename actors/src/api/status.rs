@@ -42,6 +42,10 @@ pub enum ApiError {
         name: String,
         causes: Vec<FieldError>,
     },
+    /// 422 without field causes: a well-formed request the server cannot carry out, such
+    /// as a JSON patch whose `test` fails (kube-apiserver answers it as Invalid).
+    #[error("{0}")]
+    Unprocessable(String),
     #[error("the server does not allow this method on the requested resource")]
     MethodNotAllowed,
     #[error("{0}")]
@@ -91,7 +95,7 @@ impl ApiError {
             ApiError::Unauthorized => 401,
             ApiError::TooLarge { .. } => 413,
             ApiError::UnsupportedPatch | ApiError::UnsupportedMediaType(_) => 415,
-            ApiError::Invalid { .. } => 422,
+            ApiError::Invalid { .. } | ApiError::Unprocessable(_) => 422,
             ApiError::MethodNotAllowed => 405,
             ApiError::ServiceUnavailable(_) => 503,
             ApiError::TooManyRequests { .. } => 429,
@@ -115,7 +119,7 @@ impl ApiError {
             ApiError::UnsupportedPatch | ApiError::UnsupportedMediaType(_) => {
                 "UnsupportedMediaType"
             }
-            ApiError::Invalid { .. } => "Invalid",
+            ApiError::Invalid { .. } | ApiError::Unprocessable(_) => "Invalid",
             ApiError::MethodNotAllowed => "MethodNotAllowed",
             ApiError::ServiceUnavailable(_) => "ServiceUnavailable",
             ApiError::TooManyRequests { .. } => "TooManyRequests",

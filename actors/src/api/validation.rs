@@ -631,6 +631,10 @@ pub fn decode_check(kind: &str, obj: &Value) -> Result<Vec<String>, DecodeError>
         "ReplicationController" => round_trip::<core::ReplicationController>(kind, "v1", obj),
         "ResourceQuota" => round_trip::<core::ResourceQuota>(kind, "v1", obj),
         "Event" => round_trip::<core::Event>(kind, "v1", obj),
+        // The events.k8s.io/v1 view of Events, checked as that API's type.
+        "events.k8s.io/Event" => {
+            round_trip::<k8s_openapi::api::events::v1::Event>("Event", "events.k8s.io/v1", obj)
+        }
         "Binding" => round_trip::<core::Binding>(kind, "v1", obj),
         "Scale" => {
             round_trip::<k8s_openapi::api::autoscaling::v1::Scale>(kind, "autoscaling/v1", obj)
@@ -653,6 +657,20 @@ pub fn decode_check(kind: &str, obj: &Value) -> Result<Vec<String>, DecodeError>
         "SelfSubjectAccessReview" => round_trip::<
             k8s_openapi::api::authorization::v1::SelfSubjectAccessReview,
         >(kind, "authorization.k8s.io/v1", obj),
+        "SubjectAccessReview" => round_trip::<
+            k8s_openapi::api::authorization::v1::SubjectAccessReview,
+        >(kind, "authorization.k8s.io/v1", obj),
+        "LocalSubjectAccessReview" => round_trip::<
+            k8s_openapi::api::authorization::v1::LocalSubjectAccessReview,
+        >(kind, "authorization.k8s.io/v1", obj),
+        "SelfSubjectRulesReview" => round_trip::<
+            k8s_openapi::api::authorization::v1::SelfSubjectRulesReview,
+        >(kind, "authorization.k8s.io/v1", obj),
+        "TokenReview" => round_trip::<k8s_openapi::api::authentication::v1::TokenReview>(
+            kind,
+            "authentication.k8s.io/v1",
+            obj,
+        ),
         "DeleteOptions" => round_trip::<
             k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions,
         >(kind, "v1", obj),

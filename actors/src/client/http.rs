@@ -38,7 +38,10 @@ impl HttpClient {
         creds: &Credentials,
     ) -> Result<Self, ApiError> {
         let bad = |what: &str, e: reqwest::Error| ApiError::BadRequest(format!("{what}: {e}"));
-        let mut builder = reqwest::Client::builder().use_rustls_tls();
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            // The program name is the field manager kube-apiserver records for our writes.
+            .user_agent(concat!("skiff/", env!("CARGO_PKG_VERSION")));
         if let Some(ca) = &creds.ca_pem {
             let cert = reqwest::Certificate::from_pem(ca).map_err(|e| bad("CA certificate", e))?;
             builder = builder

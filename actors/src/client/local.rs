@@ -14,11 +14,29 @@ use crate::gateway::watch::WatchFilter;
 #[derive(Clone)]
 pub struct LocalClient {
     objects: Objects,
+    /// The field manager its writes are recorded under in managedFields.
+    manager: String,
 }
 
 impl LocalClient {
     pub fn new(objects: Objects) -> Self {
-        LocalClient { objects }
+        LocalClient {
+            objects,
+            manager: "skiff".into(),
+        }
+    }
+
+    /// The same client, recording its writes under another field manager.
+    pub fn with_manager(mut self, manager: impl Into<String>) -> Self {
+        self.manager = manager.into();
+        self
+    }
+
+    fn write_options(&self) -> WriteOptions {
+        WriteOptions {
+            manager: self.manager.clone(),
+            ..WriteOptions::default()
+        }
     }
 }
 
@@ -139,7 +157,7 @@ impl ApiClient for LocalClient {
         let t = target(resource, namespace, None, None)?;
         Ok(self
             .objects
-            .create(&t, object, &WriteOptions::default())
+            .create(&t, object, &self.write_options())
             .await?
             .object)
     }
@@ -155,7 +173,7 @@ impl ApiClient for LocalClient {
         let t = target(resource, namespace, Some(name), subresource)?;
         Ok(self
             .objects
-            .update(&t, object, &WriteOptions::default())
+            .update(&t, object, &self.write_options())
             .await?
             .object)
     }
@@ -172,7 +190,7 @@ impl ApiClient for LocalClient {
         let t = target(resource, namespace, Some(name), subresource)?;
         Ok(self
             .objects
-            .patch(&t, kind, patch, &WriteOptions::default())
+            .patch(&t, kind, patch, &self.write_options())
             .await?
             .object)
     }

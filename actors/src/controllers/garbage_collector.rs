@@ -38,13 +38,16 @@ pub struct GarbageCollector {
 }
 
 impl Default for GarbageCollector {
+    /// Every served resource: any object may name owners, and any owner may be deleted
+    /// with Orphan or Foreground propagation and wait for this collector.
     fn default() -> Self {
-        Self::watching(&["pods", "replicationcontrollers"])
+        let all: Vec<&str> = resources::RESOURCES.iter().map(|r| r.name).collect();
+        Self::watching(&all)
     }
 }
 
 impl GarbageCollector {
-    /// Pods and replication controllers.
+    /// Every served resource.
     pub fn new() -> Self {
         Self::default()
     }
@@ -136,10 +139,7 @@ fn owner_uids(obj: Option<&Value>) -> BTreeSet<String> {
 /// (another group, a typo), whose existence therefore cannot be checked.
 fn ref_resource(r: &Value) -> Option<&'static ResourceInfo> {
     let api_version = r.get("apiVersion").and_then(Value::as_str).unwrap_or("v1");
-    if api_version != "v1" {
-        return None;
-    }
-    resources::by_kind(r.get("kind").and_then(Value::as_str)?)
+    resources::by_api_version_kind(api_version, r.get("kind").and_then(Value::as_str)?)
 }
 
 fn finalizers(obj: &Value) -> Vec<&str> {
@@ -556,15 +556,25 @@ mod tests {
     }
 
     #[test]
-    fn owner_references_resolve_by_kind_only_in_the_core_group() {
+    fn owner_references_resolve_by_group_version_and_kind() {
         let rc =
             json!({"apiVersion": "v1", "kind": "ReplicationController", "name": "a", "uid": "1"});
         assert_eq!(
             ref_resource(&rc).map(|r| r.name),
             Some("replicationcontrollers")
         );
-        let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "a", "uid": "1"});
-        assert!(ref_resource(&rs).is_none());
+        let hpa = json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
+            "name": "a", "uid": "1"});
+        assert_eq!(
+            ref_resource(&hpa).map(|r| r.name),
+            Some("horizontalpodautoscalers")
+        );
+        let wrong_group =
+            json!({"apiVersion": "apps/v1", "kind": "Lease", "name": "a", "uid": "1"});
+        assert!(ref_resource(&wrong_group).is_none());
+        let unserved =
+            json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "a", "uid": "1"});
+        assert!(ref_resource(&unserved).is_none());
         let typo =
             json!({"apiVersion": "v1", "kind": "Replicationcontroller", "name": "a", "uid": "1"});
         assert!(ref_resource(&typo).is_none());

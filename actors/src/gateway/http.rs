@@ -17,7 +17,7 @@ use super::routing::{self, Target};
 use super::watch::{self, WatchSpec};
 use super::{auth, csr, logs, reviews, AppState};
 use crate::api::selector::{FieldSelector, LabelSelector};
-use crate::api::{meta, protobuf, resources, ApiError};
+use crate::api::{managed_fields, meta, protobuf, resources, ApiError};
 
 type Query = HashMap<String, String>;
 
@@ -127,10 +127,15 @@ async fn handle(
             return Err(ApiError::MethodNotAllowed);
         }
         let body = read_json(req, payload, state.max_body).await?;
+        let by = reviews::Reviewers {
+            authz: &state.authorization,
+            authn: state.authentication.as_deref(),
+        };
         let answer = reviews::review(
             target.resource,
             &auth::user_of(req),
-            &state.authorization,
+            &by,
+            target.namespace.as_deref(),
             body,
         )?;
         return Ok(render::json_response(201, &answer));
@@ -345,6 +350,10 @@ fn admitted(
     q: &Query,
 ) -> Result<WriteOptions, ApiError> {
     let mut opts = write_options(q)?;
+    opts.manager = managed_fields::manager_of(
+        q.get("fieldManager").map(String::as_str),
+        header(req, "user-agent"),
+    );
     opts.admit = auth::escalation::admission(
         &state.authorization,
         &state.objects.store,
@@ -355,10 +364,14 @@ fn admitted(
 }
 
 fn write_options(q: &Query) -> Result<WriteOptions, ApiError> {
+    if let Some(m) = q.get("fieldManager") {
+        managed_fields::validate_manager(m).map_err(ApiError::BadRequest)?;
+    }
     Ok(WriteOptions {
         field_validation: FieldValidation::parse(q.get("fieldValidation").map(String::as_str))?,
         dry_run: dry_run(q)?,
         admit: None,
+        manager: String::new(),
     })
 }
 

@@ -8,17 +8,19 @@ use serde_json::{json, Value};
 
 use super::allocation::{self, Allocated, ServiceRanges};
 use super::routing::Target;
+use crate::api::managed_fields::{self, Scope};
 use crate::api::resources::{self, object_key, ResourceInfo};
 use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::api::status::success_status;
 use crate::api::validation::{self, FieldError};
-use crate::api::{defaults, meta, patch, quota, ApiError};
-use crate::store::{Object, Rev, StoreError, StoreHandle, WriteOp, WriteOutcome};
+use crate::api::{defaults, events_v1, meta, patch, quota, ApiError};
+use crate::store::{
+    Decision, Object, Rev, StoreError, StoreHandle, UpdateFn, Updated, WriteOp, WriteOutcome,
+};
 
 /// Namespaces that exist from the first start and may never be deleted.
 pub const SYSTEM_NAMESPACES: &[&str] =
     &["default", "kube-system", "kube-public", "kube-node-lease"];
-const CONFLICT_RETRIES: usize = 16;
 const OPTIMISTIC_LOCK_MSG: &str =
     "the object has been modified; please apply your changes to the latest version and try again";
 
@@ -51,6 +53,9 @@ pub struct WriteOptions {
     /// A last check of the object about to be written, after validation (admission that
     /// depends on who asks, such as RBAC's escalation check).
     pub admit: Option<Admit>,
+    /// The field manager recorded in managedFields (`fieldManager`, else the user agent's
+    /// program name).
+    pub manager: String,
 }
 
 /// Checks the object about to be written; an error refuses the write.
@@ -67,6 +72,24 @@ impl std::fmt::Debug for Admit {
 }
 
 impl WriteOptions {
+    /// Record this write's field ownership in `new.metadata.managedFields`.
+    fn record_fields(&self, t: &Target, old: Option<&Value>, new: &mut Value) {
+        let info = t.resource;
+        let scope = match t.subresource.as_deref() {
+            Some("status") | Some("approval") => Scope::StatusOnly,
+            _ if info.has_status_subresource => Scope::NoStatus,
+            _ => Scope::All,
+        };
+        let api_version = resources::stored_api_version(info);
+        let writer = managed_fields::Writer {
+            manager: &self.manager,
+            api_version: &api_version,
+            subresource: t.subresource.as_deref(),
+            scope,
+        };
+        managed_fields::record(info.kind, old, new, &writer, &meta::now_rfc3339());
+    }
+
     fn admit(&self, obj: &Value) -> Result<(), ApiError> {
         match &self.admit {
             Some(Admit(check)) => check(obj),
@@ -161,7 +184,9 @@ pub fn store_error(err: StoreError, resource: &str, name: &str) -> ApiError {
             ApiError::Expired(format!("too old resource version: {requested} ({oldest})"))
         }
         StoreError::Unavailable(m) => ApiError::ServiceUnavailable(m),
-        StoreError::Io(m) | StoreError::Corrupt { detail: m, .. } => ApiError::Internal(m),
+        StoreError::Io(m)
+        | StoreError::Corrupt { detail: m, .. }
+        | StoreError::UpdateFailed { detail: m, .. } => ApiError::Internal(m),
     }
 }
 
@@ -274,7 +299,7 @@ impl Objects {
         let obj = self.current(t)?;
         match t.subresource.as_deref() {
             Some("scale") => Ok(Arc::new(scale_of(&obj.value))),
-            _ => Ok(obj.value),
+            _ => Ok(view_of_arc(t.resource, obj.value)),
         }
     }
 
@@ -301,7 +326,7 @@ impl Objects {
                 continue;
             }
             last_key = Some(key);
-            items.push(obj.value);
+            items.push(view_of_arc(t.resource, obj.value));
         }
         let continue_token = if matched_after > 0 {
             last_key.map(|k| encode_continue(&k, rev))
@@ -338,8 +363,20 @@ impl Objects {
             return Err(ApiError::MethodNotAllowed);
         }
         let info = t.resource;
-        let mut obj = check_body_kind(info, body)?;
-        let warnings = decode_and_check_fields(info.kind, &obj, opts.field_validation)?;
+        let obj = check_body_kind(info, body)?;
+        let warnings = decode_and_check_fields(info, &obj, opts.field_validation)?;
+        if resources::is_view(info) {
+            let causes = events_v1::validate_create(&obj);
+            if !causes.is_empty() {
+                return Err(ApiError::Invalid {
+                    kind: info.kind.into(),
+                    group: info.group.into(),
+                    name: meta::name(&obj).unwrap_or_default().to_string(),
+                    causes,
+                });
+            }
+        }
+        let mut obj = stored_of(info, obj);
         let ns = self.resolve_namespace(t, &obj)?;
         resolve_generate_name(&mut obj)?;
         if meta::resource_version(&obj).is_some() {
@@ -348,9 +385,11 @@ impl Objects {
             ));
         }
         defaults::defaults_for_create(info.kind, &mut obj, ns.as_deref());
+        meta::drop_empty_metadata(&mut obj);
         let name = meta::name(&obj).unwrap_or_default().to_string();
         validate(info, &obj, None)?;
         opts.admit(&obj)?;
+        opts.record_fields(t, None, &mut obj);
         if let Some(ns) = &ns {
             self.check_namespace_accepts(ns)?;
         }
@@ -367,7 +406,7 @@ impl Objects {
         };
         if opts.dry_run {
             return Ok(Written {
-                object: obj,
+                object: view_of(info, obj),
                 warnings,
                 created: true,
             });
@@ -377,7 +416,7 @@ impl Objects {
             .write(WriteOp::Create { key, object: obj }, info.name, &name)
             .await?;
         Ok(Written {
-            object: (*out.object).clone(),
+            object: view_of(info, (*out.object).clone()),
             warnings,
             created: true,
         })
@@ -432,15 +471,10 @@ impl Objects {
         }
         let info = t.resource;
         let body = check_body_kind(info, body)?;
-        let warnings = decode_and_check_fields(info.kind, &body, opts.field_validation)?;
+        let warnings = decode_and_check_fields(info, &body, opts.field_validation)?;
         check_body_identity(t, &name, &body)?;
-        let precondition = match meta::resource_version(&body) {
-            Some(rv) => Some(
-                rv.parse::<Rev>()
-                    .map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}")))?,
-            ),
-            None => None,
-        };
+        let precondition = parse_precondition(meta::resource_version(&body))?;
+        let body = stored_of(info, body);
         let part = match t.subresource.as_deref() {
             Some("status") => Part::Status,
             Some("finalize") => Part::Finalizers,
@@ -448,8 +482,8 @@ impl Objects {
             _ => Part::Main,
         };
         let written = self
-            .modify(t, &name, precondition, opts, Check::Validate, |old| {
-                Ok(merge_update(info, old, body.clone(), part))
+            .modify(t, &name, precondition, opts, Check::Validate, move |old| {
+                Ok((merge_update(info, old, body, part), vec![]))
             })
             .await?;
         Ok(Written {
@@ -485,102 +519,129 @@ impl Objects {
             None => Part::Main,
             Some(_) => return Err(ApiError::MethodNotAllowed),
         };
-        let mut warnings = Vec::new();
-        let written = self
-            .modify(t, &name, None, opts, Check::Validate, |old| {
-                let patched = apply_patch(kind, old, &patch_body, info.kind)?;
-                warnings = decode_and_check_fields(info.kind, &patched, opts.field_validation)?;
-                check_body_identity(t, &name, &patched)?;
-                // A patch that names a resourceVersion makes it a precondition, as in Kubernetes.
-                if let Some(rv) = patch_body
-                    .pointer("/metadata/resourceVersion")
-                    .and_then(Value::as_str)
-                {
-                    if Some(rv) != meta::resource_version(old) {
-                        return Err(ApiError::conflict(info.name, &name, OPTIMISTIC_LOCK_MSG));
-                    }
+        let (target, mode) = (t.clone(), opts.field_validation);
+        let patch_name = name.clone();
+        self.modify(t, &name, None, opts, Check::Validate, move |old| {
+            // A patch is written against the object as this resource shows it.
+            let shown = view_of(info, old.clone());
+            let patched = apply_patch(kind, &shown, &patch_body, info.kind)?;
+            let warnings = decode_and_check_fields(info, &patched, mode)?;
+            check_body_identity(&target, &patch_name, &patched)?;
+            // A patch that names a resourceVersion makes it a precondition, as in Kubernetes.
+            if let Some(rv) = patch_body
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+            {
+                if Some(rv) != meta::resource_version(old) {
+                    return Err(ApiError::conflict(
+                        info.name,
+                        &patch_name,
+                        OPTIMISTIC_LOCK_MSG,
+                    ));
                 }
-                Ok(merge_update(info, old, patched, part))
-            })
-            .await?;
-        Ok(Written {
-            warnings,
-            ..written
+            }
+            Ok((
+                merge_update(info, old, stored_of(info, patched), part),
+                warnings,
+            ))
         })
+        .await
     }
 
-    /// Read-modify-write with the store's compare-and-swap, retrying when another writer
-    /// got there first (unless the caller pinned a resourceVersion).
-    async fn modify(
+    /// Read-modify-write as one guaranteed update of the store: `change` sees the latest
+    /// state, so a concurrent writer never makes this fail or retry; only a
+    /// resourceVersion the caller pinned can conflict.
+    async fn modify<F>(
         &self,
         t: &Target,
         name: &str,
         precondition: Option<Rev>,
         opts: &WriteOptions,
         check: Check,
-        mut change: impl FnMut(&Value) -> Result<Value, ApiError>,
-    ) -> Result<Written, ApiError> {
+        change: F,
+    ) -> Result<Written, ApiError>
+    where
+        F: FnOnce(&Value) -> Result<(Value, Vec<String>), ApiError> + Send + 'static,
+    {
         let info = t.resource;
         let key = Self::key(t, name);
+        // Service addresses are allocated from the committed services, so service writes
+        // go one at a time.
         let _alloc_guard = match info.name {
             "services" => Some(self.alloc_lock.clone().lock_owned().await),
             _ => None,
         };
-        for attempt in 0..CONFLICT_RETRIES {
-            if attempt > 0 {
-                // The write we lost to is still being synced and not yet readable: give it
-                // the time of a commit before reading again.
-                tokio::time::sleep(std::time::Duration::from_millis(1 << attempt.min(6))).await;
-            }
-            let old = self.current(t)?;
+        let warnings = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (this, opts, name_owned, key_owned, target) = (
+            self.clone(),
+            opts.clone(),
+            name.to_string(),
+            key.clone(),
+            t.clone(),
+        );
+        let out = warnings.clone();
+        let f: UpdateFn<ApiError> = Box::new(move |old: &Object| {
             if let Some(rv) = precondition {
                 if rv != old.rev {
-                    return Err(ApiError::conflict(info.name, name, OPTIMISTIC_LOCK_MSG));
+                    return Err(ApiError::conflict(
+                        info.name,
+                        &name_owned,
+                        OPTIMISTIC_LOCK_MSG,
+                    ));
                 }
             }
-            let mut new = change(&old.value)?;
+            let (mut new, w) = change(&old.value)?;
+            *out.lock().unwrap_or_else(|e| e.into_inner()) = w;
+            meta::drop_empty_metadata(&mut new);
+            if check == Check::Validate {
+                // kube-apiserver defaults whatever it decodes: updates and patches too.
+                defaults::default_object(info.kind, &mut new);
+            }
             if info.name == "services" {
-                self.allocate_service(&mut new, Some(&old.value), &key)?;
+                this.allocate_service(&mut new, Some(&old.value), &key_owned)?;
             }
             bump_generation(&old.value, &mut new);
             if check == Check::Validate {
                 validate(info, &new, Some(&old.value))?;
                 opts.admit(&new)?;
+                opts.record_fields(&target, Some(&old.value), &mut new);
             }
-            if opts.dry_run || new == *old.value {
-                return Ok(Written {
-                    object: (*old.value).clone(),
-                    warnings: vec![],
-                    created: false,
-                }
-                .with_object_if(opts.dry_run, new));
+            if opts.dry_run {
+                return Ok(Decision::Keep(new));
+            }
+            if new == *old.value {
+                return Ok(Decision::Keep((*old.value).clone()));
             }
             // An object being deleted goes once its last finalizer is removed.
-            let op = if ready_to_delete(&new) {
-                WriteOp::Delete {
-                    key: key.clone(),
-                    expected: Some(old.rev),
-                }
+            Ok(if ready_to_delete(&new) {
+                Decision::Delete
             } else {
-                WriteOp::Update {
-                    key: key.clone(),
-                    object: new,
-                    expected: Some(old.rev),
-                }
-            };
-            match self.store.write(op).await {
-                Ok(out) => {
-                    return Ok(Written {
-                        object: (*out.object).clone(),
-                        warnings: vec![],
-                        created: false,
-                    })
-                }
-                Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
-                Err(e) => return Err(store_error(e, info.name, name)),
-            }
+                Decision::Put(new)
+            })
+        });
+        let object = view_of(info, self.apply(&key, f, info.name, name).await?);
+        let warnings = std::mem::take(&mut *warnings.lock().unwrap_or_else(|e| e.into_inner()));
+        Ok(Written {
+            object,
+            warnings,
+            created: false,
+        })
+    }
+
+    /// Run a guaranteed update and answer with the object it wrote or kept.
+    async fn apply(
+        &self,
+        key: &str,
+        f: UpdateFn<ApiError>,
+        resource: &str,
+        name: &str,
+    ) -> Result<Value, ApiError> {
+        match self.store.guaranteed_update(key, f).await {
+            Ok(Ok(Updated::Written(out))) => Ok((*out.object).clone()),
+            Ok(Ok(Updated::Kept(v))) => Ok(v),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(store_error(e, resource, name)),
         }
-        Err(ApiError::conflict(info.name, name, OPTIMISTIC_LOCK_MSG))
     }
 
     async fn update_scale(
@@ -611,11 +672,18 @@ impl Objects {
             ..t.clone()
         };
         let written = self
-            .modify(&main, name, precondition, opts, Check::Validate, |old| {
-                let mut new = old.clone();
-                new["spec"]["replicas"] = json!(replicas);
-                Ok(new)
-            })
+            .modify(
+                &main,
+                name,
+                precondition,
+                opts,
+                Check::Validate,
+                move |old| {
+                    let mut new = old.clone();
+                    new["spec"]["replicas"] = json!(replicas);
+                    Ok((new, vec![]))
+                },
+            )
             .await?;
         Ok(Written {
             object: scale_of(&written.object),
@@ -623,23 +691,9 @@ impl Objects {
         })
     }
 
+    /// Delete an object, decided against its latest state in one guaranteed update: a
+    /// concurrent writer cannot make an unconditional delete fail.
     pub async fn delete(&self, t: &Target, opts: &DeleteOptions) -> Result<Value, ApiError> {
-        // As for update and patch: losing the compare-and-swap to another writer between
-        // our read and our write is retried, unless the caller pinned the object.
-        let pinned = opts.precondition_rv.is_some() || opts.precondition_uid.is_some();
-        let mut attempt = 0;
-        loop {
-            match self.delete_once(t, opts).await {
-                Err(ApiError::Conflict { .. }) if !pinned && attempt + 1 < CONFLICT_RETRIES => {
-                    attempt += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(1 << attempt.min(6))).await;
-                }
-                result => return result,
-            }
-        }
-    }
-
-    async fn delete_once(&self, t: &Target, opts: &DeleteOptions) -> Result<Value, ApiError> {
         if t.subresource.is_some() {
             return Err(ApiError::MethodNotAllowed);
         }
@@ -651,152 +705,11 @@ impl Objects {
                 "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
             )));
         }
-        let old = self.current(t)?;
-        if let Some(uid) = &opts.precondition_uid {
-            if Some(uid.as_str()) != meta::uid(&old.value) {
-                return Err(ApiError::conflict(
-                    info.name,
-                    &name,
-                    format!(
-                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                        meta::uid(&old.value).unwrap_or("")
-                    ),
-                ));
-            }
-        }
-        if let Some(rv) = opts.precondition_rv {
-            if rv != old.rev {
-                return Err(ApiError::conflict(info.name, &name, format!(
-                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                    old.rev
-                )));
-            }
-        }
-        if opts.dry_run {
-            return Ok((*old.value).clone());
-        }
-        if info.name == "namespaces" {
-            return self.mark_deleting(t, &name, old, None).await;
-        }
-        if info.name == "pods" {
-            if let Some(grace) = pod_grace_period(&old.value, opts.grace_period) {
-                return self.delete_gracefully(t, &name, old, grace).await;
-            }
-        }
-        // Orphan and Foreground are carried out by the garbage collector, which removes
-        // the finalizer when done; the owner stays visible, being deleted, until then.
-        let finalizer = match opts.propagation.as_deref() {
-            Some("Orphan") => Some("orphan"),
-            Some("Foreground") => Some("foregroundDeletion"),
-            _ => None,
-        };
-        let has_finalizers = old
-            .value
-            .pointer("/metadata/finalizers")
-            .and_then(Value::as_array)
-            .is_some_and(|f| !f.is_empty());
-        if has_finalizers || finalizer.is_some() {
-            return self.mark_deleting(t, &name, old, finalizer).await;
-        }
         let key = Self::key(t, &name);
-        let out = self
-            .write(
-                WriteOp::Delete {
-                    key,
-                    expected: Some(old.rev),
-                },
-                info.name,
-                &name,
-            )
-            .await?;
-        Ok((*out.object).clone())
-    }
-
-    /// Graceful pod deletion: the pod is marked with a deletion timestamp `grace` seconds
-    /// ahead; its kubelet stops the containers (SIGTERM, then SIGKILL at the deadline) and
-    /// then deletes it for good with a grace period of 0.
-    async fn delete_gracefully(
-        &self,
-        t: &Target,
-        name: &str,
-        old: Object,
-        grace: i64,
-    ) -> Result<Value, ApiError> {
-        let current = old
-            .value
-            .pointer("/metadata/deletionGracePeriodSeconds")
-            .and_then(Value::as_i64);
-        // A second delete may shorten the grace period, never lengthen it.
-        if current.is_some_and(|c| c <= grace) {
-            return Ok((*old.value).clone());
-        }
-        let mut new = (*old.value).clone();
-        let deadline = chrono::Utc::now() + chrono::Duration::seconds(grace);
-        let m = meta::metadata_mut(&mut new);
-        m.insert(
-            "deletionTimestamp".into(),
-            json!(deadline.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
-        );
-        m.insert("deletionGracePeriodSeconds".into(), json!(grace));
-        let key = Self::key(t, name);
-        let out = self
-            .write(
-                WriteOp::Update {
-                    key,
-                    object: new,
-                    expected: Some(old.rev),
-                },
-                t.resource.name,
-                name,
-            )
-            .await?;
-        Ok((*out.object).clone())
-    }
-
-    /// Mark an object as being deleted: whoever owns its finalizers (the garbage
-    /// collector, the namespace controller) finishes the deletion by removing them.
-    async fn mark_deleting(
-        &self,
-        t: &Target,
-        name: &str,
-        old: Object,
-        finalizer: Option<&str>,
-    ) -> Result<Value, ApiError> {
-        let mut new = (*old.value).clone();
-        if new.pointer("/metadata/deletionTimestamp").is_none() {
-            let m = meta::metadata_mut(&mut new);
-            m.insert("deletionTimestamp".into(), json!(meta::now_rfc3339()));
-            m.insert("deletionGracePeriodSeconds".into(), json!(0));
-        }
-        if let Some(f) = finalizer {
-            let m = meta::metadata_mut(&mut new);
-            let list = m.entry("finalizers").or_insert_with(|| json!([]));
-            if let Some(arr) = list.as_array_mut() {
-                if !arr.iter().any(|x| x == f) {
-                    arr.push(json!(f));
-                }
-            }
-        }
-        if t.resource.name == "namespaces" {
-            new["status"]["phase"] = json!("Terminating");
-        }
-        let key = Self::key(t, name);
-        let op = if ready_to_delete(&new) {
-            WriteOp::Delete {
-                key,
-                expected: Some(old.rev),
-            }
-        } else if new == *old.value {
-            return Ok(new);
-        } else {
-            WriteOp::Update {
-                key,
-                object: new,
-                expected: Some(old.rev),
-            }
-        };
-        let out = self.write(op, t.resource.name, name).await?;
-        Ok((*out.object).clone())
+        let (opts_owned, name_owned) = (opts.clone(), name.clone());
+        let f: UpdateFn<ApiError> =
+            Box::new(move |old: &Object| plan_delete(info, &name_owned, old, &opts_owned));
+        Ok(view_of(info, self.apply(&key, f, info.name, &name).await?))
     }
 
     pub async fn delete_collection(
@@ -856,13 +769,14 @@ impl Objects {
             subresource: None,
             ..t.clone()
         };
+        let pod_name = name.clone();
         self.modify(
             &pods,
-            &name,
+            &pod_name,
             None,
             &WriteOptions::default(),
             Check::Trusted,
-            |old| {
+            move |old| {
                 if let Some(bound) = old
                     .pointer("/spec/nodeName")
                     .and_then(Value::as_str)
@@ -890,7 +804,7 @@ impl Objects {
                         "lastProbeTime": null, "lastTransitionTime": meta::now_rfc3339(),
                     }),
                 );
-                Ok(new)
+                Ok((new, vec![]))
             },
         )
         .await?;
@@ -898,16 +812,138 @@ impl Objects {
     }
 }
 
-impl Written {
-    fn with_object_if(self, cond: bool, obj: Value) -> Self {
-        if cond {
-            Written {
-                object: obj,
-                ..self
-            }
-        } else {
-            self
+/// What a delete does to the object as it is now: check the preconditions, then delete
+/// it at once, or mark it (graceful pod deletion, finalizers, Orphan and Foreground
+/// propagation, which the garbage collector finishes by removing its finalizer).
+fn plan_delete(
+    info: &ResourceInfo,
+    name: &str,
+    old: &Object,
+    opts: &DeleteOptions,
+) -> Result<Decision, ApiError> {
+    if let Some(uid) = &opts.precondition_uid {
+        if Some(uid.as_str()) != meta::uid(&old.value) {
+            return Err(ApiError::conflict(
+                info.name,
+                name,
+                format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    meta::uid(&old.value).unwrap_or("")
+                ),
+            ));
         }
+    }
+    if let Some(rv) = opts.precondition_rv {
+        if rv != old.rev {
+            return Err(ApiError::conflict(info.name, name, format!(
+                "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                old.rev
+            )));
+        }
+    }
+    if opts.dry_run {
+        return Ok(Decision::Keep((*old.value).clone()));
+    }
+    if info.name == "namespaces" {
+        return Ok(mark_deleting(info, &old.value, None));
+    }
+    if info.name == "pods" {
+        if let Some(grace) = pod_grace_period(&old.value, opts.grace_period) {
+            return Ok(delete_gracefully(&old.value, grace));
+        }
+    }
+    let finalizer = match opts.propagation.as_deref() {
+        Some("Orphan") => Some("orphan"),
+        Some("Foreground") => Some("foregroundDeletion"),
+        _ => None,
+    };
+    let has_finalizers = old
+        .value
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty());
+    if has_finalizers || finalizer.is_some() {
+        return Ok(mark_deleting(info, &old.value, finalizer));
+    }
+    Ok(Decision::Delete)
+}
+
+/// Graceful pod deletion: the pod is marked with a deletion timestamp `grace` seconds
+/// ahead; its kubelet stops the containers (SIGTERM, then SIGKILL at the deadline) and
+/// then deletes it for good with a grace period of 0.
+fn delete_gracefully(old: &Value, grace: i64) -> Decision {
+    let current = old
+        .pointer("/metadata/deletionGracePeriodSeconds")
+        .and_then(Value::as_i64);
+    // A second delete may shorten the grace period, never lengthen it.
+    if current.is_some_and(|c| c <= grace) {
+        return Decision::Keep(old.clone());
+    }
+    let mut new = old.clone();
+    let deadline = chrono::Utc::now() + chrono::Duration::seconds(grace);
+    let m = meta::metadata_mut(&mut new);
+    m.insert(
+        "deletionTimestamp".into(),
+        json!(deadline.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+    );
+    m.insert("deletionGracePeriodSeconds".into(), json!(grace));
+    Decision::Put(new)
+}
+
+/// Mark an object as being deleted: whoever owns its finalizers (the garbage collector,
+/// the namespace controller) finishes the deletion by removing them.
+fn mark_deleting(info: &ResourceInfo, old: &Value, finalizer: Option<&str>) -> Decision {
+    let mut new = old.clone();
+    if new.pointer("/metadata/deletionTimestamp").is_none() {
+        let m = meta::metadata_mut(&mut new);
+        m.insert("deletionTimestamp".into(), json!(meta::now_rfc3339()));
+        m.insert("deletionGracePeriodSeconds".into(), json!(0));
+    }
+    if let Some(f) = finalizer {
+        let m = meta::metadata_mut(&mut new);
+        let list = m.entry("finalizers").or_insert_with(|| json!([]));
+        if let Some(arr) = list.as_array_mut() {
+            if !arr.iter().any(|x| x == f) {
+                arr.push(json!(f));
+            }
+        }
+    }
+    if info.name == "namespaces" {
+        new["status"]["phase"] = json!("Terminating");
+    }
+    if ready_to_delete(&new) {
+        Decision::Delete
+    } else if new == *old {
+        Decision::Keep(new)
+    } else {
+        Decision::Put(new)
+    }
+}
+
+/// An object as the resource `info` shows it: the stored form, or for a view (the
+/// events.k8s.io/v1 Events) the stored object converted.
+fn view_of(info: &ResourceInfo, stored: Value) -> Value {
+    if resources::is_view(info) {
+        events_v1::to_v1(&stored)
+    } else {
+        stored
+    }
+}
+
+fn view_of_arc(info: &ResourceInfo, stored: Arc<Value>) -> Arc<Value> {
+    if resources::is_view(info) {
+        Arc::new(events_v1::to_v1(&stored))
+    } else {
+        stored
+    }
+}
+
+/// The stored form of an object written through the resource `info`.
+fn stored_of(info: &ResourceInfo, view: Value) -> Value {
+    if resources::is_view(info) {
+        events_v1::to_core(&view)
+    } else {
+        view
     }
 }
 
@@ -963,8 +999,10 @@ fn set_condition(obj: &mut Value, cond: Value) {
     }
 }
 
+/// The resourceVersion an update must match; an empty or "0" one makes the update
+/// unconditional, as in Kubernetes.
 fn parse_precondition(rv: Option<&str>) -> Result<Option<Rev>, ApiError> {
-    match rv.filter(|r| !r.is_empty()) {
+    match rv.filter(|r| !r.is_empty() && *r != "0") {
         Some(rv) => rv
             .parse::<Rev>()
             .map(Some)
@@ -1008,10 +1046,21 @@ fn check_body_kind(info: &ResourceInfo, body: Value) -> Result<Value, ApiError> 
         None | Some("") => {}
         Some(k) if k == info.kind => {}
         Some(k) => {
+            // kube-apiserver decodes the body as the kind it names and then fails to
+            // convert it into the endpoint's type.
+            let version = body
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .map(|v| v.rsplit('/').next().unwrap_or(v))
+                .unwrap_or(info.version);
+            let internal = match info.group {
+                "" => "core",
+                g => g.split('.').next().unwrap_or(g),
+            };
             return Err(ApiError::BadRequest(format!(
-                "the API version in the data ({expected}) does not match the expected API version ({expected}): kind {k} is not {}",
-                info.kind
-            )))
+                "{k} in version \"{version}\" cannot be handled as a {kind}: converting ({version}.{k}) to ({internal}.{kind}): unknown conversion",
+                kind = info.kind
+            )));
         }
     }
     match body.get("apiVersion").and_then(Value::as_str) {
@@ -1049,10 +1098,15 @@ fn check_body_identity(t: &Target, name: &str, body: &Value) -> Result<(), ApiEr
 /// Type-check the body against the Kubernetes schema; unknown fields are refused under
 /// Strict and reported as warnings under Warn.
 fn decode_and_check_fields(
-    kind: &str,
+    info: &ResourceInfo,
     obj: &Value,
     mode: FieldValidation,
 ) -> Result<Vec<String>, ApiError> {
+    let kind = if resources::is_view(info) {
+        "events.k8s.io/Event"
+    } else {
+        info.kind
+    };
     let unknown =
         validation::decode_check(kind, obj).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let msgs: Vec<String> = unknown
@@ -1190,7 +1244,7 @@ fn merge_update(info: &ResourceInfo, old: &Value, new: Value, part: Part) -> Val
         }
     }
     merged["kind"] = json!(info.kind);
-    merged["apiVersion"] = json!(info.api_version());
+    merged["apiVersion"] = json!(resources::stored_api_version(info));
     merged
 }
 
@@ -1209,7 +1263,15 @@ fn apply_patch(
     patch_body: &Value,
     obj_kind: &str,
 ) -> Result<Value, ApiError> {
-    let bad = |e: patch::PatchError| ApiError::BadRequest(e.to_string());
+    // As kube-apiserver: a patch that cannot be read is a bad request; one that reads but
+    // cannot be applied to this object (a failed `test`, a missing path) is Unprocessable.
+    let bad = |e: patch::PatchError| match e {
+        patch::PatchError::InvalidPatch(_)
+        | patch::PatchError::UnknownOperation(_)
+        | patch::PatchError::InvalidPointer { .. }
+        | patch::PatchError::InvalidDirective(_) => ApiError::BadRequest(e.to_string()),
+        _ => ApiError::Unprocessable(e.to_string()),
+    };
     match kind {
         PatchType::Merge => {
             if !patch_body.is_object() {

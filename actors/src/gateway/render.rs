@@ -100,7 +100,12 @@ pub fn list_body(
 }
 
 fn row(info: &ResourceInfo, obj: &Value, include: IncludeObject) -> Value {
-    let cells = table::cells(info.name, obj, Utc::now());
+    // The events.k8s.io view prints the columns of the Events it shows.
+    let cells = if info.group == crate::api::events_v1::GROUP {
+        table::cells(info.name, &crate::api::events_v1::to_core(obj), Utc::now())
+    } else {
+        table::cells(info.name, obj, Utc::now())
+    };
     let object = match include {
         IncludeObject::None => Value::Null,
         IncludeObject::Metadata => json!({

@@ -3,16 +3,25 @@
 
 use serde_json::{json, Value};
 
+use super::auth::authn::Authenticator;
 use super::auth::{self, Authorization, UserInfo};
 use crate::api::resources::ResourceInfo;
 use crate::api::ApiError;
 
-/// The answer to creating review `info` with `body`, as `user`; access reviews are
-/// decided by `authz`, the chain every request goes through.
+/// Who answers a review: the chains every request goes through.
+pub struct Reviewers<'a> {
+    pub authz: &'a Authorization,
+    /// `None` on the insecure path, where no token means anything.
+    pub authn: Option<&'a Authenticator>,
+}
+
+/// The answer to creating review `info` with `body`, as `user` (in `namespace` for the
+/// namespaced LocalSubjectAccessReview).
 pub fn review(
     info: &ResourceInfo,
     user: &UserInfo,
-    authz: &Authorization,
+    by: &Reviewers,
+    namespace: Option<&str>,
     body: Value,
 ) -> Result<Value, ApiError> {
     if let Some(kind) = body.get("kind").and_then(Value::as_str) {
@@ -25,7 +34,16 @@ pub fn review(
     }
     match info.name {
         "selfsubjectreviews" => Ok(self_subject_review(info, user)),
-        "selfsubjectaccessreviews" => auth::review::self_subject_access_review(authz, user, body),
+        "selfsubjectaccessreviews" => {
+            auth::review::self_subject_access_review(by.authz, user, body)
+        }
+        "subjectaccessreviews" => auth::review::subject_access_review(by.authz, body, None),
+        "localsubjectaccessreviews" => {
+            let ns = namespace.ok_or(ApiError::MethodNotAllowed)?;
+            auth::review::subject_access_review(by.authz, body, Some(ns))
+        }
+        "selfsubjectrulesreviews" => auth::review::self_subject_rules_review(by.authz, user, body),
+        "tokenreviews" => auth::review::token_review(by.authn, body),
         _ => Err(ApiError::NoRoute),
     }
 }
@@ -58,10 +76,15 @@ mod tests {
             groups: vec!["devs".into(), "system:authenticated".into()],
         };
         let authz = Authorization::default();
-        let r = review(info, &user, &authz, json!({"kind": "SelfSubjectReview"})).expect("review");
+        let by = Reviewers {
+            authz: &authz,
+            authn: None,
+        };
+        let r =
+            review(info, &user, &by, None, json!({"kind": "SelfSubjectReview"})).expect("review");
         assert_eq!(r["status"]["userInfo"]["username"], "jane");
         assert_eq!(r["status"]["userInfo"]["groups"][0], "devs");
         assert!(r["status"]["userInfo"].get("uid").is_none());
-        assert!(review(info, &user, &authz, json!({"kind": "Pod"})).is_err());
+        assert!(review(info, &user, &by, None, json!({"kind": "Pod"})).is_err());
     }
 }

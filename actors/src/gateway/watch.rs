@@ -53,6 +53,11 @@ impl WatchFilter {
 
 impl WatchSpec {
     fn encode(&self, kind: EventKind, obj: Arc<Value>) -> Bytes {
+        let obj = if crate::api::resources::is_view(self.info) {
+            Arc::new(crate::api::events_v1::to_v1(&obj))
+        } else {
+            obj
+        };
         let object = match self.format {
             Format::Json => (*obj).clone(),
             Format::Table(include) => render::table_body(self.info, &[obj], include, None, None),

@@ -10,9 +10,11 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::persist::{CommitMsg, Committer, Persist};
+use super::ttl::EventTtl;
 use super::watch::{WatchHub, WatchStream};
 use super::{
-    Event, EventKind, Object, Rev, Snapshot, StoreConfig, StoreError, WriteOp, WriteOutcome,
+    Decision, Event, EventKind, Object, Rev, Snapshot, StoreConfig, StoreError, UpdateFn, WriteOp,
+    WriteOutcome,
 };
 use crate::api::meta;
 use crate::metrics::Metrics;
@@ -31,11 +33,39 @@ pub struct Watch {
     pub from: Option<Rev>,
 }
 
+/// Read-modify-write of one key in one step of the actor: `f` sees the latest state
+/// (counting writes in flight) and its decision is written with that state's revision
+/// as the precondition, which therefore always holds.
+pub struct GuaranteedUpdate<E> {
+    pub key: String,
+    pub f: UpdateFn<E>,
+}
+
+type Reply = oneshot::Receiver<Result<WriteOutcome, StoreError>>;
+
+/// A guaranteed update once decided: a write waiting for its sync, or nothing to write.
+pub enum Pending {
+    Written(Reply),
+    Kept(Value),
+}
+
+impl<E: Send + 'static> Message for GuaranteedUpdate<E> {
+    type Result = Result<Result<Pending, E>, StoreError>;
+}
+
 /// Drop watch history down to `keep` events (etcd compaction).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Compact {
     pub keep: usize,
+}
+
+/// Delete the Events whose TTL has run out at `now` (sent by the actor's own timer with
+/// the wall clock; tests send it with the time they want).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct ExpireEvents {
+    pub now: chrono::DateTime<chrono::Utc>,
 }
 
 /// Fault injection: make the actor panic inside a handler, as a bug would.
@@ -72,6 +102,8 @@ pub struct StoreActor {
     next_rev: Rev,
     hub: WatchHub,
     metrics: Arc<Metrics>,
+    /// When each Event was last written, for its expiry.
+    event_ttl: EventTtl,
 }
 
 impl StoreActor {
@@ -81,9 +113,14 @@ impl StoreActor {
         snapshot: Arc<RwLock<Snapshot>>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let rev = read_lock(&snapshot).rev;
+        let (rev, event_ttl) = {
+            let snap = read_lock(&snapshot);
+            let ttl = EventTtl::new(config.event_ttl, snap.objects.iter(), chrono::Utc::now());
+            (snap.rev, ttl)
+        };
         let hub = WatchHub::new(rev, config.history, config.watch_buffer);
         StoreActor {
+            event_ttl,
             config,
             persist,
             committer: None,
@@ -143,8 +180,73 @@ impl StoreActor {
             reply: tx,
         }))?;
         self.next_rev += 1;
+        self.event_ttl.note(&key, new.is_none(), chrono::Utc::now());
         self.in_flight.insert(key, (rev, new));
         Ok(rx)
+    }
+
+    /// Decide a guaranteed update against the latest state and start its write. A panic
+    /// in the caller's function is the caller's bug: it fails this update only, and the
+    /// store carries on (its state was not touched).
+    fn begin_update<E>(
+        &mut self,
+        key: String,
+        f: UpdateFn<E>,
+    ) -> Result<Result<Pending, E>, StoreError> {
+        let current = self
+            .current(&key)
+            .ok_or_else(|| StoreError::NotFound { key: key.clone() })?;
+        let decision = match catch_unwind(AssertUnwindSafe(|| f(&current))) {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => return Ok(Err(e)),
+            Err(_) => {
+                tracing::error!(key = %key, "guaranteed update function panicked");
+                return Err(StoreError::UpdateFailed {
+                    key,
+                    detail: "the update function panicked".into(),
+                });
+            }
+        };
+        let expected = Some(current.rev);
+        let op = match decision {
+            Decision::Keep(v) => return Ok(Ok(Pending::Kept(v))),
+            Decision::Put(object) => WriteOp::Update {
+                key,
+                object,
+                expected,
+            },
+            Decision::Delete => WriteOp::Delete { key, expected },
+        };
+        Ok(Ok(Pending::Written(self.begin_write(op)?)))
+    }
+
+    /// Delete every Event whose TTL has run out, each on the condition that it was not
+    /// written since (a renewal wins). Returns how many deletions were started.
+    fn expire_events(&mut self, now: chrono::DateTime<chrono::Utc>) -> usize {
+        let due = {
+            let snap = read_lock(&self.snapshot);
+            let in_flight = &self.in_flight;
+            self.event_ttl.expired(now, |k| match in_flight.get(k) {
+                Some((_, state)) => state.as_ref(),
+                None => snap.objects.get(k),
+            })
+        };
+        let mut started = 0;
+        for (key, rev) in due {
+            let op = WriteOp::Delete {
+                key: key.clone(),
+                expected: Some(rev),
+            };
+            match self.begin_write(op) {
+                // Nobody waits for the answer; watchers see the DELETED event.
+                Ok(_) => started += 1,
+                Err(e) => tracing::debug!(key = %key, error = %e, "event expiry skipped"),
+            }
+        }
+        if started > 0 {
+            tracing::debug!(expired = started, "events expired");
+        }
+        started
     }
 
     /// Make a committed group visible, answer its writers and tell the watchers.
@@ -205,6 +307,7 @@ impl StoreActor {
             c.drain();
         }
         let (rev, objects) = self.persist.load()?;
+        self.event_ttl = EventTtl::new(self.config.event_ttl, objects.iter(), chrono::Utc::now());
         let mut snap = write_lock(&self.snapshot);
         *snap = Snapshot::new(rev, objects);
         self.in_flight.clear();
@@ -283,6 +386,11 @@ impl Actor for StoreActor {
                 }
             }
         }
+        if let Some(period) = self.event_ttl.sweep_period() {
+            ctx.run_interval(period, |act, _ctx| {
+                act.expire_events(chrono::Utc::now());
+            });
+        }
         tracing::info!(rev = self.next_rev - 1, "store started");
     }
 }
@@ -308,6 +416,14 @@ impl Handler<Write> for StoreActor {
     }
 }
 
+impl<E: Send + 'static> Handler<GuaranteedUpdate<E>> for StoreActor {
+    type Result = Result<Result<Pending, E>, StoreError>;
+
+    fn handle(&mut self, msg: GuaranteedUpdate<E>, ctx: &mut Self::Context) -> Self::Result {
+        guarded(ctx, || self.begin_update(msg.key, msg.f))
+    }
+}
+
 impl Handler<Watch> for StoreActor {
     type Result = Result<WatchStream, StoreError>;
 
@@ -324,6 +440,14 @@ impl Handler<Compact> for StoreActor {
 
     fn handle(&mut self, msg: Compact, _ctx: &mut Self::Context) {
         self.hub.compact(msg.keep);
+    }
+}
+
+impl Handler<ExpireEvents> for StoreActor {
+    type Result = usize;
+
+    fn handle(&mut self, msg: ExpireEvents, _ctx: &mut Self::Context) -> usize {
+        self.expire_events(msg.now)
     }
 }
 

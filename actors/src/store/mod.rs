@@ -8,6 +8,7 @@
 
 mod actor;
 mod persist;
+mod ttl;
 mod watch;
 
 use std::collections::BTreeMap;
@@ -17,7 +18,7 @@ use std::sync::{Arc, RwLock};
 use actix::Addr;
 use serde_json::Value;
 
-pub use actor::{Compact, InjectPanic, StoreActor, Watch, Write};
+pub use actor::{Compact, ExpireEvents, GuaranteedUpdate, InjectPanic, StoreActor, Watch, Write};
 pub use watch::WatchStream;
 
 /// A revision of the store (etcd's global revision, Kubernetes' `resourceVersion`).
@@ -43,6 +44,9 @@ pub enum StoreError {
     Io(String),
     #[error("corrupt record {key}: {detail}")]
     Corrupt { key: String, detail: String },
+    /// A guaranteed update's function panicked; nothing was written.
+    #[error("updating {key} failed: {detail}")]
+    UpdateFailed { key: String, detail: String },
 }
 
 /// One stored object at the revision of its last write.
@@ -107,6 +111,30 @@ impl WriteOp {
     }
 }
 
+/// What a guaranteed update's function decided, given the key's latest state.
+#[derive(Debug, Clone)]
+pub enum Decision {
+    /// Write this as the key's new state.
+    Put(Value),
+    /// Delete the key.
+    Delete,
+    /// Write nothing; answer with this object (a no-op update, a dry run).
+    Keep(Value),
+}
+
+/// A guaranteed update's function: it sees the latest state of the key, counting writes
+/// still in flight, so it never loses a compare-and-swap and never has to retry.
+pub type UpdateFn<E> = Box<dyn FnOnce(&Object) -> Result<Decision, E> + Send>;
+
+/// What a guaranteed update produced.
+#[derive(Debug, Clone)]
+pub enum Updated {
+    /// A write, acknowledged once durable.
+    Written(WriteOutcome),
+    /// Nothing was written.
+    Kept(Value),
+}
+
 /// What an acknowledged (durable) write produced.
 #[derive(Debug, Clone)]
 pub struct WriteOutcome {
@@ -156,7 +184,13 @@ pub struct StoreConfig {
     pub history: usize,
     /// Events buffered per watcher before a slow watcher is dropped (it re-watches).
     pub watch_buffer: usize,
+    /// An Event not written for this long is deleted (kube-apiserver's `--event-ttl`);
+    /// `None` keeps Events for ever.
+    pub event_ttl: Option<std::time::Duration>,
 }
+
+/// kube-apiserver's default `--event-ttl`.
+pub const DEFAULT_EVENT_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl StoreConfig {
     pub fn new(path: impl Into<PathBuf>) -> Self {
@@ -164,6 +198,7 @@ impl StoreConfig {
             path: path.into(),
             history: 100_000,
             watch_buffer: 20_000,
+            event_ttl: Some(DEFAULT_EVENT_TTL),
         }
     }
 }
@@ -229,6 +264,34 @@ impl StoreHandle {
             .send(Write(op))
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?
+    }
+
+    /// Read the latest state of `key`, apply `f` and write what it decides, as one step of
+    /// the store actor (etcd's GuaranteedUpdate without the retry loop: nothing can write
+    /// the key between the read and the write). `Ok(Err(e))` is `f`'s own refusal.
+    pub async fn guaranteed_update<E: Send + 'static>(
+        &self,
+        key: &str,
+        f: UpdateFn<E>,
+    ) -> Result<Result<Updated, E>, StoreError> {
+        let pending = self
+            .addr
+            .send(GuaranteedUpdate {
+                key: key.to_string(),
+                f,
+            })
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))??;
+        match pending {
+            Err(e) => Ok(Err(e)),
+            Ok(actor::Pending::Kept(v)) => Ok(Ok(Updated::Kept(v))),
+            Ok(actor::Pending::Written(rx)) => {
+                let out = rx.await.map_err(|_| {
+                    StoreError::Unavailable("store restarted before commit".into())
+                })??;
+                Ok(Ok(Updated::Written(out)))
+            }
+        }
     }
 
     pub async fn watch(&self, prefix: &str, from: Option<Rev>) -> Result<WatchStream, StoreError> {

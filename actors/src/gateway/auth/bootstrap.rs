@@ -213,6 +213,19 @@ pub fn objects() -> Vec<Value> {
             )],
         ),
         cluster_role("system:node", &system_node_rules()),
+        // What a component that delegates authentication and authorization to the API
+        // server needs (bound by whoever runs one, as in Kubernetes).
+        cluster_role(
+            "system:auth-delegator",
+            &[
+                PolicyRule::resource(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
+                PolicyRule::resource(
+                    &["authorization.k8s.io"],
+                    &["subjectaccessreviews"],
+                    &["create"],
+                ),
+            ],
+        ),
         cluster_binding("cluster-admin", "cluster-admin", &["system:masters"]),
         cluster_binding(
             "system:discovery",

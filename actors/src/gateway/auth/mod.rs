@@ -142,9 +142,46 @@ pub enum Decision {
     NoOpinion,
 }
 
+/// What a user may do in a namespace, as far as the authorizers can enumerate it (the
+/// answer to a SelfSubjectRulesReview, `kubectl auth can-i --list`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rules {
+    /// Rules with resources.
+    pub resource: Vec<rbac::PolicyRule>,
+    /// Rules with non-resource URLs.
+    pub non_resource: Vec<rbac::PolicyRule>,
+    /// Some authorizer could not enumerate what it would allow.
+    pub incomplete: bool,
+    pub errors: Vec<String>,
+}
+
+impl Rules {
+    /// Everything, as an authorizer that allows all.
+    pub fn everything() -> Self {
+        Rules {
+            resource: vec![rbac::PolicyRule::resource(&["*"], &["*"], &["*"])],
+            non_resource: vec![rbac::PolicyRule::urls(&["*"], &["*"])],
+            ..Rules::default()
+        }
+    }
+
+    fn extend(&mut self, other: Rules) {
+        self.resource.extend(other.resource);
+        self.non_resource.extend(other.non_resource);
+        self.incomplete |= other.incomplete;
+        self.errors.extend(other.errors);
+    }
+}
+
 /// Decides whether a request may proceed.
 pub trait Authorizer: Send + Sync {
     fn authorize(&self, attrs: &Attributes) -> Decision;
+
+    /// The rules `user` has in `namespace` by this authorizer; one that cannot tell says
+    /// nothing (kube's authorizers that do not resolve rules).
+    fn rules_for(&self, _user: &UserInfo, _namespace: &str) -> Rules {
+        Rules::default()
+    }
 }
 
 /// Allows everything: the insecure path.
@@ -153,6 +190,10 @@ pub struct AlwaysAllow;
 impl Authorizer for AlwaysAllow {
     fn authorize(&self, _attrs: &Attributes) -> Decision {
         Decision::Allow
+    }
+
+    fn rules_for(&self, _user: &UserInfo, _namespace: &str) -> Rules {
+        Rules::everything()
     }
 }
 
@@ -169,6 +210,14 @@ impl Authorizer for PrivilegedGroup {
             Decision::Allow
         } else {
             Decision::NoOpinion
+        }
+    }
+
+    fn rules_for(&self, user: &UserInfo, _namespace: &str) -> Rules {
+        if user.in_group(PRIVILEGED_GROUP) {
+            Rules::everything()
+        } else {
+            Rules::default()
         }
     }
 }
@@ -208,6 +257,15 @@ impl Authorization {
             }
         }
         Decision::NoOpinion
+    }
+
+    /// The union of what every authorizer in the chain enumerates for `user`.
+    pub fn rules_for(&self, user: &UserInfo, namespace: &str) -> Rules {
+        let mut all = Rules::default();
+        for a in &self.chain {
+            all.extend(a.rules_for(user, namespace));
+        }
+        all
     }
 
     /// Ok when allowed, otherwise the 403 Forbidden Status kube-apiserver would send.

@@ -110,6 +110,19 @@ impl NodeAuthorizer {
 }
 
 impl Authorizer for NodeAuthorizer {
+    fn rules_for(&self, user: &UserInfo, _namespace: &str) -> super::Rules {
+        // As kube's node authorizer: a node's rights depend on its pods and cannot be
+        // listed as rules.
+        match node_name(user) {
+            Some(_) => super::Rules {
+                incomplete: true,
+                errors: vec!["node authorizer does not support user rule resolution".into()],
+                ..super::Rules::default()
+            },
+            None => super::Rules::default(),
+        }
+    }
+
     fn authorize(&self, a: &Attributes) -> Decision {
         let Some(node) = node_name(&a.user) else {
             return Decision::NoOpinion;

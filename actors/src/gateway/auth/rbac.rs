@@ -263,6 +263,30 @@ impl Policy {
         rules.map(Vec::as_slice).unwrap_or(&[])
     }
 
+    /// Every rule bound to `user` in `namespace`: ClusterRoleBindings' and the
+    /// namespace's RoleBindings'.
+    pub fn rules_for(&self, user: &UserInfo, namespace: &str) -> super::Rules {
+        let mut out = super::Rules::default();
+        let local = self
+            .bindings
+            .get(namespace)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        for b in self.cluster_bindings.iter().chain(local) {
+            if !b.subjects.iter().any(|s| s.applies_to(user)) {
+                continue;
+            }
+            for r in self.role_rules(b) {
+                if r.non_resource_urls.is_empty() {
+                    out.resource.push(r.clone());
+                } else {
+                    out.non_resource.push(r.clone());
+                }
+            }
+        }
+        out
+    }
+
     /// Allow with Kubernetes' "allowed by" reason, or no opinion.
     pub fn decide(&self, a: &Attributes) -> Decision {
         let namespaced = if a.resource_request && !a.namespace.is_empty() {
@@ -336,6 +360,10 @@ impl Rbac {
 }
 
 impl Authorizer for Rbac {
+    fn rules_for(&self, user: &UserInfo, namespace: &str) -> super::Rules {
+        self.policy().rules_for(user, namespace)
+    }
+
     fn authorize(&self, attrs: &Attributes) -> Decision {
         self.policy().decide(attrs)
     }
