@@ -522,6 +522,19 @@ async fn bad_protobuf_bodies_get_400_in_kube_apiservers_words() {
     assert_eq!(code, 400);
     assert!(message(&answer).contains(r#"no kind "Frobnicator" is registered"#));
 
+    let (code, _, answer) = post(b"k8s\0".to_vec()).await;
+    assert_eq!(code, 400);
+    assert_eq!(
+        message(&answer),
+        "the object provided is unrecognized (must be of type Namespace): empty body (6b387300)"
+    );
+    // An envelope without apiVersion and kind is of the path's type, as in Kubernetes.
+    let typed = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "untyped"}});
+    let typed = protobuf::encode(&typed).expect("encodes");
+    let raw = protobuf::envelope(&typed).expect("envelope").raw.to_vec();
+    let (code, _, answer) = post(protobuf::wrap("", "", &raw)).await;
+    assert_eq!(code, 201, "{:?}", protobuf::decode(&answer));
+
     // Nothing of that was created, and the server is well.
     let (code, _) = call(client().get(c.url("/api/v1/namespaces/cut"))).await;
     assert_eq!(code, 404);

@@ -128,7 +128,13 @@ async fn handle(
         if verb != "create" || target.name.is_some() {
             return Err(ApiError::MethodNotAllowed);
         }
-        let body = read_object(req, payload, state.max_body, target.resource.kind).await?;
+        let body = read_object(
+            req,
+            payload,
+            state.max_body,
+            (target.resource.api_version(), target.resource.kind),
+        )
+        .await?;
         let answer = reviews::review(
             target.resource,
             &auth::user_of(req),
@@ -184,7 +190,7 @@ async fn handle(
         }
         "watch" => start_watch(state, target, &q, format).await,
         "create" => {
-            let body = read_object(req, payload, state.max_body, request_kind(&target)).await?;
+            let body = read_object(req, payload, state.max_body, request_type(&target)).await?;
             if target.subresource.as_deref() == Some("binding") {
                 let status = objects.bind(&target, body).await?;
                 return Ok(render::respond(201, &status, format));
@@ -204,7 +210,7 @@ async fn handle(
             Ok(written_response(written, format))
         }
         "update" => {
-            let body = read_object(req, payload, state.max_body, request_kind(&target)).await?;
+            let body = read_object(req, payload, state.max_body, request_type(&target)).await?;
             let written = objects
                 .update(&target, body, &admitted(req, state, &target, &q)?)
                 .await?;
@@ -239,13 +245,14 @@ async fn handle(
     }
 }
 
-/// The kind a create or update body must be: the resource's, or its subresource's.
-fn request_kind(target: &Target) -> &'static str {
+/// The type a create or update body must be, as `(apiVersion, kind)`: the resource's,
+/// or its subresource's.
+fn request_type(target: &Target) -> (String, &'static str) {
     match target.subresource.as_deref() {
-        Some("binding") => "Binding",
-        Some("eviction") => "Eviction",
-        Some("scale") => "Scale",
-        _ => target.resource.kind,
+        Some("binding") => ("v1".into(), "Binding"),
+        Some("eviction") => ("policy/v1".into(), "Eviction"),
+        Some("scale") => ("autoscaling/v1".into(), "Scale"),
+        _ => (target.resource.api_version(), target.resource.kind),
     }
 }
 
@@ -446,7 +453,7 @@ async fn delete_options(
     let body = if bytes.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else if media_type(req) == protobuf::MEDIA_TYPE {
-        decode_protobuf(&bytes, "DeleteOptions")?
+        decode_protobuf(&bytes, ("v1".into(), "DeleteOptions"))?
     } else {
         parse_json(&bytes)?
     };
@@ -532,23 +539,23 @@ fn media_type(req: &HttpRequest) -> String {
         .to_ascii_lowercase()
 }
 
-/// Decode a protobuf body that must hold a `kind`, with kube-apiserver's words for what
-/// is wrong with it.
-fn decode_protobuf(bytes: &[u8], kind: &str) -> Result<Value, ApiError> {
-    let env = protobuf::envelope(bytes)
-        .and_then(|env| {
-            if env.kind.is_empty() {
-                Err(protobuf::ProtobufError::MissingKind)
-            } else {
-                Ok(env)
-            }
-        })
-        .map_err(|e| {
-            ApiError::BadRequest(format!(
-                "the object provided is unrecognized (must be of type {kind}): {e} ({})",
-                protobuf::summarize(bytes)
-            ))
-        })?;
+/// Decode a protobuf body that must hold `expected` (`(apiVersion, kind)`, which also
+/// fill in an envelope that leaves them out, as kube-apiserver's defaults do), with
+/// kube-apiserver's words for what is wrong with it.
+fn decode_protobuf(bytes: &[u8], expected: (String, &str)) -> Result<Value, ApiError> {
+    let (default_version, kind) = expected;
+    let mut env = protobuf::envelope(bytes).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "the object provided is unrecognized (must be of type {kind}): {e} ({})",
+            protobuf::summarize(bytes)
+        ))
+    })?;
+    if env.kind.is_empty() {
+        env.kind = kind.to_string();
+    }
+    if env.api_version.is_empty() {
+        env.api_version = default_version;
+    }
     let cannot = |why: String| {
         ApiError::BadRequest(format!(
             "{} in version {:?} cannot be handled as a {kind}: {why}",
@@ -583,7 +590,7 @@ async fn read_object(
     req: &HttpRequest,
     payload: web::Payload,
     limit: usize,
-    kind: &str,
+    expected: (String, &str),
 ) -> Result<Value, ApiError> {
     let media = media_type(req);
     let bytes = read_body(req, payload, limit).await?;
@@ -591,7 +598,7 @@ async fn read_object(
         "" | "application/json" | "*/*" | "text/plain" => parse_json(&bytes),
         "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml_ng::from_slice(&bytes)
             .map_err(|e| ApiError::BadRequest(format!("error converting YAML to JSON: {e}"))),
-        protobuf::MEDIA_TYPE => decode_protobuf(&bytes, kind),
+        protobuf::MEDIA_TYPE => decode_protobuf(&bytes, expected),
         other => Err(ApiError::UnsupportedMediaType(format!(
             "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {other})"
         ))),

@@ -39,6 +39,8 @@ pub const MAGIC: &[u8] = b"k8s\x00";
 pub enum ProtobufError {
     #[error("empty data")]
     Empty,
+    #[error("empty body")]
+    EmptyBody,
     #[error(
         "provided data does not appear to be a protobuf message, expected prefix [107 56 115 0]"
     )]
@@ -96,6 +98,9 @@ pub fn envelope(body: &[u8]) -> Result<Envelope<'_>, ProtobufError> {
     let Some(rest) = body.strip_prefix(MAGIC) else {
         return Err(ProtobufError::NoMagic);
     };
+    if rest.is_empty() {
+        return Err(ProtobufError::EmptyBody);
+    }
     let mut env = Envelope {
         api_version: String::new(),
         kind: String::new(),

@@ -355,8 +355,9 @@ fn bad_bodies_are_errors_never_panics() {
         Err(ProtobufError::UnknownKind { .. })
     ));
     unknown.truncate(4);
+    assert_eq!(decode(&unknown).map(|_| ()), Err(ProtobufError::EmptyBody));
     assert_eq!(
-        decode(&unknown).map(|_| ()),
+        decode(&wrap("", "", b"")).map(|_| ()),
         Err(ProtobufError::MissingKind)
     );
     // Seeded mutations of a real body: whatever comes out, nothing panics.
