@@ -402,3 +402,76 @@ fn nesting_beyond_any_object_is_refused() {
     }
     assert_eq!(decode(&inner), Err(ProtobufError::TooDeep));
 }
+
+#[test]
+fn every_served_kind_and_its_list_have_a_protobuf_message() {
+    use crate::api::resources::{RESOURCES, REVIEWS};
+    for info in RESOURCES.iter().chain(REVIEWS) {
+        let api_version = info.api_version();
+        let msg = message_for(&api_version, info.kind)
+            .unwrap_or_else(|| panic!("no message for {api_version} {}", info.kind));
+        assert!(
+            msg.fields.iter().any(|f| f.json == "metadata"),
+            "{}",
+            info.kind
+        );
+        if !crate::api::resources::is_review(info) {
+            let list = message_for(&api_version, &info.list_kind())
+                .unwrap_or_else(|| panic!("no message for {api_version} {}", info.list_kind()));
+            assert!(list.fields.iter().any(|f| f.json == "items"));
+        }
+    }
+    for (api_version, kind) in [
+        ("policy/v1", "Eviction"),
+        ("v1", "Binding"),
+        ("autoscaling/v1", "Scale"),
+    ] {
+        assert!(message_for(api_version, kind).is_some(), "{kind}");
+    }
+}
+
+#[test]
+fn a_csr_with_conditions_and_bytes_decodes_as_kubectl_certificate_approve_sends_it() {
+    use k8s_pb::api::certificates::v1 as certs;
+    let csr = certs::CertificateSigningRequest {
+        metadata: Some(meta::ObjectMeta {
+            name: Some("node-csr".into()),
+            ..Default::default()
+        }),
+        spec: Some(certs::CertificateSigningRequestSpec {
+            request: Some(b"-----BEGIN CERTIFICATE REQUEST-----".to_vec()),
+            signer_name: Some("kubernetes.io/kube-apiserver-client".into()),
+            usages: vec!["client auth".into()],
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        }),
+        status: Some(certs::CertificateSigningRequestStatus {
+            conditions: vec![certs::CertificateSigningRequestCondition {
+                r#type: Some("Approved".into()),
+                status: Some("True".into()),
+                reason: Some("KubectlApprove".into()),
+                last_update_time: Some(meta::Time {
+                    seconds: Some(1_796_119_200),
+                    nanos: Some(0),
+                }),
+                ..Default::default()
+            }],
+            certificate: None,
+        }),
+    };
+    let got = decode(&body_of(
+        "certificates.k8s.io/v1",
+        "CertificateSigningRequest",
+        &csr,
+    ))
+    .expect("decodes");
+    assert_eq!(
+        got["spec"]["request"],
+        "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURSBSRVFVRVNULS0tLS0="
+    );
+    assert_eq!(got["spec"]["expirationSeconds"], 3600);
+    let cond = &got["status"]["conditions"][0];
+    assert_eq!(cond["lastUpdateTime"], "2026-12-01T10:00:00Z");
+    assert_eq!(cond["reason"], "KubectlApprove");
+    assert!(cond.get("lastTransitionTime").is_none());
+}
