@@ -1,5 +1,7 @@
 //! A seeded fuzz test of the gateway: thousands of malformed requests — mutated and
-//! random bodies for create, update and the three patch types, garbage headers,
+//! random bodies for create, update and the three patch types, protobuf bodies (well
+//! formed, cut, with bytes flipped or inserted, without the magic, of another kind, nested
+//! deeply), garbage headers,
 //! Content-Length that lies, random and encoded paths and query strings — sent over raw
 //! TCP so that nothing on the client side tidies them up. Every request must get an HTTP
 //! answer below 500 (a panic in a handler shows up as a connection closed without one),
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::{json, Map, Value};
+use skiff_actors::api::protobuf;
 use skiff_integration::{call, client, TestCluster};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -249,7 +252,7 @@ fn targets() -> Vec<Target> {
         Target {
             collection: "/api/v1/namespaces/default/pods",
             fixture: "fx-pod",
-            subresources: &["status", "binding", "log", "exec", "scale"],
+            subresources: &["status", "binding", "log", "exec", "scale", "eviction"],
             template: json!({"apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": "fx-pod", "labels": {"a": "b"}, "annotations": {"x": "y"}},
                 "spec": {"containers": [{"name": "app", "image": "busybox", "ports": [{"containerPort": 80, "protocol": "TCP"}],
@@ -628,6 +631,75 @@ fn body_bytes(rng: &mut Rng, v: &Value) -> Vec<u8> {
     }
 }
 
+/// A protobuf body of `obj` as kubectl's typed clients encode it, then perhaps broken:
+/// cut, bytes flipped or inserted, the magic lost, another kind's object, messages nested
+/// far deeper than any object, or noise in a valid envelope.
+fn protobuf_body(rng: &mut Rng, obj: &Value, t: &Target, targets: &[Target]) -> Vec<u8> {
+    let mut b = protobuf::encode(obj)
+        .or_else(|_| protobuf::encode(&t.template))
+        .unwrap_or_default();
+    let api_version = t.template["apiVersion"].as_str().unwrap_or("v1");
+    let kind = t.template["kind"].as_str().unwrap_or("Pod");
+    match rng.below(10) {
+        0..=2 => {}
+        3 => b.truncate(rng.below(b.len() + 1)),
+        4 => {
+            for _ in 0..1 + rng.below(4) {
+                if !b.is_empty() {
+                    let i = rng.below(b.len());
+                    b[i] = rng.next() as u8;
+                }
+            }
+        }
+        5 => {
+            let i = rng.below(b.len() + 1);
+            let junk: Vec<u8> = (0..1 + rng.below(16)).map(|_| rng.next() as u8).collect();
+            b.splice(i..i, junk);
+        }
+        6 => {
+            b.drain(..b.len().min(4));
+        }
+        7 => {
+            let other = rng.pick(targets);
+            b = protobuf::encode(&other.template).unwrap_or_default();
+        }
+        8 => {
+            let mut inner: Vec<u8> = Vec::new();
+            for _ in 0..200 + rng.below(5000) {
+                let mut outer = vec![0x0a];
+                let mut len = inner.len();
+                while len >= 0x80 {
+                    outer.push((len as u8) | 0x80);
+                    len >>= 7;
+                }
+                outer.push(len as u8);
+                outer.extend_from_slice(&inner);
+                inner = outer;
+            }
+            b = protobuf::wrap(api_version, kind, &inner);
+        }
+        _ => {
+            let noise: Vec<u8> = (0..rng.below(200)).map(|_| rng.next() as u8).collect();
+            b = protobuf::wrap(api_version, kind, &noise);
+        }
+    }
+    b
+}
+
+/// Headers saying the body is protobuf.
+fn protobuf_headers(mut headers: Vec<(String, String)>) -> Vec<(String, String)> {
+    headers.retain(|(k, _)| k != "Content-Type");
+    headers.push((
+        "Content-Type".into(),
+        "application/vnd.kubernetes.protobuf".into(),
+    ));
+    headers.push(("X-Fuzz-Body".into(), PROTOBUF_MARK.into()));
+    headers
+}
+
+/// Marks the cases whose body is protobuf, to count their answers.
+const PROTOBUF_MARK: &str = "protobuf";
+
 /// One request as bytes on the wire, and what it was, for the failure report.
 struct Case {
     what: String,
@@ -780,7 +852,15 @@ fn case(rng: &mut Rng, targets: &[Target], n: usize) -> Case {
             if rng.chance(80) && obj.get("metadata").is_some_and(Value::is_object) {
                 obj["metadata"]["name"] = json!(format!("fz-{n}"));
             }
-            let body = body_bytes(rng, &obj);
+            let (headers, body) = if rng.chance(25) {
+                (
+                    protobuf_headers(headers),
+                    protobuf_body(rng, &obj, t, targets),
+                )
+            } else {
+                let body = body_bytes(rng, &obj);
+                (headers, body)
+            };
             request(
                 "POST",
                 &format!("{}{q}", t.collection),
@@ -791,7 +871,15 @@ fn case(rng: &mut Rng, targets: &[Target], n: usize) -> Case {
         }
         3..=4 => {
             let obj = mutate(rng, t.template.clone());
-            let body = body_bytes(rng, &obj);
+            let (headers, body) = if rng.chance(25) {
+                (
+                    protobuf_headers(headers),
+                    protobuf_body(rng, &obj, t, targets),
+                )
+            } else {
+                let body = body_bytes(rng, &obj);
+                (headers, body)
+            };
             let sub = subresource(rng);
             request(
                 "PUT",
@@ -835,7 +923,21 @@ fn case(rng: &mut Rng, targets: &[Target], n: usize) -> Case {
                     "propagationPolicy": "Background", "preconditions": {"uid": "u", "resourceVersion": "1"},
                     "dryRun": ["All"]}),
             );
-            let body = body_bytes(rng, &opts);
+            let (headers, body) = if rng.chance(25) {
+                let opts_target = Target {
+                    collection: t.collection,
+                    fixture: t.fixture,
+                    subresources: &[],
+                    template: opts.clone(),
+                };
+                (
+                    protobuf_headers(headers),
+                    protobuf_body(rng, &opts, &opts_target, targets),
+                )
+            } else {
+                let body = body_bytes(rng, &opts);
+                (headers, body)
+            };
             let path = if rng.chance(50) {
                 named(rng)
             } else {
@@ -851,7 +953,7 @@ fn case(rng: &mut Rng, targets: &[Target], n: usize) -> Case {
             request(method, &format!("{path}{q}"), &headers, b"", rng)
         }
         10 => {
-            let sub = rng.pick(&["", "/status", "/scale", "/log", "/binding"]);
+            let sub = rng.pick(&["", "/status", "/scale", "/log", "/binding", "/eviction"]);
             let q = format!("?{}", query(rng));
             request(
                 "GET",
@@ -995,10 +1097,17 @@ async fn malformed_requests_never_get_a_5xx_or_a_dropped_connection() {
     }
     let mut failures = Vec::new();
     let mut codes = std::collections::BTreeMap::new();
+    let mut protobuf_codes = std::collections::BTreeMap::new();
     for (i, r) in results {
         match r {
             Ok(code) => {
                 *codes.entry(code).or_insert(0usize) += 1;
+                if generated[i]
+                    .what
+                    .contains(&format!("X-Fuzz-Body: {PROTOBUF_MARK}"))
+                {
+                    *protobuf_codes.entry(code).or_insert(0usize) += 1;
+                }
                 if code >= 500 {
                     failures.push(format!("#{i} answered {code}: {}", generated[i].what));
                 }
@@ -1006,7 +1115,7 @@ async fn malformed_requests_never_get_a_5xx_or_a_dropped_connection() {
             Err(e) => failures.push(format!("#{i} {e}: {}", generated[i].what)),
         }
     }
-    eprintln!("fuzz seed {seed}: {cases} cases in {elapsed:?}, codes {codes:?}");
+    eprintln!("fuzz seed {seed}: {cases} cases in {elapsed:?}, codes {codes:?}, protobuf bodies {protobuf_codes:?}");
     if let Ok(show) = std::env::var("SKIFF_FUZZ_SHOW") {
         for (i, r) in results_view.iter().enumerate() {
             if r.as_ref().ok().map(|c| c.to_string()) == Some(show.clone()) {
@@ -1032,6 +1141,15 @@ async fn malformed_requests_never_get_a_5xx_or_a_dropped_connection() {
     assert!(
         codes.get(&422).copied().unwrap_or(0) > 0,
         "no case reached validation"
+    );
+    // Protobuf bodies both got through to the object logic and were refused.
+    assert!(
+        protobuf_codes.get(&201).copied().unwrap_or(0) > 0,
+        "no protobuf body was created: {protobuf_codes:?}"
+    );
+    assert!(
+        protobuf_codes.get(&400).copied().unwrap_or(0) > 0,
+        "no protobuf body was refused: {protobuf_codes:?}"
     );
 
     // And the server still answers normally.

@@ -489,3 +489,32 @@ async fn events_k8s_io_is_a_second_view_of_the_same_events() {
         ]
     );
 }
+#[test]
+fn kubectl_auth_can_i_list_shows_the_users_rules() {
+    let c = TestCluster::start_secure();
+    let (code, _, err) = kubectl(
+        &c.kubeconfig,
+        &[
+            "create",
+            "rolebinding",
+            "ann-edit",
+            "--clusterrole=edit",
+            "--user=ann",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ann = skiff_integration::kubeconfig_for(&c, dir.path(), &c.client_cert("ann", &[]));
+    let (code, out, err) = kubectl(&ann, &["auth", "can-i", "--list"]);
+    assert_eq!(code, 0, "{err}");
+    let pods = out
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("pods"))
+        .unwrap_or_else(|| panic!("no pods row in\n{out}"));
+    assert!(pods.contains("create") && pods.contains("delete"), "{pods}");
+    assert!(
+        out.contains("selfsubjectaccessreviews.authorization.k8s.io"),
+        "{out}"
+    );
+}
+

@@ -85,7 +85,7 @@ pub const RESOURCES: &[ResourceInfo] = &[
         kind: "Pod",
         namespaced: true,
         short_names: &["po"],
-        subresources: &["status", "binding", "log"],
+        subresources: &["status", "binding", "log", "eviction"],
         has_status_subresource: true,
         field_selectors: &[
             "spec.nodeName",

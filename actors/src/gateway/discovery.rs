@@ -115,6 +115,7 @@ fn subresource_entry(info: &ResourceInfo, sub: &str) -> Value {
             vec!["get", "patch", "update"],
         ),
         "binding" => ("Binding", None, None, vec!["create"]),
+        "eviction" => ("Eviction", Some("policy"), Some("v1"), vec!["create"]),
         "log" => ("Pod", None, None, vec!["get"]),
         "finalize" => (info.kind, None, None, vec!["update"]),
         _ => (info.kind, None, None, vec!["get", "patch", "update"]),

@@ -76,7 +76,9 @@ async fn serve(
         }
         Err(e) => ("unknown", "unknown".to_string(), Err(e)),
     };
-    let resp = result.unwrap_or_else(|e| render::error_response(&e));
+    let resp = result.unwrap_or_else(|e| {
+        render::error_response_as(&e, Format::from_accept(header(req, "accept")))
+    });
     let code = resp.status().as_u16().to_string();
     state
         .metrics
@@ -126,7 +128,13 @@ async fn handle(
         if verb != "create" || target.name.is_some() {
             return Err(ApiError::MethodNotAllowed);
         }
-        let body = read_json(req, payload, state.max_body).await?;
+        let body = read_object(
+            req,
+            payload,
+            state.max_body,
+            (target.resource.api_version(), target.resource.kind),
+        )
+        .await?;
         let by = reviews::Reviewers {
             authz: &state.authorization,
             authn: state.authentication.as_deref(),
@@ -138,7 +146,11 @@ async fn handle(
             target.namespace.as_deref(),
             body,
         )?;
-        return Ok(render::json_response(201, &answer));
+        return Ok(render::respond(201, &answer, format));
+    }
+    // An eviction is only ever created.
+    if target.subresource.as_deref() == Some("eviction") && verb != "create" {
+        return Err(ApiError::MethodNotAllowed);
     }
     if target.subresource.as_deref() == Some("log") {
         if verb != "get" {
@@ -157,7 +169,7 @@ async fn handle(
                         &render::table_body(target.resource, &[obj], include, rev, None),
                     )
                 }
-                _ => render::json_response(200, &obj),
+                _ => render::respond(200, &obj, format),
             })
         }
         "list" => {
@@ -171,7 +183,7 @@ async fn handle(
                     Some(page.rev),
                     page.continue_token.as_deref(),
                 ),
-                Format::Json => render::list_body(
+                Format::Json | Format::Protobuf => render::list_body(
                     target.resource,
                     &page.items,
                     page.rev,
@@ -179,14 +191,18 @@ async fn handle(
                     page.remaining,
                 ),
             };
-            Ok(render::json_response(200, &body))
+            Ok(render::respond(200, &body, format))
         }
         "watch" => start_watch(state, target, &q, format).await,
         "create" => {
-            let body = read_json(req, payload, state.max_body).await?;
+            let body = read_object(req, payload, state.max_body, request_type(&target)).await?;
             if target.subresource.as_deref() == Some("binding") {
                 let status = objects.bind(&target, body).await?;
-                return Ok(render::json_response(201, &status));
+                return Ok(render::respond(201, &status, format));
+            }
+            if target.subresource.as_deref() == Some("eviction") {
+                let status = evict(objects, &target, body, &q).await?;
+                return Ok(render::respond(201, &status, format));
             }
             let mut body = body;
             if target.resource.name == csr::RESOURCE {
@@ -196,14 +212,14 @@ async fn handle(
             let written = objects
                 .create(&target, body, &admitted(req, state, &target, &q)?)
                 .await?;
-            Ok(written_response(written))
+            Ok(written_response(written, format))
         }
         "update" => {
-            let body = read_json(req, payload, state.max_body).await?;
+            let body = read_object(req, payload, state.max_body, request_type(&target)).await?;
             let written = objects
                 .update(&target, body, &admitted(req, state, &target, &q)?)
                 .await?;
-            Ok(written_response(written))
+            Ok(written_response(written, format))
         }
         "patch" => {
             let kind = PatchType::from_content_type(header(req, "content-type").unwrap_or(""))?;
@@ -212,29 +228,83 @@ async fn handle(
             let written = objects
                 .patch(&target, kind, body, &admitted(req, state, &target, &q)?)
                 .await?;
-            Ok(written_response(written))
+            Ok(written_response(written, format))
         }
         "delete" => {
             let opts = delete_options(req, payload, state.max_body, &q).await?;
             let obj = objects.delete(&target, &opts).await?;
-            Ok(render::json_response(200, &obj))
+            Ok(render::respond(200, &obj, format))
         }
         "deletecollection" => {
             let opts = delete_options(req, payload, state.max_body, &q).await?;
             let list = list_options(&q)?;
             let (items, rev) = objects.delete_collection(&target, &list, &opts).await?;
             let items: Vec<_> = items.into_iter().map(std::sync::Arc::new).collect();
-            Ok(render::json_response(
+            Ok(render::respond(
                 200,
                 &render::list_body(target.resource, &items, rev, None, None),
+                format,
             ))
         }
         _ => Err(ApiError::MethodNotAllowed),
     }
 }
 
-fn written_response(w: Written) -> HttpResponse {
-    let mut resp = render::json_response(if w.created { 201 } else { 200 }, &w.object);
+/// The type a create or update body must be, as `(apiVersion, kind)`: the resource's,
+/// or its subresource's.
+fn request_type(target: &Target) -> (String, &'static str) {
+    match target.subresource.as_deref() {
+        Some("binding") => ("v1".into(), "Binding"),
+        Some("eviction") => ("policy/v1".into(), "Eviction"),
+        Some("scale") => ("autoscaling/v1".into(), "Scale"),
+        _ => (target.resource.api_version(), target.resource.kind),
+    }
+}
+
+/// `POST pods/<name>/eviction` (what `kubectl drain` sends): the pod is deleted with the
+/// Eviction's DeleteOptions. There are no PodDisruptionBudgets yet, so no budget can
+/// refuse it.
+async fn evict(
+    objects: &super::objects::Objects,
+    target: &Target,
+    body: Value,
+    q: &Query,
+) -> Result<Value, ApiError> {
+    let name = target.name.as_deref().unwrap_or("");
+    if !body.is_object() {
+        return Err(ApiError::BadRequest("an Eviction must be an object".into()));
+    }
+    if let Some(kind) = body.get("kind").and_then(Value::as_str) {
+        if kind != "Eviction" {
+            let version = body.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+            return Err(ApiError::BadRequest(format!(
+                "{kind} in version {:?} cannot be handled as a Eviction: no kind {kind:?} is registered for the eviction subresource",
+                version.rsplit('/').next().unwrap_or("")
+            )));
+        }
+    }
+    if let Some(named) = body.pointer("/metadata/name").and_then(Value::as_str) {
+        if named != name {
+            return Err(ApiError::BadRequest(format!(
+                "name in URL does not match name in Eviction object: {named}"
+            )));
+        }
+    }
+    let options = body
+        .get("deleteOptions")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let opts = delete_options_of(options, q)?;
+    let pod = Target {
+        subresource: None,
+        ..target.clone()
+    };
+    objects.delete(&pod, &opts).await?;
+    Ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}))
+}
+
+fn written_response(w: Written, format: Format) -> HttpResponse {
+    let mut resp = render::respond(if w.created { 201 } else { 200 }, &w.object, format);
     for warning in w.warnings {
         let text = format!("299 - \"{}\"", warning.replace('"', "\\\""));
         if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&text) {
@@ -293,9 +363,10 @@ async fn start_watch(
         format,
         timeout,
     };
+    let content_type = spec.content_type();
     let body = watch::event_stream(spec, stream, state.metrics.clone());
     Ok(HttpResponse::Ok()
-        .content_type("application/json")
+        .content_type(content_type)
         .insert_header(("Transfer-Encoding", "chunked"))
         .streaming(body))
 }
@@ -394,9 +465,15 @@ async fn delete_options(
     let bytes = read_body(req, payload, limit).await?;
     let body = if bytes.iter().all(u8::is_ascii_whitespace) {
         json!({})
+    } else if media_type(req) == protobuf::MEDIA_TYPE {
+        decode_protobuf(&bytes, ("v1".into(), "DeleteOptions"))?
     } else {
         parse_json(&bytes)?
     };
+    delete_options_of(body, q)
+}
+
+fn delete_options_of(body: Value, q: &Query) -> Result<DeleteOptions, ApiError> {
     if !body.is_object() {
         return Err(ApiError::BadRequest(
             "DeleteOptions must be a JSON object".into(),
@@ -464,30 +541,79 @@ async fn read_body(
     Ok(body)
 }
 
-/// Decode a create or update body: JSON (also when no Content-Type is given) or YAML.
-async fn read_json(
-    req: &HttpRequest,
-    payload: web::Payload,
-    limit: usize,
-) -> Result<Value, ApiError> {
-    let ct = header(req, "content-type").unwrap_or("application/json");
-    let media = ct
+/// The media type of the request body, lowercase and without parameters.
+fn media_type(req: &HttpRequest) -> String {
+    header(req, "content-type")
+        .unwrap_or("application/json")
         .split(';')
         .next()
         .unwrap_or("")
         .trim()
-        .to_ascii_lowercase();
+        .to_ascii_lowercase()
+}
+
+/// Decode a protobuf body that must hold `expected` (`(apiVersion, kind)`, which also
+/// fill in an envelope that leaves them out, as kube-apiserver's defaults do), with
+/// kube-apiserver's words for what is wrong with it.
+fn decode_protobuf(bytes: &[u8], expected: (String, &str)) -> Result<Value, ApiError> {
+    let (default_version, kind) = expected;
+    let mut env = protobuf::envelope(bytes).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "the object provided is unrecognized (must be of type {kind}): {e} ({})",
+            protobuf::summarize(bytes)
+        ))
+    })?;
+    if env.kind.is_empty() {
+        env.kind = kind.to_string();
+    }
+    if env.api_version.is_empty() {
+        env.api_version = default_version;
+    }
+    let cannot = |why: String| {
+        ApiError::BadRequest(format!(
+            "{} in version {:?} cannot be handled as a {kind}: {why}",
+            env.kind,
+            env.version()
+        ))
+    };
+    if protobuf::message_for(&env.api_version, &env.kind).is_none() {
+        return Err(cannot(format!(
+            "no kind {:?} is registered for version {:?}",
+            env.kind, env.api_version
+        )));
+    }
+    if env.kind != kind {
+        let package = |api_version: &str| match api_version.split_once('/') {
+            Some((group, _)) => group.split('.').next().unwrap_or(group).to_string(),
+            None => "core".into(),
+        };
+        return Err(cannot(format!(
+            "converting ({}.{}) to ({}.{kind}): unknown conversion",
+            env.version(),
+            env.kind,
+            package(&env.api_version)
+        )));
+    }
+    protobuf::decode_envelope(&env).map_err(|e| cannot(e.to_string()))
+}
+
+/// Decode a create or update body: JSON (also when no Content-Type is given), YAML, or
+/// Kubernetes protobuf holding a `kind`.
+async fn read_object(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+    expected: (String, &str),
+) -> Result<Value, ApiError> {
+    let media = media_type(req);
     let bytes = read_body(req, payload, limit).await?;
     match media.as_str() {
         "" | "application/json" | "*/*" | "text/plain" => parse_json(&bytes),
         "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml_ng::from_slice(&bytes)
             .map_err(|e| ApiError::BadRequest(format!("error converting YAML to JSON: {e}"))),
-        "application/vnd.kubernetes.protobuf" => protobuf::decode(&bytes).map_err(|e| match e {
-            protobuf::ProtobufError::UnsupportedKind(_) => ApiError::UnsupportedMediaType(e.to_string()),
-            other => ApiError::BadRequest(other.to_string()),
-        }),
+        protobuf::MEDIA_TYPE => decode_protobuf(&bytes, expected),
         other => Err(ApiError::UnsupportedMediaType(format!(
-            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {other})"
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {other})"
         ))),
     }
 }

@@ -1,4 +1,5 @@
-//! Watch responses: newline-delimited JSON events streamed over a chunked response.
+//! Watch responses streamed over a chunked response: newline-delimited JSON events, or
+//! for a client that asked for protobuf, length-prefixed `WatchEvent` frames.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use super::render::{self, Format};
+use crate::api::protobuf;
 use crate::api::resources::ResourceInfo;
 use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::metrics::Metrics;
@@ -52,6 +54,14 @@ impl WatchFilter {
 }
 
 impl WatchSpec {
+    /// The Content-Type of the stream.
+    pub fn content_type(&self) -> &'static str {
+        match self.format {
+            Format::Protobuf => protobuf::WATCH_MEDIA_TYPE,
+            _ => "application/json",
+        }
+    }
+
     fn encode(&self, kind: EventKind, obj: Arc<Value>) -> Bytes {
         let obj = if crate::api::resources::is_view(self.info) {
             Arc::new(crate::api::events_v1::to_v1(&obj))
@@ -60,11 +70,26 @@ impl WatchSpec {
         };
         let object = match self.format {
             Format::Json => (*obj).clone(),
+            Format::Protobuf => return Self::frame(kind.as_str(), &obj),
             Format::Table(include) => render::table_body(self.info, &[obj], include, None, None),
         };
         let mut line = json!({"type": kind.as_str(), "object": object}).to_string();
         line.push('\n');
         Bytes::from(line)
+    }
+
+    /// A protobuf frame; an object that cannot be encoded becomes an ERROR event, as
+    /// kube-apiserver reports an encoding failure in the stream.
+    fn frame(kind: &str, obj: &Value) -> Bytes {
+        match protobuf::watch_frame(kind, obj) {
+            Ok(frame) => Bytes::from(frame),
+            Err(e) => {
+                let status =
+                    crate::api::ApiError::Internal(format!("encoding the watch event: {e}"))
+                        .to_status();
+                Bytes::from(protobuf::watch_frame("ERROR", &status).unwrap_or_default())
+            }
+        }
     }
 }
 
@@ -146,6 +171,23 @@ mod tests {
             object: Arc::new(now),
             prev: Some(Arc::new(prev)),
         }
+    }
+
+    #[test]
+    fn protobuf_watchers_get_length_prefixed_watch_events() {
+        let mut s = spec("");
+        s.format = Format::Protobuf;
+        assert_eq!(
+            s.content_type(),
+            "application/vnd.kubernetes.protobuf;stream=watch"
+        );
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}});
+        let bytes = s.encode(EventKind::Added, Arc::new(pod.clone()));
+        let (kind, obj, used) = protobuf::read_watch_frame(&bytes)
+            .expect("a frame")
+            .expect("complete");
+        assert_eq!((kind.as_str(), used), ("ADDED", bytes.len()));
+        assert_eq!(obj, pod);
     }
 
     #[test]

@@ -100,6 +100,8 @@ pub fn edit_rules() -> Vec<PolicyRule> {
         &["horizontalpodautoscalers"],
         WRITE,
     ));
+    // `kubectl drain` evicts.
+    rules.push(PolicyRule::resource(&[""], &["pods/eviction"], &["create"]));
     rules
 }
 
