@@ -100,17 +100,37 @@ fn v2_document() -> Value {
     })
 }
 
+/// Gives the heap pages freed after building a document back to the kernel: the schema
+/// trees are several times the size of the bytes kept, and glibc would otherwise hold on
+/// to their pages for good (measured: +19 MiB RSS after both documents, +2 MiB kept).
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::os::raw::c_int;
+        }
+        // SAFETY: malloc_trim only returns free pages of glibc's heap to the kernel; it
+        // touches no memory in use and takes no pointers.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+}
+
 fn v2_docs() -> &'static V2 {
     V2_DOCS.get_or_init(|| {
         let doc = v2_document();
         let json = Encoded::new(doc.to_string().into_bytes());
         let protobuf = Encoded::new(proto::encode_document(&doc));
+        drop(doc);
         tracing::debug!(
             json_bytes = json.body.len(),
             protobuf_bytes = protobuf.body.len(),
             "built the OpenAPI v2 document"
         );
-        V2 { json, protobuf }
+        let docs = V2 { json, protobuf };
+        release_freed_memory();
+        docs
     })
 }
 
@@ -145,6 +165,7 @@ fn v3_docs() -> &'static V3 {
             })
             .collect();
         let root = Bytes::from(json!({ "paths": paths }).to_string());
+        release_freed_memory();
         V3 { groups, root }
     })
 }
