@@ -5,6 +5,13 @@ set -euo pipefail
 
 command -v kubectl >/dev/null 2>&1 || echo "note: kubectl not found; the kubectl test will be skipped" >&2
 
+# The official Python client, which the OpenAPI/discovery tests drive too (skipped if absent).
+if command -v python3 >/dev/null 2>&1 && ! python3 -c "import kubernetes" >/dev/null 2>&1; then
+    echo "==> installing the Kubernetes Python client" >&2
+    python3 -m pip install --quiet --break-system-packages kubernetes >/dev/null 2>&1 \
+        || echo "note: could not install the Python client; its test will be skipped" >&2
+fi
+
 # Pods run on the local Docker Engine: make sure it is up.
 if ! docker info >/dev/null 2>&1; then
     echo "==> starting the Docker Engine" >&2

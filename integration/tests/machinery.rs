@@ -517,4 +517,3 @@ fn kubectl_auth_can_i_list_shows_the_users_rules() {
         "{out}"
     );
 }
-

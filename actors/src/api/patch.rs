@@ -386,9 +386,10 @@ fn pointer_replace(doc: &mut Value, pointer: &str, value: Value) -> Result<(), P
 // Strategic merge patch: schema
 // ---------------------------------------------------------------------------
 
-/// How a list field is patched, from its `patchStrategy`/`patchMergeKey` tags.
+/// How a list field is patched, from its `patchStrategy`/`patchMergeKey` tags. The one
+/// table of merge keys: the OpenAPI documents publish it as `x-kubernetes-patch-*`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ListStrategy {
+pub(crate) enum ListStrategy {
     /// No merge strategy: the patch list replaces the original wholesale.
     Replace,
     /// `patchStrategy:"merge"` on a list of objects, keyed by this field.
@@ -399,7 +400,7 @@ enum ListStrategy {
 
 /// Looks up the strategy for the list at `path` (map keys only; list elements
 /// add no path segment) inside an object of `kind`.
-fn list_strategy(kind: &str, path: &[String]) -> ListStrategy {
+pub(crate) fn list_strategy(kind: &str, path: &[String]) -> ListStrategy {
     let path: Vec<&str> = path.iter().map(String::as_str).collect();
     if let Some(rest) = object_meta_suffix(kind, &path) {
         return object_meta_list(rest);

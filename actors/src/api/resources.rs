@@ -1,9 +1,24 @@
 //! The registry of served resources: names, kinds, scope and verbs, used by discovery,
-//! routing and the store key layout.
+//! routing, the OpenAPI documents and the store key layout.
+
+use k8s_openapi::api::{
+    authentication, authorization, autoscaling, certificates, coordination, events,
+};
+use k8s_openapi::api::{core::v1 as core, rbac::v1 as rbac};
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+
+/// Adds a kind's JSON Schema (and those of every type it uses) to a generator and returns
+/// a reference to it: how the OpenAPI documents learn a kind's fields.
+pub type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
+
+/// The [`SchemaFn`] of a k8s-openapi type.
+pub fn schema_of<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    generator.subschema_for::<T>()
+}
 
 /// One resource the gateway serves: core resources under `/api/v1`, the others under
 /// `/apis/<group>/<version>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct ResourceInfo {
     /// API group; empty for the core (legacy) group.
     pub group: &'static str,
@@ -20,7 +35,20 @@ pub struct ResourceInfo {
     pub has_status_subresource: bool,
     /// Field selector paths the resource supports beyond `metadata.name`/`metadata.namespace`.
     pub field_selectors: &'static [&'static str],
+    /// Discovery categories (`all` for what `kubectl get all` lists, as in Kubernetes).
+    pub categories: &'static [&'static str],
+    /// The kind's schema for OpenAPI; `None` for kinds without a k8s-openapi type.
+    pub schema: Option<SchemaFn>,
 }
+
+/// A resource is known by its group, version and plural name.
+impl PartialEq for ResourceInfo {
+    fn eq(&self, other: &Self) -> bool {
+        self.group == other.group && self.version == other.version && self.name == other.name
+    }
+}
+
+impl Eq for ResourceInfo {}
 
 impl ResourceInfo {
     /// `apiVersion` of the resource's objects: `v1` or `<group>/<version>`.
@@ -45,6 +73,31 @@ impl ResourceInfo {
         format!("{}List", self.kind)
     }
 
+    /// The verbs discovery lists for the resource (what kube-apiserver lists for it).
+    pub fn verbs(&self) -> Vec<&'static str> {
+        if is_review(self) {
+            return vec!["create"];
+        }
+        if self.schema.is_none() {
+            // Served from memory, never stored (the metrics API).
+            return vec!["get", "list"];
+        }
+        let mut v = vec![
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch",
+        ];
+        if self.name == "namespaces" {
+            v.retain(|x| *x != "deletecollection");
+        }
+        v
+    }
+
     pub fn supports_field(&self, field: &str) -> bool {
         field == "metadata.name"
             || (field == "metadata.namespace" && self.namespaced)
@@ -64,6 +117,8 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &["status", "finalize"],
         has_status_subresource: true,
         field_selectors: &["status.phase"],
+        categories: &[],
+        schema: Some(schema_of::<core::Namespace>),
     },
     ResourceInfo {
         group: "",
@@ -76,6 +131,8 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &["status"],
         has_status_subresource: true,
         field_selectors: &["spec.unschedulable"],
+        categories: &[],
+        schema: Some(schema_of::<core::Node>),
     },
     ResourceInfo {
         group: "",
@@ -96,6 +153,8 @@ pub const RESOURCES: &[ResourceInfo] = &[
             "status.podIP",
             "status.nominatedNodeName",
         ],
+        categories: &["all"],
+        schema: Some(schema_of::<core::Pod>),
     },
     ResourceInfo {
         group: "",
@@ -108,6 +167,8 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &["status"],
         has_status_subresource: true,
         field_selectors: &["spec.clusterIP", "spec.type"],
+        categories: &["all"],
+        schema: Some(schema_of::<core::Service>),
     },
     ResourceInfo {
         group: "",
@@ -120,6 +181,8 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &[],
         has_status_subresource: false,
         field_selectors: &[],
+        categories: &[],
+        schema: Some(schema_of::<core::Endpoints>),
     },
     ResourceInfo {
         group: "",
@@ -132,6 +195,8 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &["status", "scale"],
         has_status_subresource: true,
         field_selectors: &["status.replicas"],
+        categories: &["all"],
+        schema: Some(schema_of::<core::ReplicationController>),
     },
     ResourceInfo {
         group: "",
@@ -144,6 +209,8 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &["status"],
         has_status_subresource: true,
         field_selectors: &[],
+        categories: &[],
+        schema: Some(schema_of::<core::ResourceQuota>),
     },
     ResourceInfo {
         group: "",
@@ -168,6 +235,8 @@ pub const RESOURCES: &[ResourceInfo] = &[
             "source",
             "type",
         ],
+        categories: &[],
+        schema: Some(schema_of::<core::Event>),
     },
     // The same stored Events as core/v1 `events` (same store keys), seen through the
     // events.k8s.io/v1 field names (api::events_v1 converts).
@@ -182,6 +251,8 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &[],
         has_status_subresource: false,
         field_selectors: &[],
+        categories: &[],
+        schema: Some(schema_of::<events::v1::Event>),
     },
     ResourceInfo {
         group: "coordination.k8s.io",
@@ -194,6 +265,8 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &[],
         has_status_subresource: false,
         field_selectors: &[],
+        categories: &[],
+        schema: Some(schema_of::<coordination::v1::Lease>),
     },
     ResourceInfo {
         group: "rbac.authorization.k8s.io",
@@ -206,6 +279,8 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &[],
         has_status_subresource: false,
         field_selectors: &[],
+        categories: &[],
+        schema: Some(schema_of::<rbac::Role>),
     },
     ResourceInfo {
         group: "rbac.authorization.k8s.io",
@@ -218,6 +293,8 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &[],
         has_status_subresource: false,
         field_selectors: &[],
+        categories: &[],
+        schema: Some(schema_of::<rbac::RoleBinding>),
     },
     ResourceInfo {
         group: "rbac.authorization.k8s.io",
@@ -230,6 +307,8 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &[],
         has_status_subresource: false,
         field_selectors: &[],
+        categories: &[],
+        schema: Some(schema_of::<rbac::ClusterRole>),
     },
     ResourceInfo {
         group: "rbac.authorization.k8s.io",
@@ -242,6 +321,8 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &[],
         has_status_subresource: false,
         field_selectors: &[],
+        categories: &[],
+        schema: Some(schema_of::<rbac::ClusterRoleBinding>),
     },
     ResourceInfo {
         group: "autoscaling",
@@ -254,6 +335,8 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &["status"],
         has_status_subresource: true,
         field_selectors: &[],
+        categories: &["all"],
+        schema: Some(schema_of::<autoscaling::v1::HorizontalPodAutoscaler>),
     },
     ResourceInfo {
         group: "certificates.k8s.io",
@@ -266,6 +349,8 @@ pub const RESOURCES: &[ResourceInfo] = &[
         subresources: &["status", "approval"],
         has_status_subresource: true,
         field_selectors: &["spec.signerName"],
+        categories: &[],
+        schema: Some(schema_of::<certificates::v1::CertificateSigningRequest>),
     },
 ];
 
@@ -283,6 +368,8 @@ pub const REVIEWS: &[ResourceInfo] = &[
         subresources: &[],
         has_status_subresource: false,
         field_selectors: &[],
+        categories: &[],
+        schema: Some(schema_of::<authentication::v1::SelfSubjectReview>),
     },
     ResourceInfo {
         group: "authorization.k8s.io",
@@ -295,6 +382,8 @@ pub const REVIEWS: &[ResourceInfo] = &[
         subresources: &[],
         has_status_subresource: false,
         field_selectors: &[],
+        categories: &[],
+        schema: Some(schema_of::<authorization::v1::SelfSubjectAccessReview>),
     },
     ResourceInfo {
         group: "authentication.k8s.io",
@@ -307,6 +396,8 @@ pub const REVIEWS: &[ResourceInfo] = &[
         subresources: &[],
         has_status_subresource: false,
         field_selectors: &[],
+        categories: &[],
+        schema: Some(schema_of::<authentication::v1::TokenReview>),
     },
     ResourceInfo {
         group: "authorization.k8s.io",
@@ -319,6 +410,8 @@ pub const REVIEWS: &[ResourceInfo] = &[
         subresources: &[],
         has_status_subresource: false,
         field_selectors: &[],
+        categories: &[],
+        schema: Some(schema_of::<authorization::v1::SubjectAccessReview>),
     },
     ResourceInfo {
         group: "authorization.k8s.io",
@@ -331,6 +424,8 @@ pub const REVIEWS: &[ResourceInfo] = &[
         subresources: &[],
         has_status_subresource: false,
         field_selectors: &[],
+        categories: &[],
+        schema: Some(schema_of::<authorization::v1::LocalSubjectAccessReview>),
     },
     ResourceInfo {
         group: "authorization.k8s.io",
@@ -343,6 +438,8 @@ pub const REVIEWS: &[ResourceInfo] = &[
         subresources: &[],
         has_status_subresource: false,
         field_selectors: &[],
+        categories: &[],
+        schema: Some(schema_of::<authorization::v1::SelfSubjectRulesReview>),
     },
 ];
 

@@ -1,8 +1,12 @@
-//! Discovery and OpenAPI documents, so kubectl can map kinds to resources and knows the
-//! server validates fields itself.
+//! Discovery, as kube-apiserver serves it: the legacy documents (`/api`, `/apis`,
+//! `/api/v1`, `/apis/<group>/<version>`) and aggregated discovery (`/api` and `/apis` with
+//! `Accept: application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList`, also
+//! v2beta1), which kubectl asks for first. Both are made from the resource table: names,
+//! kinds, scope, verbs, short names, categories and subresources.
 
+use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::render::{self, json_response};
 use super::AppState;
@@ -10,6 +14,8 @@ use crate::api::resources::{self, ResourceInfo, RESOURCES};
 use crate::api::ApiError;
 
 pub const KUBE_MINOR: &str = "33";
+
+const DISCOVERY_GROUP: &str = "apidiscovery.k8s.io";
 
 pub async fn version() -> HttpResponse {
     json_response(
@@ -28,7 +34,52 @@ pub async fn version() -> HttpResponse {
     )
 }
 
+/// Which discovery document a request's Accept header asks for first: aggregated
+/// (`Some("v2")`, `Some("v2beta1")`) or the legacy one (`None`).
+pub fn aggregated_version(req: &HttpRequest) -> Option<&'static str> {
+    let accept = req.headers().get(header::ACCEPT)?.to_str().ok()?;
+    for part in accept.split(',') {
+        let mut params = part.split(';').map(str::trim);
+        let media = params.next().unwrap_or("");
+        let params: Vec<&str> = params.collect();
+        let is = |p: &str| params.contains(&p);
+        if media == "application/json"
+            && is(&format!("g={DISCOVERY_GROUP}"))
+            && is("as=APIGroupDiscoveryList")
+        {
+            if is("v=v2") {
+                return Some("v2");
+            }
+            if is("v=v2beta1") {
+                return Some("v2beta1");
+            }
+        }
+        if matches!(media, "application/json" | "*/*" | "application/*") && params.is_empty() {
+            return None;
+        }
+    }
+    None
+}
+
+fn aggregated_response(version: &str, items: Vec<Value>) -> HttpResponse {
+    let body = json!({
+        "kind": "APIGroupDiscoveryList",
+        "apiVersion": format!("{DISCOVERY_GROUP}/{version}"),
+        "metadata": {},
+        "items": items,
+    });
+    HttpResponse::Ok()
+        .content_type(format!(
+            "application/json;g={DISCOVERY_GROUP};v={version};as=APIGroupDiscoveryList"
+        ))
+        .insert_header((header::VARY, "Accept"))
+        .body(body.to_string())
+}
+
 pub async fn api_versions(req: HttpRequest) -> HttpResponse {
+    if let Some(version) = aggregated_version(&req) {
+        return aggregated_response(version, vec![aggregated_group("", "v1")]);
+    }
     let server = req.connection_info().host().to_string();
     json_response(
         200,
@@ -52,7 +103,24 @@ fn all_groups() -> Vec<(&'static str, &'static str)> {
     groups
 }
 
-pub async fn api_groups() -> HttpResponse {
+/// The resources of one group version: the table's, the reviews, and the metrics API's.
+fn resources_of(group: &str, version: &str) -> Vec<&'static ResourceInfo> {
+    RESOURCES
+        .iter()
+        .chain(resources::REVIEWS)
+        .chain(super::metrics_api::resources())
+        .filter(|r| r.group == group && r.version == version)
+        .collect()
+}
+
+pub async fn api_groups(req: HttpRequest) -> HttpResponse {
+    if let Some(version) = aggregated_version(&req) {
+        let items = all_groups()
+            .into_iter()
+            .map(|(g, v)| aggregated_group(g, v))
+            .collect();
+        return aggregated_response(version, items);
+    }
     let groups: Vec<Value> = all_groups()
         .into_iter()
         .map(|(g, v)| group_entry(g, v))
@@ -86,48 +154,44 @@ pub async fn api_group_resources(path: web::Path<(String, String)>) -> HttpRespo
     resource_list(&group, &version)
 }
 
-fn verbs(info: &ResourceInfo) -> Vec<&'static str> {
-    if resources::is_review(info) {
-        return vec!["create"];
+/// What a subresource answers with and which verbs it takes.
+struct Subresource {
+    kind: &'static str,
+    /// Group and version of `kind` when they are not the parent's.
+    group_version: Option<(&'static str, &'static str)>,
+    verbs: &'static [&'static str],
+}
+
+fn subresource(info: &ResourceInfo, sub: &str) -> Subresource {
+    let (kind, group_version, verbs): (&str, _, &[&str]) = match sub {
+        "scale" => (
+            "Scale",
+            Some(("autoscaling", "v1")),
+            &["get", "patch", "update"],
+        ),
+        "binding" => ("Binding", None, &["create"]),
+        "eviction" => ("Eviction", Some(("policy", "v1")), &["create"]),
+        "log" => ("Pod", None, &["get"]),
+        "finalize" => (info.kind, None, &["update"]),
+        _ => (info.kind, None, &["get", "patch", "update"]),
+    };
+    Subresource {
+        kind,
+        group_version,
+        verbs,
     }
-    let mut v = vec![
-        "create",
-        "delete",
-        "deletecollection",
-        "get",
-        "list",
-        "patch",
-        "update",
-        "watch",
-    ];
-    if info.name == "namespaces" {
-        v.retain(|x| *x != "deletecollection");
-    }
-    v
 }
 
 fn subresource_entry(info: &ResourceInfo, sub: &str) -> Value {
-    let (kind, group, version, verbs): (&str, Option<&str>, Option<&str>, Vec<&str>) = match sub {
-        "scale" => (
-            "Scale",
-            Some("autoscaling"),
-            Some("v1"),
-            vec!["get", "patch", "update"],
-        ),
-        "binding" => ("Binding", None, None, vec!["create"]),
-        "eviction" => ("Eviction", Some("policy"), Some("v1"), vec!["create"]),
-        "log" => ("Pod", None, None, vec!["get"]),
-        "finalize" => (info.kind, None, None, vec!["update"]),
-        _ => (info.kind, None, None, vec!["get", "patch", "update"]),
-    };
+    let s = subresource(info, sub);
     let mut e = json!({
         "name": format!("{}/{sub}", info.name),
         "singularName": "",
         "namespaced": info.namespaced,
-        "kind": kind,
-        "verbs": verbs,
+        "kind": s.kind,
+        "verbs": s.verbs,
     });
-    if let (Some(g), Some(v)) = (group, version) {
+    if let Some((g, v)) = s.group_version {
         e["group"] = json!(g);
         e["version"] = json!(v);
     }
@@ -138,22 +202,29 @@ pub async fn api_v1_resources() -> HttpResponse {
     resource_list("", "v1")
 }
 
-fn resource_list(group: &str, version: &str) -> HttpResponse {
+/// One resource's entry in an `APIResourceList`.
+fn legacy_entry(info: &ResourceInfo) -> Value {
+    let mut e = json!({
+        "name": info.name,
+        "singularName": info.singular,
+        "namespaced": info.namespaced,
+        "kind": info.kind,
+        "verbs": info.verbs(),
+        "storageVersionHash": "",
+    });
+    if !info.short_names.is_empty() {
+        e["shortNames"] = json!(info.short_names);
+    }
+    if !info.categories.is_empty() {
+        e["categories"] = json!(info.categories);
+    }
+    e
+}
+
+fn resource_list_body(group: &str, version: &str) -> Value {
     let mut resources = Vec::new();
-    for info in RESOURCES
-        .iter()
-        .chain(resources::REVIEWS)
-        .filter(|r| r.group == group && r.version == version)
-    {
-        resources.push(json!({
-            "name": info.name,
-            "singularName": info.singular,
-            "namespaced": info.namespaced,
-            "kind": info.kind,
-            "verbs": verbs(info),
-            "shortNames": info.short_names,
-            "storageVersionHash": "",
-        }));
+    for info in resources_of(group, version) {
+        resources.push(legacy_entry(info));
         for sub in info.subresources {
             resources.push(subresource_entry(info, sub));
         }
@@ -163,116 +234,54 @@ fn resource_list(group: &str, version: &str) -> HttpResponse {
     } else {
         format!("{group}/{version}")
     };
-    json_response(
-        200,
-        &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}),
-    )
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources})
 }
 
-fn path_item(info: &ResourceInfo, v3: bool) -> Value {
-    let param = |name: &str| {
-        if v3 {
-            json!({"name": name, "in": "query", "schema": {"type": "string", "uniqueItems": true}})
-        } else {
-            json!({"name": name, "in": "query", "type": "string", "uniqueItems": true})
-        }
-    };
-    let gvk = json!({"group": info.group, "version": info.version, "kind": info.kind});
-    let op = |action: &str| {
-        json!({
-            "operationId": format!("{action}{}", info.kind),
-            "tags": [format!("{}_{}", if info.group.is_empty() { "core" } else { info.group }, info.version)],
-            "parameters": [param("dryRun"), param("fieldManager"), param("fieldValidation")],
-            "x-kubernetes-action": action,
-            "x-kubernetes-group-version-kind": gvk,
-            "responses": {"200": {"description": "OK"}},
+fn resource_list(group: &str, version: &str) -> HttpResponse {
+    json_response(200, &resource_list_body(group, version))
+}
+
+/// One resource in aggregated discovery (`APIResourceDiscovery`).
+fn aggregated_resource(info: &ResourceInfo) -> Value {
+    let kind = |group: &str, version: &str, kind: &str| json!({"group": group, "version": version, "kind": kind});
+    let subresources: Vec<Value> = info
+        .subresources
+        .iter()
+        .map(|sub| {
+            let s = subresource(info, sub);
+            let (g, v) = s.group_version.unwrap_or((info.group, info.version));
+            json!({"subresource": sub, "responseKind": kind(g, v, s.kind), "verbs": s.verbs})
         })
-    };
-    json!({"get": op("get"), "put": op("put"), "patch": op("patch"), "delete": op("delete")})
+        .collect();
+    let mut e = json!({
+        "resource": info.name,
+        "responseKind": kind(info.group, info.version, info.kind),
+        "scope": if info.namespaced { "Namespaced" } else { "Cluster" },
+        "singularResource": info.singular,
+        "verbs": info.verbs(),
+    });
+    if !info.short_names.is_empty() {
+        e["shortNames"] = json!(info.short_names);
+    }
+    if !info.categories.is_empty() {
+        e["categories"] = json!(info.categories);
+    }
+    if !subresources.is_empty() {
+        e["subresources"] = json!(subresources);
+    }
+    e
 }
 
-fn object_path(info: &ResourceInfo) -> String {
-    if info.namespaced {
-        format!(
-            "{}/namespaces/{{namespace}}/{}/{{name}}",
-            info.base_path(),
-            info.name
-        )
-    } else {
-        format!("{}/{}/{{name}}", info.base_path(), info.name)
-    }
-}
-
-/// Swagger 2.0 paths for the served resources: enough for clients that look up which
-/// operations and parameters exist (schemas are left open).
-pub async fn openapi_v2(req: HttpRequest) -> HttpResponse {
-    let accept = req
-        .headers()
-        .get("accept")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    // kubectl asks for protobuf first; saying we only speak JSON makes it fall back to the
-    // OpenAPI v3 document (served below) instead of failing to parse JSON as protobuf.
-    if accept.contains("protobuf") && !accept.contains("json") {
-        return HttpResponse::NotAcceptable()
-            .content_type("application/json")
-            .body(json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                "message": "only application/json is served", "reason": "NotAcceptable", "code": 406}).to_string());
-    }
-    let mut paths = Map::new();
-    for info in RESOURCES {
-        paths.insert(object_path(info), path_item(info, false));
-    }
-    json_response(
-        200,
-        &json!({
-            "swagger": "2.0",
-            "info": {"title": "Kubernetes (skiff)", "version": format!("v1.{KUBE_MINOR}.0")},
-            "paths": paths,
-            "definitions": {},
-        }),
-    )
-}
-
-pub async fn openapi_v3_root() -> HttpResponse {
-    let mut paths = Map::new();
-    let mut bases: Vec<String> = RESOURCES.iter().map(|r| r.base_path()).collect();
-    bases.dedup();
-    for base in bases {
-        let rel = base.trim_start_matches('/').to_string();
-        let url = format!("/openapi/v3/{rel}?hash={}", spec_hash());
-        paths.insert(rel, json!({"serverRelativeURL": url}));
-    }
-    json_response(200, &json!({ "paths": paths }))
-}
-
-fn spec_hash() -> String {
-    format!(
-        "skiff{}{}",
-        env!("CARGO_PKG_VERSION").replace('.', ""),
-        RESOURCES.len()
-    )
-}
-
-/// `/openapi/v3/api/v1`, `/openapi/v3/apis/<group>/<version>`: one group version's paths.
-pub async fn openapi_v3_group(path: web::Path<String>) -> HttpResponse {
-    let base = format!("/{}", path.into_inner().trim_end_matches('/'));
-    let mut paths = Map::new();
-    for info in RESOURCES.iter().filter(|r| r.base_path() == base) {
-        paths.insert(object_path(info), path_item(info, true));
-    }
-    if paths.is_empty() {
-        return render::error_response(&ApiError::NoRoute);
-    }
-    json_response(
-        200,
-        &json!({
-            "openapi": "3.0.0",
-            "info": {"title": "Kubernetes (skiff)", "version": format!("v1.{KUBE_MINOR}.0")},
-            "paths": paths,
-            "components": {"schemas": {}},
-        }),
-    )
+/// One group in aggregated discovery (`APIGroupDiscovery`), with its one version.
+fn aggregated_group(group: &str, version: &str) -> Value {
+    let resources: Vec<Value> = resources_of(group, version)
+        .into_iter()
+        .map(aggregated_resource)
+        .collect();
+    json!({
+        "metadata": {"name": group, "creationTimestamp": null},
+        "versions": [{"version": version, "resources": resources, "freshness": "Current"}],
+    })
 }
 
 pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
@@ -291,5 +300,123 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             .content_type("text/plain; version=0.0.4")
             .body(text),
         Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    fn legacy(group: &str, version: &str, name: &str) -> Value {
+        resource_list_body(group, version)["resources"]
+            .as_array()
+            .expect("resources")
+            .iter()
+            .find(|r| r["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} not in {group}/{version}"))
+    }
+
+    fn aggregated(group: &str, version: &str, name: &str) -> Value {
+        aggregated_group(group, version)["versions"][0]["resources"]
+            .as_array()
+            .expect("resources")
+            .iter()
+            .find(|r| r["resource"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} not in {group}/{version}"))
+    }
+
+    #[test]
+    fn every_kind_declared_once_appears_in_both_discovery_formats() {
+        for info in RESOURCES.iter().chain(resources::REVIEWS) {
+            let l = legacy(info.group, info.version, info.name);
+            let a = aggregated(info.group, info.version, info.name);
+            assert_eq!(l["kind"], info.kind);
+            assert_eq!(a["responseKind"]["kind"], info.kind);
+            assert_eq!(l["singularName"], info.singular);
+            assert_eq!(a["singularResource"], info.singular);
+            assert_eq!(l["verbs"], a["verbs"]);
+            assert_eq!(
+                a["scope"],
+                if info.namespaced {
+                    "Namespaced"
+                } else {
+                    "Cluster"
+                }
+            );
+            assert_eq!(l.get("shortNames"), a.get("shortNames"));
+            assert_eq!(l.get("categories"), a.get("categories"));
+        }
+    }
+
+    #[test]
+    fn the_all_category_holds_what_kubectl_get_all_lists() {
+        for (group, name) in [
+            ("", "pods"),
+            ("", "services"),
+            ("", "replicationcontrollers"),
+            ("autoscaling", "horizontalpodautoscalers"),
+        ] {
+            let version = "v1";
+            assert_eq!(
+                aggregated(group, version, name)["categories"],
+                json!(["all"])
+            );
+            assert_eq!(legacy(group, version, name)["categories"], json!(["all"]));
+        }
+        assert!(aggregated("", "v1", "nodes").get("categories").is_none());
+        assert!(aggregated("", "v1", "events").get("categories").is_none());
+    }
+
+    #[test]
+    fn subresources_name_their_response_kind() {
+        let rc = aggregated("", "v1", "replicationcontrollers");
+        let scale = rc["subresources"]
+            .as_array()
+            .expect("subresources")
+            .iter()
+            .find(|s| s["subresource"] == "scale")
+            .cloned()
+            .expect("scale");
+        assert_eq!(
+            scale["responseKind"],
+            json!({"group": "autoscaling", "version": "v1", "kind": "Scale"})
+        );
+        assert_eq!(scale["verbs"], json!(["get", "patch", "update"]));
+    }
+
+    #[test]
+    fn the_metrics_api_is_in_aggregated_discovery() {
+        let nodes = aggregated("metrics.k8s.io", "v1beta1", "nodes");
+        assert_eq!(nodes["responseKind"]["kind"], "NodeMetrics");
+        assert_eq!(nodes["verbs"], json!(["get", "list"]));
+    }
+
+    #[test]
+    fn accept_headers_choose_the_discovery_format() {
+        let with = |accept: &str| {
+            let req = TestRequest::default()
+                .insert_header((header::ACCEPT, accept))
+                .to_http_request();
+            aggregated_version(&req)
+        };
+        // What kubectl 1.32 sends.
+        assert_eq!(
+            with("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json"),
+            Some("v2")
+        );
+        assert_eq!(
+            with("application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json"),
+            Some("v2beta1")
+        );
+        assert_eq!(with("application/json"), None);
+        assert_eq!(
+            with("application/json, application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"),
+            None
+        );
+        let req = TestRequest::default().to_http_request();
+        assert_eq!(aggregated_version(&req), None);
     }
 }

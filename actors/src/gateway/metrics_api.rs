@@ -34,6 +34,8 @@ const NODE_METRICS: ResourceInfo = ResourceInfo {
     subresources: &[],
     has_status_subresource: false,
     field_selectors: &[],
+    categories: &[],
+    schema: None,
 };
 const POD_METRICS: ResourceInfo = ResourceInfo {
     group: GROUP,
@@ -46,6 +48,8 @@ const POD_METRICS: ResourceInfo = ResourceInfo {
     subresources: &[],
     has_status_subresource: false,
     field_selectors: &[],
+    categories: &[],
+    schema: None,
 };
 
 /// Register the group's routes; they must come before the generic `/apis/{group}/...`
@@ -65,6 +69,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             &format!("{base}/namespaces/{{namespace}}/pods/{{name}}"),
             web::route().to(pods),
         );
+}
+
+/// The group's resources, for discovery.
+pub fn resources() -> [&'static ResourceInfo; 2] {
+    [&NODE_METRICS, &POD_METRICS]
 }
 
 /// The group's entry in `/apis`.

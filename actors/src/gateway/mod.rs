@@ -9,6 +9,7 @@ pub mod limits;
 pub mod logs;
 pub mod metrics_api;
 pub mod objects;
+mod openapi;
 mod render;
 mod reviews;
 pub mod routing;
@@ -175,11 +176,11 @@ pub fn start(
                 "/apis/{group}/{version}/",
                 web::get().to(discovery::api_group_resources),
             )
-            .route("/openapi/v2", web::get().to(discovery::openapi_v2))
-            .route("/openapi/v3", web::get().to(discovery::openapi_v3_root))
+            .route("/openapi/v2", web::get().to(openapi::openapi_v2))
+            .route("/openapi/v3", web::get().to(openapi::openapi_v3_root))
             .route(
                 "/openapi/v3/{path:.*}",
-                web::get().to(discovery::openapi_v3_group),
+                web::get().to(openapi::openapi_v3_group),
             )
             .route("/healthz", web::get().to(discovery::healthz))
             .route("/readyz", web::get().to(discovery::healthz))
