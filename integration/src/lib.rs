@@ -506,3 +506,13 @@ pub fn kubeconfig_for(c: &TestCluster, dir: &Path, cred: &Credential) -> PathBuf
     .expect("write kubeconfig");
     path
 }
+
+/// Fail the test unless the machine's kubectl runs: a missing prerequisite is a failure,
+/// never a silent pass (`scripts/test.sh` and `.ci/run` install what the tests need).
+pub fn require_kubectl() {
+    let ok = std::process::Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(ok, "kubectl is required for this test and was not found");
+}

@@ -2,7 +2,6 @@
 //! SelfSubjectAccessReview and `kubectl auth can-i`, and the authorizer chain deciding
 //! over roles and bindings as they are written through the API.
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -21,12 +20,6 @@ fn kubectl(c: &TestCluster, args: &[&str]) -> (i32, String, String) {
     skiff_integration::kubectl(&c.kubeconfig, args)
 }
 
-fn kubectl_available() -> bool {
-    Command::new("kubectl")
-        .args(["version", "--client"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
 
 #[tokio::test]
 async fn the_builtin_roles_and_bindings_exist_from_the_first_start() {
@@ -170,10 +163,7 @@ async fn self_subject_access_review_answers_for_the_requesting_user() {
 
 #[test]
 fn kubectl_auth_can_i_asks_the_server() {
-    if !kubectl_available() {
-        eprintln!("SKIPPED: no kubectl installed on this machine");
-        return;
-    }
+    skiff_integration::require_kubectl();
     let c = api_only();
     let (code, out, err) = kubectl(&c, &["auth", "can-i", "create", "pods"]);
     assert_eq!((code, out.trim()), (0, "yes"), "{err}");
@@ -305,10 +295,7 @@ async fn a_view_user_can_list_but_gets_403_creating() {
 
 #[test]
 fn kubectl_auth_can_i_answers_for_the_user_it_runs_as() {
-    if !kubectl_available() {
-        eprintln!("SKIPPED: no kubectl installed on this machine");
-        return;
-    }
+    skiff_integration::require_kubectl();
     let c = TestCluster::start_secure();
     let dir = tempfile::tempdir().expect("tempdir");
     let admin = kubectl(

@@ -8,13 +8,6 @@ use std::time::Duration;
 
 use skiff_integration::TestCluster;
 
-fn kubectl_available() -> bool {
-    Command::new("kubectl")
-        .arg("version")
-        .arg("--client")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
 
 struct Kubectl<'a> {
     kubeconfig: &'a Path,
@@ -67,10 +60,7 @@ fn header_columns(out: &str) -> Vec<String> {
 
 #[test]
 fn kubectl_drives_the_cluster_end_to_end() {
-    if !kubectl_available() {
-        eprintln!("SKIPPED: no kubectl installed on this machine");
-        return;
-    }
+    skiff_integration::require_kubectl();
     let c = TestCluster::start();
     let k = Kubectl {
         kubeconfig: &c.kubeconfig,

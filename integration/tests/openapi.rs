@@ -9,12 +9,6 @@ use std::process::Command;
 
 use skiff_integration::{call, client, TestCluster};
 
-fn kubectl_available() -> bool {
-    Command::new("kubectl")
-        .args(["version", "--client"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
 
 /// kubectl with its own discovery/OpenAPI cache in `cache`, so nothing a previous run left
 /// in `~/.kube/cache` for the same address can answer for this server.
@@ -53,10 +47,7 @@ impl Kubectl<'_> {
 
 #[test]
 fn kubectl_explain_reads_the_schemas_of_every_served_kind() {
-    if !kubectl_available() {
-        eprintln!("SKIPPED: no kubectl installed on this machine");
-        return;
-    }
+    skiff_integration::require_kubectl();
     let c = TestCluster::api_only();
     let cache = tempfile::tempdir().expect("tempdir");
     let k = Kubectl {
@@ -137,10 +128,7 @@ fn kubectl_explain_reads_the_schemas_of_every_served_kind() {
 
 #[test]
 fn kubectl_get_all_and_api_resources_use_categories_and_short_names() {
-    if !kubectl_available() {
-        eprintln!("SKIPPED: no kubectl installed on this machine");
-        return;
-    }
+    skiff_integration::require_kubectl();
     let c = TestCluster::api_only();
     let cache = tempfile::tempdir().expect("tempdir");
     let k = Kubectl {
@@ -197,10 +185,7 @@ fn kubectl_get_all_and_api_resources_use_categories_and_short_names() {
 
 #[test]
 fn kubectl_validation_refuses_unknown_fields_and_apply_patches_by_merge_key() {
-    if !kubectl_available() {
-        eprintln!("SKIPPED: no kubectl installed on this machine");
-        return;
-    }
+    skiff_integration::require_kubectl();
     let c = TestCluster::api_only();
     let cache = tempfile::tempdir().expect("tempdir");
     let k = Kubectl {
@@ -438,10 +423,10 @@ fn the_official_python_client_reads_and_writes_through_discovery() {
         .args(["-c", "import kubernetes"])
         .output()
         .is_ok_and(|o| o.status.success());
-    if !has_client {
-        eprintln!("SKIPPED: the Python client is not installed (pip install kubernetes)");
-        return;
-    }
+    assert!(
+        has_client,
+        "the official Python client is required (scripts/test.sh installs it: pip install kubernetes)"
+    );
     let c = TestCluster::api_only();
     let dir = tempfile::tempdir().expect("tempdir");
     let script = dir.path().join("client.py");

@@ -4,7 +4,6 @@
 //! watched for in protobuf), and raw requests: protobuf answers for objects, lists,
 //! Status errors and watches, and bad bodies refused with 400 in kube-apiserver's words.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -14,12 +13,6 @@ use skiff_integration::{call, client, eventually, TestCluster};
 const PROTOBUF: &str = "application/vnd.kubernetes.protobuf";
 const WAIT: Duration = Duration::from_secs(60);
 
-fn kubectl_available() -> bool {
-    Command::new("kubectl")
-        .args(["version", "--client"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
 
 /// Run kubectl with `-v=8` (which logs the request and response headers); assert it
 /// succeeded and that its request body was protobuf; return stdout.
@@ -47,10 +40,7 @@ fn jsonpath(c: &TestCluster, args: &[&str], path: &str) -> String {
 
 #[test]
 fn every_kubectl_create_generator_of_a_served_kind_posts_protobuf_and_is_created() {
-    if !kubectl_available() {
-        eprintln!("SKIPPED: no kubectl installed on this machine");
-        return;
-    }
+    skiff_integration::require_kubectl();
     let c = TestCluster::api_only();
 
     let out = kubectl_protobuf(&c, &["create", "namespace", "pb"]);
@@ -261,10 +251,7 @@ async fn pods_on(c: &TestCluster, node: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_drain_evicts_the_pods_of_a_hollow_node() {
-    if !kubectl_available() {
-        eprintln!("SKIPPED: no kubectl installed on this machine");
-        return;
-    }
+    skiff_integration::require_kubectl();
     let c = TestCluster::start_with(|cfg| {
         cfg.nodes = vec![hollow("hollow-a"), hollow("hollow-b")];
     });
