@@ -1,14 +1,16 @@
 //! Defaulting: the fields the apiserver fills in on create, as Kubernetes' SetDefaults_*
 //! functions do, so clients read back what a real cluster would show them.
 
+use k8s_openapi::api::core::v1::{Container, PodSpec};
 use serde_json::{json, Map, Value};
 
 use super::meta;
+use super::strategy::Strategy;
 
 /// Fill metadata every object gets on create, then the kind's defaults; status starts
 /// afresh, as Kubernetes' create strategies reset it.
-pub fn defaults_for_create(kind: &str, obj: &mut Value, namespace: Option<&str>) {
-    let has_spec = obj.get("spec").is_some() || kind == "Pod" || kind == "ReplicationController";
+pub fn defaults_for_create(strategy: &dyn Strategy, obj: &mut Value, namespace: Option<&str>) {
+    let has_generation = strategy.has_generation(obj);
     let m = meta::metadata_mut(obj);
     if let Some(ns) = namespace {
         m.insert("namespace".into(), Value::String(ns.to_string()));
@@ -23,73 +25,58 @@ pub fn defaults_for_create(kind: &str, obj: &mut Value, namespace: Option<&str>)
     );
     m.remove("deletionTimestamp");
     m.remove("deletionGracePeriodSeconds");
-    if has_spec {
+    if has_generation {
         m.insert("generation".into(), json!(1));
     } else {
         m.remove("generation");
     }
-    default_object(kind, obj);
-    match kind {
-        "Pod" => {
-            // Status belongs to the kubelet; a client cannot create a pod already running.
-            let qos = qos_class(obj.get("spec").unwrap_or(&Value::Null));
-            obj["status"] = json!({"phase": "Pending", "qosClass": qos});
-        }
-        "ReplicationController" => obj["status"] = json!({"replicas": 0}),
-        "Service" => obj["status"] = json!({"loadBalancer": {}}),
-        "Namespace" => obj["status"] = json!({"phase": "Active"}),
-        _ => {}
-    }
+    strategy.default(obj);
+    strategy.prepare_for_create(obj);
 }
 
-/// The kind's field defaults (Kubernetes' `SetDefaults_*`), which kube-apiserver applies
-/// whenever it decodes an object: on create, update and patch alike, so a manifest sent
-/// again reads as the object it created. Idempotent, and never touches status.
-pub fn default_object(kind: &str, obj: &mut Value) {
-    match kind {
-        "Pod" => default_pod_spec(ensure_object(obj, "spec")),
-        "ReplicationController" => default_rc(obj),
-        "Service" => default_service_spec(ensure_object(obj, "spec")),
-        "Namespace" => {
-            let spec = ensure_object(obj, "spec");
-            spec.entry("finalizers")
-                .or_insert_with(|| json!(["kubernetes"]));
-        }
-        "Event" => default_event(obj),
-        _ => {}
-    }
-}
-
-/// Defaults that also apply to the pod spec inside a replication controller's template.
+/// Pod spec defaults (`SetDefaults_PodSpec`, `SetDefaults_Container`) on the stored JSON
+/// of a spec: decoded as a `PodSpec`, defaulted, encoded back. A spec that does not
+/// decode is left as it is (decoding refuses it before defaulting runs).
 pub fn default_pod_spec(spec: &mut Map<String, Value>) {
-    set_missing(spec, "restartPolicy", json!("Always"));
-    set_missing(spec, "dnsPolicy", json!("ClusterFirst"));
-    set_missing(spec, "schedulerName", json!("default-scheduler"));
-    set_missing(spec, "terminationGracePeriodSeconds", json!(30));
-    set_missing(spec, "securityContext", json!({}));
-    set_missing(spec, "enableServiceLinks", json!(true));
-    for list in ["containers", "initContainers"] {
-        if let Some(Value::Array(containers)) = spec.get_mut(list) {
-            for c in containers.iter_mut().filter_map(Value::as_object_mut) {
-                default_container(c);
-            }
-        }
+    let Ok(mut typed) = serde_json::from_value::<PodSpec>(Value::Object(std::mem::take(spec)))
+        .map_err(|e| e.to_string())
+    else {
+        return;
+    };
+    default_pod_spec_typed(&mut typed);
+    if let Ok(Value::Object(m)) = serde_json::to_value(&typed) {
+        *spec = m;
     }
 }
 
-fn default_container(c: &mut Map<String, Value>) {
-    let policy = match c.get("image").and_then(Value::as_str) {
+/// Pod spec defaults on the typed spec, for every kind that embeds a pod template.
+pub fn default_pod_spec_typed(spec: &mut PodSpec) {
+    spec.restart_policy.get_or_insert_with(|| "Always".into());
+    spec.dns_policy.get_or_insert_with(|| "ClusterFirst".into());
+    spec.scheduler_name
+        .get_or_insert_with(|| "default-scheduler".into());
+    spec.termination_grace_period_seconds.get_or_insert(30);
+    spec.security_context.get_or_insert_with(Default::default);
+    spec.enable_service_links.get_or_insert(true);
+    let init = spec.init_containers.iter_mut().flatten();
+    for c in spec.containers.iter_mut().chain(init) {
+        default_container(c);
+    }
+}
+
+fn default_container(c: &mut Container) {
+    let policy = match c.image.as_deref() {
         Some(image) if image_tag(image).is_none_or(|t| t == "latest") => "Always",
         _ => "IfNotPresent",
     };
-    set_missing(c, "imagePullPolicy", json!(policy));
-    set_missing(c, "terminationMessagePath", json!("/dev/termination-log"));
-    set_missing(c, "terminationMessagePolicy", json!("File"));
-    set_missing(c, "resources", json!({}));
-    if let Some(Value::Array(ports)) = c.get_mut("ports") {
-        for p in ports.iter_mut().filter_map(Value::as_object_mut) {
-            set_missing(p, "protocol", json!("TCP"));
-        }
+    c.image_pull_policy.get_or_insert_with(|| policy.into());
+    c.termination_message_path
+        .get_or_insert_with(|| "/dev/termination-log".into());
+    c.termination_message_policy
+        .get_or_insert_with(|| "File".into());
+    c.resources.get_or_insert_with(Default::default);
+    for p in c.ports.iter_mut().flatten() {
+        p.protocol.get_or_insert_with(|| "TCP".into());
     }
 }
 
@@ -102,7 +89,7 @@ fn image_tag(image: &str) -> Option<&str> {
     last.split_once(':').map(|(_, t)| t)
 }
 
-fn default_rc(obj: &mut Value) {
+pub(crate) fn default_rc(obj: &mut Value) {
     let template_labels = obj
         .pointer("/spec/template/metadata/labels")
         .cloned()
@@ -147,7 +134,7 @@ pub fn default_service_spec(spec: &mut Map<String, Value>) {
     }
 }
 
-fn default_event(obj: &mut Value) {
+pub(crate) fn default_event(obj: &mut Value) {
     let now = meta::now_rfc3339();
     let m = obj.as_object_mut();
     if let Some(m) = m {
@@ -199,7 +186,7 @@ fn set_missing(m: &mut Map<String, Value>, key: &str, value: Value) {
     }
 }
 
-fn ensure_object<'a>(obj: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
+pub(crate) fn ensure_object<'a>(obj: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
     if !obj.is_object() {
         *obj = Value::Object(Map::new());
     }
@@ -244,7 +231,11 @@ mod tests {
         let mut rc = json!({"metadata": {"name": "web"}, "spec": {"template": {
             "metadata": {"labels": {"app": "web"}},
             "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}});
-        defaults_for_create("ReplicationController", &mut rc, Some("default"));
+        defaults_for_create(
+            crate::api::kinds::replication_controller::INFO.strategy,
+            &mut rc,
+            Some("default"),
+        );
         assert_eq!(rc["spec"]["selector"], json!({"app": "web"}));
         assert_eq!(rc["metadata"]["labels"], json!({"app": "web"}));
         assert_eq!(rc["spec"]["replicas"], 1);

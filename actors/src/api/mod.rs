@@ -3,6 +3,7 @@
 
 pub mod defaults;
 pub mod events_v1;
+pub mod kinds;
 pub mod managed_fields;
 pub mod meta;
 pub mod patch;
@@ -11,8 +12,9 @@ pub mod quota;
 pub mod resources;
 pub mod selector;
 pub mod status;
+pub mod strategy;
 pub mod table;
 pub mod validation;
 
-pub use resources::{ResourceInfo, RESOURCES};
+pub use resources::{registry, ResourceInfo, Storage};
 pub use status::ApiError;

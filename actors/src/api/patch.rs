@@ -1,10 +1,10 @@
 //! The three patch formats the Kubernetes API accepts on PATCH:
 //! JSON merge patch (RFC 7386), JSON patch (RFC 6902) and strategic merge patch.
 //!
-//! Strategic merge patch follows `k8s.io/apimachinery/pkg/util/strategicpatch`
-//! for the core/v1 kinds skiff serves. Instead of reflecting over Go struct tags,
-//! the `patchStrategy`/`patchMergeKey` tags of `k8s.io/api/core/v1` are encoded
-//! in [`list_strategy`], keyed by kind and JSON path.
+//! Strategic merge patch follows `k8s.io/apimachinery/pkg/util/strategicpatch`.
+//! Instead of reflecting over Go struct tags, the `patchStrategy`/`patchMergeKey` tags
+//! come from each kind's strategy (`Strategy::list_strategy`, by JSON path), with
+//! ObjectMeta's and the PodSpec's shared here.
 
 use std::collections::BTreeSet;
 
@@ -389,7 +389,7 @@ fn pointer_replace(doc: &mut Value, pointer: &str, value: Value) -> Result<(), P
 /// How a list field is patched, from its `patchStrategy`/`patchMergeKey` tags. The one
 /// table of merge keys: the OpenAPI documents publish it as `x-kubernetes-patch-*`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ListStrategy {
+pub enum ListStrategy {
     /// No merge strategy: the patch list replaces the original wholesale.
     Replace,
     /// `patchStrategy:"merge"` on a list of objects, keyed by this field.
@@ -399,29 +399,20 @@ pub(crate) enum ListStrategy {
 }
 
 /// Looks up the strategy for the list at `path` (map keys only; list elements
-/// add no path segment) inside an object of `kind`.
+/// add no path segment) inside an object of `kind`: ObjectMeta's lists for every kind,
+/// the rest from the kind's registered strategy.
 pub(crate) fn list_strategy(kind: &str, path: &[String]) -> ListStrategy {
     let path: Vec<&str> = path.iter().map(String::as_str).collect();
-    if let Some(rest) = object_meta_suffix(kind, &path) {
+    if let ["metadata", rest @ ..] = path.as_slice() {
         return object_meta_list(rest);
     }
-    if let Some(rest) = pod_spec_suffix(kind, &path) {
-        return pod_spec_list(rest);
-    }
-    kind_specific_list(kind, &path)
-}
-
-fn object_meta_suffix<'p>(kind: &str, path: &'p [&'p str]) -> Option<&'p [&'p str]> {
-    match path {
-        ["metadata", rest @ ..] => Some(rest),
-        ["spec", "template", "metadata", rest @ ..] if kind == "ReplicationController" => {
-            Some(rest)
-        }
-        _ => None,
+    match super::resources::by_kind(kind) {
+        Some(info) => info.strategy.list_strategy(&path),
+        None => ListStrategy::Replace,
     }
 }
 
-fn object_meta_list(rest: &[&str]) -> ListStrategy {
+pub(crate) fn object_meta_list(rest: &[&str]) -> ListStrategy {
     match rest {
         ["ownerReferences"] => ListStrategy::MergeByKey("uid"),
         ["finalizers"] => ListStrategy::MergePrimitive,
@@ -429,16 +420,8 @@ fn object_meta_list(rest: &[&str]) -> ListStrategy {
     }
 }
 
-/// The path relative to a PodSpec, for kinds that embed one.
-fn pod_spec_suffix<'p>(kind: &str, path: &'p [&'p str]) -> Option<&'p [&'p str]> {
-    match (kind, path) {
-        ("Pod", ["spec", rest @ ..]) => Some(rest),
-        ("ReplicationController", ["spec", "template", "spec", rest @ ..]) => Some(rest),
-        _ => None,
-    }
-}
-
-fn pod_spec_list(rest: &[&str]) -> ListStrategy {
+/// The lists of a PodSpec (relative to it), for every kind that embeds one.
+pub(crate) fn pod_spec_list(rest: &[&str]) -> ListStrategy {
     match rest {
         ["containers" | "initContainers" | "ephemeralContainers"] => {
             ListStrategy::MergeByKey("name")
@@ -459,20 +442,6 @@ fn container_list(field: &str) -> ListStrategy {
         "env" => ListStrategy::MergeByKey("name"),
         "volumeMounts" => ListStrategy::MergeByKey("mountPath"),
         "volumeDevices" => ListStrategy::MergeByKey("devicePath"),
-        _ => ListStrategy::Replace,
-    }
-}
-
-fn kind_specific_list(kind: &str, path: &[&str]) -> ListStrategy {
-    match (kind, path) {
-        (
-            "Pod" | "ReplicationController" | "Node" | "Namespace" | "Service",
-            ["status", "conditions"],
-        )
-        | ("Node", ["status", "addresses"]) => ListStrategy::MergeByKey("type"),
-        ("Pod", ["status", "podIPs" | "hostIPs"]) => ListStrategy::MergeByKey("ip"),
-        ("Service", ["spec", "ports"]) => ListStrategy::MergeByKey("port"),
-        ("Node", ["spec", "podCIDRs"]) => ListStrategy::MergePrimitive,
         _ => ListStrategy::Replace,
     }
 }

@@ -1,11 +1,14 @@
-//! The registry of served resources: names, kinds, scope and verbs, used by discovery,
-//! routing, the OpenAPI documents and the store key layout.
+//! What a served resource is (names, kind, scope, subresources, schema, strategy) and
+//! the registry of them, built at start from the built-in kinds (`api::kinds`) and open to
+//! kinds added while running. Routing, discovery, the OpenAPI documents, RBAC names,
+//! namespace cleanup, garbage collection and Tables all read it.
 
-use k8s_openapi::api::{
-    authentication, authorization, autoscaling, certificates, coordination, events,
-};
-use k8s_openapi::api::{core::v1 as core, rbac::v1 as rbac};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, RwLock};
+
 use schemars::{JsonSchema, Schema, SchemaGenerator};
+
+use super::strategy::Strategy;
 
 /// Adds a kind's JSON Schema (and those of every type it uses) to a generator and returns
 /// a reference to it: how the OpenAPI documents learn a kind's fields.
@@ -39,6 +42,23 @@ pub struct ResourceInfo {
     pub categories: &'static [&'static str],
     /// The kind's schema for OpenAPI; `None` for kinds without a k8s-openapi type.
     pub schema: Option<SchemaFn>,
+    /// What the kind does on create, update, patch and in Tables.
+    pub strategy: &'static dyn Strategy,
+    pub storage: Storage,
+}
+
+/// Where a resource's objects live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// In the store, under the resource's own keys.
+    Stored,
+    /// Another view of the objects of the same-named resource of apiVersion `of`
+    /// (events.k8s.io/v1 Events are core/v1 Events): same keys, converted on the way.
+    View { of: &'static str },
+    /// Create-only, answered from the request and never stored (kube's reviews).
+    Review,
+    /// Read-only, served from memory (the metrics API).
+    Memory,
 }
 
 /// A resource is known by its group, version and plural name.
@@ -75,12 +95,10 @@ impl ResourceInfo {
 
     /// The verbs discovery lists for the resource (what kube-apiserver lists for it).
     pub fn verbs(&self) -> Vec<&'static str> {
-        if is_review(self) {
-            return vec!["create"];
-        }
-        if self.schema.is_none() {
-            // Served from memory, never stored (the metrics API).
-            return vec!["get", "list"];
+        match self.storage {
+            Storage::Review => return vec!["create"],
+            Storage::Memory => return vec!["get", "list"],
+            Storage::Stored | Storage::View { .. } => {}
         }
         let mut v = vec![
             "create",
@@ -105,388 +123,145 @@ impl ResourceInfo {
     }
 }
 
-pub const RESOURCES: &[ResourceInfo] = &[
-    ResourceInfo {
-        group: "",
-        version: "v1",
-        name: "namespaces",
-        singular: "namespace",
-        kind: "Namespace",
-        namespaced: false,
-        short_names: &["ns"],
-        subresources: &["status", "finalize"],
-        has_status_subresource: true,
-        field_selectors: &["status.phase"],
-        categories: &[],
-        schema: Some(schema_of::<core::Namespace>),
-    },
-    ResourceInfo {
-        group: "",
-        version: "v1",
-        name: "nodes",
-        singular: "node",
-        kind: "Node",
-        namespaced: false,
-        short_names: &["no"],
-        subresources: &["status"],
-        has_status_subresource: true,
-        field_selectors: &["spec.unschedulable"],
-        categories: &[],
-        schema: Some(schema_of::<core::Node>),
-    },
-    ResourceInfo {
-        group: "",
-        version: "v1",
-        name: "pods",
-        singular: "pod",
-        kind: "Pod",
-        namespaced: true,
-        short_names: &["po"],
-        subresources: &["status", "binding", "log", "eviction"],
-        has_status_subresource: true,
-        field_selectors: &[
-            "spec.nodeName",
-            "spec.restartPolicy",
-            "spec.schedulerName",
-            "spec.serviceAccountName",
-            "status.phase",
-            "status.podIP",
-            "status.nominatedNodeName",
-        ],
-        categories: &["all"],
-        schema: Some(schema_of::<core::Pod>),
-    },
-    ResourceInfo {
-        group: "",
-        version: "v1",
-        name: "services",
-        singular: "service",
-        kind: "Service",
-        namespaced: true,
-        short_names: &["svc"],
-        subresources: &["status"],
-        has_status_subresource: true,
-        field_selectors: &["spec.clusterIP", "spec.type"],
-        categories: &["all"],
-        schema: Some(schema_of::<core::Service>),
-    },
-    ResourceInfo {
-        group: "",
-        version: "v1",
-        name: "endpoints",
-        singular: "endpoints",
-        kind: "Endpoints",
-        namespaced: true,
-        short_names: &["ep"],
-        subresources: &[],
-        has_status_subresource: false,
-        field_selectors: &[],
-        categories: &[],
-        schema: Some(schema_of::<core::Endpoints>),
-    },
-    ResourceInfo {
-        group: "",
-        version: "v1",
-        name: "replicationcontrollers",
-        singular: "replicationcontroller",
-        kind: "ReplicationController",
-        namespaced: true,
-        short_names: &["rc"],
-        subresources: &["status", "scale"],
-        has_status_subresource: true,
-        field_selectors: &["status.replicas"],
-        categories: &["all"],
-        schema: Some(schema_of::<core::ReplicationController>),
-    },
-    ResourceInfo {
-        group: "",
-        version: "v1",
-        name: "resourcequotas",
-        singular: "resourcequota",
-        kind: "ResourceQuota",
-        namespaced: true,
-        short_names: &["quota"],
-        subresources: &["status"],
-        has_status_subresource: true,
-        field_selectors: &[],
-        categories: &[],
-        schema: Some(schema_of::<core::ResourceQuota>),
-    },
-    ResourceInfo {
-        group: "",
-        version: "v1",
-        name: "events",
-        singular: "event",
-        kind: "Event",
-        namespaced: true,
-        short_names: &["ev"],
-        subresources: &[],
-        has_status_subresource: false,
-        field_selectors: &[
-            "involvedObject.kind",
-            "involvedObject.namespace",
-            "involvedObject.name",
-            "involvedObject.uid",
-            "involvedObject.apiVersion",
-            "involvedObject.resourceVersion",
-            "involvedObject.fieldPath",
-            "reason",
-            "reportingComponent",
-            "source",
-            "type",
-        ],
-        categories: &[],
-        schema: Some(schema_of::<core::Event>),
-    },
-    // The same stored Events as core/v1 `events` (same store keys), seen through the
-    // events.k8s.io/v1 field names (api::events_v1 converts).
-    ResourceInfo {
-        group: "events.k8s.io",
-        version: "v1",
-        name: "events",
-        singular: "event",
-        kind: "Event",
-        namespaced: true,
-        short_names: &["ev"],
-        subresources: &[],
-        has_status_subresource: false,
-        field_selectors: &[],
-        categories: &[],
-        schema: Some(schema_of::<events::v1::Event>),
-    },
-    ResourceInfo {
-        group: "coordination.k8s.io",
-        version: "v1",
-        name: "leases",
-        singular: "lease",
-        kind: "Lease",
-        namespaced: true,
-        short_names: &[],
-        subresources: &[],
-        has_status_subresource: false,
-        field_selectors: &[],
-        categories: &[],
-        schema: Some(schema_of::<coordination::v1::Lease>),
-    },
-    ResourceInfo {
-        group: "rbac.authorization.k8s.io",
-        version: "v1",
-        name: "roles",
-        singular: "role",
-        kind: "Role",
-        namespaced: true,
-        short_names: &[],
-        subresources: &[],
-        has_status_subresource: false,
-        field_selectors: &[],
-        categories: &[],
-        schema: Some(schema_of::<rbac::Role>),
-    },
-    ResourceInfo {
-        group: "rbac.authorization.k8s.io",
-        version: "v1",
-        name: "rolebindings",
-        singular: "rolebinding",
-        kind: "RoleBinding",
-        namespaced: true,
-        short_names: &[],
-        subresources: &[],
-        has_status_subresource: false,
-        field_selectors: &[],
-        categories: &[],
-        schema: Some(schema_of::<rbac::RoleBinding>),
-    },
-    ResourceInfo {
-        group: "rbac.authorization.k8s.io",
-        version: "v1",
-        name: "clusterroles",
-        singular: "clusterrole",
-        kind: "ClusterRole",
-        namespaced: false,
-        short_names: &[],
-        subresources: &[],
-        has_status_subresource: false,
-        field_selectors: &[],
-        categories: &[],
-        schema: Some(schema_of::<rbac::ClusterRole>),
-    },
-    ResourceInfo {
-        group: "rbac.authorization.k8s.io",
-        version: "v1",
-        name: "clusterrolebindings",
-        singular: "clusterrolebinding",
-        kind: "ClusterRoleBinding",
-        namespaced: false,
-        short_names: &[],
-        subresources: &[],
-        has_status_subresource: false,
-        field_selectors: &[],
-        categories: &[],
-        schema: Some(schema_of::<rbac::ClusterRoleBinding>),
-    },
-    ResourceInfo {
-        group: "autoscaling",
-        version: "v1",
-        name: "horizontalpodautoscalers",
-        singular: "horizontalpodautoscaler",
-        kind: "HorizontalPodAutoscaler",
-        namespaced: true,
-        short_names: &["hpa"],
-        subresources: &["status"],
-        has_status_subresource: true,
-        field_selectors: &[],
-        categories: &["all"],
-        schema: Some(schema_of::<autoscaling::v1::HorizontalPodAutoscaler>),
-    },
-    ResourceInfo {
-        group: "certificates.k8s.io",
-        version: "v1",
-        name: "certificatesigningrequests",
-        singular: "certificatesigningrequest",
-        kind: "CertificateSigningRequest",
-        namespaced: false,
-        short_names: &["csr"],
-        subresources: &["status", "approval"],
-        has_status_subresource: true,
-        field_selectors: &["spec.signerName"],
-        categories: &[],
-        schema: Some(schema_of::<certificates::v1::CertificateSigningRequest>),
-    },
-];
+/// The kinds served, in registration order (built-ins first, core before groups).
+pub struct Registry {
+    kinds: RwLock<Vec<&'static ResourceInfo>>,
+    /// Moves on every change, so documents built from the registry (discovery, OpenAPI)
+    /// know when to rebuild.
+    generation: AtomicU64,
+}
 
-/// Create-only resources answered from the request and never stored (kube's reviews).
-/// They are routed and discovered like the others, with `create` as their only verb.
-pub const REVIEWS: &[ResourceInfo] = &[
-    ResourceInfo {
-        group: "authentication.k8s.io",
-        version: "v1",
-        name: "selfsubjectreviews",
-        singular: "selfsubjectreview",
-        kind: "SelfSubjectReview",
-        namespaced: false,
-        short_names: &[],
-        subresources: &[],
-        has_status_subresource: false,
-        field_selectors: &[],
-        categories: &[],
-        schema: Some(schema_of::<authentication::v1::SelfSubjectReview>),
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RegistryError {
+    #[error("resource {name}.{group} is already served")]
+    AlreadyServed { group: String, name: String },
+    #[error("kind {kind} is already served in {group}/{version}")]
+    KindTaken {
+        group: String,
+        version: String,
+        kind: String,
     },
-    ResourceInfo {
-        group: "authorization.k8s.io",
-        version: "v1",
-        name: "selfsubjectaccessreviews",
-        singular: "selfsubjectaccessreview",
-        kind: "SelfSubjectAccessReview",
-        namespaced: false,
-        short_names: &[],
-        subresources: &[],
-        has_status_subresource: false,
-        field_selectors: &[],
-        categories: &[],
-        schema: Some(schema_of::<authorization::v1::SelfSubjectAccessReview>),
-    },
-    ResourceInfo {
-        group: "authentication.k8s.io",
-        version: "v1",
-        name: "tokenreviews",
-        singular: "tokenreview",
-        kind: "TokenReview",
-        namespaced: false,
-        short_names: &[],
-        subresources: &[],
-        has_status_subresource: false,
-        field_selectors: &[],
-        categories: &[],
-        schema: Some(schema_of::<authentication::v1::TokenReview>),
-    },
-    ResourceInfo {
-        group: "authorization.k8s.io",
-        version: "v1",
-        name: "subjectaccessreviews",
-        singular: "subjectaccessreview",
-        kind: "SubjectAccessReview",
-        namespaced: false,
-        short_names: &[],
-        subresources: &[],
-        has_status_subresource: false,
-        field_selectors: &[],
-        categories: &[],
-        schema: Some(schema_of::<authorization::v1::SubjectAccessReview>),
-    },
-    ResourceInfo {
-        group: "authorization.k8s.io",
-        version: "v1",
-        name: "localsubjectaccessreviews",
-        singular: "localsubjectaccessreview",
-        kind: "LocalSubjectAccessReview",
-        namespaced: true,
-        short_names: &[],
-        subresources: &[],
-        has_status_subresource: false,
-        field_selectors: &[],
-        categories: &[],
-        schema: Some(schema_of::<authorization::v1::LocalSubjectAccessReview>),
-    },
-    ResourceInfo {
-        group: "authorization.k8s.io",
-        version: "v1",
-        name: "selfsubjectrulesreviews",
-        singular: "selfsubjectrulesreview",
-        kind: "SelfSubjectRulesReview",
-        namespaced: false,
-        short_names: &[],
-        subresources: &[],
-        has_status_subresource: false,
-        field_selectors: &[],
-        categories: &[],
-        schema: Some(schema_of::<authorization::v1::SelfSubjectRulesReview>),
-    },
-];
+}
+
+static REGISTRY: LazyLock<Registry> =
+    LazyLock::new(|| Registry::with(super::kinds::builtin().to_vec()));
+
+/// The process's registry.
+pub fn registry() -> &'static Registry {
+    &REGISTRY
+}
+
+impl Registry {
+    pub fn with(kinds: Vec<&'static ResourceInfo>) -> Self {
+        Registry {
+            kinds: RwLock::new(kinds),
+            generation: AtomicU64::new(1),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<&'static ResourceInfo>> {
+        self.kinds.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every served resource, reviews and views included.
+    pub fn all(&self) -> Vec<&'static ResourceInfo> {
+        self.read().clone()
+    }
+
+    /// The resources whose objects are in the store under their own keys.
+    pub fn stored(&self) -> Vec<&'static ResourceInfo> {
+        self.read()
+            .iter()
+            .copied()
+            .filter(|r| r.storage == Storage::Stored)
+            .collect()
+    }
+
+    pub fn find(&self, pred: impl Fn(&ResourceInfo) -> bool) -> Option<&'static ResourceInfo> {
+        self.read().iter().copied().find(|r| pred(r))
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Serve a kind from now on. Its names live as long as the process (a kind that is
+    /// removed and added again costs its declaration once more, which is bounded by the
+    /// number of definitions a cluster makes).
+    pub fn register(&self, info: ResourceInfo) -> Result<&'static ResourceInfo, RegistryError> {
+        let mut kinds = self.kinds.write().unwrap_or_else(|e| e.into_inner());
+        if kinds
+            .iter()
+            .any(|r| r.group == info.group && r.version == info.version && r.name == info.name)
+        {
+            return Err(RegistryError::AlreadyServed {
+                group: info.group.into(),
+                name: info.name.into(),
+            });
+        }
+        if kinds
+            .iter()
+            .any(|r| r.group == info.group && r.version == info.version && r.kind == info.kind)
+        {
+            return Err(RegistryError::KindTaken {
+                group: info.group.into(),
+                version: info.version.into(),
+                kind: info.kind.into(),
+            });
+        }
+        let leaked: &'static ResourceInfo = Box::leak(Box::new(info));
+        kinds.push(leaked);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        Ok(leaked)
+    }
+
+    /// Stop serving a kind; false when it was not served.
+    pub fn unregister(&self, group: &str, version: &str, name: &str) -> bool {
+        let mut kinds = self.kinds.write().unwrap_or_else(|e| e.into_inner());
+        let before = kinds.len();
+        kinds.retain(|r| !(r.group == group && r.version == version && r.name == name));
+        let removed = kinds.len() != before;
+        if removed {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        removed
+    }
+}
 
 /// Whether `info` is another view of objects stored under another group's resource of
 /// the same name (events.k8s.io/v1 Events are core/v1 Events).
 pub fn is_view(info: &ResourceInfo) -> bool {
-    info.group == crate::api::events_v1::GROUP
+    matches!(info.storage, Storage::View { .. })
 }
 
 /// The `apiVersion` objects of `info` are stored with: a view's stored form is its
 /// origin's.
 pub fn stored_api_version(info: &ResourceInfo) -> String {
-    if is_view(info) {
-        "v1".to_string()
-    } else {
-        info.api_version()
+    match info.storage {
+        Storage::View { of } => of.to_string(),
+        _ => info.api_version(),
     }
 }
 
-/// Whether `info` is one of the [`REVIEWS`].
+/// Whether `info` is create-only and never stored (a review).
 pub fn is_review(info: &ResourceInfo) -> bool {
-    REVIEWS
-        .iter()
-        .any(|r| r.group == info.group && r.name == info.name)
+    info.storage == Storage::Review
 }
 
-/// Look a resource up by its plural name.
+/// Look a stored resource up by its plural name (the core group's first).
 pub fn lookup(name: &str) -> Option<&'static ResourceInfo> {
-    RESOURCES.iter().find(|r| r.name == name)
+    registry().find(|r| r.name == name && r.storage == Storage::Stored)
 }
 
 /// Look a resource up by its plural name within one group and version.
 pub fn lookup_in(group: &str, version: &str, name: &str) -> Option<&'static ResourceInfo> {
-    RESOURCES
-        .iter()
-        .chain(REVIEWS)
-        .find(|r| r.group == group && r.version == version && r.name == name)
+    registry().find(|r| r.group == group && r.version == version && r.name == name)
 }
 
 /// The API groups (other than core) the gateway serves, each with its one version.
 pub fn groups() -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&'static str, &'static str)> = Vec::new();
-    for r in RESOURCES
-        .iter()
-        .chain(REVIEWS)
-        .filter(|r| !r.group.is_empty())
-    {
+    for r in registry().all().into_iter().filter(|r| !r.group.is_empty()) {
         if !out.contains(&(r.group, r.version)) {
             out.push((r.group, r.version));
         }
@@ -494,21 +269,21 @@ pub fn groups() -> Vec<(&'static str, &'static str)> {
     out
 }
 
-/// Look a resource up by the `apiVersion` and `kind` an object (or an owner reference)
-/// names.
+/// Look a stored resource up by the `apiVersion` and `kind` an object (or an owner
+/// reference) names.
 pub fn by_api_version_kind(api_version: &str, kind: &str) -> Option<&'static ResourceInfo> {
     let (group, version) = match api_version.split_once('/') {
         Some((g, v)) => (g, v),
         None => ("", api_version),
     };
-    RESOURCES
-        .iter()
-        .find(|r| r.group == group && r.version == version && r.kind == kind)
+    registry().find(|r| {
+        r.group == group && r.version == version && r.kind == kind && r.storage != Storage::Review
+    })
 }
 
-/// Look a resource up by its kind.
+/// Look a stored resource up by its kind.
 pub fn by_kind(kind: &str) -> Option<&'static ResourceInfo> {
-    RESOURCES.iter().find(|r| r.kind == kind)
+    registry().find(|r| r.kind == kind && r.storage == Storage::Stored)
 }
 
 /// The store key of one object: `<resource>/<namespace>/<name>`, with an empty namespace
@@ -533,7 +308,10 @@ mod tests {
     fn every_short_name_the_issue_lists_is_served() {
         for short in ["po", "svc", "rc", "ns", "no", "ep", "quota", "ev"] {
             assert!(
-                RESOURCES.iter().any(|r| r.short_names.contains(&short)),
+                registry()
+                    .all()
+                    .iter()
+                    .any(|r| r.short_names.contains(&short)),
                 "{short} missing"
             );
         }
@@ -542,11 +320,12 @@ mod tests {
     #[test]
     fn resource_names_are_unique_across_groups_so_store_keys_cannot_collide() {
         // Views of another group's stored objects share its name, and so its keys.
-        let views = RESOURCES.iter().filter(|r| is_view(r)).count();
-        let mut names: Vec<_> = RESOURCES.iter().chain(REVIEWS).map(|r| r.name).collect();
+        let all = registry().all();
+        let views = all.iter().filter(|r| is_view(r)).count();
+        let mut names: Vec<_> = all.iter().map(|r| r.name).collect();
         names.sort();
         names.dedup();
-        assert_eq!(names.len(), RESOURCES.len() + REVIEWS.len() - views);
+        assert_eq!(names.len(), all.len() - views);
         assert_eq!(lookup("events").map(|r| r.group), Some(""));
         assert_eq!(by_kind("Event").map(|r| r.group), Some(""));
     }

@@ -20,40 +20,24 @@ const UNKNOWN: &str = "<unknown>";
 
 const NAME_DESC: &str = "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names";
 const AGE_DESC: &str = "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata";
-const CONTAINERS_DESC: &str = "Names of each container in the template.";
-const IMAGES_DESC: &str = "Images referenced by each container in the template.";
+pub(crate) const CONTAINERS_DESC: &str = "Names of each container in the template.";
+pub(crate) const IMAGES_DESC: &str = "Images referenced by each container in the template.";
 
-/// Column definitions (JSON objects: name, type, format, description, priority) for a resource (plural lowercase name: "pods", "nodes", "namespaces", "services", "endpoints", "replicationcontrollers", "resourcequotas", "events"; any other resource gets the generic Name + Age columns).
+/// Column definitions (JSON objects: name, type, format, description, priority) for a
+/// stored resource (plural lowercase name), from its kind's strategy; an unknown
+/// resource gets the generic Name + Age columns.
 pub fn columns(resource: &str) -> Vec<Value> {
-    match resource {
-        "pods" => pod_columns(),
-        "nodes" => node_columns(),
-        "namespaces" => namespace_columns(),
-        "services" => service_columns(),
-        "endpoints" => endpoints_columns(),
-        "replicationcontrollers" => replication_controller_columns(),
-        "resourcequotas" => resource_quota_columns(),
-        "events" => event_columns(),
-        "horizontalpodautoscalers" => hpa_columns(),
-        "certificatesigningrequests" => csr_columns(),
-        _ => generic_columns(),
+    match super::resources::lookup(resource) {
+        Some(info) => info.strategy.columns(),
+        None => generic_columns(),
     }
 }
 
 /// The cells of one row, in the same order as `columns(resource)`.
 pub fn cells(resource: &str, obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
-    match resource {
-        "pods" => pod_cells(obj, now),
-        "nodes" => node_cells(obj, now),
-        "namespaces" => namespace_cells(obj, now),
-        "services" => service_cells(obj, now),
-        "endpoints" => endpoints_cells(obj, now),
-        "replicationcontrollers" => replication_controller_cells(obj, now),
-        "resourcequotas" => resource_quota_cells(obj, now),
-        "events" => event_cells(obj, now),
-        "horizontalpodautoscalers" => hpa_cells(obj, now),
-        "certificatesigningrequests" => csr_cells(obj, now),
-        _ => generic_cells(obj, now),
+    match super::resources::lookup(resource) {
+        Some(info) => info.strategy.cells(obj, now),
+        None => generic_cells(obj, now),
     }
 }
 
@@ -110,7 +94,7 @@ fn with_remainder(big: i64, big_unit: &str, small: i64, small_unit: &str) -> Str
 // Column definitions
 // ---------------------------------------------------------------------------
 
-fn column(name: &str, kind: &str, priority: i64, description: &str) -> Value {
+pub(crate) fn column(name: &str, kind: &str, priority: i64, description: &str) -> Value {
     json!({
         "name": name,
         "type": kind,
@@ -120,7 +104,7 @@ fn column(name: &str, kind: &str, priority: i64, description: &str) -> Value {
     })
 }
 
-fn name_column(priority: i64) -> Value {
+pub(crate) fn name_column(priority: i64) -> Value {
     json!({
         "name": "Name",
         "type": "string",
@@ -130,15 +114,15 @@ fn name_column(priority: i64) -> Value {
     })
 }
 
-fn age_column() -> Value {
+pub(crate) fn age_column() -> Value {
     column("Age", "string", 0, AGE_DESC)
 }
 
-fn generic_columns() -> Vec<Value> {
+pub(crate) fn generic_columns() -> Vec<Value> {
     vec![name_column(0), age_column()]
 }
 
-fn pod_columns() -> Vec<Value> {
+pub(crate) fn pod_columns() -> Vec<Value> {
     vec![
         name_column(0),
         column("Ready", "string", 0, "The aggregate readiness state of this pod for accepting traffic."),
@@ -152,7 +136,7 @@ fn pod_columns() -> Vec<Value> {
     ]
 }
 
-fn node_columns() -> Vec<Value> {
+pub(crate) fn node_columns() -> Vec<Value> {
     vec![
         name_column(0),
         column("Status", "string", 0, "The status of the node"),
@@ -167,7 +151,7 @@ fn node_columns() -> Vec<Value> {
     ]
 }
 
-fn namespace_columns() -> Vec<Value> {
+pub(crate) fn namespace_columns() -> Vec<Value> {
     vec![
         name_column(0),
         column("Status", "string", 0, "The status of the namespace"),
@@ -175,7 +159,7 @@ fn namespace_columns() -> Vec<Value> {
     ]
 }
 
-fn service_columns() -> Vec<Value> {
+pub(crate) fn service_columns() -> Vec<Value> {
     vec![
         name_column(0),
         column("Type", "string", 0, "type determines how the Service is exposed."),
@@ -187,7 +171,7 @@ fn service_columns() -> Vec<Value> {
     ]
 }
 
-fn endpoints_columns() -> Vec<Value> {
+pub(crate) fn endpoints_columns() -> Vec<Value> {
     vec![
         name_column(0),
         column(
@@ -200,7 +184,7 @@ fn endpoints_columns() -> Vec<Value> {
     ]
 }
 
-fn replication_controller_columns() -> Vec<Value> {
+pub(crate) fn replication_controller_columns() -> Vec<Value> {
     vec![
         name_column(0),
         column(
@@ -233,7 +217,7 @@ fn replication_controller_columns() -> Vec<Value> {
     ]
 }
 
-fn hpa_columns() -> Vec<Value> {
+pub(crate) fn hpa_columns() -> Vec<Value> {
     vec![
         name_column(0),
         column("Reference", "string", 0, "reference to scaled resource; horizontal pod autoscaler will learn the current resource consumption and will set the desired number of pods by using its Scale subresource."),
@@ -245,7 +229,7 @@ fn hpa_columns() -> Vec<Value> {
     ]
 }
 
-fn resource_quota_columns() -> Vec<Value> {
+pub(crate) fn resource_quota_columns() -> Vec<Value> {
     vec![
         name_column(0),
         age_column(),
@@ -256,7 +240,7 @@ fn resource_quota_columns() -> Vec<Value> {
 
 /// Events are the one table whose Name column is not first: kube-apiserver
 /// leads with "Last Seen" and keeps the name as a wide-only column.
-fn event_columns() -> Vec<Value> {
+pub(crate) fn event_columns() -> Vec<Value> {
     vec![
         column("Last Seen", "string", 0, "The time at which the most recent occurrence of this event was recorded."),
         column("Type", "string", 0, "Type of this event (Normal, Warning), new types could be added in the future"),
@@ -337,16 +321,16 @@ fn since(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
     }
 }
 
-fn name(obj: &Value) -> Value {
+pub(crate) fn name(obj: &Value) -> Value {
     json!(text(obj, &["metadata", "name"]))
 }
 
-fn age(obj: &Value, now: DateTime<Utc>) -> Value {
+pub(crate) fn age(obj: &Value, now: DateTime<Utc>) -> Value {
     json!(since(time(obj, &["metadata", "creationTimestamp"]), now))
 }
 
 /// labels.FormatLabels: sorted "k=v" pairs, "<none>" when empty.
-fn format_labels(map: &Value) -> String {
+pub(crate) fn format_labels(map: &Value) -> String {
     let Some(map) = map.as_object() else {
         return NONE.to_string();
     };
@@ -358,7 +342,7 @@ fn format_labels(map: &Value) -> String {
     or_none(&pairs.join(","))
 }
 
-fn generic_cells(obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
+pub(crate) fn generic_cells(obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
     vec![name(obj), age(obj, now)]
 }
 
@@ -366,7 +350,7 @@ fn generic_cells(obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
 // CertificateSigningRequests
 // ---------------------------------------------------------------------------
 
-fn csr_columns() -> Vec<Value> {
+pub(crate) fn csr_columns() -> Vec<Value> {
     vec![
         name_column(0),
         age_column(),
@@ -424,7 +408,7 @@ fn csr_condition(obj: &Value) -> String {
     status
 }
 
-fn csr_cells(obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
+pub(crate) fn csr_cells(obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
     let requested = match obj
         .pointer("/spec/expirationSeconds")
         .and_then(Value::as_i64)
@@ -481,7 +465,7 @@ struct PodSummary {
     restarts: Restarts,
 }
 
-fn pod_cells(pod: &Value, now: DateTime<Utc>) -> Vec<Value> {
+pub(crate) fn pod_cells(pod: &Value, now: DateTime<Utc>) -> Vec<Value> {
     let summary = summarize_pod(pod);
     vec![
         name(pod),
@@ -676,7 +660,7 @@ fn readiness_gates(pod: &Value) -> String {
 // Nodes
 // ---------------------------------------------------------------------------
 
-fn node_cells(node: &Value, now: DateTime<Utc>) -> Vec<Value> {
+pub(crate) fn node_cells(node: &Value, now: DateTime<Utc>) -> Vec<Value> {
     let info = |field: &str| or_unknown(text(node, &["status", "nodeInfo", field]));
     vec![
         name(node),
@@ -740,7 +724,7 @@ fn node_address(node: &Value, kind: &str) -> String {
 // Namespaces
 // ---------------------------------------------------------------------------
 
-fn namespace_cells(ns: &Value, now: DateTime<Utc>) -> Vec<Value> {
+pub(crate) fn namespace_cells(ns: &Value, now: DateTime<Utc>) -> Vec<Value> {
     // The API server marks every new namespace Active, so a missing phase
     // means nobody has changed it yet.
     let phase = match text(ns, &["status", "phase"]) {
@@ -754,7 +738,7 @@ fn namespace_cells(ns: &Value, now: DateTime<Utc>) -> Vec<Value> {
 // Services
 // ---------------------------------------------------------------------------
 
-fn service_cells(svc: &Value, now: DateTime<Utc>) -> Vec<Value> {
+pub(crate) fn service_cells(svc: &Value, now: DateTime<Utc>) -> Vec<Value> {
     vec![
         name(svc),
         json!(service_type(svc)),
@@ -848,7 +832,7 @@ fn service_ports(svc: &Value) -> String {
 /// How many endpoints are spelled out before " + N more...".
 const ENDPOINTS_SHOWN: usize = 3;
 
-fn endpoints_cells(ep: &Value, now: DateTime<Utc>) -> Vec<Value> {
+pub(crate) fn endpoints_cells(ep: &Value, now: DateTime<Utc>) -> Vec<Value> {
     vec![name(ep), json!(format_endpoints(ep)), age(ep, now)]
 }
 
@@ -899,7 +883,7 @@ fn join_host_port(host: &str, port: i64) -> String {
 // Replication controllers
 // ---------------------------------------------------------------------------
 
-fn replication_controller_cells(rc: &Value, now: DateTime<Utc>) -> Vec<Value> {
+pub(crate) fn replication_controller_cells(rc: &Value, now: DateTime<Utc>) -> Vec<Value> {
     // The API server defaults spec.replicas to 1.
     let desired = at(rc, &["spec", "replicas"]).as_i64().unwrap_or(1);
     let containers = list(rc, &["spec", "template", "spec", "containers"]);
@@ -926,7 +910,7 @@ fn replication_controller_cells(rc: &Value, now: DateTime<Utc>) -> Vec<Value> {
 // Horizontal pod autoscalers
 // ---------------------------------------------------------------------------
 
-fn hpa_cells(hpa: &Value, now: DateTime<Utc>) -> Vec<Value> {
+pub(crate) fn hpa_cells(hpa: &Value, now: DateTime<Utc>) -> Vec<Value> {
     let reference = format!(
         "{}/{}",
         text(hpa, &["spec", "scaleTargetRef", "kind"]),
@@ -959,7 +943,7 @@ fn hpa_cells(hpa: &Value, now: DateTime<Utc>) -> Vec<Value> {
 // Resource quotas
 // ---------------------------------------------------------------------------
 
-fn resource_quota_cells(quota: &Value, now: DateTime<Utc>) -> Vec<Value> {
+pub(crate) fn resource_quota_cells(quota: &Value, now: DateTime<Utc>) -> Vec<Value> {
     let (requests, limits) = quota_usage(quota);
     vec![name(quota), age(quota, now), json!(requests), json!(limits)]
 }
@@ -1004,7 +988,7 @@ fn quantity(v: Option<&Value>) -> String {
 // Events
 // ---------------------------------------------------------------------------
 
-fn event_cells(event: &Value, now: DateTime<Utc>) -> Vec<Value> {
+pub(crate) fn event_cells(event: &Value, now: DateTime<Utc>) -> Vec<Value> {
     let (last_seen, first_seen, count) = event_timing(event, now);
     vec![
         json!(last_seen),

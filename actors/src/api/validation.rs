@@ -10,11 +10,14 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-mod rbac;
+pub(crate) mod rbac;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
+
+use super::resources::ResourceInfo;
+pub use super::strategy::NameRule;
 
 /// One invalid field, as Kubernetes reports it in Status.details.causes.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +55,11 @@ impl FieldErrorKind {
 }
 
 impl FieldError {
+    /// A required field that is missing.
+    pub fn required(field: impl Into<String>) -> Self {
+        required(field, "")
+    }
+
     /// The cause `reason` Kubernetes uses ("FieldValueRequired", ...).
     pub fn reason(&self) -> &'static str {
         match self.kind {
@@ -587,99 +595,40 @@ fn validate_quantity(v: &Value, field: &str, errs: &mut Vec<FieldError>) -> Opti
 // Decoding
 // ---------------------------------------------------------------------------
 
-/// The kinds `decode_check` knows a typed schema for.
+/// Whether `decode_check` knows a typed schema for `kind`.
 pub fn has_schema(kind: &str) -> bool {
-    KINDS.contains(&kind)
+    matches!(kind, "Binding" | "Scale" | "DeleteOptions") || schema_kind(kind).is_some()
 }
 
-const KINDS: &[&str] = &[
-    "Pod",
-    "Namespace",
-    "Node",
-    "Service",
-    "Endpoints",
-    "ReplicationController",
-    "ResourceQuota",
-    "Event",
-    "Binding",
-    "Scale",
-    "Lease",
-    "Role",
-    "RoleBinding",
-    "ClusterRole",
-    "ClusterRoleBinding",
-    "HorizontalPodAutoscaler",
-    "CertificateSigningRequest",
-    "SelfSubjectAccessReview",
-    "DeleteOptions",
-];
+/// The served kind (stored or review) named `kind`, whose strategy decodes it.
+fn schema_kind(kind: &str) -> Option<&'static ResourceInfo> {
+    crate::api::resources::registry().find(|r| r.kind == kind && !crate::api::resources::is_view(r))
+}
 
 /// Decode `obj` as the k8s-openapi type for `kind`, to catch type errors (the caller
 /// answers 400 BadRequest). Returns the unknown field paths found in `obj` (e.g.
 /// `spec.containers[0].imagee`), for fieldValidation=Strict. apiVersion and kind are not
-/// checked here. Kinds without a schema (see [`has_schema`]) decode as "no unknown fields".
+/// checked here. Served kinds decode through their strategy; kinds without a schema
+/// (see [`has_schema`]) decode as "no unknown fields".
 pub fn decode_check(kind: &str, obj: &Value) -> Result<Vec<String>, DecodeError> {
     use k8s_openapi::api::core::v1 as core;
-    use k8s_openapi::api::rbac::v1 as rbac;
-    const RBAC: &str = "rbac.authorization.k8s.io/v1";
     match kind {
-        "Pod" => round_trip::<core::Pod>(kind, "v1", obj),
-        "Namespace" => round_trip::<core::Namespace>(kind, "v1", obj),
-        "Node" => round_trip::<core::Node>(kind, "v1", obj),
-        "Service" => round_trip::<core::Service>(kind, "v1", obj),
-        "Endpoints" => round_trip::<core::Endpoints>(kind, "v1", obj),
-        "ReplicationController" => round_trip::<core::ReplicationController>(kind, "v1", obj),
-        "ResourceQuota" => round_trip::<core::ResourceQuota>(kind, "v1", obj),
-        "Event" => round_trip::<core::Event>(kind, "v1", obj),
-        // The events.k8s.io/v1 view of Events, checked as that API's type.
-        "events.k8s.io/Event" => {
-            round_trip::<k8s_openapi::api::events::v1::Event>("Event", "events.k8s.io/v1", obj)
-        }
         "Binding" => round_trip::<core::Binding>(kind, "v1", obj),
         "Scale" => {
             round_trip::<k8s_openapi::api::autoscaling::v1::Scale>(kind, "autoscaling/v1", obj)
         }
-        "Lease" => round_trip::<k8s_openapi::api::coordination::v1::Lease>(
-            kind,
-            "coordination.k8s.io/v1",
-            obj,
-        ),
-        "Role" => round_trip::<rbac::Role>(kind, RBAC, obj),
-        "RoleBinding" => round_trip::<rbac::RoleBinding>(kind, RBAC, obj),
-        "ClusterRole" => round_trip::<rbac::ClusterRole>(kind, RBAC, obj),
-        "ClusterRoleBinding" => round_trip::<rbac::ClusterRoleBinding>(kind, RBAC, obj),
-        "HorizontalPodAutoscaler" => round_trip::<
-            k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler,
-        >(kind, "autoscaling/v1", obj),
-        "CertificateSigningRequest" => round_trip::<
-            k8s_openapi::api::certificates::v1::CertificateSigningRequest,
-        >(kind, "certificates.k8s.io/v1", obj),
-        "SelfSubjectAccessReview" => round_trip::<
-            k8s_openapi::api::authorization::v1::SelfSubjectAccessReview,
-        >(kind, "authorization.k8s.io/v1", obj),
-        "SubjectAccessReview" => round_trip::<
-            k8s_openapi::api::authorization::v1::SubjectAccessReview,
-        >(kind, "authorization.k8s.io/v1", obj),
-        "LocalSubjectAccessReview" => round_trip::<
-            k8s_openapi::api::authorization::v1::LocalSubjectAccessReview,
-        >(kind, "authorization.k8s.io/v1", obj),
-        "SelfSubjectRulesReview" => round_trip::<
-            k8s_openapi::api::authorization::v1::SelfSubjectRulesReview,
-        >(kind, "authorization.k8s.io/v1", obj),
-        "TokenReview" => round_trip::<k8s_openapi::api::authentication::v1::TokenReview>(
-            kind,
-            "authentication.k8s.io/v1",
-            obj,
-        ),
         "DeleteOptions" => round_trip::<
             k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions,
         >(kind, "v1", obj),
-        _ => Ok(Vec::new()),
+        _ => match schema_kind(kind) {
+            Some(info) => info.strategy.decode(obj),
+            None => Ok(Vec::new()),
+        },
     }
 }
 
 /// Deserializes into `T` and serializes back: whatever the typed struct dropped was unknown.
-fn round_trip<T: DeserializeOwned + Serialize>(
+pub(crate) fn round_trip<T: DeserializeOwned + Serialize>(
     kind: &str,
     version: &str,
     obj: &Value,
@@ -834,15 +783,6 @@ fn collect_unknown(input: &Value, typed: &Value, path: &str, out: &mut Vec<Strin
 // Entry point
 // ---------------------------------------------------------------------------
 
-#[derive(Clone, Copy)]
-enum NameRule {
-    Dns1123Label,
-    Dns1035Label,
-    Dns1123Subdomain,
-    /// Any name usable as one path segment (RBAC names such as `system:node`).
-    PathSegment,
-}
-
 #[derive(Clone, Copy, PartialEq)]
 enum Scope {
     Namespaced,
@@ -851,24 +791,10 @@ enum Scope {
     Unknown,
 }
 
-fn meta_rules(kind: &str) -> (NameRule, Scope) {
-    match kind {
-        "Namespace" => (NameRule::Dns1123Label, Scope::Cluster),
-        "Node" => (NameRule::Dns1123Subdomain, Scope::Cluster),
-        "Service" => (NameRule::Dns1035Label, Scope::Namespaced),
-        "Pod" | "Endpoints" | "ReplicationController" | "ResourceQuota" | "Event" => {
-            (NameRule::Dns1123Subdomain, Scope::Namespaced)
-        }
-        "Role" | "RoleBinding" => (NameRule::PathSegment, Scope::Namespaced),
-        "ClusterRole" | "ClusterRoleBinding" => (NameRule::PathSegment, Scope::Cluster),
-        _ => (NameRule::Dns1123Subdomain, Scope::Unknown),
-    }
-}
-
-/// Validate an object for create (`old` = None) or update (`old` = the stored object).
-/// Returns every problem found; empty means valid. Expects the caller to have applied
-/// defaults (protocol TCP, restartPolicy Always, RC selector from template labels) and
-/// to have set metadata.namespace from the request path.
+/// Validate an object for create (`old` = None) or update (`old` = the stored object):
+/// the request bodies of subresources and deletes by their own rules, every served kind
+/// by its registered strategy. Returns every problem found; empty means valid. Expects
+/// the caller to have applied defaults and set metadata.namespace from the request path.
 pub fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
     let mut errs = Vec::new();
     match kind {
@@ -876,36 +802,46 @@ pub fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<FieldError>
         "Binding" => validate_binding(obj, &mut errs),
         "Scale" => validate_scale(obj, &mut errs),
         "DeleteOptions" => validate_delete_options(obj, &mut errs),
-        _ => {
-            let (rule, scope) = meta_rules(kind);
-            let meta = obj.get("metadata").unwrap_or(&Value::Null);
-            validate_object_meta(meta, rule, scope, &mut errs);
-            if let Some(old) = old {
-                let old_meta = old.get("metadata").unwrap_or(&Value::Null);
-                validate_object_meta_update(meta, old_meta, &mut errs);
-            }
-            validate_kind(kind, obj, old, &mut errs);
-        }
+        _ => match crate::api::resources::by_kind(kind) {
+            Some(info) => errs = validate_object(info, obj, old),
+            None => validate_meta(
+                obj,
+                old,
+                NameRule::Dns1123Subdomain,
+                Scope::Unknown,
+                &mut errs,
+            ),
+        },
     }
     errs
 }
 
-fn validate_kind(kind: &str, obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
-    match kind {
-        "Pod" => validate_pod(obj, old, errs),
-        "Service" => validate_service(obj, old, errs),
-        "ReplicationController" => validate_rc(obj, errs),
-        "Namespace" => validate_namespace(obj, errs),
-        "Node" => validate_node(obj, old, errs),
-        "Endpoints" => validate_endpoints(obj, errs),
-        "ResourceQuota" => validate_resource_quota(obj, errs),
-        "Event" => validate_event(obj, errs),
-        "Role" => rbac::validate_role(obj, true, errs),
-        "ClusterRole" => rbac::validate_role(obj, false, errs),
-        "RoleBinding" => rbac::validate_binding(obj, old, true, errs),
-        "ClusterRoleBinding" => rbac::validate_binding(obj, old, false, errs),
-        "HorizontalPodAutoscaler" => validate_hpa(obj, errs),
-        _ => {}
+/// A served object: its metadata by the generic rules (`ValidateObjectMeta` with the
+/// kind's name rule and scope), then the kind's strategy.
+pub fn validate_object(info: &ResourceInfo, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let scope = if info.namespaced {
+        Scope::Namespaced
+    } else {
+        Scope::Cluster
+    };
+    validate_meta(obj, old, info.strategy.name_rule(), scope, &mut errs);
+    errs.extend(info.strategy.validate(obj, old));
+    errs
+}
+
+fn validate_meta(
+    obj: &Value,
+    old: Option<&Value>,
+    rule: NameRule,
+    scope: Scope,
+    errs: &mut Vec<FieldError>,
+) {
+    let meta = obj.get("metadata").unwrap_or(&Value::Null);
+    validate_object_meta(meta, rule, scope, errs);
+    if let Some(old) = old {
+        let old_meta = old.get("metadata").unwrap_or(&Value::Null);
+        validate_object_meta_update(meta, old_meta, errs);
     }
 }
 
@@ -1021,7 +957,7 @@ const UPDATABLE_POD_FIELDS: &[&str] = &[
     "`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
 ];
 
-fn validate_pod(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
+pub(crate) fn validate_pod(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
     let spec = obj.get("spec").unwrap_or(&Value::Null);
     validate_pod_spec(spec, "spec", errs);
     if let Some(old) = old {
@@ -1430,7 +1366,7 @@ fn diff_paths(a: &Value, b: &Value, path: &str, out: &mut Vec<String>) {
 
 const SERVICE_TYPES: &[&str] = &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"];
 
-fn validate_service(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
+pub(crate) fn validate_service(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
     let spec = obj.get("spec").unwrap_or(&Value::Null);
     let service_type = get(spec, "type")
         .and_then(Value::as_str)
@@ -1579,7 +1515,7 @@ fn validate_service_update(spec: &Value, old: &Value, errs: &mut Vec<FieldError>
 // ReplicationController
 // ---------------------------------------------------------------------------
 
-fn validate_rc(obj: &Value, errs: &mut Vec<FieldError>) {
+pub(crate) fn validate_rc(obj: &Value, errs: &mut Vec<FieldError>) {
     let spec = obj.get("spec").unwrap_or(&Value::Null);
     for name in ["replicas", "minReadySeconds"] {
         if let Some(n) = get_i64(spec, name).filter(|n| *n < 0) {
@@ -1617,12 +1553,8 @@ fn validate_rc_template(
             "`selector` does not match template `labels`",
         ));
     }
-    validate_labels(labels, "spec.template.metadata.labels", errs);
-    if let Some(annotations) = get_object(meta, "annotations") {
-        validate_annotations(annotations, "spec.template.metadata.annotations", errs);
-    }
+    validate_pod_template_spec(template, "spec.template", errs);
     let spec = template.get("spec").unwrap_or(&Value::Null);
-    validate_pod_spec(spec, "spec.template.spec", errs);
     let policy = get(spec, "restartPolicy");
     if policy.is_some_and(|p| p.as_str() != Some("Always")) {
         errs.push(not_supported(
@@ -1640,11 +1572,25 @@ fn validate_rc_template(
     }
 }
 
+/// A pod template (`ValidatePodTemplateSpec`) at `path`: its labels and annotations and
+/// its pod spec, for every kind that embeds one.
+pub(crate) fn validate_pod_template_spec(template: &Value, path: &str, errs: &mut Vec<FieldError>) {
+    let meta = template.get("metadata").unwrap_or(&Value::Null);
+    if let Some(labels) = get_object(meta, "labels") {
+        validate_labels(labels, &format!("{path}.metadata.labels"), errs);
+    }
+    if let Some(annotations) = get_object(meta, "annotations") {
+        validate_annotations(annotations, &format!("{path}.metadata.annotations"), errs);
+    }
+    let spec = template.get("spec").unwrap_or(&Value::Null);
+    validate_pod_spec(spec, &format!("{path}.spec"), errs);
+}
+
 // ---------------------------------------------------------------------------
 // Namespace, Node, Endpoints, ResourceQuota, Event
 // ---------------------------------------------------------------------------
 
-fn validate_namespace(obj: &Value, errs: &mut Vec<FieldError>) {
+pub(crate) fn validate_namespace(obj: &Value, errs: &mut Vec<FieldError>) {
     let spec = obj.get("spec").unwrap_or(&Value::Null);
     for (i, f) in get_array(spec, "finalizers").iter().enumerate() {
         let name = f.as_str().unwrap_or("");
@@ -1661,7 +1607,7 @@ fn validate_namespace(obj: &Value, errs: &mut Vec<FieldError>) {
     }
 }
 
-fn validate_node(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
+pub(crate) fn validate_node(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
     let spec = obj.get("spec").unwrap_or(&Value::Null);
     let cidr = get_str(spec, "podCIDR");
     if !cidr.is_empty() && !is_cidr(cidr) {
@@ -1729,7 +1675,7 @@ fn validate_taints(taints: &[Value], errs: &mut Vec<FieldError>) {
     }
 }
 
-fn validate_endpoints(obj: &Value, errs: &mut Vec<FieldError>) {
+pub(crate) fn validate_endpoints(obj: &Value, errs: &mut Vec<FieldError>) {
     for (i, subset) in get_array(obj, "subsets").iter().enumerate() {
         let p = index("subsets", i);
         let ready = get_array(subset, "addresses");
@@ -1860,7 +1806,7 @@ fn is_standard_quota_resource(name: &str) -> bool {
         || name.starts_with("requests.hugepages-")
 }
 
-fn validate_resource_quota(obj: &Value, errs: &mut Vec<FieldError>) {
+pub(crate) fn validate_resource_quota(obj: &Value, errs: &mut Vec<FieldError>) {
     let spec = obj.get("spec").unwrap_or(&Value::Null);
     for (name, q) in get_object(spec, "hard").into_iter().flatten() {
         let field = key("spec.hard", name);
@@ -1895,7 +1841,7 @@ fn validate_resource_quota(obj: &Value, errs: &mut Vec<FieldError>) {
     }
 }
 
-fn validate_event(obj: &Value, errs: &mut Vec<FieldError>) {
+pub(crate) fn validate_event(obj: &Value, errs: &mut Vec<FieldError>) {
     let Some(involved) = get(obj, "involvedObject") else {
         errs.push(required("involvedObject", ""));
         return;
@@ -1945,7 +1891,7 @@ fn validate_binding(obj: &Value, errs: &mut Vec<FieldError>) {
 }
 
 /// autoscaling/v1 HorizontalPodAutoscaler, with Kubernetes' messages.
-fn validate_hpa(obj: &Value, errs: &mut Vec<FieldError>) {
+pub(crate) fn validate_hpa(obj: &Value, errs: &mut Vec<FieldError>) {
     let spec = obj.get("spec").unwrap_or(&Value::Null);
     let target = get(spec, "scaleTargetRef").unwrap_or(&Value::Null);
     for name in ["kind", "name"] {

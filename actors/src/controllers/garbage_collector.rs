@@ -41,7 +41,11 @@ impl Default for GarbageCollector {
     /// Every served resource: any object may name owners, and any owner may be deleted
     /// with Orphan or Foreground propagation and wait for this collector.
     fn default() -> Self {
-        let all: Vec<&str> = resources::RESOURCES.iter().map(|r| r.name).collect();
+        let all: Vec<&str> = resources::registry()
+            .stored()
+            .iter()
+            .map(|r| r.name)
+            .collect();
         Self::watching(&all)
     }
 }

@@ -37,22 +37,26 @@ fn is_terminating(ns: &Value) -> bool {
         || ns.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating")
 }
 
-/// The namespaced resources in the order their objects are deleted: controllers first so
-/// they do not race to replace what is being removed, events last so the story of the
-/// teardown stays readable until the end.
+/// The namespaced resources in the order their objects are deleted: workload
+/// controllers (the kinds that scale) first so they do not race to replace what is being
+/// removed, events last so the story of the teardown stays readable until the end.
 fn deletion_order() -> Vec<&'static str> {
-    let rank = |name: &str| match name {
-        "replicationcontrollers" => 0,
-        "events" => 2,
-        _ => 1,
+    let rank = |r: &resources::ResourceInfo| {
+        if r.strategy.scale().is_some() {
+            0
+        } else if r.name == "events" {
+            2
+        } else {
+            1
+        }
     };
-    let mut names: Vec<_> = resources::RESOURCES
-        .iter()
+    let mut kinds: Vec<_> = resources::registry()
+        .stored()
+        .into_iter()
         .filter(|r| r.namespaced)
-        .map(|r| r.name)
         .collect();
-    names.sort_by_key(|n| rank(n));
-    names
+    kinds.sort_by_key(|r| rank(r));
+    kinds.into_iter().map(|r| r.name).collect()
 }
 
 fn has_finalizer(ns: &Value) -> bool {

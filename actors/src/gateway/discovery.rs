@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::render::{self, json_response};
 use super::AppState;
-use crate::api::resources::{self, ResourceInfo, RESOURCES};
+use crate::api::resources::{self, ResourceInfo};
 use crate::api::ApiError;
 
 pub const KUBE_MINOR: &str = "33";
@@ -105,9 +105,9 @@ fn all_groups() -> Vec<(&'static str, &'static str)> {
 
 /// The resources of one group version: the table's, the reviews, and the metrics API's.
 fn resources_of(group: &str, version: &str) -> Vec<&'static ResourceInfo> {
-    RESOURCES
-        .iter()
-        .chain(resources::REVIEWS)
+    resources::registry()
+        .all()
+        .into_iter()
         .chain(super::metrics_api::resources())
         .filter(|r| r.group == group && r.version == version)
         .collect()
@@ -330,7 +330,7 @@ mod tests {
 
     #[test]
     fn every_kind_declared_once_appears_in_both_discovery_formats() {
-        for info in RESOURCES.iter().chain(resources::REVIEWS) {
+        for info in resources::registry().all() {
             let l = legacy(info.group, info.version, info.name);
             let a = aggregated(info.group, info.version, info.name);
             assert_eq!(l["kind"], info.kind);

@@ -12,8 +12,9 @@ use super::objects::ListOptions;
 use super::render::{self, json_response};
 use super::routing::Target;
 use super::{auth, AppState};
-use crate::api::resources::{self, ResourceInfo};
+use crate::api::resources::{self, ResourceInfo, Storage};
 use crate::api::selector::{FieldSelector, LabelSelector};
+use crate::api::strategy::Generic;
 use crate::api::ApiError;
 use crate::resource_metrics::{NodeUsage, PodUsage};
 
@@ -36,6 +37,8 @@ const NODE_METRICS: ResourceInfo = ResourceInfo {
     field_selectors: &[],
     categories: &[],
     schema: None,
+    strategy: &Generic,
+    storage: Storage::Memory,
 };
 const POD_METRICS: ResourceInfo = ResourceInfo {
     group: GROUP,
@@ -50,6 +53,8 @@ const POD_METRICS: ResourceInfo = ResourceInfo {
     field_selectors: &[],
     categories: &[],
     schema: None,
+    strategy: &Generic,
+    storage: Storage::Memory,
 };
 
 /// Register the group's routes; they must come before the generic `/apis/{group}/...`

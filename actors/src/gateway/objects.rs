@@ -12,8 +12,9 @@ use crate::api::managed_fields::{self, Scope};
 use crate::api::resources::{self, object_key, ResourceInfo};
 use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::api::status::success_status;
+use crate::api::strategy::{Part, ScaleMapping};
 use crate::api::validation::{self, FieldError};
-use crate::api::{defaults, events_v1, meta, patch, quota, ApiError};
+use crate::api::{defaults, meta, patch, quota, ApiError};
 use crate::store::{
     Decision, Object, Rev, StoreError, StoreHandle, UpdateFn, Updated, WriteOp, WriteOutcome,
 };
@@ -298,7 +299,7 @@ impl Objects {
     pub fn get(&self, t: &Target) -> Result<Arc<Value>, ApiError> {
         let obj = self.current(t)?;
         match t.subresource.as_deref() {
-            Some("scale") => Ok(Arc::new(scale_of(&obj.value))),
+            Some("scale") => Ok(Arc::new(scale_of(scale_mapping(t)?, &obj.value))),
             _ => Ok(view_of_arc(t.resource, obj.value)),
         }
     }
@@ -366,7 +367,7 @@ impl Objects {
         let obj = check_body_kind(info, body)?;
         let warnings = decode_and_check_fields(info, &obj, opts.field_validation)?;
         if resources::is_view(info) {
-            let causes = events_v1::validate_create(&obj);
+            let causes = info.strategy.validate_view_create(&obj);
             if !causes.is_empty() {
                 return Err(ApiError::Invalid {
                     kind: info.kind.into(),
@@ -384,7 +385,7 @@ impl Objects {
                 "resourceVersion should not be set on objects to be created".into(),
             ));
         }
-        defaults::defaults_for_create(info.kind, &mut obj, ns.as_deref());
+        defaults::defaults_for_create(info.strategy, &mut obj, ns.as_deref());
         meta::drop_empty_metadata(&mut obj);
         let name = meta::name(&obj).unwrap_or_default().to_string();
         validate(info, &obj, None)?;
@@ -505,7 +506,8 @@ impl Objects {
         let part = match t.subresource.as_deref() {
             Some("scale") => {
                 let old = self.current(t)?;
-                let scale = apply_patch(kind, &scale_of(&old.value), &patch_body, "Scale")?;
+                let scale = scale_of(scale_mapping(t)?, &old.value);
+                let scale = apply_patch(kind, &scale, &patch_body, "Scale")?;
                 // Only a resourceVersion the patch itself names is a precondition.
                 let precondition = parse_precondition(
                     patch_body
@@ -595,7 +597,7 @@ impl Objects {
             meta::drop_empty_metadata(&mut new);
             if check == Check::Validate {
                 // kube-apiserver defaults whatever it decodes: updates and patches too.
-                defaults::default_object(info.kind, &mut new);
+                info.strategy.default(&mut new);
             }
             if info.name == "services" {
                 this.allocate_service(&mut new, Some(&old.value), &key_owned)?;
@@ -652,6 +654,7 @@ impl Objects {
         precondition: Option<Rev>,
         opts: &WriteOptions,
     ) -> Result<Written, ApiError> {
+        let mapping = scale_mapping(t)?;
         let replicas = scale.pointer("/spec/replicas").cloned().unwrap_or(json!(0));
         let replicas = replicas
             .as_i64()
@@ -686,7 +689,7 @@ impl Objects {
             )
             .await?;
         Ok(Written {
-            object: scale_of(&written.object),
+            object: scale_of(mapping, &written.object),
             ..written
         })
     }
@@ -924,7 +927,7 @@ fn mark_deleting(info: &ResourceInfo, old: &Value, finalizer: Option<&str>) -> D
 /// events.k8s.io/v1 Events) the stored object converted.
 fn view_of(info: &ResourceInfo, stored: Value) -> Value {
     if resources::is_view(info) {
-        events_v1::to_v1(&stored)
+        info.strategy.to_view(stored)
     } else {
         stored
     }
@@ -932,7 +935,7 @@ fn view_of(info: &ResourceInfo, stored: Value) -> Value {
 
 fn view_of_arc(info: &ResourceInfo, stored: Arc<Value>) -> Arc<Value> {
     if resources::is_view(info) {
-        Arc::new(events_v1::to_v1(&stored))
+        Arc::new(info.strategy.to_view((*stored).clone()))
     } else {
         stored
     }
@@ -941,7 +944,7 @@ fn view_of_arc(info: &ResourceInfo, stored: Arc<Value>) -> Arc<Value> {
 /// The stored form of an object written through the resource `info`.
 fn stored_of(info: &ResourceInfo, view: Value) -> Value {
     if resources::is_view(info) {
-        events_v1::to_core(&view)
+        info.strategy.stored_from_view(view)
     } else {
         view
     }
@@ -1102,13 +1105,10 @@ fn decode_and_check_fields(
     obj: &Value,
     mode: FieldValidation,
 ) -> Result<Vec<String>, ApiError> {
-    let kind = if resources::is_view(info) {
-        "events.k8s.io/Event"
-    } else {
-        info.kind
-    };
-    let unknown =
-        validation::decode_check(kind, obj).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let unknown = info
+        .strategy
+        .decode(obj)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let msgs: Vec<String> = unknown
         .iter()
         .map(|f| format!("unknown field \"{f}\""))
@@ -1141,7 +1141,7 @@ fn resolve_generate_name(obj: &mut Value) -> Result<(), ApiError> {
 }
 
 fn validate(info: &ResourceInfo, obj: &Value, old: Option<&Value>) -> Result<(), ApiError> {
-    let causes = validation::validate(info.kind, obj, old);
+    let causes = validation::validate_object(info, obj, old);
     if causes.is_empty() {
         Ok(())
     } else {
@@ -1156,19 +1156,7 @@ fn validate(info: &ResourceInfo, obj: &Value, old: Option<&Value>) -> Result<(),
 
 /// What an update may change: server-owned metadata is kept, and for resources with a
 /// status subresource the main resource cannot write status and the status subresource
-/// writes nothing else, as in Kubernetes.
-/// Which part of an object an update writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Part {
-    Main,
-    Status,
-    /// A namespace's `spec.finalizers` (the `finalize` subresource).
-    Finalizers,
-    /// A CSR's `status.conditions` (the `approval` subresource): approving or denying
-    /// writes nothing else, the certificate least of all.
-    Approval,
-}
-
+/// writes nothing else, as in Kubernetes; then the kind's own rules.
 fn merge_update(info: &ResourceInfo, old: &Value, new: Value, part: Part) -> Value {
     let mut merged = if part == Part::Status {
         let mut m = old.clone();
@@ -1205,21 +1193,7 @@ fn merge_update(info: &ResourceInfo, old: &Value, new: Value, part: Part) -> Val
         }
         m
     };
-    if info.name == super::csr::RESOURCE {
-        let write = match part {
-            Part::Status => super::csr::CsrWrite::Status,
-            Part::Approval => super::csr::CsrWrite::Approval,
-            Part::Main | Part::Finalizers => super::csr::CsrWrite::Main,
-        };
-        super::csr::restrict_update(old, &mut merged, write);
-    }
-    if info.name == "namespaces" && part == Part::Main {
-        // Only the finalize subresource edits a namespace's finalizers.
-        merged["spec"]["finalizers"] = old
-            .pointer("/spec/finalizers")
-            .cloned()
-            .unwrap_or(json!([]));
-    }
+    info.strategy.prepare_for_update(old, &mut merged, part);
     // The store stamps the new resourceVersion on write; keeping the old one until then
     // lets an update that changes nothing be recognised and skipped, as kube-apiserver
     // does, instead of writing a new revision.
@@ -1288,19 +1262,25 @@ fn apply_patch(
     }
 }
 
-/// The `autoscaling/v1` Scale view of a replication controller.
-pub fn scale_of(rc: &Value) -> Value {
-    let selector = rc
-        .pointer("/spec/selector")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default();
-    let md = rc.get("metadata").cloned().unwrap_or(json!({}));
+/// The `autoscaling/v1` Scale view of an object whose kind has a scale subresource:
+/// `spec.replicas`, `status.replicas` and the selector as a string.
+pub fn scale_of(mapping: ScaleMapping, obj: &Value) -> Value {
+    let raw = obj.pointer("/spec/selector");
+    let selector = if mapping.map_selector {
+        raw.and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default()
+    } else {
+        raw.and_then(|v| LabelSelector::from_label_selector_value(v).ok())
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    };
+    let md = obj.get("metadata").cloned().unwrap_or(json!({}));
     json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
@@ -1311,12 +1291,20 @@ pub fn scale_of(rc: &Value) -> Value {
             "resourceVersion": md.get("resourceVersion"),
             "creationTimestamp": md.get("creationTimestamp"),
         },
-        "spec": {"replicas": rc.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
+        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
         "status": {
-            "replicas": rc.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+            "replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
             "selector": selector,
         },
     })
+}
+
+/// The scale mapping of the target's kind; a kind without one has no scale subresource.
+fn scale_mapping(t: &Target) -> Result<ScaleMapping, ApiError> {
+    t.resource
+        .strategy
+        .scale()
+        .ok_or(ApiError::MethodNotAllowed)
 }
 
 fn encode_continue(key: &str, rev: Rev) -> String {
@@ -1414,9 +1402,24 @@ mod tests {
     }
 
     #[test]
+    fn scale_view_of_a_label_selector_is_its_string_form() {
+        let rs = json!({"metadata": {"name": "web"}, "spec": {"replicas": 2, "selector": {
+            "matchLabels": {"app": "web"},
+            "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}]}}});
+        let s = scale_of(
+            ScaleMapping {
+                map_selector: false,
+            },
+            &rs,
+        );
+        assert_eq!(s["status"]["selector"], "app=web,tier in (a,b)");
+        assert_eq!(s["status"]["replicas"], 0);
+    }
+
+    #[test]
     fn scale_view_reports_replicas_and_selector() {
         let rc = json!({"metadata": {"name": "web"}, "spec": {"replicas": 3, "selector": {"app": "web"}}, "status": {"replicas": 2}});
-        let s = scale_of(&rc);
+        let s = scale_of(ScaleMapping { map_selector: true }, &rc);
         assert_eq!(s["spec"]["replicas"], 3);
         assert_eq!(s["status"]["replicas"], 2);
         assert_eq!(s["status"]["selector"], "app=web");

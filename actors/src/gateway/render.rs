@@ -9,7 +9,7 @@ use chrono::Utc;
 use serde_json::{json, Value};
 
 use crate::api::resources::ResourceInfo;
-use crate::api::{protobuf, table, ApiError};
+use crate::api::{protobuf, ApiError};
 
 /// What the client asked to get back, from its Accept header and `includeObject`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,12 +150,7 @@ pub fn list_body(
 }
 
 fn row(info: &ResourceInfo, obj: &Value, include: IncludeObject) -> Value {
-    // The events.k8s.io view prints the columns of the Events it shows.
-    let cells = if info.group == crate::api::events_v1::GROUP {
-        table::cells(info.name, &crate::api::events_v1::to_core(obj), Utc::now())
-    } else {
-        table::cells(info.name, obj, Utc::now())
-    };
+    let cells = info.strategy.cells(obj, Utc::now());
     let object = match include {
         IncludeObject::None => Value::Null,
         IncludeObject::Metadata => json!({
@@ -190,7 +185,7 @@ pub fn table_body(
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
         "metadata": metadata,
-        "columnDefinitions": table::columns(info.name),
+        "columnDefinitions": info.strategy.columns(),
         "rows": items.iter().map(|o| row(info, o, include)).collect::<Vec<_>>(),
     })
 }

@@ -405,8 +405,7 @@ fn nesting_beyond_any_object_is_refused() {
 
 #[test]
 fn every_served_kind_and_its_list_have_a_protobuf_message() {
-    use crate::api::resources::{RESOURCES, REVIEWS};
-    for info in RESOURCES.iter().chain(REVIEWS) {
+    for info in crate::api::resources::registry().all() {
         let api_version = info.api_version();
         let msg = message_for(&api_version, info.kind)
             .unwrap_or_else(|| panic!("no message for {api_version} {}", info.kind));

@@ -10,7 +10,7 @@ mod paths;
 mod proto;
 mod schemas;
 
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex};
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -57,8 +57,27 @@ struct V3 {
     root: Bytes,
 }
 
-static V2_DOCS: OnceLock<V2> = OnceLock::new();
-static V3_DOCS: OnceLock<V3> = OnceLock::new();
+/// A document built for one generation of the kind registry: rebuilt when a kind is
+/// added or removed, shared until then.
+type Cached<T> = Mutex<Option<(u64, Arc<T>)>>;
+
+static V2_DOCS: Cached<V2> = Mutex::new(None);
+static V3_DOCS: Cached<V3> = Mutex::new(None);
+
+/// The cached document, or a fresh one when the registry moved on since it was built.
+/// Building holds the lock, so concurrent first requests build it once.
+fn cached<T>(cache: &Cached<T>, build: impl FnOnce() -> T) -> Arc<T> {
+    let generation = crate::api::resources::registry().generation();
+    let mut slot = cache.lock().unwrap_or_else(|e| e.into_inner());
+    match &*slot {
+        Some((g, doc)) if *g == generation => doc.clone(),
+        _ => {
+            let doc = Arc::new(build());
+            *slot = Some((generation, doc.clone()));
+            doc
+        }
+    }
+}
 
 fn info() -> Value {
     json!({"title": "Kubernetes", "version": format!("v1.{KUBE_MINOR}.0")})
@@ -117,8 +136,8 @@ fn release_freed_memory() {
     }
 }
 
-fn v2_docs() -> &'static V2 {
-    V2_DOCS.get_or_init(|| {
+fn v2_docs() -> Arc<V2> {
+    cached(&V2_DOCS, || {
         let doc = v2_document();
         let json = Encoded::new(doc.to_string().into_bytes());
         let protobuf = Encoded::new(proto::encode_document(&doc));
@@ -151,8 +170,8 @@ fn v3_documents() -> Vec<(String, Value)> {
         .collect()
 }
 
-fn v3_docs() -> &'static V3 {
-    V3_DOCS.get_or_init(|| {
+fn v3_docs() -> Arc<V3> {
+    cached(&V3_DOCS, || {
         let groups: Vec<(String, Encoded)> = v3_documents()
             .into_iter()
             .map(|(path, doc)| (path, Encoded::new(doc.to_string().into_bytes())))

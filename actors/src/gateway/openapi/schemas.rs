@@ -11,7 +11,7 @@ use k8s_openapi::api::{autoscaling, core::v1 as core};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 
 use crate::api::patch::{list_strategy, ListStrategy};
-use crate::api::resources::{self, ResourceInfo, RESOURCES};
+use crate::api::resources::{self, ResourceInfo};
 
 /// Where the generator puts its definitions, and so the prefix of every `$ref` it writes.
 pub const REF_PREFIX: &str = "#/definitions/";
@@ -82,7 +82,7 @@ impl Definitions {
 
 /// Every resource the documents describe: the stored kinds and the reviews.
 pub fn served() -> impl Iterator<Item = &'static ResourceInfo> {
-    RESOURCES.iter().chain(resources::REVIEWS)
+    resources::registry().all().into_iter()
 }
 
 /// The name a `$ref` points at.

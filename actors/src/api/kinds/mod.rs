@@ -1,0 +1,49 @@
+//! The built-in kinds, one module each: its declaration (`ResourceInfo`) and its
+//! strategy. Adding a kind is a module here and one line in [`builtin`].
+
+pub mod csr;
+pub mod endpoints;
+pub mod event;
+pub mod event_v1;
+pub mod hpa;
+pub mod lease;
+pub mod namespace;
+pub mod node;
+pub mod pod;
+pub mod pod_template;
+pub mod rbac;
+pub mod replication_controller;
+pub mod resource_quota;
+pub mod reviews;
+pub mod service;
+
+use super::resources::ResourceInfo;
+
+/// The kinds served from the start, in discovery order (core first).
+pub fn builtin() -> [&'static ResourceInfo; 23] {
+    [
+        &namespace::INFO,
+        &node::INFO,
+        &pod::INFO,
+        &pod_template::INFO,
+        &service::INFO,
+        &endpoints::INFO,
+        &replication_controller::INFO,
+        &resource_quota::INFO,
+        &event::INFO,
+        &event_v1::INFO,
+        &lease::INFO,
+        &rbac::ROLE,
+        &rbac::ROLE_BINDING,
+        &rbac::CLUSTER_ROLE,
+        &rbac::CLUSTER_ROLE_BINDING,
+        &hpa::INFO,
+        &csr::INFO,
+        &reviews::SELF_SUBJECT_REVIEW,
+        &reviews::SELF_SUBJECT_ACCESS_REVIEW,
+        &reviews::TOKEN_REVIEW,
+        &reviews::SUBJECT_ACCESS_REVIEW,
+        &reviews::LOCAL_SUBJECT_ACCESS_REVIEW,
+        &reviews::SELF_SUBJECT_RULES_REVIEW,
+    ]
+}
