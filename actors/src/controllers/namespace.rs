@@ -8,11 +8,11 @@ use std::time::Duration;
 use serde_json::Value;
 use tracing::Instrument;
 
-use super::informer::{key_of, Change, InformerSpec};
 use super::pods;
-use super::runtime::{Action, Context, ReconcileError, Reconciler};
 use crate::api::{meta, resources, ApiError};
 use crate::client::{EventKind, ListParams};
+use crate::runtime::{key_of, Change, InformerSpec};
+use crate::runtime::{Action, Context, ReconcileError, Reconciler};
 
 /// The finalizer the gateway puts in `spec.finalizers` of every namespace; this
 /// controller owns it.

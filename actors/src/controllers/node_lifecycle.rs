@@ -12,11 +12,11 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tracing::Instrument;
 
-use super::informer::{key_of, Change, InformerSpec};
 use super::pods;
-use super::runtime::{Action, Context, ReconcileError, Reconciler};
 use crate::api::{meta, ApiError};
 use crate::client::{EventKind, ListParams, PatchType};
+use crate::runtime::{key_of, Change, InformerSpec};
+use crate::runtime::{Action, Context, ReconcileError, Reconciler};
 
 /// Taint of a node whose kubelet stopped posting status.
 pub const TAINT_UNREACHABLE: &str = "node.kubernetes.io/unreachable";

@@ -13,8 +13,8 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::net::TcpStream;
 
-use crate::controllers::informer::{key_of, Change, InformerSpec};
-use crate::controllers::{Action, Context, ReconcileError, Reconciler};
+use crate::runtime::{key_of, Change, InformerSpec};
+use crate::runtime::{Action, Context, ReconcileError, Reconciler};
 use backends::{Backends, Connector};
 
 /// How long a backend connect may take before the next backend is tried.
