@@ -20,8 +20,9 @@ use crate::api::selector::LabelSelector;
 use crate::api::{meta, resources, validation, ApiError};
 use crate::client::{EventKind, PatchType};
 use crate::resource_metrics::MetricsSource;
-use crate::runtime::{key_of, split_key, Change, InformerSpec};
-use crate::runtime::{Action, Context, ReconcileError, Reconciler};
+use crate::runtime::{
+    key_of, split_key, Action, Change, Context, InformerSpec, ReconcileError, Reconciler,
+};
 
 pub const CONDITIONS_ANNOTATION: &str = "autoscaling.alpha.kubernetes.io/conditions";
 /// Kubernetes' default for an autoscaling/v1 HPA without a target.

@@ -13,8 +13,9 @@ use super::pods;
 use crate::api::selector::LabelSelector;
 use crate::api::{meta, ApiError};
 use crate::client::EventKind;
-use crate::runtime::{key_of, split_key, Change, InformerSpec};
-use crate::runtime::{Action, Context, ReconcileError, Reconciler};
+use crate::runtime::{
+    key_of, split_key, Action, Change, Context, InformerSpec, ReconcileError, Reconciler,
+};
 
 /// Keeps one Endpoints object per selector-bearing Service.
 #[derive(Debug, Default, Clone, Copy)]

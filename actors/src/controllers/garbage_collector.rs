@@ -18,8 +18,9 @@ use super::pods;
 use crate::api::resources::{self, ResourceInfo};
 use crate::api::{meta, ApiError};
 use crate::client::{EventKind, ListParams, PatchType};
-use crate::runtime::{key_of, split_key, Change, InformerSpec};
-use crate::runtime::{Action, Context, ReconcileError, Reconciler};
+use crate::runtime::{
+    key_of, split_key, Action, Change, Context, InformerSpec, ReconcileError, Reconciler,
+};
 
 /// The finalizer of an owner deleted with `propagationPolicy: Foreground`.
 pub const FOREGROUND: &str = "foregroundDeletion";

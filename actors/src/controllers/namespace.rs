@@ -11,8 +11,7 @@ use tracing::Instrument;
 use super::pods;
 use crate::api::{meta, resources, ApiError};
 use crate::client::{EventKind, ListParams};
-use crate::runtime::{key_of, Change, InformerSpec};
-use crate::runtime::{Action, Context, ReconcileError, Reconciler};
+use crate::runtime::{key_of, Action, Change, Context, InformerSpec, ReconcileError, Reconciler};
 
 /// The finalizer the gateway puts in `spec.finalizers` of every namespace; this
 /// controller owns it.

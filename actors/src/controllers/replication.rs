@@ -11,8 +11,9 @@ use super::pods::{self, controller_ref};
 use crate::api::selector::LabelSelector;
 use crate::api::{meta, ApiError};
 use crate::client::{EventKind, PatchType};
-use crate::runtime::{key_of, split_key, Change, InformerSpec};
-use crate::runtime::{Action, Context, ReconcileError, Reconciler};
+use crate::runtime::{
+    key_of, split_key, Action, Change, Context, InformerSpec, ReconcileError, Reconciler,
+};
 
 /// Creates and deletes this controller has asked for but not yet seen in its pod cache.
 /// Until they are seen it does not act again for that RC, so it never over-creates while

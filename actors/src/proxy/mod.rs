@@ -13,8 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::net::TcpStream;
 
-use crate::runtime::{key_of, Change, InformerSpec};
-use crate::runtime::{Action, Context, ReconcileError, Reconciler};
+use crate::runtime::{key_of, Action, Change, Context, InformerSpec, ReconcileError, Reconciler};
 use backends::{Backends, Connector};
 
 /// How long a backend connect may take before the next backend is tried.
