@@ -1,7 +1,8 @@
 //! The node proxy (kube-proxy): for every port of a NodePort Service, listen on the node's
 //! address at the node port and forward each TCP connection to a ready endpoint of the
-//! service, round-robin. It runs as a reconciler in the controller loop: informers on
-//! Services and Endpoints, one reconcile per Service.
+//! service, round-robin. It runs as a reconciler in the runtime's controller loop, on the
+//! process's shared Service and Endpoints informers (every in-process node's proxy reads
+//! the same caches), one reconcile per Service.
 
 pub mod backends;
 
