@@ -1,5 +1,7 @@
 //! Building the actor tree for one cluster: the store on its own arbiter, the gateway in
-//! front of it, then bootstrap (system namespaces, manifests, kubeconfig).
+//! front of it, then bootstrap (system namespaces, manifests, kubeconfig), then the
+//! controllers, the scheduler and the in-process nodes, all reading one set of shared
+//! informers.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -15,7 +17,6 @@ use skiff_actors::controllers::autoscaler::AutoscalerConfig;
 use skiff_actors::controllers::manager::{
     ControllerManager, ControllerManagerConfig, CsrSigningConfig,
 };
-use skiff_actors::controllers::Controller;
 use skiff_actors::gateway::allocation::ServiceRanges;
 use skiff_actors::gateway::logs::NodeRuntimes;
 use skiff_actors::gateway::objects::{PatchType, WriteOptions};
@@ -28,6 +29,7 @@ use skiff_actors::kubelet::runtime::Runtime;
 use skiff_actors::metrics::Metrics;
 use skiff_actors::proxy::ProxyReconciler;
 use skiff_actors::resource_metrics::{MetricsRegistry, MetricsSink, MetricsSource};
+use skiff_actors::runtime::{Controller, InformerFactory};
 use skiff_actors::scheduler::{SchedulerActor, SchedulerConfig};
 use skiff_actors::store::{self, StoreConfig, StoreHandle};
 
@@ -97,6 +99,8 @@ pub struct System {
     /// The kubelet and proxy of every node this process runs.
     pub nodes: Vec<NodeHandle>,
     pub scheduler: Option<Addr<SchedulerActor>>,
+    /// The informers every component of this process shares (one per resource).
+    pub informers: InformerFactory,
 }
 
 impl System {
@@ -222,26 +226,25 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
             validity: Duration::from_secs(cfg.auth.node_cert_validity_days.max(1) * 24 * 3600),
         }),
     };
+    // One informer per resource for the whole process: the controllers, the scheduler and
+    // every in-process kubelet and proxy read the same caches. They run on the control
+    // arbiter, and stop with it.
+    let informers = InformerFactory::on_arbiter(client.clone(), control_arbiter.handle());
     let scheduler_client = client.clone();
-    let client_for_nodes = client.clone();
     let hpa_metrics: Arc<dyn MetricsSource> = Arc::new(usage.clone());
+    let cm_informers = informers.clone();
     let controllers = ControllerManager::start_in_arbiter(&control_arbiter.handle(), move |_| {
-        ControllerManager::new(client, cm_cfg).with_metrics(hpa_metrics)
+        ControllerManager::new(cm_informers, cm_cfg).with_metrics(hpa_metrics)
     });
     let scheduler = cfg.scheduler.enabled.then(|| {
+        let informers = informers.clone();
         Supervisor::start_in_arbiter(&control_arbiter.handle(), move |_| {
             SchedulerActor::new(scheduler_client, SchedulerConfig::default())
+                .with_informers(&informers)
         })
     });
     let nodes_arbiter = Arbiter::new();
-    let kubelets = start_nodes(
-        &cfg.nodes,
-        &nodes_arbiter,
-        client_for_nodes,
-        &runtimes,
-        &usage,
-    )
-    .await?;
+    let kubelets = start_nodes(&cfg.nodes, &nodes_arbiter, &informers, &runtimes, &usage).await?;
     let kubeconfig = data_dir.join("kubeconfig");
     write_kubeconfig(&kubeconfig, &cfg.cluster.name, addr, credentials.as_ref())?;
     Ok(System {
@@ -257,6 +260,7 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
         _controllers: controllers,
         nodes: kubelets,
         scheduler,
+        informers,
     })
 }
 
@@ -283,10 +287,12 @@ pub async fn start_node_agent(
     // a remote node's registries stay local to it.
     let runtimes = NodeRuntimes::default();
     let usage = MetricsRegistry::default();
+    // Far from the API server, the kubelet watches only its own node's pods.
+    let informers = InformerFactory::node_scoped(client, Some(arbiter.handle()));
     let mut started = start_nodes(
         std::slice::from_ref(node),
         &arbiter,
-        client,
+        &informers,
         &runtimes,
         &usage,
     )
@@ -297,12 +303,12 @@ pub async fn start_node_agent(
     }
 }
 
-/// Start a kubelet per configured node, on the nodes' arbiter, each with its runtime
-/// registered for the gateway's log requests.
+/// Start a kubelet and a proxy per configured node, on the nodes' arbiter, each with its
+/// runtime registered for the gateway's log requests, all reading `informers`.
 async fn start_nodes(
     nodes: &[NodeConfig],
     arbiter: &Arbiter,
-    client: Arc<dyn ApiClient>,
+    informers: &InformerFactory,
     runtimes: &NodeRuntimes,
     usage: &MetricsRegistry,
 ) -> Result<Vec<NodeHandle>, SystemError> {
@@ -368,15 +374,17 @@ async fn start_nodes(
             stats_interval: Duration::from_secs(node.stats_interval_seconds.max(1)),
             ..KubeletConfig::default()
         };
-        let kubelet_client = client.clone();
+        let kubelet_informers = informers.clone();
         let sink: Arc<dyn MetricsSink> = Arc::new(usage.clone());
         let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
-            Kubelet::new(kubelet_client, runtime, kcfg).with_metrics(sink)
+            Kubelet::new(kubelet_informers.client(), runtime, kcfg)
+                .with_informers(&kubelet_informers)
+                .with_metrics(sink)
         });
-        let proxy_client = client.clone();
+        let proxy_informers = informers.clone();
         let name = node.name.clone();
         let proxy = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
-            Controller::new(ProxyReconciler::new(name, address), proxy_client)
+            Controller::new(ProxyReconciler::new(name, address), &proxy_informers)
         });
         started.push(NodeHandle {
             name: node.name.clone(),

@@ -10,5 +10,6 @@ pub mod metrics;
 pub mod pki;
 pub mod proxy;
 pub mod resource_metrics;
+pub mod runtime;
 pub mod scheduler;
 pub mod store;

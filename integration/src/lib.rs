@@ -11,6 +11,7 @@ use skiff::security::AdminCredential;
 use skiff::system::{self, Credentials};
 use skiff_actors::kubelet::runtime::sim::SimRuntime;
 use skiff_actors::pki::Credential;
+use skiff_actors::runtime::InformerFactory;
 use skiff_actors::store::StoreHandle;
 use std::sync::Arc;
 
@@ -23,6 +24,9 @@ pub struct TestCluster {
     pub data_dir: PathBuf,
     /// The CA, admin credential and join token of a secure cluster (`start_secure`).
     pub credentials: Option<Credentials>,
+    /// The informers the cluster's components share (to inspect them, or to build another
+    /// controller on them).
+    pub informers: InformerFactory,
     config: Config,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -121,6 +125,7 @@ impl TestCluster {
                             sys.store.clone(),
                             sys.credentials.clone(),
                             sims,
+                            sys.informers.clone(),
                         )));
                         let _ = stop_rx.await;
                         sys.shutdown().await;
@@ -131,7 +136,7 @@ impl TestCluster {
                 }
             });
         });
-        let (url, kubeconfig, store, credentials, sims) = ready_rx
+        let (url, kubeconfig, store, credentials, sims, informers) = ready_rx
             .recv_timeout(Duration::from_secs(60))
             .expect("cluster start timed out")
             .expect("cluster failed to start");
@@ -142,6 +147,7 @@ impl TestCluster {
             sims,
             data_dir: config.cluster.data_dir.clone(),
             credentials,
+            informers,
             config,
             stop: Some(stop_tx),
             thread: Some(thread),

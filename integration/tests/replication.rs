@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use skiff_actors::client::{ApiClient, LocalClient};
-use skiff_actors::controllers::informer::{Change, InformerSpec};
-use skiff_actors::controllers::{Action, Context, Controller, ReconcileError, Reconciler};
 use skiff_actors::gateway::Objects;
+use skiff_actors::runtime::{
+    Action, Change, Context, Controller, InformerFactory, InformerSpec, ReconcileError, Reconciler,
+};
 use skiff_integration::{call, client, eventually, TestCluster};
 
 const RCS: &str = "/api/v1/namespaces/default/replicationcontrollers";
@@ -249,7 +250,7 @@ impl Reconciler for PanicsOnce {
     }
 
     fn keys_for(&self, _resource: &str, change: &Change, _ctx: &Context) -> Vec<String> {
-        vec![skiff_actors::controllers::informer::key_of(&change.object)]
+        vec![skiff_actors::runtime::key_of(&change.object)]
     }
 
     async fn reconcile(&self, key: &str, ctx: &Context) -> Result<Action, ReconcileError> {
@@ -275,7 +276,7 @@ async fn a_controller_that_panics_in_reconcile_is_restarted_and_reconciles_again
             calls: calls.clone(),
             succeeded: succeeded.clone(),
         },
-        api,
+        &InformerFactory::new(api),
     )
     .start_supervised();
     let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "chaos"}});

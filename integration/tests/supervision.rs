@@ -1,9 +1,16 @@
 //! Supervision: a store actor that panics is restarted by its supervisor; clients get a
-//! retryable error meanwhile, then carry on, with nothing acknowledged lost.
+//! retryable error meanwhile, then carry on, with nothing acknowledged lost. A controller
+//! whose reconcile panics is restarted the same way, through the runtime's guard.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
+use skiff_actors::runtime::{
+    key_of, Action, Change, Context, Controller, GetControllerStats, InformerSpec, ReconcileError,
+    Reconciler,
+};
 use skiff_actors::store::InjectPanic;
 use skiff_integration::{call, client, eventually, pod, TestCluster};
 
@@ -79,4 +86,65 @@ async fn panicking_store_is_restarted_and_serves_again() {
         (code == 200 && wcode == 201).then_some(())
     })
     .await;
+}
+
+/// A controller on the cluster's shared informers whose first reconcile of `chaos` panics.
+struct PanicsOnce {
+    calls: Arc<AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl Reconciler for PanicsOnce {
+    fn name(&self) -> &'static str {
+        "panics-once"
+    }
+
+    fn informers(&self) -> Vec<InformerSpec> {
+        vec![InformerSpec::all("namespaces")]
+    }
+
+    fn keys_for(&self, _resource: &str, change: &Change, _ctx: &Context) -> Vec<String> {
+        vec![key_of(&change.object)]
+    }
+
+    async fn reconcile(&self, key: &str, _ctx: &Context) -> Result<Action, ReconcileError> {
+        if key == "chaos" && self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            panic!("reconcile bug");
+        }
+        Ok(Action::Done)
+    }
+}
+
+#[actix_rt::test]
+async fn a_panicking_reconcile_restarts_its_controller_which_catches_up_from_the_shared_cache() {
+    let c = TestCluster::api_only();
+    let namespaces = c.informers.informer(InformerSpec::all("namespaces"));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let controller = Controller::new(
+        PanicsOnce {
+            calls: calls.clone(),
+        },
+        &c.informers,
+    )
+    .start_supervised();
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "chaos"}});
+    let (code, _) = call(client().post(c.url("/api/v1/namespaces")).json(&ns)).await;
+    assert_eq!(code, 201);
+    // The panic stops the actor; the supervisor starts it again, its new subscription is
+    // replayed the cache, and `chaos` is reconciled a second time, without the panic.
+    let stats = eventually(
+        Duration::from_secs(20),
+        "the controller restarted and reconciled chaos again",
+        || async {
+            let stats = controller.send(GetControllerStats).await.ok()?;
+            (stats.restarts == 1 && calls.load(Ordering::SeqCst) >= 2).then_some(stats)
+        },
+    )
+    .await;
+    assert_eq!(
+        stats.failures, 0,
+        "a panic is not a failed reconcile: {stats:?}"
+    );
+    // The restart re-subscribed; it did not make the shared informer list again.
+    assert_eq!(namespaces.stats().lists, 1, "{:?}", namespaces.stats());
 }

@@ -1,5 +1,7 @@
 //! The HTTP client: the same API over the network, for components in other processes.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -144,9 +146,11 @@ fn parse_event(line: &[u8]) -> Result<WatchEvent, ApiError> {
             )))
         }
     };
+    let mut v = v;
+    let object = v.get_mut("object").map(Value::take).unwrap_or(Value::Null);
     Ok(WatchEvent {
         kind,
-        object: v.get("object").cloned().unwrap_or(Value::Null),
+        object: Arc::new(object),
     })
 }
 
@@ -185,7 +189,7 @@ impl ApiClient for HttpClient {
         namespace: Option<&str>,
         params: &ListParams,
     ) -> Result<ObjectList, ApiError> {
-        let v = self
+        let mut v = self
             .send(
                 self.http
                     .get(self.url(resource, namespace, None, None))
@@ -197,11 +201,10 @@ impl ApiClient for HttpClient {
             .and_then(Value::as_str)
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        let items = v
-            .get("items")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let items = match v.get_mut("items").map(Value::take) {
+            Some(Value::Array(items)) => items.into_iter().map(Arc::new).collect(),
+            _ => Vec::new(),
+        };
         Ok(ObjectList {
             items,
             resource_version,

@@ -107,7 +107,7 @@ impl ApiClient for LocalClient {
         let t = target(resource, namespace, None, None)?;
         let page = self.objects.list(&t, &list_options(params)?)?;
         Ok(ObjectList {
-            items: page.items.iter().map(|i| (**i).clone()).collect(),
+            items: page.items,
             resource_version: page.rev,
         })
     }
@@ -137,12 +137,9 @@ impl ApiClient for LocalClient {
         let events = futures::stream::iter(initial)
             .chain(live)
             .filter_map(move |ev| {
-                let out = filter.translate(&ev).map(|(kind, obj)| {
-                    Ok(WatchEvent {
-                        kind,
-                        object: (*obj).clone(),
-                    })
-                });
+                let out = filter
+                    .translate(&ev)
+                    .map(|(kind, obj)| Ok(WatchEvent { kind, object: obj }));
                 futures::future::ready(out)
             });
         Ok(events.boxed())

@@ -6,6 +6,8 @@ pub mod bootstrap;
 mod http;
 mod local;
 
+use std::sync::Arc;
+
 use futures::stream::BoxStream;
 use serde_json::Value;
 
@@ -39,10 +41,11 @@ impl ListParams {
     }
 }
 
-/// A list and the revision it was read at (to watch from).
+/// A list and the revision it was read at (to watch from). Objects are shared: an
+/// in-process client hands over the store's own copy of each object version.
 #[derive(Debug, Clone)]
 pub struct ObjectList {
-    pub items: Vec<Value>,
+    pub items: Vec<Arc<Value>>,
     pub resource_version: u64,
 }
 
@@ -50,7 +53,7 @@ pub struct ObjectList {
 #[derive(Debug, Clone)]
 pub struct WatchEvent {
     pub kind: EventKind,
-    pub object: Value,
+    pub object: Arc<Value>,
 }
 
 /// The stream of a watch; it ends when the server ends the watch (the caller re-watches

@@ -14,14 +14,15 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use super::informer::{key_of, split_key, Change, InformerSpec};
 use super::pods;
 use super::replica_calculator::{self as calc, PodSample, PodState, Stabilizer};
-use super::runtime::{Action, Context, ReconcileError, Reconciler};
 use crate::api::selector::LabelSelector;
 use crate::api::{meta, resources, validation, ApiError};
 use crate::client::{EventKind, PatchType};
 use crate::resource_metrics::MetricsSource;
+use crate::runtime::{
+    key_of, split_key, Action, Change, Context, InformerSpec, ReconcileError, Reconciler,
+};
 
 pub const CONDITIONS_ANNOTATION: &str = "autoscaling.alpha.kubernetes.io/conditions";
 /// Kubernetes' default for an autoscaling/v1 HPA without a target.

@@ -14,11 +14,10 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use super::informer::{key_of, Change, InformerSpec};
-use super::runtime::{Action, Context, ReconcileError, Reconciler};
 use crate::api::{meta, ApiError};
 use crate::gateway::csr::{self, CLIENT_SIGNER, KUBELET_CLIENT_SIGNER, RESOURCE};
 use crate::pki::{self, ClusterCa};
+use crate::runtime::{key_of, Action, Change, Context, InformerSpec, ReconcileError, Reconciler};
 
 const NODE_PREFIX: &str = "system:node:";
 const NODES_GROUP: &str = "system:nodes";

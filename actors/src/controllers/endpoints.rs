@@ -9,12 +9,13 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use tracing::Instrument;
 
-use super::informer::{key_of, split_key, Change, InformerSpec};
 use super::pods;
-use super::runtime::{Action, Context, ReconcileError, Reconciler};
 use crate::api::selector::LabelSelector;
 use crate::api::{meta, ApiError};
 use crate::client::EventKind;
+use crate::runtime::{
+    key_of, split_key, Action, Change, Context, InformerSpec, ReconcileError, Reconciler,
+};
 
 /// Keeps one Endpoints object per selector-bearing Service.
 #[derive(Debug, Default, Clone, Copy)]

@@ -8,18 +8,19 @@
 //! alone: a cache that is behind must not make an owner look gone.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use tracing::Instrument;
 
-use super::informer::{key_of, split_key, Change, InformerSpec};
 use super::pods;
-use super::runtime::{Action, Context, ReconcileError, Reconciler};
 use crate::api::resources::{self, ResourceInfo};
 use crate::api::{meta, ApiError};
 use crate::client::{EventKind, ListParams, PatchType};
+use crate::runtime::{
+    key_of, split_key, Action, Change, Context, InformerSpec, ReconcileError, Reconciler,
+};
 
 /// The finalizer of an owner deleted with `propagationPolicy: Foreground`.
 pub const FOREGROUND: &str = "foregroundDeletion";
@@ -405,7 +406,7 @@ impl GarbageCollector {
         &self,
         ctx: &Context,
         owner: &Value,
-    ) -> Result<Vec<(&'static str, Value)>, ApiError> {
+    ) -> Result<Vec<(&'static str, Arc<Value>)>, ApiError> {
         let Some(uid) = meta::uid(owner) else {
             return Ok(Vec::new());
         };

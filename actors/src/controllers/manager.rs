@@ -1,5 +1,5 @@
-//! The controller-manager: starts one supervised actor per controller and keeps their
-//! addresses for as long as it runs.
+//! The controller-manager: starts one supervised actor per controller, all reading the
+//! process's shared informers, and keeps their addresses for as long as it runs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,10 +14,9 @@ use super::namespace::NamespaceController;
 use super::node_lifecycle::{NodeLifecycleConfig, NodeLifecycleController};
 use super::replication::ReplicationController;
 use super::resource_quota::ResourceQuotaController;
-use super::runtime::Controller;
-use crate::client::ApiClient;
 use crate::pki::ClusterCa;
 use crate::resource_metrics::{MetricsRegistry, MetricsSource};
+use crate::runtime::{Controller, InformerFactory};
 
 /// What the CSR approver and signer needs: the cluster CA, and how long what it signs is
 /// valid. Absent on an insecure cluster, which has no CA.
@@ -60,7 +59,7 @@ impl Default for ControllerManagerConfig {
 }
 
 pub struct ControllerManager {
-    client: Arc<dyn ApiClient>,
+    informers: InformerFactory,
     config: ControllerManagerConfig,
     /// Pod usage for the autoscaler.
     metrics: Arc<dyn MetricsSource>,
@@ -69,9 +68,9 @@ pub struct ControllerManager {
 }
 
 impl ControllerManager {
-    pub fn new(client: Arc<dyn ApiClient>, config: ControllerManagerConfig) -> Self {
+    pub fn new(informers: InformerFactory, config: ControllerManagerConfig) -> Self {
         ControllerManager {
-            client,
+            informers,
             config,
             metrics: Arc::new(MetricsRegistry::default()),
             running: Vec::new(),
@@ -85,7 +84,7 @@ impl ControllerManager {
     }
 
     fn start_all(&mut self) {
-        let c = || self.client.clone();
+        let c = || &self.informers;
         let node_cfg = NodeLifecycleConfig {
             grace_period: self.config.node_grace_period,
             eviction_timeout: self.config.node_eviction_timeout,

@@ -1,12 +1,7 @@
-//! The controller-manager: one supervised actor per controller, each a [`Reconciler`] run by
-//! the shared [`runtime::Controller`] loop.
+//! The controller-manager: one supervised actor per controller, each a
+//! [`Reconciler`](crate::runtime::Reconciler) run by the shared
+//! [`Controller`](crate::runtime::Controller) loop of [`crate::runtime`].
 
-pub mod informer;
-pub mod queue;
-pub mod recorder;
-pub mod runtime;
-
-pub use runtime::{Action, Context, Controller, ReconcileError, Reconciler};
 pub mod autoscaler;
 pub mod csr_signing;
 pub mod endpoints;

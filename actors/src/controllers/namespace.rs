@@ -8,11 +8,10 @@ use std::time::Duration;
 use serde_json::Value;
 use tracing::Instrument;
 
-use super::informer::{key_of, Change, InformerSpec};
 use super::pods;
-use super::runtime::{Action, Context, ReconcileError, Reconciler};
 use crate::api::{meta, resources, ApiError};
 use crate::client::{EventKind, ListParams};
+use crate::runtime::{key_of, Action, Change, Context, InformerSpec, ReconcileError, Reconciler};
 
 /// The finalizer the gateway puts in `spec.finalizers` of every namespace; this
 /// controller owns it.

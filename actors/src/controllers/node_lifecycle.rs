@@ -12,11 +12,12 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tracing::Instrument;
 
-use super::informer::{key_of, Change, InformerSpec};
 use super::pods;
-use super::runtime::{Action, Context, ReconcileError, Reconciler};
 use crate::api::{meta, ApiError};
-use crate::client::{EventKind, ListParams, PatchType};
+use crate::client::{EventKind, PatchType};
+use crate::runtime::{
+    key_of, Action, Change, Context, InformerSpec, ReconcileError, Reconciler, NODE_NAME,
+};
 
 /// Taint of a node whose kubelet stopped posting status.
 pub const TAINT_UNREACHABLE: &str = "node.kubernetes.io/unreachable";
@@ -317,11 +318,17 @@ impl Reconciler for NodeLifecycleController {
     }
 
     fn informers(&self) -> Vec<InformerSpec> {
-        vec![InformerSpec::all("nodes"), InformerSpec::all("leases")]
+        // Pods only to find a node's pods through the shared cache's node index when it
+        // evicts (the process watches pods anyway): a pod change queues no node.
+        vec![
+            InformerSpec::all("nodes"),
+            InformerSpec::all("leases"),
+            InformerSpec::all("pods"),
+        ]
     }
 
     fn keys_for(&self, resource: &str, change: &Change, _ctx: &Context) -> Vec<String> {
-        if change.kind == EventKind::Deleted {
+        if change.kind == EventKind::Deleted || resource == "pods" {
             return vec![];
         }
         if resource == "leases" {
@@ -451,14 +458,16 @@ impl NodeLifecycleController {
         now: DateTime<Utc>,
     ) -> Result<Option<DateTime<Utc>>, ReconcileError> {
         let name = meta::name(node).unwrap_or_default();
-        let selector = format!("spec.nodeName={name}");
-        let on_node = ctx
-            .client
-            .list("pods", None, &ListParams::fields(selector))
-            .await?;
+        let pods_cache = ctx.cache("pods");
+        if !pods_cache.synced() {
+            // No pod is known yet (just started): look again shortly rather than believe
+            // the node empty.
+            return Ok(Some(now + chrono::Duration::seconds(1)));
+        }
+        let on_node = pods_cache.by_index(NODE_NAME, name);
         let mut next: Option<DateTime<Utc>> = None;
         let mut evicted = 0usize;
-        for pod in on_node.items.iter().filter(|p| !pods::is_deleting(p)) {
+        for pod in on_node.iter().filter(|p| !pods::is_deleting(p)) {
             let Some(deadline) = eviction_deadline(pod, taint, since, &self.config) else {
                 continue;
             };

@@ -7,12 +7,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::informer::{key_of, split_key, Change, InformerSpec};
 use super::pods::{self, controller_ref};
-use super::runtime::{Action, Context, ReconcileError, Reconciler};
 use crate::api::selector::LabelSelector;
 use crate::api::{meta, ApiError};
 use crate::client::{EventKind, PatchType};
+use crate::runtime::{
+    key_of, split_key, Action, Change, Context, InformerSpec, ReconcileError, Reconciler,
+};
 
 /// Creates and deletes this controller has asked for but not yet seen in its pod cache.
 /// Until they are seen it does not act again for that RC, so it never over-creates while

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::informer::{key_of, split_key, Change, InformerSpec};
-use super::runtime::{Action, Context, ReconcileError, Reconciler};
 use crate::api::{meta, quota, resources, ApiError};
+use crate::runtime::{
+    key_of, split_key, Action, Change, Context, InformerSpec, ReconcileError, Reconciler,
+};
 
 /// The resources whose objects count against quotas.
 const COUNTED: &[&str] = &["pods", "services", "replicationcontrollers"];

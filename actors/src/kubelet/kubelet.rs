@@ -3,15 +3,18 @@
 //! relists the runtime every second to tell workers about container changes (Kubernetes'
 //! PLEG), and removes containers of pods that no longer exist.
 //!
-//! Nothing important lives only in memory: a restarted kubelet re-registers, re-lists its
-//! pods, and its new workers adopt the containers that are still running.
+//! Its pods come from the process's shared pod informer (through its `spec.nodeName`
+//! index), or, on a node agent of its own, from an informer watching only this node's pods.
+//!
+//! Nothing important lives only in memory: a restarted kubelet re-registers, is told its
+//! pods again by the informer, and its new workers adopt the containers still running.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use futures::StreamExt;
 use serde_json::{json, Value};
 
 use super::backoff::Backoff;
@@ -23,11 +26,13 @@ use super::pod_worker::{
 use super::runtime::{ContainerInfo, ContainerState, Runtime, RuntimeError};
 use super::stats::{self, Sampler};
 use crate::api::{meta, ApiError};
-use crate::client::{ApiClient, EventKind, ListParams, PatchType};
-use crate::controllers::informer::{self, Cache, Change, InformerSpec};
+use crate::client::{ApiClient, EventKind, PatchType};
 use crate::controllers::node_lifecycle::NODE_LEASE_NAMESPACE;
-use crate::controllers::recorder::Recorder;
 use crate::resource_metrics::MetricsSink;
+use crate::runtime::{
+    guard, key_of, node_filter, Change, Informer, InformerFactory, Notification, Recorder,
+    NODE_NAME,
+};
 use tracing::Instrument;
 
 /// How long containers of a pod that vanished while the kubelet was away get to stop.
@@ -148,7 +153,8 @@ pub struct Kubelet {
     config: KubeletConfig,
     worker_config: Arc<WorkerConfig>,
     recorder: Arc<Recorder>,
-    cache: Arc<Cache>,
+    /// Where this node's pods are read (`by_index(NODE_NAME, node)`).
+    pods: Arc<Informer>,
     workers: HashMap<String, WorkerEntry>,
     /// Pods whose worker finished while the pod is still in the cache (its deletion is on
     /// its way): no new worker for them.
@@ -168,19 +174,24 @@ pub struct Kubelet {
 }
 
 impl Kubelet {
+    /// A kubelet with an informer of its own, watching only its node's pods (a node agent
+    /// alone in its process); [`with_informers`](Self::with_informers) shares the
+    /// process's.
     pub fn new(
         client: Arc<dyn ApiClient>,
         runtime: Arc<dyn Runtime>,
         config: KubeletConfig,
     ) -> Self {
         let recorder = Arc::new(Recorder::new(client.clone(), "kubelet"));
+        let pods =
+            InformerFactory::node_scoped(client.clone(), None).pods_on_node(&config.node_name);
         Kubelet {
             worker_config: Arc::new(config.worker_config("docker")),
             client,
             runtime,
             config,
             recorder,
-            cache: Arc::new(Cache::default()),
+            pods,
             workers: HashMap::new(),
             finished: HashSet::new(),
             seen: HashMap::new(),
@@ -201,25 +212,22 @@ impl Kubelet {
         self
     }
 
+    /// Read the node's pods from the process's informers.
+    pub fn with_informers(mut self, informers: &InformerFactory) -> Self {
+        self.pods = informers.pods_on_node(&self.config.node_name);
+        self
+    }
+
     /// Start supervised on the current arbiter.
     pub fn start_supervised(self) -> Addr<Self> {
         actix::Supervisor::start(move |_| self)
     }
 
-    /// Run `f`, turning a panic into a stop so that the supervisor restarts the kubelet.
-    fn guarded<R>(
-        &mut self,
-        ctx: &mut Context<Self>,
-        f: impl FnOnce(&mut Self, &mut Context<Self>) -> R,
-    ) -> Option<R> {
-        match std::panic::catch_unwind(AssertUnwindSafe(|| f(self, ctx))) {
-            Ok(r) => Some(r),
-            Err(_) => {
-                tracing::error!(node = %self.config.node_name, "kubelet panicked; restarting it");
-                ctx.stop();
-                None
-            }
-        }
+    /// This node's pods as the informer has them now.
+    fn node_pods(&self) -> Vec<Arc<Value>> {
+        self.pods
+            .cache()
+            .by_index(NODE_NAME, &self.config.node_name)
     }
 
     fn register(&mut self, ctx: &mut Context<Self>) {
@@ -257,18 +265,17 @@ impl Kubelet {
             act.heartbeat(ctx)
         });
 
-        let weak = ctx.address().downgrade();
-        let notify = move |_resource, change| {
-            if let Some(addr) = weak.upgrade() {
-                addr.do_send(PodEvent(change));
-            }
-        };
-        let spec = InformerSpec {
-            resource: "pods",
-            params: ListParams::fields(format!("spec.nodeName={}", self.config.node_name)),
-        };
-        let fut = informer::run(self.client.clone(), spec, self.cache.clone(), notify);
-        ctx.spawn(fut.into_actor(self));
+        // A shared informer tells of every pod in the cluster: keep this node's, seen as a
+        // watch filtered by node would report them (bound here: Added; gone: Deleted).
+        let node = self.config.node_name.clone();
+        let ours = self.pods.subscribe().filter_map(move |n| {
+            let change = match n {
+                Notification::Changed(c) => c.restricted(node_filter(&node)),
+                Notification::Synced => None,
+            };
+            futures::future::ready(change.map(PodEvent))
+        });
+        ctx.add_message_stream(ours);
 
         ctx.run_interval(self.config.relist_interval, |act, ctx| act.relist(ctx));
         if self.metrics.is_some() {
@@ -290,9 +297,9 @@ impl Kubelet {
             act.sampling = false;
             match res {
                 Ok(readings) => {
-                    let report = act
-                        .sampler
-                        .report(&act.config.node_name, readings, &act.cache);
+                    let report =
+                        act.sampler
+                            .report(&act.config.node_name, readings, act.pods.cache());
                     if let Some(sink) = &act.metrics {
                         sink.report(report);
                     }
@@ -367,7 +374,7 @@ impl Kubelet {
             config: self.worker_config.clone(),
             recorder: self.recorder.clone(),
         };
-        let key = informer::key_of(&pod);
+        let key = key_of(&pod);
         tracing::debug!(pod = %key, uid = %uid, "starting pod worker");
         let worker = PodWorker::new(deps, pod, ctx.address().recipient());
         let addr = actix::Supervisor::start(move |_| worker);
@@ -379,7 +386,8 @@ impl Kubelet {
             return;
         };
         let still_listed = self
-            .cache
+            .pods
+            .cache()
             .get(&entry.key)
             .is_some_and(|p| meta::uid(&p) == Some(uid.as_str()));
         if still_listed {
@@ -398,7 +406,7 @@ impl Kubelet {
             act.relisting = false;
             match res {
                 Ok(list) => {
-                    act.guarded(ctx, |act, ctx| act.relisted(list, ctx));
+                    let _ = guard(act, ctx, |act, ctx| act.relisted(list, ctx));
                 }
                 Err(e) => tracing::debug!(node = %act.config.node_name, error = %e, "runtime relist failed"),
             }
@@ -429,12 +437,11 @@ impl Kubelet {
             }
         }
         // Only a synced pod list can tell that a pod no longer exists.
-        if !self.cache.synced() {
+        if !self.pods.synced() {
             return;
         }
         let listed: HashSet<String> = self
-            .cache
-            .list()
+            .node_pods()
             .iter()
             .filter_map(|p| meta::uid(p).map(str::to_string))
             .collect();
@@ -634,7 +641,6 @@ impl Supervised for Kubelet {
         self.finished.clear();
         self.seen.clear();
         self.removing.clear();
-        self.cache = Arc::new(Cache::default());
         self.registered = false;
         self.relisting = false;
         self.heartbeating = false;
@@ -647,7 +653,7 @@ impl Handler<PodEvent> for Kubelet {
     type Result = ();
 
     fn handle(&mut self, msg: PodEvent, ctx: &mut Self::Context) {
-        self.guarded(ctx, |act, ctx| act.on_pod(msg.0, ctx));
+        let _ = guard(self, ctx, |act, ctx| act.on_pod(msg.0, ctx));
     }
 }
 
@@ -655,7 +661,7 @@ impl Handler<WorkerFinished> for Kubelet {
     type Result = ();
 
     fn handle(&mut self, msg: WorkerFinished, ctx: &mut Self::Context) {
-        self.guarded(ctx, |act, _| act.worker_finished(msg.uid));
+        let _ = guard(self, ctx, |act, _| act.worker_finished(msg.uid));
     }
 }
 
@@ -671,7 +677,7 @@ impl Handler<InjectPanic> for Kubelet {
     type Result = ();
 
     fn handle(&mut self, _: InjectPanic, ctx: &mut Self::Context) {
-        self.guarded(ctx, |_, _| panic!("injected kubelet panic"));
+        let _ = guard(self, ctx, |_, _| panic!("injected kubelet panic"));
     }
 }
 

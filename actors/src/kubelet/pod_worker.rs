@@ -12,7 +12,6 @@
 //! already running is never started a second time.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,7 +30,7 @@ use super::spec::{self, Placement};
 use super::status::{self, ContainerView, Phase, RestartPolicy, State, StatusInput, Terminated};
 use crate::api::{meta, ApiError};
 use crate::client::{ApiClient, PatchType};
-use crate::controllers::recorder::Recorder;
+use crate::runtime::{guard, spawn_guarded, Recorder};
 
 /// Kubernetes never gives a container less than this to stop in a graceful deletion.
 const MIN_GRACE: Duration = Duration::from_secs(2);
@@ -1122,15 +1121,6 @@ impl PodWorker {
         }
     }
 
-    /// Run `f`, turning a panic into a stop so that the supervisor restarts the worker
-    /// (a panic unwinding out of a handler would close the mailbox for good).
-    fn guarded(&mut self, ctx: &mut Context<Self>, f: impl FnOnce(&mut Self, &mut Context<Self>)) {
-        if std::panic::catch_unwind(AssertUnwindSafe(|| f(self, ctx))).is_err() {
-            tracing::error!(pod = %self.key, "pod worker panicked; restarting it");
-            ctx.stop();
-        }
-    }
-
     fn request_kill(&mut self, kill: Kill, ctx: &mut Context<Self>) {
         match self.kill.as_mut() {
             Some(k) => k.merge(kill),
@@ -1180,25 +1170,12 @@ impl PodWorker {
                 .boxed_local()
             }
         };
-        ctx.spawn(
-            AssertUnwindSafe(fut)
-                .catch_unwind()
-                .into_actor(self)
-                .map(|res, act, ctx| act.sync_done(res, ctx)),
-        );
+        // A panic in the sync stops the worker (the guard), and its supervisor restarts it.
+        spawn_guarded(self, ctx, fut, |done, act, ctx| act.sync_done(done, ctx));
     }
 
-    fn sync_done(
-        &mut self,
-        res: Result<SyncDone, Box<dyn std::any::Any + Send>>,
-        ctx: &mut Context<Self>,
-    ) {
+    fn sync_done(&mut self, (state, result, was_kill): SyncDone, ctx: &mut Context<Self>) {
         self.in_flight = false;
-        let Ok((state, result, was_kill)) = res else {
-            tracing::error!(pod = %self.key, "pod sync panicked; restarting the worker");
-            ctx.stop();
-            return;
-        };
         self.state = Some(state);
         match result {
             Ok(_) if was_kill => {
@@ -1416,7 +1393,7 @@ impl Handler<UpdatePod> for PodWorker {
     type Result = ();
 
     fn handle(&mut self, msg: UpdatePod, ctx: &mut Self::Context) {
-        self.guarded(ctx, |act, ctx| {
+        let _ = guard(self, ctx, |act, ctx| {
             // Our own status write may already have given us something newer.
             if rv_of(&msg.0) < rv_of(&act.pod) {
                 return;
@@ -1436,7 +1413,7 @@ impl Handler<PodRemoved> for PodWorker {
     type Result = ();
 
     fn handle(&mut self, _: PodRemoved, ctx: &mut Self::Context) {
-        self.guarded(ctx, |act, ctx| {
+        let _ = guard(self, ctx, |act, ctx| {
             let kill = Kill::outright(&act.pod);
             act.request_kill(kill, ctx);
         });
@@ -1447,7 +1424,7 @@ impl Handler<RuntimeChanged> for PodWorker {
     type Result = ();
 
     fn handle(&mut self, _: RuntimeChanged, ctx: &mut Self::Context) {
-        self.guarded(ctx, |act, ctx| act.request_sync(ctx));
+        let _ = guard(self, ctx, |act, ctx| act.request_sync(ctx));
     }
 }
 
@@ -1464,7 +1441,7 @@ impl Handler<InjectPanic> for PodWorker {
     type Result = ();
 
     fn handle(&mut self, _: InjectPanic, ctx: &mut Self::Context) {
-        self.guarded(ctx, |_, _| panic!("injected pod worker panic"));
+        let _ = guard(self, ctx, |_, _| panic!("injected pod worker panic"));
     }
 }
 

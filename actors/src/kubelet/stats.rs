@@ -14,8 +14,8 @@ use futures::StreamExt;
 
 use super::runtime::{ContainerInfo, ContainerState, ContainerStats, Runtime, RuntimeError};
 use crate::api::meta;
-use crate::controllers::informer::Cache;
 use crate::resource_metrics::{ContainerUsage, NodeReport, NodeUsage, PodUsage};
+use crate::runtime::Cache;
 
 /// Stats calls in flight at once: a slow engine must not get dozens of calls at a time.
 const STATS_CONCURRENCY: usize = 4;

@@ -1,7 +1,8 @@
 //! The node proxy (kube-proxy): for every port of a NodePort Service, listen on the node's
 //! address at the node port and forward each TCP connection to a ready endpoint of the
-//! service, round-robin. It runs as a reconciler in the controller loop: informers on
-//! Services and Endpoints, one reconcile per Service.
+//! service, round-robin. It runs as a reconciler in the runtime's controller loop, on the
+//! process's shared Service and Endpoints informers (every in-process node's proxy reads
+//! the same caches), one reconcile per Service.
 
 pub mod backends;
 
@@ -13,8 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::net::TcpStream;
 
-use crate::controllers::informer::{key_of, Change, InformerSpec};
-use crate::controllers::{Action, Context, ReconcileError, Reconciler};
+use crate::runtime::{key_of, Action, Change, Context, InformerSpec, ReconcileError, Reconciler};
 use backends::{Backends, Connector};
 
 /// How long a backend connect may take before the next backend is tried.

@@ -15,8 +15,8 @@ use super::score::{self, Weights};
 use super::SchedulerConfig;
 use crate::api::meta;
 use crate::client::EventKind;
-use crate::controllers::informer::key_of;
 use crate::controllers::pods;
+use crate::runtime::key_of;
 
 /// Below this many nodes every node is examined for every pod (kube-scheduler's
 /// minFeasibleNodesToFind).

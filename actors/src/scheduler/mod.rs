@@ -6,9 +6,11 @@
 //! `PodScheduled=False` condition and a `FailedScheduling` event for pods that fit nowhere,
 //! and a `Scheduled` event for pods placed.
 //!
-//! The actor is supervised. Its work runs under `catch_unwind`: a panic stops it and the
-//! supervisor restarts it with empty caches, which re-list, so it carries on from the
-//! store's state (binds already stored show up as bound pods).
+//! Nodes and pods come from the process's shared informers (the controllers and kubelets
+//! read the same caches). The actor is supervised and its work runs under the runtime's
+//! guard: a panic stops it and the supervisor restarts it with an empty engine, which the
+//! informers' replay of their caches fills again, so it carries on from the store's state
+//! (binds already stored show up as bound pods).
 
 pub mod cache;
 mod engine;
@@ -18,12 +20,11 @@ pub mod info;
 pub mod queue;
 pub mod score;
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use futures::FutureExt;
+use futures::StreamExt;
 use serde_json::{json, Value};
 
 pub use engine::{feasible_nodes_to_find, Decision, Engine};
@@ -32,9 +33,11 @@ pub use score::Weights;
 
 use crate::api::{meta, ApiError};
 use crate::client::{ApiClient, PatchType};
-use crate::controllers::informer::{self, Cache, Change, InformerSpec};
 use crate::controllers::pods;
-use crate::controllers::recorder::Recorder;
+use crate::runtime::{
+    guard, spawn_guarded, Change, Informer, InformerFactory, InformerSpec, Notification, Panicked,
+    Recorder,
+};
 use events::{EventQueue, PodEvent};
 
 /// The component name on events and the default `spec.schedulerName`.
@@ -101,8 +104,8 @@ pub enum SchedulerError {
         #[source]
         source: ApiError,
     },
-    #[error("the scheduler panicked; its supervisor restarts it")]
-    Panicked,
+    #[error(transparent)]
+    Panicked(#[from] Panicked),
 }
 
 /// Counters since the actor was created (they survive restarts).
@@ -136,15 +139,13 @@ pub struct GetStats;
 #[rtype(result = "Result<(), SchedulerError>")]
 pub struct InjectPanic;
 
-/// A change one of the informers saw. `generation` ties it to the actor incarnation whose
-/// informer sent it: changes queued in the mailbox across a restart are dropped, the fresh
-/// informers list everything again.
+/// A notification from the node or pod informer. (The subscriptions end with the actor's
+/// context, so nothing of an earlier incarnation arrives after a restart.)
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Observed {
-    generation: u64,
     resource: &'static str,
-    change: Change,
+    notification: Notification,
 }
 
 /// Decide the next batch of pods.
@@ -152,35 +153,31 @@ struct Observed {
 #[rtype(result = "()")]
 struct ScheduleBatch;
 
-/// Sent through the mailbox once both informers have listed: it arrives after every
-/// change of those first lists, so when it is handled the engine knows every node and
-/// every bound pod.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct ListsApplied {
-    generation: u64,
-}
-
 pub struct SchedulerActor {
     client: Arc<dyn ApiClient>,
     config: SchedulerConfig,
     recorder: Arc<Recorder>,
-    nodes: Arc<Cache>,
-    pods: Arc<Cache>,
+    nodes: Arc<Informer>,
+    pods: Arc<Informer>,
     engine: Engine,
+    /// Ties a bind's answer to the incarnation that sent it.
     generation: u64,
     binds_in_flight: usize,
     /// Created in `started`, with the writers that drain it.
     events: Option<EventQueue>,
     batch_pending: bool,
-    /// Both first lists are applied to the engine (see [`ListsApplied`]).
-    lists_applied: bool,
-    barrier_sent: bool,
+    /// Which subscriptions said [`Notification::Synced`]: every node and every bound pod
+    /// of the first lists is in the engine once both did.
+    nodes_synced: bool,
+    pods_synced: bool,
     stats: SchedulerStats,
 }
 
 impl SchedulerActor {
+    /// A scheduler with informers of its own; [`with_informers`](Self::with_informers)
+    /// shares the process's.
     pub fn new(client: Arc<dyn ApiClient>, config: SchedulerConfig) -> Self {
+        let informers = InformerFactory::new(client.clone());
         // Events name the scheduler as their source. The recorder wants a `&'static str`:
         // a scheduler with another name leaks that name once per actor (not per restart).
         let component: &'static str = if config.scheduler_name == DEFAULT_SCHEDULER_NAME {
@@ -194,16 +191,23 @@ impl SchedulerActor {
             client,
             config,
             recorder,
-            nodes: Arc::new(Cache::default()),
-            pods: Arc::new(Cache::default()),
+            nodes: informers.informer(InformerSpec::all("nodes")),
+            pods: informers.informer(InformerSpec::all("pods")),
             generation: 0,
             binds_in_flight: 0,
             events: None,
             batch_pending: false,
-            lists_applied: false,
-            barrier_sent: false,
+            nodes_synced: false,
+            pods_synced: false,
             stats: SchedulerStats::default(),
         }
+    }
+
+    /// Read nodes and pods from these (shared) informers.
+    pub fn with_informers(mut self, informers: &InformerFactory) -> Self {
+        self.nodes = informers.informer(InformerSpec::all("nodes"));
+        self.pods = informers.informer(InformerSpec::all("pods"));
+        self
     }
 
     /// Start under a supervisor on the current arbiter.
@@ -211,37 +215,12 @@ impl SchedulerActor {
         actix::Supervisor::start(move |_| self)
     }
 
-    /// Run `work`, turning a panic into a stop (and so a restart by the supervisor)
-    /// instead of a mailbox closed for good.
-    fn guarded<R>(
-        &mut self,
-        ctx: &mut Context<Self>,
-        work: impl FnOnce(&mut Self, &mut Context<Self>) -> R,
-    ) -> Option<R> {
-        match std::panic::catch_unwind(AssertUnwindSafe(|| work(self, ctx))) {
-            Ok(r) => Some(r),
-            Err(_) => {
-                tracing::error!("scheduler panicked; restarting");
-                ctx.stop();
-                None
-            }
-        }
-    }
-
     /// Queue a batch if there is work and room for binds. Nothing is scheduled before
     /// the first lists of nodes and pods are applied: a pod placed without knowing the
     /// bound pods could overbook a node, or be called unschedulable on a half-known
     /// cluster.
     fn kick(&mut self, ctx: &mut Context<Self>) {
-        if !self.lists_applied {
-            // The informers run on this thread and apply a list without yielding, so once
-            // both caches say synced every change of those lists is already in the
-            // mailbox, ahead of this message.
-            if !self.barrier_sent && self.nodes.synced() && self.pods.synced() {
-                self.barrier_sent = true;
-                let generation = self.generation;
-                ctx.address().do_send(ListsApplied { generation });
-            }
+        if !(self.nodes_synced && self.pods_synced) {
             return;
         }
         if !self.batch_pending
@@ -250,6 +229,14 @@ impl SchedulerActor {
         {
             self.batch_pending = true;
             ctx.notify(ScheduleBatch);
+        }
+    }
+
+    fn notified(&mut self, resource: &'static str, notification: Notification) {
+        match (notification, resource) {
+            (Notification::Changed(change), _) => self.observe(resource, change),
+            (Notification::Synced, "nodes") => self.nodes_synced = true,
+            (Notification::Synced, _) => self.pods_synced = true,
         }
     }
 
@@ -286,29 +273,14 @@ impl SchedulerActor {
         let (ns, name) = namespace_and_name(&pod);
         let target = node.clone();
         let call = async move { client.bind(&ns, &name, &target).await };
-        let done =
-            AssertUnwindSafe(call)
-                .catch_unwind()
-                .into_actor(self)
-                .map(move |result, act, ctx| {
-                    if act.generation != generation {
-                        return;
-                    }
-                    act.binds_in_flight = act.binds_in_flight.saturating_sub(1);
-                    let outcome = match result {
-                        Ok(r) => r,
-                        Err(_) => {
-                            tracing::error!(pod = %key, "bind panicked; restarting");
-                            ctx.stop();
-                            return;
-                        }
-                    };
-                    act.guarded(ctx, move |act, ctx| {
-                        act.bind_finished(key, pod, node, outcome);
-                        act.kick(ctx);
-                    });
-                });
-        ctx.spawn(done);
+        spawn_guarded(self, ctx, call, move |outcome, act, ctx| {
+            if act.generation != generation {
+                return;
+            }
+            act.binds_in_flight = act.binds_in_flight.saturating_sub(1);
+            act.bind_finished(key, pod, node, outcome);
+            act.kick(ctx);
+        });
     }
 
     fn bind_finished(
@@ -428,24 +400,12 @@ impl Actor for SchedulerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let addr = ctx.address();
-        let generation = self.generation;
-        for (resource, cache) in [("nodes", self.nodes.clone()), ("pods", self.pods.clone())] {
-            let addr = addr.clone();
-            let notify = move |resource, change| {
-                addr.do_send(Observed {
-                    generation,
-                    resource,
-                    change,
-                })
-            };
-            let run = informer::run(
-                self.client.clone(),
-                InformerSpec::all(resource),
-                cache,
-                notify,
-            );
-            ctx.spawn(run.into_actor(self));
+        for (resource, informer) in [("nodes", &self.nodes), ("pods", &self.pods)] {
+            let stream = informer.subscribe().map(move |notification| Observed {
+                resource,
+                notification,
+            });
+            ctx.add_message_stream(stream);
         }
         let recorder = self.recorder.clone();
         let write = move |e: PodEvent| {
@@ -457,7 +417,7 @@ impl Actor for SchedulerActor {
         self.events = Some(events);
         ctx.spawn(writer.into_actor(self));
         ctx.run_interval(self.config.housekeeping, |act, ctx| {
-            act.guarded(ctx, |act, ctx| {
+            let _ = guard(act, ctx, |act, ctx| {
                 act.engine.flush(Instant::now());
                 act.kick(ctx);
             });
@@ -468,17 +428,15 @@ impl Actor for SchedulerActor {
 
 impl Supervised for SchedulerActor {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
-        // Everything spawned by the old incarnation (informers, binds) was dropped with
-        // its context; start from empty caches and let the informers list again.
+        // Everything spawned by the old incarnation (subscriptions, binds) was dropped
+        // with its context; start from an empty engine and let the informers replay.
         self.generation += 1;
         self.stats.restarts += 1;
-        self.nodes = Arc::new(Cache::default());
-        self.pods = Arc::new(Cache::default());
         self.engine = Engine::new(&self.config);
         self.binds_in_flight = 0;
         self.batch_pending = false;
-        self.lists_applied = false;
-        self.barrier_sent = false;
+        self.nodes_synced = false;
+        self.pods_synced = false;
     }
 }
 
@@ -486,24 +444,10 @@ impl Handler<Observed> for SchedulerActor {
     type Result = ();
 
     fn handle(&mut self, msg: Observed, ctx: &mut Self::Context) {
-        if msg.generation != self.generation {
-            return;
-        }
-        self.guarded(ctx, |act, ctx| {
-            act.observe(msg.resource, msg.change);
+        let _ = guard(self, ctx, |act, ctx| {
+            act.notified(msg.resource, msg.notification);
             act.kick(ctx);
         });
-    }
-}
-
-impl Handler<ListsApplied> for SchedulerActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: ListsApplied, ctx: &mut Self::Context) {
-        if msg.generation == self.generation {
-            self.lists_applied = true;
-            self.guarded(ctx, |act, ctx| act.kick(ctx));
-        }
     }
 }
 
@@ -511,7 +455,7 @@ impl Handler<ScheduleBatch> for SchedulerActor {
     type Result = ();
 
     fn handle(&mut self, _: ScheduleBatch, ctx: &mut Self::Context) {
-        self.guarded(ctx, |act, ctx| {
+        let _ = guard(self, ctx, |act, ctx| {
             act.schedule_batch(ctx);
             act.kick(ctx);
         });
@@ -530,7 +474,6 @@ impl Handler<InjectPanic> for SchedulerActor {
     type Result = Result<(), SchedulerError>;
 
     fn handle(&mut self, _: InjectPanic, ctx: &mut Self::Context) -> Self::Result {
-        let survived: Option<()> = self.guarded(ctx, |_, _| panic!("injected scheduler panic"));
-        survived.ok_or(SchedulerError::Panicked)
+        guard(self, ctx, |_, _| panic!("injected scheduler panic")).map_err(SchedulerError::from)
     }
 }
