@@ -20,7 +20,6 @@ fn kubectl(c: &TestCluster, args: &[&str]) -> (i32, String, String) {
     skiff_integration::kubectl(&c.kubeconfig, args)
 }
 
-
 #[tokio::test]
 async fn the_builtin_roles_and_bindings_exist_from_the_first_start() {
     let c = api_only();

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use skiff_integration::TestCluster;
 
-
 struct Kubectl<'a> {
     kubeconfig: &'a Path,
 }

@@ -9,7 +9,6 @@ use std::process::Command;
 
 use skiff_integration::{call, client, TestCluster};
 
-
 /// kubectl with its own discovery/OpenAPI cache in `cache`, so nothing a previous run left
 /// in `~/.kube/cache` for the same address can answer for this server.
 struct Kubectl<'a> {

@@ -13,7 +13,6 @@ use skiff_integration::{call, client, eventually, TestCluster};
 const PROTOBUF: &str = "application/vnd.kubernetes.protobuf";
 const WAIT: Duration = Duration::from_secs(60);
 
-
 /// Run kubectl with `-v=8` (which logs the request and response headers); assert it
 /// succeeded and that its request body was protobuf; return stdout.
 fn kubectl_protobuf(c: &TestCluster, args: &[&str]) -> String {
