@@ -11,7 +11,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use skiff_actors::api::protobuf;
 use skiff_actors::store::Compact;
-use skiff_integration::{call, client, pod, TestCluster};
+use skiff_integration::{call, client, pod, SkiffProcess, TestCluster};
 
 const PODS: &str = "/api/v1/namespaces/default/pods";
 
@@ -473,6 +473,45 @@ async fn a_restart_does_not_force_a_relist_of_a_watch_in_the_history_window() {
         c.store.oldest_revision() < since,
         "the history came back from disk"
     );
+}
+
+#[tokio::test]
+async fn the_history_survives_a_kill_9_like_the_objects() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = SkiffProcess::start(dir.path());
+    let url = format!("{}{PODS}", server.url);
+    let mut revs = Vec::new();
+    for i in 0..5 {
+        let (code, p) = call(client().post(&url).json(&pod(&format!("k{i}"), json!({})))).await;
+        assert_eq!(code, 201, "{p}");
+        revs.push(rv_of(&p));
+    }
+    server.kill9();
+    let server = SkiffProcess::start(dir.path());
+    let watch = format!(
+        "{}{PODS}?watch=true&timeoutSeconds=10&resourceVersion={}",
+        server.url, revs[0]
+    );
+    // The scheduler also writes (it marks the pods unschedulable): count the creates.
+    let added = |evs: &[Value]| evs.iter().filter(|e| e["type"] == "ADDED").count();
+    let (code, events) = watch_until(watch, Duration::from_secs(15), |evs| added(evs) == 4).await;
+    assert_eq!(code, 200);
+    assert!(!has_type(&events, "ERROR"), "{events:?}");
+    let created: Vec<(&str, u64)> = events
+        .iter()
+        .filter(|e| e["type"] == "ADDED")
+        .map(|e| {
+            (
+                e["object"]["metadata"]["name"].as_str().unwrap_or("?"),
+                rv_of(&e["object"]),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, u64)> = (1..5).map(|i| (format!("k{i}"), revs[i])).collect();
+    let expected: Vec<(&str, u64)> = expected.iter().map(|(n, r)| (n.as_str(), *r)).collect();
+    assert_eq!(created, expected);
+    let order: Vec<u64> = events.iter().map(|e| rv_of(&e["object"])).collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
 }
 
 const PYTHON_INFORMER: &str = r#"

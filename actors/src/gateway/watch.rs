@@ -300,6 +300,131 @@ mod tests {
         assert_eq!(obj, pod);
     }
 
+    /// A watch stream fed by hand: its channel and progress stand in for the store's hub.
+    fn fed(
+        initial: Vec<Arc<Event>>,
+        rev: Rev,
+    ) -> (
+        WatchStream,
+        tokio::sync::mpsc::Sender<Arc<Event>>,
+        Arc<std::sync::atomic::AtomicU64>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::channel(10);
+        let progress = Arc::new(std::sync::atomic::AtomicU64::new(rev));
+        let stream = WatchStream {
+            initial,
+            rx,
+            rev,
+            progress: progress.clone(),
+        };
+        (stream, tx, progress)
+    }
+
+    fn added(rev: Rev, name: &str) -> Arc<Event> {
+        Arc::new(Event {
+            rev,
+            kind: EventKind::Added,
+            key: format!("pods/default/{name}"),
+            object: Arc::new(json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "resourceVersion": rev.to_string()}})),
+            prev: None,
+        })
+    }
+
+    async fn take(
+        stream: impl Stream<Item = Result<Bytes, std::convert::Infallible>>,
+        n: usize,
+    ) -> Vec<Value> {
+        use futures::StreamExt;
+        let chunks: Vec<_> = tokio::time::timeout(Duration::from_secs(5), stream.take(n).collect())
+            .await
+            .expect("events in time");
+        chunks
+            .into_iter()
+            .map(|c| serde_json::from_slice(&c.unwrap_or_default()).expect("JSON line"))
+            .collect()
+    }
+
+    fn metrics() -> Arc<Metrics> {
+        Arc::new(Metrics::new().expect("metrics"))
+    }
+
+    #[tokio::test]
+    async fn a_watch_list_ends_its_initial_state_with_the_annotated_bookmark() {
+        let (stream, _tx, _) = fed(vec![added(3, "a"), added(4, "b")], 5);
+        let mut s = spec("");
+        s.initial_events_end = true;
+        let events = take(event_stream(s, stream, metrics()), 3).await;
+        let types: Vec<_> = events
+            .iter()
+            .map(|e| e["type"].as_str().unwrap_or_default())
+            .collect();
+        assert_eq!(types, ["ADDED", "ADDED", "BOOKMARK"]);
+        assert_eq!(
+            events[2]["object"],
+            json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"resourceVersion": "5",
+                "annotations": {"k8s.io/initial-events-end": "true"}}})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bookmark_waits_for_queued_events_and_carries_the_progress() {
+        let (stream, tx, progress) = fed(Vec::new(), 5);
+        let mut s = spec("");
+        s.timeout = Duration::from_secs(10);
+        s.bookmarks = Some(Duration::from_millis(50));
+        tx.send(added(7, "a")).await.expect("send");
+        progress.store(9, std::sync::atomic::Ordering::Release);
+        let events = take(event_stream(s, stream, metrics()), 2).await;
+        assert_eq!(events[0]["type"], "ADDED");
+        assert_eq!(events[1]["type"], "BOOKMARK");
+        assert_eq!(events[1]["object"]["metadata"]["resourceVersion"], "9");
+    }
+
+    #[test]
+    fn the_last_bookmark_comes_two_seconds_before_the_timeout() {
+        let mut s = spec("");
+        s.bookmarks = Some(Duration::from_secs(60));
+        let now = Instant::now();
+        assert_eq!(
+            s.next_bookmark(now, now + Duration::from_secs(10)),
+            Some(now + Duration::from_secs(8))
+        );
+        assert_eq!(
+            s.next_bookmark(now, now + Duration::from_secs(100)),
+            Some(now + Duration::from_secs(60))
+        );
+        assert_eq!(s.next_bookmark(now, now + Duration::from_secs(1)), None);
+        s.bookmarks = None;
+        assert_eq!(s.next_bookmark(now, now + Duration::from_secs(100)), None);
+    }
+
+    #[test]
+    fn protobuf_bookmarks_are_watch_event_frames_of_the_kind() {
+        let mut s = spec("");
+        s.format = Format::Protobuf;
+        let bytes = s.bookmark(42, false);
+        let (kind, obj, _) = protobuf::read_watch_frame(&bytes)
+            .expect("a frame")
+            .expect("complete");
+        assert_eq!(kind, "BOOKMARK");
+        assert_eq!(obj["kind"], "Pod");
+        assert_eq!(obj["metadata"]["resourceVersion"], "42");
+    }
+
+    #[tokio::test]
+    async fn a_watch_that_cannot_start_is_one_error_event() {
+        let err = ApiError::Expired("too old resource version: 3 (9)".into());
+        let events = take(error_stream(Format::Json, &err), 2).await;
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0]["type"], "ERROR");
+        assert_eq!(events[0]["object"]["code"], 410);
+        assert_eq!(
+            events[0]["object"]["message"],
+            "too old resource version: 3 (9)"
+        );
+    }
+
     #[test]
     fn relabelled_object_leaving_the_selector_is_seen_as_deleted() {
         let ev = modified(
