@@ -2,7 +2,7 @@
 //!
 //! Keys: `o/<key>` holds each object's latest state, `m/rev` the last committed
 //! revision, and `h/<revision>` (big-endian, so in revision order) one history record
-//! per write — kind, key, new state and previous state — written in the same batch as
+//! per write — kind, key and the state it replaced — written in the same batch as
 //! the object, so the history on disk is exactly as durable as the objects and a restart
 //! resumes watches instead of starting the history afresh. Old records are deleted in
 //! ranges as the history window moves (etcd's compaction).
@@ -101,48 +101,50 @@ impl Persist {
             .iter()
             .filter_map(|(rev, v)| Some((*rev, Record::decode(v)?)))
             .collect();
+        // Newest first: what a write stored is the previous state of the key's next
+        // change (that record carries it), or, without one, the key's current state. So
+        // a record holds only the state it replaced, and each version is decoded once and
+        // shared by the two events it belongs to.
+        let mut replaced: HashMap<&str, Arc<Value>> = HashMap::new();
         let mut events = Vec::with_capacity(records.len());
-        // The last state of each key seen so far: the `prev` of its next event, shared
-        // instead of decoded again (each version exists once in memory).
-        let mut last: HashMap<&str, Arc<Value>> = HashMap::new();
-        for (rev, rec) in &records {
+        let mut oldest = expect;
+        for (rev, rec) in records.iter().rev() {
             let key = rec.key;
-            let corrupt = |detail: String| StoreError::Corrupt {
-                key: format!("h/{rev}"),
-                detail,
-            };
-            let new = match rec.object {
+            let prev = match rec.prev.map(serde_json::from_slice::<Value>) {
                 None => None,
-                Some(bytes) => Some(match snap.objects.get(key) {
-                    Some(o) if o.rev == *rev => o.value.clone(),
-                    _ => {
-                        Arc::new(serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?)
-                    }
-                }),
+                Some(Ok(v)) => Some(Arc::new(v)),
+                Some(Err(e)) => {
+                    tracing::warn!(rev, error = %e, "unreadable history record; history starts after it");
+                    oldest = *rev;
+                    break;
+                }
             };
-            let prev = match (rec.prev, last.get(key)) {
-                (None, _) => None,
-                (Some(_), Some(v)) => Some(v.clone()),
-                (Some(bytes), None) => Some(Arc::new(
-                    serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?,
-                )),
-            };
-            let object = match (&new, &prev) {
-                (Some(n), _) => n.clone(),
-                (None, Some(p)) => {
+            let object = match (rec.kind, &prev) {
+                // The state it deleted, at the deletion's revision.
+                (EventKind::Deleted, Some(p)) => {
                     let mut gone = (**p).clone();
                     meta::set_resource_version(&mut gone, *rev);
-                    Arc::new(gone)
+                    Some(Arc::new(gone))
                 }
-                (None, None) => Arc::new(Value::Null),
+                (EventKind::Deleted, None) => None,
+                _ => replaced.remove(key).or_else(|| {
+                    snap.objects
+                        .get(key)
+                        .filter(|o| o.rev == *rev)
+                        .map(|o| o.value.clone())
+                }),
             };
-            match &new {
-                Some(n) => {
-                    last.insert(key, n.clone());
-                }
-                None => {
-                    last.remove(key);
-                }
+            let Some(object) = object else {
+                tracing::warn!(
+                    rev,
+                    key,
+                    "history record without its state; history starts after it"
+                );
+                oldest = *rev;
+                break;
+            };
+            if let Some(p) = &prev {
+                replaced.insert(key, p.clone());
             }
             let event = Event {
                 rev: *rev,
@@ -153,7 +155,8 @@ impl Persist {
             };
             events.push((rec.at_ms, Arc::new(event)));
         }
-        Ok(History::loaded(expect, events))
+        events.reverse();
+        Ok(History::loaded(oldest, events))
     }
 
     /// Delete the history records up to and including `rev`. Not synced: records that
@@ -216,18 +219,12 @@ impl Persist {
         for w in writes {
             let mut key = OBJECT_PREFIX.to_vec();
             key.extend_from_slice(w.key.as_bytes());
-            let new = match &w.new {
-                Some(obj) => {
-                    let bytes = encode(w, &obj.value)?;
-                    batch.put(&key, &bytes);
-                    Some(bytes)
-                }
-                None => {
-                    batch.delete(&key);
-                    None
-                }
-            };
-            // A create has no previous state; the object's bytes are shared with `o/`.
+            match &w.new {
+                Some(obj) => batch.put(&key, encode(w, &obj.value)?),
+                None => batch.delete(&key),
+            }
+            // The record holds only the state the write replaced (none for a create): the
+            // state it wrote is in the key's next record, or in `o/`.
             let prev = match &w.prev {
                 Some(p) if w.kind != EventKind::Added => Some(encode(w, &p.value)?),
                 _ => None,
@@ -236,7 +233,6 @@ impl Persist {
                 kind: w.kind,
                 at_ms,
                 key: &w.key,
-                object: new.as_deref(),
                 prev: prev.as_deref(),
             };
             batch.put(history_key(w.rev), record.encode());
@@ -267,21 +263,20 @@ fn rev_of_history_key(k: &[u8]) -> Option<Rev> {
     Some(Rev::from_be_bytes(bytes))
 }
 
-/// One history record: `[version, kind, at_ms: i64 LE, (len: u32 LE, bytes) for the key,
-/// the new state and the previous state]`, an empty state meaning none.
+/// One history record: `[version, kind, at_ms: i64 LE, (len: u32 LE, bytes) for the key
+/// and for the state the write replaced]`, an empty state meaning none.
 #[derive(Debug, PartialEq)]
 struct Record<'a> {
     kind: EventKind,
     at_ms: i64,
     key: &'a str,
-    object: Option<&'a [u8]>,
     prev: Option<&'a [u8]>,
 }
 
 impl<'a> Record<'a> {
     fn encode(&self) -> Vec<u8> {
         let len = |b: Option<&[u8]>| b.map_or(0, <[u8]>::len);
-        let mut out = Vec::with_capacity(22 + self.key.len() + len(self.object) + len(self.prev));
+        let mut out = Vec::with_capacity(18 + self.key.len() + len(self.prev));
         out.push(RECORD_VERSION);
         out.push(match self.kind {
             EventKind::Added => b'A',
@@ -289,7 +284,7 @@ impl<'a> Record<'a> {
             EventKind::Deleted => b'D',
         });
         out.extend_from_slice(&self.at_ms.to_le_bytes());
-        for part in [Some(self.key.as_bytes()), self.object, self.prev] {
+        for part in [Some(self.key.as_bytes()), self.prev] {
             let part = part.unwrap_or_default();
             out.extend_from_slice(&(part.len() as u32).to_le_bytes());
             out.extend_from_slice(part);
@@ -312,7 +307,7 @@ impl<'a> Record<'a> {
         };
         let (at, mut rest) = rest.split_at_checked(8)?;
         let at_ms = i64::from_le_bytes(at.try_into().ok()?);
-        let mut parts = [&[][..]; 3];
+        let mut parts = [&[][..]; 2];
         for part in &mut parts {
             let (len, tail) = rest.split_at_checked(4)?;
             let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
@@ -325,8 +320,7 @@ impl<'a> Record<'a> {
             kind,
             at_ms,
             key: std::str::from_utf8(parts[0]).ok()?,
-            object: some(parts[1]),
-            prev: some(parts[2]),
+            prev: some(parts[1]),
         })
     }
 }
@@ -458,7 +452,6 @@ mod tests {
             kind: EventKind::Modified,
             at_ms: 1_700_000_000_123,
             key: "pods/default/web",
-            object: Some(br#"{"a":1}"#),
             prev: Some(br#"{"a":0}"#),
         };
         assert_eq!(Record::decode(&rec.encode()), Some(rec));
@@ -466,7 +459,6 @@ mod tests {
             kind: EventKind::Added,
             at_ms: -1,
             key: "nodes//n",
-            object: Some(b"{}"),
             prev: None,
         };
         assert_eq!(Record::decode(&created.encode()), Some(created));
@@ -478,7 +470,6 @@ mod tests {
             kind: EventKind::Deleted,
             at_ms: 5,
             key: "k",
-            object: None,
             prev: Some(b"{}"),
         }
         .encode();
