@@ -45,6 +45,8 @@ pub struct GatewayConfig {
     pub listen: String,
     pub max_body_bytes: usize,
     pub watch_timeout_seconds: u64,
+    /// How often a watch that allows bookmarks gets one (kube-apiserver: 60 s).
+    pub watch_bookmark_seconds: u64,
     pub workers: usize,
     /// Cluster IPs of Services are allocated from this range.
     pub service_cidr: String,
@@ -101,6 +103,8 @@ impl Default for AuthConfig {
 #[serde(default)]
 pub struct StoreConfig {
     pub history: usize,
+    /// Events older than this leave the watch history (0: bounded by count only).
+    pub history_age_seconds: u64,
     pub watch_buffer: usize,
     /// Events not written for this long are deleted (kube-apiserver's `--event-ttl`);
     /// 0 keeps them for ever.
@@ -203,6 +207,7 @@ impl Default for GatewayConfig {
             listen: "127.0.0.1:6443".into(),
             max_body_bytes: 3 * 1024 * 1024,
             watch_timeout_seconds: 1800,
+            watch_bookmark_seconds: 60,
             workers: 2,
             service_cidr: "10.96.0.0/16".into(),
             node_port_range: "30000-32767".into(),
@@ -226,6 +231,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             history: 100_000,
+            history_age_seconds: 300,
             watch_buffer: 20_000,
             event_ttl_seconds: 3600,
         }

@@ -139,6 +139,8 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
     let store_cfg = StoreConfig {
         path: data_dir.join("store"),
         history: cfg.store.history,
+        history_age: (cfg.store.history_age_seconds > 0)
+            .then(|| std::time::Duration::from_secs(cfg.store.history_age_seconds)),
         watch_buffer: cfg.store.watch_buffer,
         event_ttl: (cfg.store.event_ttl_seconds > 0)
             .then(|| std::time::Duration::from_secs(cfg.store.event_ttl_seconds)),
@@ -162,6 +164,9 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
         listen: cfg.gateway.listen.clone(),
         max_body_bytes: cfg.gateway.max_body_bytes,
         watch_timeout: cfg.watch_timeout(),
+        bookmark_interval: std::time::Duration::from_secs(
+            cfg.gateway.watch_bookmark_seconds.max(1),
+        ),
         workers: cfg.gateway.workers,
         limits: cfg.limits(),
     };

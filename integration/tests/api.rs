@@ -474,14 +474,17 @@ async fn watch_from_compacted_history_is_410_expired() {
     for i in 0..6 {
         create_pod(&c, &format!("p{i}"), json!({})).await;
     }
+    // As kube-apiserver: the valid request is answered 200, with one ERROR event.
     let resp = client()
         .get(c.url(&format!("{PODS}?watch=true&resourceVersion={rv}")))
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status().as_u16(), 410);
-    let status: Value = resp.json().await.unwrap();
-    assert_eq!(status["reason"], "Expired");
+    assert_eq!(resp.status().as_u16(), 200);
+    let event: Value = resp.json().await.unwrap();
+    assert_eq!(event["type"], "ERROR");
+    assert_eq!(event["object"]["code"], 410);
+    assert_eq!(event["object"]["reason"], "Expired");
 }
 
 #[tokio::test]

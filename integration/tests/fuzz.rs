@@ -1019,6 +1019,13 @@ fn case(rng: &mut Rng, targets: &[Target], n: usize) -> Case {
 }
 
 /// Send one case on its own connection; the status code, or why there was none.
+/// Whether an answer is the server failing. A read at a `resourceVersion` the store has
+/// not reached is answered, as kube-apiserver answers it after waiting for its cache, 504
+/// "Too large resource version" — the one 5xx that is an answer, not a failure.
+fn server_error(code: u16, request: &str) -> bool {
+    code >= 500 && !(code == 504 && request.contains("resourceVersion="))
+}
+
 async fn send(host: &str, c: &Case) -> Result<u16, String> {
     let mut s = TcpStream::connect(host)
         .await
@@ -1108,7 +1115,7 @@ async fn malformed_requests_never_get_a_5xx_or_a_dropped_connection() {
                 {
                     *protobuf_codes.entry(code).or_insert(0usize) += 1;
                 }
-                if code >= 500 {
+                if server_error(code, &generated[i].what) {
                     failures.push(format!("#{i} answered {code}: {}", generated[i].what));
                 }
             }
@@ -1166,7 +1173,13 @@ async fn malformed_requests_never_get_a_5xx_or_a_dropped_connection() {
     assert_eq!(code, 201, "{created}");
     let (_, metrics) = call(client().get(c.url("/metrics"))).await;
     let text = metrics.as_str().unwrap_or_default();
-    assert!(!text.contains("code=\"5"), "the server counted 5xx answers");
+    // 504 is the answer to a read at a revision the store has not reached (see
+    // `server_error`); any other 5xx is a failure.
+    let counted_5xx = text
+        .lines()
+        .filter(|l| l.contains("code=\"5") && !l.contains("code=\"504\""))
+        .count();
+    assert_eq!(counted_5xx, 0, "the server counted 5xx answers");
 }
 
 /// Send one case through an HTTPS client (which frames it itself: the lying framing of
@@ -1258,7 +1271,7 @@ async fn malformed_requests_from_an_ordinary_user_never_get_a_5xx() {
     let mut failures = Vec::new();
     for (i, r) in results {
         match r {
-            Ok(code) if code >= 500 => {
+            Ok(code) if server_error(code, &generated[i].what) => {
                 failures.push(format!("#{i} answered {code}: {}", generated[i].what))
             }
             Ok(code) => *codes.entry(code).or_insert(0usize) += 1,

@@ -24,6 +24,14 @@ pub enum ApiError {
     },
     #[error("{0}")]
     Expired(String),
+    /// 410 for a continue token whose revision is compacted; the Status carries a token
+    /// that continues (inconsistently) from the same key at the latest revision.
+    #[error("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.")]
+    ExpiredContinue { continue_token: String },
+    /// 504: a read at a revision the store did not reach in time (kube-apiserver's
+    /// `NewTooLargeResourceVersionError`).
+    #[error("Timeout: Too large resource version: {requested}, current: {current}")]
+    TooLargeResourceVersion { requested: u64, current: u64 },
     #[error("{0}")]
     Forbidden(String),
     /// No credential, or none the server accepts; the message never says which.
@@ -35,7 +43,7 @@ pub enum ApiError {
     UnsupportedPatch,
     #[error("{0}")]
     UnsupportedMediaType(String),
-    #[error("{kind} \"{name}\" is invalid: {}", causes.iter().map(FieldError::message).collect::<Vec<_>>().join(", "))]
+    #[error("{kind}{} \"{name}\" is invalid: {}", group_suffix(group), causes.iter().map(FieldError::message).collect::<Vec<_>>().join(", "))]
     Invalid {
         kind: String,
         group: String,
@@ -69,6 +77,16 @@ pub enum ApiError {
     },
 }
 
+/// A kind is qualified by its group in messages, as Kubernetes' `GroupKind.String()`
+/// prints it (`Deployment.apps`, `ListOptions.meta.k8s.io`, `Pod`).
+fn group_suffix(group: &str) -> String {
+    if group.is_empty() {
+        String::new()
+    } else {
+        format!(".{group}")
+    }
+}
+
 impl ApiError {
     pub fn not_found(resource: &str, name: &str) -> Self {
         ApiError::NotFound {
@@ -90,7 +108,8 @@ impl ApiError {
             ApiError::BadRequest(_) => 400,
             ApiError::NotFound { .. } | ApiError::NoRoute => 404,
             ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } => 409,
-            ApiError::Expired(_) => 410,
+            ApiError::Expired(_) | ApiError::ExpiredContinue { .. } => 410,
+            ApiError::TooLargeResourceVersion { .. } => 504,
             ApiError::Forbidden(_) => 403,
             ApiError::Unauthorized => 401,
             ApiError::TooLarge { .. } => 413,
@@ -112,7 +131,8 @@ impl ApiError {
             ApiError::NotFound { .. } | ApiError::NoRoute => "NotFound",
             ApiError::AlreadyExists { .. } => "AlreadyExists",
             ApiError::Conflict { .. } => "Conflict",
-            ApiError::Expired(_) => "Expired",
+            ApiError::Expired(_) | ApiError::ExpiredContinue { .. } => "Expired",
+            ApiError::TooLargeResourceVersion { .. } => "Timeout",
             ApiError::Forbidden(_) => "Forbidden",
             ApiError::Unauthorized => "Unauthorized",
             ApiError::TooLarge { .. } => "RequestEntityTooLarge",
@@ -153,6 +173,10 @@ impl ApiError {
                 })).collect::<Vec<_>>(),
             })),
             ApiError::ServiceUnavailable(_) => Some(json!({"retryAfterSeconds": 1})),
+            ApiError::TooLargeResourceVersion { .. } => Some(json!({
+                "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+                "retryAfterSeconds": 1,
+            })),
             ApiError::TooManyRequests { retry_after, .. } => {
                 Some(json!({"retryAfterSeconds": retry_after}))
             }
@@ -180,6 +204,15 @@ impl ApiError {
                 detail: message.rsplit(": ").next().unwrap_or("").to_string(),
             },
             (410, _) => ApiError::Expired(message),
+            (504, "Timeout")
+                if status
+                    .pointer("/details/causes/0/reason")
+                    .and_then(Value::as_str)
+                    == Some("ResourceVersionTooLarge") =>
+            {
+                let (requested, current) = too_large_revisions(&message);
+                ApiError::TooLargeResourceVersion { requested, current }
+            }
             (503, _) => ApiError::ServiceUnavailable(message),
             (429, _) => ApiError::TooManyRequests {
                 message,
@@ -213,8 +246,19 @@ impl ApiError {
         if let Some(details) = self.details() {
             status["details"] = details;
         }
+        if let ApiError::ExpiredContinue { continue_token } = self {
+            status["metadata"] = json!({"continue": continue_token});
+        }
         status
     }
+}
+
+/// The revisions of a "Too large resource version: X, current: Y" message.
+fn too_large_revisions(message: &str) -> (u64, u64) {
+    let mut numbers = message
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok());
+    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0))
 }
 
 /// A `Status` reporting success, as Kubernetes answers some deletes and bindings.
@@ -252,6 +296,48 @@ mod tests {
         assert!(matches!(back, ApiError::NotFound { ref name, .. } if name == "web"));
         let invalid = ApiError::from_status(422, &json!({"reason": "Invalid", "message": "bad"}));
         assert_eq!((invalid.code(), invalid.reason()), (422, "Invalid"));
+    }
+
+    #[test]
+    fn too_large_resource_version_is_a_timeout_with_its_cause() {
+        let err = ApiError::TooLargeResourceVersion {
+            requested: 12,
+            current: 9,
+        };
+        let status = err.to_status();
+        assert_eq!(status["code"], 504);
+        assert_eq!(status["reason"], "Timeout");
+        assert_eq!(
+            status["message"],
+            "Timeout: Too large resource version: 12, current: 9"
+        );
+        assert_eq!(
+            status["details"]["causes"][0]["reason"],
+            "ResourceVersionTooLarge"
+        );
+        assert!(matches!(
+            ApiError::from_status(504, &status),
+            ApiError::TooLargeResourceVersion {
+                requested: 12,
+                current: 9
+            }
+        ));
+    }
+
+    #[test]
+    fn an_expired_continue_token_status_carries_the_inconsistent_token() {
+        let status = ApiError::ExpiredContinue {
+            continue_token: "abc".into(),
+        }
+        .to_status();
+        assert_eq!(
+            (status["code"].as_u64(), status["reason"].as_str()),
+            (Some(410), Some("Expired"))
+        );
+        assert_eq!(status["metadata"]["continue"], "abc");
+        assert!(status["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("The provided continue parameter is too old")));
     }
 
     #[test]

@@ -69,6 +69,7 @@ fn list_options(params: &ListParams) -> Result<ListOptions, ApiError> {
         },
         limit: None,
         continue_token: None,
+        read_at: Default::default(),
     })
 }
 

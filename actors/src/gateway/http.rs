@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use super::objects::{
     check_fields, DeleteOptions, FieldValidation, ListOptions, PatchType, WriteOptions, Written,
 };
+use super::read_options::{self, ReadAt, WatchStart, FRESHNESS_WAIT};
 use super::render::{self, Format};
 use super::routing::{self, Target};
 use super::watch::{self, WatchSpec};
@@ -160,6 +161,7 @@ async fn handle(
     }
     match verb {
         "get" => {
+            wait_fresh(state, read_options::get(&q)?).await?;
             let obj = objects.get(&target)?;
             Ok(match format {
                 Format::Table(include) if target.subresource.is_none() => {
@@ -173,7 +175,11 @@ async fn handle(
             })
         }
         "list" => {
-            let opts = list_options(&q)?;
+            let mut opts = list_options(&q)?;
+            let read = read_options::list(&q, opts.limit.is_some_and(|l| l > 0))?;
+            opts.read_at = read.at;
+            opts.continue_token = read.continue_token;
+            wait_fresh(state, read.at).await?;
             let page = objects.list(&target, &opts)?;
             let body = match format {
                 Format::Table(include) => render::table_body(
@@ -317,6 +323,20 @@ fn written_response(w: Written, format: Format) -> HttpResponse {
     resp
 }
 
+/// Wait (briefly) for the store to reach the revision a read asks for, as
+/// kube-apiserver waits for its watch cache; "Too large resource version" if it does not.
+async fn wait_fresh(state: &AppState, at: ReadAt) -> Result<(), ApiError> {
+    match at.min_rev() {
+        Some(rev) => state
+            .objects
+            .store
+            .wait_for_revision(rev, FRESHNESS_WAIT)
+            .await
+            .map_err(|e| super::objects::store_error(e, "", "")),
+        None => Ok(()),
+    }
+}
+
 async fn start_watch(
     state: &AppState,
     target: Target,
@@ -329,13 +349,7 @@ async fn start_watch(
         opts.field_selector = FieldSelector::parse(&format!("metadata.name={name}"))
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     }
-    let from = match q.get("resourceVersion").map(String::as_str) {
-        None | Some("") | Some("0") => None,
-        Some(rv) => Some(
-            rv.parse::<u64>()
-                .map_err(|_| ApiError::BadRequest(format!("invalid resource version: {rv}")))?,
-        ),
-    };
+    let read = read_options::watch(q)?;
     let timeout = match q.get("timeoutSeconds") {
         Some(s) => Duration::from_secs(
             s.parse::<u64>()
@@ -348,12 +362,6 @@ async fn start_watch(
     // A field the resource cannot be selected on is refused, as a list would refuse it.
     check_fields(info, &opts.field_selector)?;
     let prefix = resources::prefix(info.name, target.namespace.as_deref());
-    let stream = state
-        .objects
-        .store
-        .watch(&prefix, from)
-        .await
-        .map_err(|e| super::objects::store_error(e, info.name, ""))?;
     let spec = WatchSpec {
         info,
         filter: watch::WatchFilter {
@@ -362,13 +370,44 @@ async fn start_watch(
         },
         format,
         timeout,
+        bookmarks: read.bookmarks.then_some(state.bookmark_interval),
+        initial_events_end: read.initial_events_end,
     };
     let content_type = spec.content_type();
-    let body = watch::event_stream(spec, stream, state.metrics.clone());
+    let body = match open_watch(&state.objects.store, &prefix, read.start).await {
+        Ok(stream) => watch::event_stream(spec, stream, state.metrics.clone()).left_stream(),
+        // The request was valid; what the store cannot serve is reported in the stream,
+        // as kube-apiserver does (clients relist on its 410).
+        Err(e) => watch::error_stream(format, &super::objects::store_error(e, info.name, ""))
+            .right_stream(),
+    };
     Ok(HttpResponse::Ok()
         .content_type(content_type)
         .insert_header(("Transfer-Encoding", "chunked"))
         .streaming(body))
+}
+
+/// Subscribe to the store where the watch starts, waiting briefly for a revision the
+/// store has not reached.
+async fn open_watch(
+    store: &crate::store::StoreHandle,
+    prefix: &str,
+    start: WatchStart,
+) -> Result<crate::store::WatchStream, crate::store::StoreError> {
+    let from = match start {
+        WatchStart::InitialState { min_rev } => {
+            if let Some(rev) = min_rev {
+                store.wait_for_revision(rev, FRESHNESS_WAIT).await?;
+            }
+            None
+        }
+        WatchStart::After(rev) => {
+            store.wait_for_revision(rev, FRESHNESS_WAIT).await?;
+            Some(rev)
+        }
+        WatchStart::Now => Some(store.revision()),
+    };
+    store.watch(prefix, from).await
 }
 
 fn log_query(q: &Query) -> Result<logs::LogQuery, ApiError> {
@@ -410,6 +449,7 @@ fn list_options(q: &Query) -> Result<ListOptions, ApiError> {
         field_selector,
         limit,
         continue_token: q.get("continue").filter(|c| !c.is_empty()).cloned(),
+        read_at: ReadAt::Latest,
     })
 }
 

@@ -10,6 +10,7 @@ pub mod logs;
 pub mod metrics_api;
 pub mod objects;
 mod openapi;
+pub mod read_options;
 mod render;
 mod reviews;
 pub mod routing;
@@ -54,6 +55,8 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
     /// Upper bound on one watch request, like kube-apiserver's min-request-timeout.
     pub watch_timeout: Duration,
+    /// How often watchers that allow bookmarks get one (kube-apiserver: every minute).
+    pub bookmark_interval: Duration,
     pub workers: usize,
     pub limits: limits::LimitsConfig,
 }
@@ -64,6 +67,7 @@ impl Default for GatewayConfig {
             listen: "127.0.0.1:6443".into(),
             max_body_bytes: 3 * 1024 * 1024,
             watch_timeout: Duration::from_secs(1800),
+            bookmark_interval: Duration::from_secs(60),
             workers: 2,
             limits: limits::LimitsConfig::default(),
         }
@@ -79,6 +83,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub max_body: usize,
     pub watch_timeout: Duration,
+    pub bookmark_interval: Duration,
     pub authorization: auth::Authorization,
     /// `None` on the insecure path: every request is the insecure administrator.
     pub authentication: Option<Arc<auth::authn::Authenticator>>,
@@ -139,6 +144,7 @@ pub fn start(
         metrics,
         max_body: config.max_body_bytes,
         watch_timeout: config.watch_timeout,
+        bookmark_interval: config.bookmark_interval,
         authorization,
         authentication,
     });

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::allocation::{self, Allocated, ServiceRanges};
+use super::read_options::{self, ReadAt};
 use super::routing::Target;
 use crate::api::managed_fields::{self, Scope};
 use crate::api::resources::{self, object_key, ResourceInfo};
@@ -16,7 +17,8 @@ use crate::api::strategy::{Part, ScaleMapping};
 use crate::api::validation::{self, FieldError};
 use crate::api::{defaults, meta, patch, quota, ApiError};
 use crate::store::{
-    Decision, Object, Rev, StoreError, StoreHandle, UpdateFn, Updated, WriteOp, WriteOutcome,
+    Decision, ListQuery, Object, Rev, StoreError, StoreHandle, UpdateFn, Updated, WriteOp,
+    WriteOutcome,
 };
 
 /// Namespaces that exist from the first start and may never be deleted.
@@ -159,6 +161,8 @@ pub struct ListOptions {
     pub field_selector: FieldSelector,
     pub limit: Option<usize>,
     pub continue_token: Option<String>,
+    /// The revision to read at (`resourceVersion` and `resourceVersionMatch`).
+    pub read_at: ReadAt,
 }
 
 /// The object logic over a store handle.
@@ -183,6 +187,9 @@ pub fn store_error(err: StoreError, resource: &str, name: &str) -> ApiError {
         StoreError::Conflict { .. } => ApiError::conflict(resource, name, OPTIMISTIC_LOCK_MSG),
         StoreError::Expired { requested, oldest } => {
             ApiError::Expired(format!("too old resource version: {requested} ({oldest})"))
+        }
+        StoreError::TooLarge { requested, current } => {
+            ApiError::TooLargeResourceVersion { requested, current }
         }
         StoreError::Unavailable(m) => ApiError::ServiceUnavailable(m),
         StoreError::Io(m)
@@ -304,40 +311,67 @@ impl Objects {
         }
     }
 
+    /// One page of a list, read at the revision the options (or the continue token) ask
+    /// for; a continued list reads every page at its first page's revision.
     pub fn list(&self, t: &Target, opts: &ListOptions) -> Result<ListPage, ApiError> {
         check_fields(t.resource, &opts.field_selector)?;
         let prefix = resources::prefix(t.resource.name, t.namespace.as_deref());
-        let after = match &opts.continue_token {
-            Some(tok) => Some(decode_continue(tok, &prefix)?),
+        let resumed = match &opts.continue_token {
+            Some(tok) => Some(read_options::decode_continue(tok, &prefix)?),
             None => None,
         };
-        let limit = opts.limit.filter(|l| *l > 0);
-        let (all, rev) = self.store.list_from(&prefix, after.as_deref(), usize::MAX);
-        let mut items = Vec::new();
-        let mut last_key = None;
-        let mut matched_after = 0usize;
-        for (key, obj) in all {
-            if !opts.label_selector.matches_object(&obj.value)
-                || !opts.field_selector.matches(&obj.value)
-            {
-                continue;
+        let rev = match (&resumed, opts.read_at) {
+            (Some(c), _) => c.rev,
+            (None, ReadAt::Exact(r)) => Some(r),
+            (None, ReadAt::NotOlderThan(r)) => {
+                let current = self.store.revision();
+                if r > current {
+                    return Err(ApiError::TooLargeResourceVersion {
+                        requested: r,
+                        current,
+                    });
+                }
+                None
             }
-            if limit.is_some_and(|l| items.len() >= l) {
-                matched_after += 1;
-                continue;
-            }
-            last_key = Some(key);
-            items.push(view_of_arc(t.resource, obj.value));
-        }
-        let continue_token = if matched_after > 0 {
-            last_key.map(|k| encode_continue(&k, rev))
-        } else {
-            None
+            (None, ReadAt::Latest | ReadAt::Any) => None,
         };
-        Ok(ListPage {
-            items,
+        let unfiltered = opts.label_selector.is_empty() && opts.field_selector.is_empty();
+        let query = ListQuery {
+            prefix: &prefix,
+            start: resumed.as_ref().map(|c| c.start.as_str()),
             rev,
-            remaining: continue_token.as_ref().map(|_| matched_after),
+            limit: opts.limit,
+            count_remaining: unfiltered,
+        };
+        let page = self
+            .store
+            .list_page(&query, |o| {
+                opts.label_selector.matches_object(&o.value)
+                    && opts.field_selector.matches(&o.value)
+            })
+            .map_err(|e| match (e, &resumed) {
+                // kube-apiserver's answer to a token of a compacted revision, with a token
+                // that goes on from the same key at the latest revision.
+                (StoreError::Expired { .. }, Some(c)) => ApiError::ExpiredContinue {
+                    continue_token: read_options::encode_continue(&prefix, &c.start, -1),
+                },
+                (StoreError::Expired { .. }, None) => ApiError::Expired(
+                    "The resourceVersion for the provided list is too old.".into(),
+                ),
+                (e, _) => store_error(e, t.resource.name, ""),
+            })?;
+        let continue_token = page
+            .more_after
+            .as_deref()
+            .map(|last| read_options::continue_after(&prefix, last, page.rev));
+        Ok(ListPage {
+            items: page
+                .items
+                .into_iter()
+                .map(|(_, o)| view_of_arc(t.resource, o.value))
+                .collect(),
+            rev: page.rev,
+            remaining: page.remaining,
             continue_token,
         })
     }
@@ -1307,27 +1341,6 @@ fn scale_mapping(t: &Target) -> Result<ScaleMapping, ApiError> {
         .ok_or(ApiError::MethodNotAllowed)
 }
 
-fn encode_continue(key: &str, rev: Rev) -> String {
-    use base64::Engine;
-    let raw = json!({"v": "skiff.continue/1", "rv": rev, "start": key}).to_string();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-}
-
-/// The key a continue token resumes after; it must belong to the list being paged.
-fn decode_continue(token: &str, prefix: &str) -> Result<String, ApiError> {
-    use base64::Engine;
-    let bad = || ApiError::BadRequest("continue key is not valid: invalid continue token".into());
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(token.trim_end_matches('='))
-        .map_err(|_| bad())?;
-    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
-    let key = v.get("start").and_then(Value::as_str).ok_or_else(bad)?;
-    if !key.starts_with(prefix) {
-        return Err(bad());
-    }
-    Ok(key.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1388,17 +1401,6 @@ mod tests {
         let done =
             json!({"spec": {"nodeName": "n1"}, "status": {"phase": "Succeeded", "startTime": "x"}});
         assert_eq!(pod_grace_period(&done, None), None);
-    }
-
-    #[test]
-    fn continue_token_from_another_list_is_rejected() {
-        let tok = encode_continue("pods/default/a", 5);
-        assert_eq!(
-            decode_continue(&tok, "pods/default/").ok().as_deref(),
-            Some("pods/default/a")
-        );
-        assert!(decode_continue(&tok, "services/").is_err());
-        assert!(decode_continue("!!!", "pods/").is_err());
     }
 
     #[test]

@@ -104,7 +104,14 @@ pub struct StoreActor {
     metrics: Arc<Metrics>,
     /// When each Event was last written, for its expiry.
     event_ttl: EventTtl,
+    /// Tells readers waiting for a revision that it was committed.
+    revision: tokio::sync::watch::Sender<Rev>,
+    /// The history records on disk up to this revision are deleted.
+    compacted_on_disk: Rev,
 }
+
+/// How often the history window is moved on by age and old records deleted from disk.
+const HISTORY_SWEEP: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl StoreActor {
     pub(super) fn new(
@@ -112,14 +119,17 @@ impl StoreActor {
         persist: Arc<Persist>,
         snapshot: Arc<RwLock<Snapshot>>,
         metrics: Arc<Metrics>,
+        revision: tokio::sync::watch::Sender<Rev>,
     ) -> Self {
-        let (rev, event_ttl) = {
+        let (rev, oldest, event_ttl) = {
             let snap = read_lock(&snapshot);
             let ttl = EventTtl::new(config.event_ttl, snap.objects.iter(), chrono::Utc::now());
-            (snap.rev, ttl)
+            (snap.rev, snap.history.oldest(), ttl)
         };
-        let hub = WatchHub::new(rev, config.history, config.watch_buffer);
+        let hub = WatchHub::new(rev, config.watch_buffer);
         StoreActor {
+            revision,
+            compacted_on_disk: oldest,
             event_ttl,
             config,
             persist,
@@ -252,7 +262,8 @@ impl StoreActor {
     /// Make a committed group visible, answer its writers and tell the watchers.
     fn finish_writes(&mut self, writes: Vec<PendingWrite>) {
         let mut events = Vec::with_capacity(writes.len());
-        {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let committed = {
             let mut snap = write_lock(&self.snapshot);
             for w in writes {
                 if matches!(self.in_flight.get(&w.key), Some((rev, _)) if *rev == w.rev) {
@@ -272,24 +283,27 @@ impl StoreActor {
                     snap.rev = w.rev;
                     snap.mark_changed(&w.key, w.rev);
                     match &w.new {
-                        Some(obj) => {
-                            snap.objects.insert(w.key.clone(), obj.clone());
-                        }
-                        None => {
-                            snap.objects.remove(&w.key);
-                        }
+                        Some(obj) => snap.insert(w.key.clone(), obj.clone()),
+                        None => snap.remove(&w.key),
                     }
-                    events.push(Arc::new(Event {
+                    let event = Arc::new(Event {
                         rev: w.rev,
                         kind: w.kind,
                         key: w.key.clone(),
                         object: object.clone(),
                         prev: w.prev.as_ref().map(|p| p.value.clone()),
-                    }));
+                    });
+                    // In the history under the same lock as the objects: a reader sees
+                    // both at one revision.
+                    snap.history
+                        .push(event.clone(), now_ms, self.config.history);
+                    events.push(event);
                 }
                 let _ = w.reply.send(Ok(WriteOutcome { rev: w.rev, object }));
             }
-        }
+            snap.rev
+        };
+        self.revision.send_replace(committed);
         for e in events {
             self.hub.publish(e);
         }
@@ -306,15 +320,46 @@ impl StoreActor {
         if let Some(c) = &self.committer {
             c.drain();
         }
-        let (rev, objects) = self.persist.load()?;
-        self.event_ttl = EventTtl::new(self.config.event_ttl, objects.iter(), chrono::Utc::now());
-        let mut snap = write_lock(&self.snapshot);
-        *snap = Snapshot::new(rev, objects);
+        let loaded = self.persist.load_snapshot(&self.config)?;
+        let rev = loaded.rev;
+        self.event_ttl = EventTtl::new(
+            self.config.event_ttl,
+            loaded.objects.iter(),
+            chrono::Utc::now(),
+        );
+        self.compacted_on_disk = loaded.history.oldest();
+        *write_lock(&self.snapshot) = loaded;
         self.in_flight.clear();
         self.next_rev = rev + 1;
+        // Watchers end and re-watch from their revision, which the reloaded history
+        // still serves when it is inside the window.
         self.hub.close_all();
-        self.hub = WatchHub::new(rev, self.config.history, self.config.watch_buffer);
+        self.hub = WatchHub::new(rev, self.config.watch_buffer);
+        self.revision.send_replace(rev);
         Ok(())
+    }
+
+    /// Move the history window on: drop what is older than the age bound (and beyond
+    /// `keep`, when given), then delete the dropped records from disk.
+    fn compact_history(&mut self, keep: Option<usize>) {
+        let oldest = {
+            let mut snap = write_lock(&self.snapshot);
+            if let Some(age) = self.config.history_age {
+                let cutoff = chrono::Utc::now().timestamp_millis() - age.as_millis() as i64;
+                snap.history.drop_older_than(cutoff);
+            }
+            if let Some(keep) = keep {
+                snap.history.keep_last(keep);
+            }
+            snap.history.oldest()
+        };
+        if oldest > self.compacted_on_disk {
+            if let Some(c) = &self.committer {
+                if c.send(CommitMsg::CompactHistory(oldest)).is_ok() {
+                    self.compacted_on_disk = oldest;
+                }
+            }
+        }
     }
 }
 
@@ -386,6 +431,7 @@ impl Actor for StoreActor {
                 }
             }
         }
+        ctx.run_interval(HISTORY_SWEEP, |act, _ctx| act.compact_history(None));
         if let Some(period) = self.event_ttl.sweep_period() {
             ctx.run_interval(period, |act, _ctx| {
                 act.expire_events(chrono::Utc::now());
@@ -439,7 +485,7 @@ impl Handler<Compact> for StoreActor {
     type Result = ();
 
     fn handle(&mut self, msg: Compact, _ctx: &mut Self::Context) {
-        self.hub.compact(msg.keep);
+        self.compact_history(Some(msg.keep));
     }
 }
 

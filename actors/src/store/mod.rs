@@ -7,7 +7,9 @@
 //! [`Snapshot`] through a [`StoreHandle`], never from disk.
 
 mod actor;
+pub mod history;
 mod persist;
+pub mod read;
 mod ttl;
 mod watch;
 
@@ -19,7 +21,8 @@ use actix::Addr;
 use serde_json::Value;
 
 pub use actor::{Compact, ExpireEvents, GuaranteedUpdate, InjectPanic, StoreActor, Watch, Write};
-pub use watch::WatchStream;
+pub use read::{ListQuery, ListResult};
+pub use watch::{Progress, WatchStream};
 
 /// A revision of the store (etcd's global revision, Kubernetes' `resourceVersion`).
 pub type Rev = u64;
@@ -38,6 +41,9 @@ pub enum StoreError {
     },
     #[error("too old resource version: {requested} ({oldest})")]
     Expired { requested: Rev, oldest: Rev },
+    /// A read or watch at a revision the store has not reached.
+    #[error("Too large resource version: {requested}, current: {current}")]
+    TooLarge { requested: Rev, current: Rev },
     #[error("the store is restarting, retry: {0}")]
     Unavailable(String),
     #[error("storage I/O failed: {0}")]
@@ -153,15 +159,63 @@ pub struct Snapshot {
     /// The revision the objects were last loaded from disk at: nothing cached from
     /// before it can be trusted.
     pub loaded_at: Rev,
+    /// The recent events, at the same revision as the objects.
+    pub history: history::History,
+    /// How many objects each resource (`pods/`) and each namespace of it
+    /// (`pods/default/`) holds, so a page can tell how many items follow it.
+    counts: std::collections::HashMap<String, usize>,
 }
 
 impl Snapshot {
     pub fn new(rev: Rev, objects: BTreeMap<String, Object>) -> Self {
+        let mut counts = std::collections::HashMap::new();
+        for key in objects.keys() {
+            for p in counted_prefixes(key) {
+                *counts.entry(p.to_string()).or_default() += 1;
+            }
+        }
         Snapshot {
             rev,
             objects,
             changed: Default::default(),
             loaded_at: rev,
+            history: history::History::starting_at(rev),
+            counts,
+        }
+    }
+
+    /// Store `obj` as the state of `key`.
+    pub fn insert(&mut self, key: String, obj: Object) {
+        use std::collections::btree_map::Entry;
+        match self.objects.entry(key) {
+            Entry::Occupied(mut e) => {
+                e.insert(obj);
+            }
+            Entry::Vacant(e) => {
+                for p in counted_prefixes(e.key()) {
+                    count_by(&mut self.counts, p, 1);
+                }
+                e.insert(obj);
+            }
+        }
+    }
+
+    /// Forget `key`.
+    pub fn remove(&mut self, key: &str) {
+        if self.objects.remove(key).is_some() {
+            for p in counted_prefixes(key) {
+                count_by(&mut self.counts, p, -1);
+            }
+        }
+    }
+
+    /// How many objects are under `prefix`, for a resource or namespace prefix.
+    pub fn count(&self, prefix: &str) -> Option<usize> {
+        let counted = counted_prefixes(prefix).last();
+        if counted.is_some_and(|p| p.len() == prefix.len()) {
+            Some(self.counts.get(prefix).copied().unwrap_or(0))
+        } else {
+            None
         }
     }
 
@@ -177,11 +231,30 @@ impl Snapshot {
     }
 }
 
+/// The key prefixes objects are counted under: the resource's and its namespace's
+/// (`pods/`, `pods/default/` for `pods/default/web`).
+fn counted_prefixes(key: &str) -> impl Iterator<Item = &str> {
+    key.match_indices('/').take(2).map(|(i, _)| &key[..=i])
+}
+
+fn count_by(counts: &mut std::collections::HashMap<String, usize>, prefix: &str, delta: isize) {
+    match counts.get_mut(prefix) {
+        Some(n) => *n = n.saturating_add_signed(delta),
+        None => {
+            counts.insert(prefix.to_string(), 0usize.saturating_add_signed(delta));
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     pub path: PathBuf,
-    /// Watch events kept for resuming watches; older revisions answer 410 Expired.
+    /// Watch events kept (in memory and on disk, across restarts) for resuming watches
+    /// and paging lists; older revisions answer 410 Expired.
     pub history: usize,
+    /// Events older than this leave the history too (etcd's compaction as kube-apiserver
+    /// runs it every 5 minutes); `None` bounds it by count only.
+    pub history_age: Option<std::time::Duration>,
     /// Events buffered per watcher before a slow watcher is dropped (it re-watches).
     pub watch_buffer: usize,
     /// An Event not written for this long is deleted (kube-apiserver's `--event-ttl`);
@@ -192,11 +265,16 @@ pub struct StoreConfig {
 /// kube-apiserver's default `--event-ttl`.
 pub const DEFAULT_EVENT_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// How long events stay in the history by default: kube-apiserver compacts etcd every
+/// 5 minutes, keeping the revisions of the last interval.
+pub const DEFAULT_HISTORY_AGE: std::time::Duration = std::time::Duration::from_secs(300);
+
 impl StoreConfig {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         StoreConfig {
             path: path.into(),
             history: 100_000,
+            history_age: Some(DEFAULT_HISTORY_AGE),
             watch_buffer: 20_000,
             event_ttl: Some(DEFAULT_EVENT_TTL),
         }
@@ -209,6 +287,8 @@ impl StoreConfig {
 pub struct StoreHandle {
     pub addr: Addr<StoreActor>,
     snapshot: Arc<RwLock<Snapshot>>,
+    /// The committed revision, to wait for one not reached yet without polling.
+    revision: tokio::sync::watch::Receiver<Rev>,
 }
 
 impl StoreHandle {
@@ -246,6 +326,46 @@ impl StoreHandle {
 
     pub fn revision(&self) -> Rev {
         self.read().rev
+    }
+
+    /// One page of a list, at the latest revision or a past one still in the history
+    /// (`Expired` when compacted, `TooLarge` when not reached yet).
+    pub fn list_page(
+        &self,
+        q: &ListQuery<'_>,
+        keep: impl FnMut(&Object) -> bool,
+    ) -> Result<ListResult, StoreError> {
+        read::list(&self.read(), q, keep)
+    }
+
+    /// The oldest revision a watch or a list can start at.
+    pub fn oldest_revision(&self) -> Rev {
+        self.read().history.oldest()
+    }
+
+    /// Wait until the store has committed `rev`, at most `timeout`; `TooLarge` if it has
+    /// not by then (kube-apiserver waits 3 s for its watch cache the same way).
+    pub async fn wait_for_revision(
+        &self,
+        rev: Rev,
+        timeout: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        let mut rx = self.revision.clone();
+        let reached = tokio::time::timeout(timeout, rx.wait_for(|r| *r >= rev)).await;
+        match reached {
+            Ok(Ok(_)) => Ok(()),
+            _ => {
+                let current = self.revision();
+                if current >= rev {
+                    Ok(())
+                } else {
+                    Err(StoreError::TooLarge {
+                        requested: rev,
+                        current,
+                    })
+                }
+            }
+        }
     }
 
     /// The revision of the last change to any object of these resources (plural names),
@@ -319,9 +439,14 @@ pub fn start(
     arbiter: &actix::ArbiterHandle,
 ) -> Result<StoreHandle, StoreError> {
     let persist = Arc::new(persist::Persist::open(&config.path)?);
-    let (rev, objects) = persist.load()?;
-    let snapshot = Arc::new(RwLock::new(Snapshot::new(rev, objects)));
-    let actor = StoreActor::new(config, persist, snapshot.clone(), metrics);
+    let loaded = persist.load_snapshot(&config)?;
+    let (revision_tx, revision) = tokio::sync::watch::channel(loaded.rev);
+    let snapshot = Arc::new(RwLock::new(loaded));
+    let actor = StoreActor::new(config, persist, snapshot.clone(), metrics, revision_tx);
     let addr = actix::Supervisor::start_in_arbiter(arbiter, move |_| actor);
-    Ok(StoreHandle { addr, snapshot })
+    Ok(StoreHandle {
+        addr,
+        snapshot,
+        revision,
+    })
 }

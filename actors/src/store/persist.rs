@@ -1,21 +1,33 @@
 //! RocksDB persistence and the committer thread that makes writes durable in groups.
+//!
+//! Keys: `o/<key>` holds each object's latest state, `m/rev` the last committed
+//! revision, and `h/<revision>` (big-endian, so in revision order) one history record
+//! per write — kind, key and the state it replaced — written in the same batch as
+//! the object, so the history on disk is exactly as durable as the objects and a restart
+//! resumes watches instead of starting the history afresh. Old records are deleted in
+//! ranges as the history window moves (etcd's compaction).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix::Recipient;
-use rocksdb::{Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde_json::Value;
 
 use super::actor::{Committed, PendingWrite};
-use super::{Object, Rev, StoreError};
+use super::history::History;
+use super::{Event, EventKind, Object, Rev, Snapshot, StoreConfig, StoreError};
+use crate::api::meta;
 use crate::metrics::Metrics;
 
 const OBJECT_PREFIX: &[u8] = b"o/";
 const REV_KEY: &[u8] = b"m/rev";
+const HISTORY_PREFIX: &[u8] = b"h/";
+/// The layout of a history record; a record of another version ends the history there.
+const RECORD_VERSION: u8 = 1;
 /// Writes made durable by one sync at most; bounds the latency of the first in a burst.
 const MAX_GROUP: usize = 4096;
 
@@ -29,6 +41,132 @@ impl Persist {
         opts.create_if_missing(true);
         let db = DB::open(&opts, path).map_err(|e| StoreError::Io(e.to_string()))?;
         Ok(Persist { db })
+    }
+
+    /// The committed state with the history kept on disk: at most `config.history` events,
+    /// none older than `config.history_age`.
+    pub fn load_snapshot(&self, config: &StoreConfig) -> Result<Snapshot, StoreError> {
+        let (rev, objects) = self.load()?;
+        let mut snap = Snapshot::new(rev, objects);
+        let cutoff = config
+            .history_age
+            .map(|age| now_ms().saturating_sub(age.as_millis() as i64));
+        snap.history = self.load_history(&snap, config.history, cutoff)?;
+        let oldest = snap.history.oldest();
+        if oldest > 0 {
+            // Records before the window (beyond the bound, or of a crash before their
+            // compaction ran) are of no use any more.
+            self.compact_history(oldest)?;
+        }
+        tracing::info!(rev, oldest, events = snap.history.len(), "store loaded");
+        Ok(snap)
+    }
+
+    /// The newest contiguous run of history records ending at the snapshot's revision.
+    fn load_history(
+        &self,
+        snap: &Snapshot,
+        capacity: usize,
+        cutoff_ms: Option<i64>,
+    ) -> Result<History, StoreError> {
+        let mut raw: Vec<(Rev, Box<[u8]>)> = Vec::new();
+        let mut expect = snap.rev;
+        let from = history_key(snap.rev);
+        for item in self
+            .db
+            .iterator(IteratorMode::From(&from, Direction::Reverse))
+        {
+            let (k, v) = item.map_err(|e| StoreError::Io(e.to_string()))?;
+            if expect == 0 || raw.len() >= capacity || !k.starts_with(HISTORY_PREFIX) {
+                break;
+            }
+            if rev_of_history_key(&k) != Some(expect) {
+                break;
+            }
+            let Some(rec) = Record::decode(&v) else {
+                tracing::warn!(
+                    rev = expect,
+                    "unreadable history record; history starts after it"
+                );
+                break;
+            };
+            if cutoff_ms.is_some_and(|c| rec.at_ms < c) {
+                break;
+            }
+            raw.push((expect, v));
+            expect -= 1;
+        }
+        raw.reverse();
+        let records: Vec<(Rev, Record<'_>)> = raw
+            .iter()
+            .filter_map(|(rev, v)| Some((*rev, Record::decode(v)?)))
+            .collect();
+        // Newest first: what a write stored is the previous state of the key's next
+        // change (that record carries it), or, without one, the key's current state. So
+        // a record holds only the state it replaced, and each version is decoded once and
+        // shared by the two events it belongs to.
+        let mut replaced: HashMap<&str, Arc<Value>> = HashMap::new();
+        let mut events = Vec::with_capacity(records.len());
+        let mut oldest = expect;
+        for (rev, rec) in records.iter().rev() {
+            let key = rec.key;
+            let prev = match rec.prev.map(serde_json::from_slice::<Value>) {
+                None => None,
+                Some(Ok(v)) => Some(Arc::new(v)),
+                Some(Err(e)) => {
+                    tracing::warn!(rev, error = %e, "unreadable history record; history starts after it");
+                    oldest = *rev;
+                    break;
+                }
+            };
+            let object = match (rec.kind, &prev) {
+                // The state it deleted, at the deletion's revision.
+                (EventKind::Deleted, Some(p)) => {
+                    let mut gone = (**p).clone();
+                    meta::set_resource_version(&mut gone, *rev);
+                    Some(Arc::new(gone))
+                }
+                (EventKind::Deleted, None) => None,
+                _ => replaced.remove(key).or_else(|| {
+                    snap.objects
+                        .get(key)
+                        .filter(|o| o.rev == *rev)
+                        .map(|o| o.value.clone())
+                }),
+            };
+            let Some(object) = object else {
+                tracing::warn!(
+                    rev,
+                    key,
+                    "history record without its state; history starts after it"
+                );
+                oldest = *rev;
+                break;
+            };
+            if let Some(p) = &prev {
+                replaced.insert(key, p.clone());
+            }
+            let event = Event {
+                rev: *rev,
+                kind: rec.kind,
+                key: key.to_string(),
+                object,
+                prev,
+            };
+            events.push((rec.at_ms, Arc::new(event)));
+        }
+        events.reverse();
+        Ok(History::loaded(oldest, events))
+    }
+
+    /// Delete the history records up to and including `rev`. Not synced: records that
+    /// outlive a crash are compacted again at the next start.
+    pub fn compact_history(&self, rev: Rev) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.delete_range(history_key(0), history_key(rev.saturating_add(1)));
+        self.db
+            .write(batch)
+            .map_err(|e| StoreError::Io(e.to_string()))
     }
 
     /// Every stored object and the last committed revision.
@@ -71,20 +209,33 @@ impl Persist {
     fn commit(&self, writes: &[PendingWrite]) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         let mut last = 0;
+        let at_ms = now_ms();
+        let encode = |w: &PendingWrite, v: &Value| {
+            serde_json::to_vec(v).map_err(|e| StoreError::Corrupt {
+                key: w.key.clone(),
+                detail: e.to_string(),
+            })
+        };
         for w in writes {
             let mut key = OBJECT_PREFIX.to_vec();
             key.extend_from_slice(w.key.as_bytes());
             match &w.new {
-                Some(obj) => {
-                    let bytes =
-                        serde_json::to_vec(&*obj.value).map_err(|e| StoreError::Corrupt {
-                            key: w.key.clone(),
-                            detail: e.to_string(),
-                        })?;
-                    batch.put(&key, bytes);
-                }
+                Some(obj) => batch.put(&key, encode(w, &obj.value)?),
                 None => batch.delete(&key),
             }
+            // The record holds only the state the write replaced (none for a create): the
+            // state it wrote is in the key's next record, or in `o/`.
+            let prev = match &w.prev {
+                Some(p) if w.kind != EventKind::Added => Some(encode(w, &p.value)?),
+                _ => None,
+            };
+            let record = Record {
+                kind: w.kind,
+                at_ms,
+                key: &w.key,
+                prev: prev.as_deref(),
+            };
+            batch.put(history_key(w.rev), record.encode());
             last = last.max(w.rev);
         }
         batch.put(REV_KEY, last.to_string().as_bytes());
@@ -93,6 +244,84 @@ impl Persist {
         self.db
             .write_opt(batch, &opts)
             .map_err(|e| StoreError::Io(e.to_string()))
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn history_key(rev: Rev) -> [u8; 10] {
+    let mut k = [0u8; 10];
+    k[..2].copy_from_slice(HISTORY_PREFIX);
+    k[2..].copy_from_slice(&rev.to_be_bytes());
+    k
+}
+
+fn rev_of_history_key(k: &[u8]) -> Option<Rev> {
+    let bytes: [u8; 8] = k.strip_prefix(HISTORY_PREFIX)?.try_into().ok()?;
+    Some(Rev::from_be_bytes(bytes))
+}
+
+/// One history record: `[version, kind, at_ms: i64 LE, (len: u32 LE, bytes) for the key
+/// and for the state the write replaced]`, an empty state meaning none.
+#[derive(Debug, PartialEq)]
+struct Record<'a> {
+    kind: EventKind,
+    at_ms: i64,
+    key: &'a str,
+    prev: Option<&'a [u8]>,
+}
+
+impl<'a> Record<'a> {
+    fn encode(&self) -> Vec<u8> {
+        let len = |b: Option<&[u8]>| b.map_or(0, <[u8]>::len);
+        let mut out = Vec::with_capacity(18 + self.key.len() + len(self.prev));
+        out.push(RECORD_VERSION);
+        out.push(match self.kind {
+            EventKind::Added => b'A',
+            EventKind::Modified => b'M',
+            EventKind::Deleted => b'D',
+        });
+        out.extend_from_slice(&self.at_ms.to_le_bytes());
+        for part in [Some(self.key.as_bytes()), self.prev] {
+            let part = part.unwrap_or_default();
+            out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            out.extend_from_slice(part);
+        }
+        out
+    }
+
+    /// `None` for a record this version cannot read.
+    fn decode(bytes: &'a [u8]) -> Option<Self> {
+        let (&version, rest) = bytes.split_first()?;
+        if version != RECORD_VERSION {
+            return None;
+        }
+        let (&kind, rest) = rest.split_first()?;
+        let kind = match kind {
+            b'A' => EventKind::Added,
+            b'M' => EventKind::Modified,
+            b'D' => EventKind::Deleted,
+            _ => return None,
+        };
+        let (at, mut rest) = rest.split_at_checked(8)?;
+        let at_ms = i64::from_le_bytes(at.try_into().ok()?);
+        let mut parts = [&[][..]; 2];
+        for part in &mut parts {
+            let (len, tail) = rest.split_at_checked(4)?;
+            let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
+            let (bytes, tail) = tail.split_at_checked(len)?;
+            *part = bytes;
+            rest = tail;
+        }
+        let some = |b: &'a [u8]| (!b.is_empty()).then_some(b);
+        Some(Record {
+            kind,
+            at_ms,
+            key: std::str::from_utf8(parts[0]).ok()?,
+            prev: some(parts[1]),
+        })
     }
 }
 
@@ -108,6 +337,8 @@ fn parse_rev(bytes: &[u8]) -> Result<Rev, StoreError> {
 
 pub enum CommitMsg {
     Write(PendingWrite),
+    /// Delete the history records up to this revision (after the writes sent before it).
+    CompactHistory(Rev),
     /// Answered once every write sent before it has been committed or failed.
     Barrier(mpsc::SyncSender<()>),
 }
@@ -173,11 +404,13 @@ fn commit_loop(
     while let Ok(first) = rx.recv() {
         let mut writes = Vec::new();
         let mut barriers = Vec::new();
+        let mut compact = None;
         let mut next = Some(first);
         while let Some(msg) = next {
             match msg {
                 CommitMsg::Write(w) => writes.push(w),
                 CommitMsg::Barrier(b) => barriers.push(b),
+                CommitMsg::CompactHistory(rev) => compact = compact.max(Some(rev)),
             }
             next = if writes.len() < MAX_GROUP {
                 rx.try_recv().ok()
@@ -198,8 +431,60 @@ fn commit_loop(
             }
             done.do_send(Committed { writes, result });
         }
+        if let Some(rev) = compact {
+            if let Err(e) = persist.compact_history(rev) {
+                tracing::warn!(error = %e, rev, "history compaction failed; retried later");
+            }
+        }
         for b in barriers {
             let _ = b.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_history_record_reads_back_as_written() {
+        let rec = Record {
+            kind: EventKind::Modified,
+            at_ms: 1_700_000_000_123,
+            key: "pods/default/web",
+            prev: Some(br#"{"a":0}"#),
+        };
+        assert_eq!(Record::decode(&rec.encode()), Some(rec));
+        let created = Record {
+            kind: EventKind::Added,
+            at_ms: -1,
+            key: "nodes//n",
+            prev: None,
+        };
+        assert_eq!(Record::decode(&created.encode()), Some(created));
+    }
+
+    #[test]
+    fn a_truncated_or_foreign_record_is_unreadable_not_a_panic() {
+        let rec = Record {
+            kind: EventKind::Deleted,
+            at_ms: 5,
+            key: "k",
+            prev: Some(b"{}"),
+        }
+        .encode();
+        for cut in 0..rec.len() {
+            assert_eq!(Record::decode(&rec[..cut]), None, "cut at {cut}");
+        }
+        let mut foreign = rec.clone();
+        foreign[0] = 9;
+        assert_eq!(Record::decode(&foreign), None);
+    }
+
+    #[test]
+    fn history_keys_sort_by_revision() {
+        assert!(history_key(255) < history_key(256));
+        assert_eq!(rev_of_history_key(&history_key(42)), Some(42));
+        assert_eq!(rev_of_history_key(b"o/pods"), None);
     }
 }

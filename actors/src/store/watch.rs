@@ -1,7 +1,7 @@
-//! Watch history and fan-out: a bounded window of recent events to resume watches from,
-//! and the live watchers each change is sent to.
+//! Watch fan-out: the live watchers each committed change is sent to. The history that
+//! watches resume from is the snapshot's ([`History`](super::history::History)).
 
-use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -14,6 +14,34 @@ pub struct WatchStream {
     pub rx: mpsc::Receiver<Arc<Event>>,
     /// The revision the watch is current to once `initial` is consumed.
     pub rev: Rev,
+    /// The revision of the last event offered to every watcher. Read before finding
+    /// `rx` empty, it is a revision the watch is current to: what a bookmark may carry.
+    pub progress: Arc<AtomicU64>,
+}
+
+/// Where a watch stands, for a bookmark.
+#[derive(Debug)]
+pub enum Progress {
+    /// Every change up to this revision has been taken from the stream.
+    CaughtUp(Rev),
+    /// This event was still queued: deliver it (and ask again) before any bookmark.
+    Queued(Arc<Event>),
+    /// The store ended the watch.
+    Closed,
+}
+
+impl WatchStream {
+    /// The revision this watch is current to, once nothing waits in `rx`.
+    pub fn progress(&mut self) -> Progress {
+        // Read before looking at the queue: the hub stores it after offering the event to
+        // every watcher, so an empty queue then means everything up to it was taken.
+        let progress = self.progress.load(Ordering::Acquire);
+        match self.rx.try_recv() {
+            Ok(ev) => Progress::Queued(ev),
+            Err(mpsc::error::TryRecvError::Empty) => Progress::CaughtUp(progress.max(self.rev)),
+            Err(mpsc::error::TryRecvError::Disconnected) => Progress::Closed,
+        }
+    }
 }
 
 struct Watcher {
@@ -22,33 +50,22 @@ struct Watcher {
 }
 
 pub struct WatchHub {
-    history: VecDeque<Arc<Event>>,
-    capacity: usize,
-    /// Watches must start at or after this revision; earlier events are gone.
-    oldest: Rev,
     watchers: Vec<Watcher>,
     buffer: usize,
+    progress: Arc<AtomicU64>,
 }
 
 impl WatchHub {
-    /// A hub whose history starts at `rev`: nothing before it can be replayed.
-    pub fn new(rev: Rev, capacity: usize, buffer: usize) -> Self {
+    /// A hub for a store at `rev`.
+    pub fn new(rev: Rev, buffer: usize) -> Self {
         WatchHub {
-            history: VecDeque::new(),
-            capacity: capacity.max(1),
-            oldest: rev,
             watchers: Vec::new(),
             buffer: buffer.max(1),
+            progress: Arc::new(AtomicU64::new(rev)),
         }
     }
 
     pub fn publish(&mut self, event: Arc<Event>) {
-        if self.history.len() == self.capacity {
-            if let Some(evicted) = self.history.pop_front() {
-                self.oldest = evicted.rev;
-            }
-        }
-        self.history.push_back(event.clone());
         // A watcher that is gone or too slow to keep its buffer is dropped: its stream ends
         // and the client re-watches from its last revision, as with the apiserver's cacher.
         self.watchers.retain(|w| {
@@ -57,23 +74,18 @@ impl WatchHub {
             }
             w.tx.try_send(event.clone()).is_ok()
         });
+        self.progress.store(event.rev, Ordering::Release);
     }
 
-    /// Forget the oldest events, keeping `keep`.
-    pub fn compact(&mut self, keep: usize) {
-        while self.history.len() > keep {
-            if let Some(evicted) = self.history.pop_front() {
-                self.oldest = evicted.rev;
-            }
-        }
-    }
-
+    /// Start a watch under `prefix`: from the current state (as ADDED events) when `from`
+    /// is `None`, else with every kept event after `from`.
     pub fn subscribe(
         &mut self,
         prefix: &str,
         from: Option<Rev>,
         snapshot: &Snapshot,
     ) -> Result<WatchStream, StoreError> {
+        let oldest = snapshot.history.oldest();
         let initial = match from {
             None => snapshot
                 .objects
@@ -89,16 +101,22 @@ impl WatchHub {
                     })
                 })
                 .collect(),
-            Some(rev) if rev < self.oldest => {
+            Some(rev) if rev < oldest => {
                 return Err(StoreError::Expired {
                     requested: rev,
-                    oldest: self.oldest,
+                    oldest,
                 })
             }
-            Some(rev) => self
+            Some(rev) if rev > snapshot.rev => {
+                return Err(StoreError::TooLarge {
+                    requested: rev,
+                    current: snapshot.rev,
+                })
+            }
+            Some(rev) => snapshot
                 .history
-                .iter()
-                .filter(|e| e.rev > rev && e.key.starts_with(prefix))
+                .after(rev)
+                .filter(|e| e.key.starts_with(prefix))
                 .cloned()
                 .collect(),
         };
@@ -111,6 +129,7 @@ impl WatchHub {
             initial,
             rx,
             rev: snapshot.rev,
+            progress: self.progress.clone(),
         })
     }
 
@@ -135,37 +154,68 @@ mod tests {
         })
     }
 
+    /// A snapshot at the last of `events`, keeping the last `capacity` of them.
+    fn snapshot(events: &[(Rev, &str)], capacity: usize) -> Snapshot {
+        let mut snap = Snapshot::default();
+        for (rev, key) in events {
+            snap.history.push(event(*rev, key), 0, capacity);
+            snap.rev = *rev;
+        }
+        snap
+    }
+
     #[test]
     fn resume_replays_only_events_after_the_revision_under_the_prefix() {
-        let mut hub = WatchHub::new(0, 10, 10);
-        for (rev, key) in [(1, "pods/a/x"), (2, "nodes//n"), (3, "pods/a/y")] {
-            hub.publish(event(rev, key));
-        }
-        let w = hub
-            .subscribe("pods/", Some(1), &Snapshot::default())
-            .expect("watch");
+        let mut hub = WatchHub::new(0, 10);
+        let snap = snapshot(&[(1, "pods/a/x"), (2, "nodes//n"), (3, "pods/a/y")], 10);
+        let w = hub.subscribe("pods/", Some(1), &snap).expect("watch");
         let revs: Vec<_> = w.initial.iter().map(|e| e.rev).collect();
         assert_eq!(revs, vec![3]);
     }
 
     #[test]
     fn watching_from_a_revision_evicted_from_history_is_expired() {
-        let mut hub = WatchHub::new(0, 2, 10);
-        for rev in 1..=5 {
-            hub.publish(event(rev, "pods/a/x"));
-        }
+        let mut hub = WatchHub::new(0, 10);
+        let events: Vec<(Rev, &str)> = (1..=5).map(|r| (r, "pods/a/x")).collect();
+        let snap = snapshot(&events, 2);
         assert!(matches!(
-            hub.subscribe("pods/", Some(2), &Snapshot::default()),
-            Err(StoreError::Expired { .. })
+            hub.subscribe("pods/", Some(2), &snap),
+            Err(StoreError::Expired {
+                requested: 2,
+                oldest: 3
+            })
         ));
-        assert!(hub
-            .subscribe("pods/", Some(3), &Snapshot::default())
-            .is_ok());
+        assert!(hub.subscribe("pods/", Some(3), &snap).is_ok());
+    }
+
+    #[test]
+    fn watching_from_a_revision_not_reached_yet_is_too_large() {
+        let mut hub = WatchHub::new(0, 10);
+        let snap = snapshot(&[(1, "pods/a/x")], 10);
+        assert!(matches!(
+            hub.subscribe("pods/", Some(2), &snap),
+            Err(StoreError::TooLarge {
+                requested: 2,
+                current: 1
+            })
+        ));
+    }
+
+    #[test]
+    fn a_watch_is_caught_up_to_the_progress_only_once_its_queue_is_empty() {
+        let mut hub = WatchHub::new(0, 10);
+        let mut w = hub
+            .subscribe("pods/", Some(0), &Snapshot::default())
+            .expect("watch");
+        hub.publish(event(1, "pods/a/x"));
+        hub.publish(event(2, "nodes//n"));
+        assert!(matches!(w.progress(), Progress::Queued(ev) if ev.rev == 1));
+        assert!(matches!(w.progress(), Progress::CaughtUp(2)));
     }
 
     #[test]
     fn slow_watcher_is_dropped_instead_of_blocking_the_store() {
-        let mut hub = WatchHub::new(0, 10, 1);
+        let mut hub = WatchHub::new(0, 1);
         let mut w = hub
             .subscribe("pods/", Some(0), &Snapshot::default())
             .expect("watch");
