@@ -60,6 +60,25 @@ impl FieldError {
         required(field, "")
     }
 
+    /// A value that breaks a rule, said in `detail`.
+    pub fn invalid(field: impl Into<String>, value: &Value, detail: impl Into<String>) -> Self {
+        invalid(field, value, detail)
+    }
+
+    /// A value outside an enumeration.
+    pub fn not_supported(field: impl Into<String>, value: &Value, supported: &[&str]) -> Self {
+        not_supported(field, value, supported)
+    }
+
+    pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        forbidden(field, detail)
+    }
+
+    /// A field an update may not change.
+    pub fn immutable(field: impl Into<String>, value: &Value) -> Self {
+        invalid(field, value, IMMUTABLE_MSG)
+    }
+
     /// The cause `reason` Kubernetes uses ("FieldValueRequired", ...).
     pub fn reason(&self) -> &'static str {
         match self.kind {
@@ -894,7 +913,11 @@ fn validate_meta_namespace(meta: &Value, scope: Scope, errs: &mut Vec<FieldError
     }
 }
 
-fn validate_labels(labels: &Map<String, Value>, field: &str, errs: &mut Vec<FieldError>) {
+pub(crate) fn validate_labels(
+    labels: &Map<String, Value>,
+    field: &str,
+    errs: &mut Vec<FieldError>,
+) {
     for (k, v) in labels {
         push_all(
             errs,

@@ -577,8 +577,10 @@ mod tests {
         let wrong_group =
             json!({"apiVersion": "apps/v1", "kind": "Lease", "name": "a", "uid": "1"});
         assert!(ref_resource(&wrong_group).is_none());
+        let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "a", "uid": "1"});
+        assert_eq!(ref_resource(&rs).map(|r| r.name), Some("replicasets"));
         let unserved =
-            json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "a", "uid": "1"});
+            json!({"apiVersion": "apps/v1", "kind": "ControllerRevision", "name": "a", "uid": "1"});
         assert!(ref_resource(&unserved).is_none());
         let typo =
             json!({"apiVersion": "v1", "kind": "Replicationcontroller", "name": "a", "uid": "1"});

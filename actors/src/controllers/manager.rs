@@ -8,11 +8,12 @@ use actix::prelude::*;
 
 use super::autoscaler::{Autoscaler, AutoscalerConfig};
 use super::csr_signing::CsrSigningController;
+use super::deployment::DeploymentController;
 use super::endpoints::EndpointsController;
 use super::garbage_collector::GarbageCollector;
 use super::namespace::NamespaceController;
 use super::node_lifecycle::{NodeLifecycleConfig, NodeLifecycleController};
-use super::replication::ReplicationController;
+use super::replica_set::{ReplicaKind, ReplicaSetController};
 use super::resource_quota::ResourceQuotaController;
 use crate::pki::ClusterCa;
 use crate::resource_metrics::{MetricsRegistry, MetricsSource};
@@ -93,7 +94,22 @@ impl ControllerManager {
         let mut running: Vec<Box<dyn std::any::Any>> = Vec::new();
         if cfg.runs("replication") {
             running.push(Box::new(
-                Controller::new(ReplicationController::default(), c()).start_supervised(),
+                Controller::new(
+                    ReplicaSetController::new(ReplicaKind::ReplicationController),
+                    c(),
+                )
+                .start_supervised(),
+            ));
+        }
+        if cfg.runs("replicaset") {
+            running.push(Box::new(
+                Controller::new(ReplicaSetController::new(ReplicaKind::ReplicaSet), c())
+                    .start_supervised(),
+            ));
+        }
+        if cfg.runs("deployment") {
+            running.push(Box::new(
+                Controller::new(DeploymentController, c()).start_supervised(),
             ));
         }
         if cfg.runs("endpoints") {

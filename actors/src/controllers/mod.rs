@@ -4,6 +4,7 @@
 
 pub mod autoscaler;
 pub mod csr_signing;
+pub mod deployment;
 pub mod endpoints;
 pub mod garbage_collector;
 pub mod manager;
@@ -11,5 +12,5 @@ pub mod namespace;
 pub mod node_lifecycle;
 pub mod pods;
 pub mod replica_calculator;
-pub mod replication;
+pub mod replica_set;
 pub mod resource_quota;

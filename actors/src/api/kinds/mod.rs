@@ -2,6 +2,7 @@
 //! strategy. Adding a kind is a module here and one line in [`builtin`].
 
 pub mod csr;
+pub mod deployment;
 pub mod endpoints;
 pub mod event;
 pub mod event_v1;
@@ -12,15 +13,17 @@ pub mod node;
 pub mod pod;
 pub mod pod_template;
 pub mod rbac;
+pub mod replica_set;
 pub mod replication_controller;
 pub mod resource_quota;
 pub mod reviews;
 pub mod service;
+pub mod workload;
 
 use super::resources::ResourceInfo;
 
 /// The kinds served from the start, in discovery order (core first).
-pub fn builtin() -> [&'static ResourceInfo; 23] {
+pub fn builtin() -> [&'static ResourceInfo; 25] {
     [
         &namespace::INFO,
         &node::INFO,
@@ -37,6 +40,8 @@ pub fn builtin() -> [&'static ResourceInfo; 23] {
         &rbac::ROLE_BINDING,
         &rbac::CLUSTER_ROLE,
         &rbac::CLUSTER_ROLE_BINDING,
+        &deployment::INFO,
+        &replica_set::INFO,
         &hpa::INFO,
         &csr::INFO,
         &reviews::SELF_SUBJECT_REVIEW,
