@@ -36,7 +36,11 @@ impl ApiClient for Scripted {
         unsupported()
     }
     async fn list(&self, _: &str, _: Option<&str>, _: &ListParams) -> Result<ObjectList, ApiError> {
-        let next = self.lists.lock().unwrap().pop_front();
+        let next = self
+            .lists
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front();
         next.ok_or_else(|| ApiError::ServiceUnavailable("no more lists".into()))
     }
     async fn watch(
@@ -46,8 +50,16 @@ impl ApiClient for Scripted {
         _: &ListParams,
         from: u64,
     ) -> Result<WatchStream, ApiError> {
-        self.watched_from.lock().unwrap().push(from);
-        match self.watches.lock().unwrap().pop_front() {
+        self.watched_from
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(from);
+        match self
+            .watches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
+        {
             Some(events) => Ok(futures::stream::iter(events).boxed()),
             None => Ok(futures::stream::pending().boxed()),
         }

@@ -23,7 +23,7 @@ pub static ROLE: ResourceInfo = ResourceInfo {
     field_selectors: &[],
     categories: &[],
     schema: Some(schema_of::<rbac::Role>),
-    strategy: &RoleStrategy,
+    strategy: &RbacStrategy::<rbac::Role>::new("Role", true, false),
     storage: Storage::Stored,
 };
 
@@ -40,7 +40,7 @@ pub static ROLE_BINDING: ResourceInfo = ResourceInfo {
     field_selectors: &[],
     categories: &[],
     schema: Some(schema_of::<rbac::RoleBinding>),
-    strategy: &RoleBindingStrategy,
+    strategy: &RbacStrategy::<rbac::RoleBinding>::new("RoleBinding", true, true),
     storage: Storage::Stored,
 };
 
@@ -57,7 +57,7 @@ pub static CLUSTER_ROLE: ResourceInfo = ResourceInfo {
     field_selectors: &[],
     categories: &[],
     schema: Some(schema_of::<rbac::ClusterRole>),
-    strategy: &ClusterRoleStrategy,
+    strategy: &RbacStrategy::<rbac::ClusterRole>::new("ClusterRole", false, false),
     storage: Storage::Stored,
 };
 
@@ -74,36 +74,36 @@ pub static CLUSTER_ROLE_BINDING: ResourceInfo = ResourceInfo {
     field_selectors: &[],
     categories: &[],
     schema: Some(schema_of::<rbac::ClusterRoleBinding>),
-    strategy: &ClusterRoleBindingStrategy,
+    strategy: &RbacStrategy::<rbac::ClusterRoleBinding>::new("ClusterRoleBinding", false, true),
     storage: Storage::Stored,
 };
 
+/// The four RBAC kinds differ only in their type and whether they are namespaced.
 #[derive(Debug)]
-pub struct RoleStrategy;
+pub struct RbacStrategy<T> {
+    kind: &'static str,
+    namespaced: bool,
+    binding: bool,
+    _type: std::marker::PhantomData<fn() -> T>,
+}
 
-impl Strategy for RoleStrategy {
-    fn decode(&self, obj: &Value) -> Result<Vec<String>, DecodeError> {
-        validation::round_trip::<rbac::Role>("Role", API_VERSION, obj)
-    }
-
-    fn name_rule(&self) -> NameRule {
-        NameRule::PathSegment
-    }
-
-    fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
-        let _ = old;
-        let mut errs = Vec::new();
-        validation::rbac::validate_role(obj, true, &mut errs);
-        errs
+impl<T> RbacStrategy<T> {
+    const fn new(kind: &'static str, namespaced: bool, binding: bool) -> Self {
+        RbacStrategy {
+            kind,
+            namespaced,
+            binding,
+            _type: std::marker::PhantomData,
+        }
     }
 }
 
-#[derive(Debug)]
-pub struct ClusterRoleStrategy;
-
-impl Strategy for ClusterRoleStrategy {
+impl<T> Strategy for RbacStrategy<T>
+where
+    T: serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug + 'static,
+{
     fn decode(&self, obj: &Value) -> Result<Vec<String>, DecodeError> {
-        validation::round_trip::<rbac::ClusterRole>("ClusterRole", API_VERSION, obj)
+        validation::round_trip::<T>(self.kind, API_VERSION, obj)
     }
 
     fn name_rule(&self) -> NameRule {
@@ -111,49 +111,12 @@ impl Strategy for ClusterRoleStrategy {
     }
 
     fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
-        let _ = old;
         let mut errs = Vec::new();
-        validation::rbac::validate_role(obj, false, &mut errs);
-        errs
-    }
-}
-
-#[derive(Debug)]
-pub struct RoleBindingStrategy;
-
-impl Strategy for RoleBindingStrategy {
-    fn decode(&self, obj: &Value) -> Result<Vec<String>, DecodeError> {
-        validation::round_trip::<rbac::RoleBinding>("RoleBinding", API_VERSION, obj)
-    }
-
-    fn name_rule(&self) -> NameRule {
-        NameRule::PathSegment
-    }
-
-    fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
-        let _ = old;
-        let mut errs = Vec::new();
-        validation::rbac::validate_binding(obj, old, true, &mut errs);
-        errs
-    }
-}
-
-#[derive(Debug)]
-pub struct ClusterRoleBindingStrategy;
-
-impl Strategy for ClusterRoleBindingStrategy {
-    fn decode(&self, obj: &Value) -> Result<Vec<String>, DecodeError> {
-        validation::round_trip::<rbac::ClusterRoleBinding>("ClusterRoleBinding", API_VERSION, obj)
-    }
-
-    fn name_rule(&self) -> NameRule {
-        NameRule::PathSegment
-    }
-
-    fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
-        let _ = old;
-        let mut errs = Vec::new();
-        validation::rbac::validate_binding(obj, old, false, &mut errs);
+        if self.binding {
+            validation::rbac::validate_binding(obj, old, self.namespaced, &mut errs);
+        } else {
+            validation::rbac::validate_role(obj, self.namespaced, &mut errs);
+        }
         errs
     }
 }
