@@ -64,6 +64,10 @@ pub enum ApiError {
     /// 429: a limit on requests was reached; retry after this many seconds.
     #[error("{message}")]
     TooManyRequests { message: String, retry_after: u64 },
+    /// 429 for an eviction a PodDisruptionBudget does not allow now; `cause` says which
+    /// budget and why, as the `DisruptionBudget` cause kube-apiserver adds.
+    #[error("Cannot evict pod as it would violate the pod's disruption budget.")]
+    DisruptionBudget { cause: String, retry_after: u64 },
     #[error("{0}")]
     Timeout(String),
     #[error("{0}")]
@@ -117,7 +121,7 @@ impl ApiError {
             ApiError::Invalid { .. } | ApiError::Unprocessable(_) => 422,
             ApiError::MethodNotAllowed => 405,
             ApiError::ServiceUnavailable(_) => 503,
-            ApiError::TooManyRequests { .. } => 429,
+            ApiError::TooManyRequests { .. } | ApiError::DisruptionBudget { .. } => 429,
             ApiError::RequestTimeout(_) => 408,
             ApiError::Timeout(_) => 504,
             ApiError::Internal(_) => 500,
@@ -142,7 +146,9 @@ impl ApiError {
             ApiError::Invalid { .. } | ApiError::Unprocessable(_) => "Invalid",
             ApiError::MethodNotAllowed => "MethodNotAllowed",
             ApiError::ServiceUnavailable(_) => "ServiceUnavailable",
-            ApiError::TooManyRequests { .. } => "TooManyRequests",
+            ApiError::TooManyRequests { .. } | ApiError::DisruptionBudget { .. } => {
+                "TooManyRequests"
+            }
             ApiError::RequestTimeout(_) => "Timeout",
             ApiError::Timeout(_) => "Timeout",
             ApiError::Internal(_) => "InternalError",
@@ -179,6 +185,13 @@ impl ApiError {
             })),
             ApiError::TooManyRequests { retry_after, .. } => {
                 Some(json!({"retryAfterSeconds": retry_after}))
+            }
+            ApiError::DisruptionBudget { cause, retry_after } => {
+                let mut d = json!({"causes": [{"reason": "DisruptionBudget", "message": cause}]});
+                if *retry_after > 0 {
+                    d["retryAfterSeconds"] = json!(retry_after);
+                }
+                Some(d)
             }
             _ => None,
         }

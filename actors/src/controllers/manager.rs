@@ -9,6 +9,7 @@ use actix::prelude::*;
 use super::autoscaler::{Autoscaler, AutoscalerConfig};
 use super::csr_signing::CsrSigningController;
 use super::deployment::DeploymentController;
+use super::disruption::DisruptionController;
 use super::endpoints::EndpointsController;
 use super::garbage_collector::GarbageCollector;
 use super::namespace::NamespaceController;
@@ -110,6 +111,11 @@ impl ControllerManager {
         if cfg.runs("deployment") {
             running.push(Box::new(
                 Controller::new(DeploymentController, c()).start_supervised(),
+            ));
+        }
+        if cfg.runs("disruption") {
+            running.push(Box::new(
+                Controller::new(DisruptionController, c()).start_supervised(),
             ));
         }
         if cfg.runs("endpoints") {

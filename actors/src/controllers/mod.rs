@@ -5,6 +5,7 @@
 pub mod autoscaler;
 pub mod csr_signing;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod garbage_collector;
 pub mod manager;

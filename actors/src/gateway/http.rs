@@ -16,7 +16,7 @@ use super::read_options::{self, ReadAt, WatchStart, FRESHNESS_WAIT};
 use super::render::{self, Format};
 use super::routing::{self, Target};
 use super::watch::{self, WatchSpec};
-use super::{auth, csr, logs, reviews, AppState};
+use super::{auth, csr, eviction, logs, reviews, AppState};
 use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::api::{managed_fields, meta, protobuf, resources, ApiError};
 
@@ -267,9 +267,8 @@ fn request_type(target: &Target) -> (String, &'static str) {
     }
 }
 
-/// `POST pods/<name>/eviction` (what `kubectl drain` sends): the pod is deleted with the
-/// Eviction's DeleteOptions. There are no PodDisruptionBudgets yet, so no budget can
-/// refuse it.
+/// `POST pods/<name>/eviction` (what `kubectl drain` sends): the Eviction's checks, then
+/// [`eviction::evict`] with its DeleteOptions.
 async fn evict(
     objects: &super::objects::Objects,
     target: &Target,
@@ -301,12 +300,7 @@ async fn evict(
         .cloned()
         .unwrap_or_else(|| json!({}));
     let opts = delete_options_of(options, q)?;
-    let pod = Target {
-        subresource: None,
-        ..target.clone()
-    };
-    objects.delete(&pod, &opts).await?;
-    Ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}))
+    eviction::evict(objects, target, opts).await
 }
 
 fn written_response(w: Written, format: Format) -> HttpResponse {

@@ -4,6 +4,7 @@ pub mod allocation;
 pub mod auth;
 pub mod csr;
 mod discovery;
+mod eviction;
 mod http;
 pub mod limits;
 pub mod logs;

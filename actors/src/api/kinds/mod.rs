@@ -11,6 +11,7 @@ pub mod lease;
 pub mod namespace;
 pub mod node;
 pub mod pod;
+pub mod pod_disruption_budget;
 pub mod pod_template;
 pub mod rbac;
 pub mod replica_set;
@@ -23,7 +24,7 @@ pub mod workload;
 use super::resources::ResourceInfo;
 
 /// The kinds served from the start, in discovery order (core first).
-pub fn builtin() -> [&'static ResourceInfo; 25] {
+pub fn builtin() -> [&'static ResourceInfo; 26] {
     [
         &namespace::INFO,
         &node::INFO,
@@ -43,6 +44,7 @@ pub fn builtin() -> [&'static ResourceInfo; 25] {
         &deployment::INFO,
         &replica_set::INFO,
         &hpa::INFO,
+        &pod_disruption_budget::INFO,
         &csr::INFO,
         &reviews::SELF_SUBJECT_REVIEW,
         &reviews::SELF_SUBJECT_ACCESS_REVIEW,

@@ -78,6 +78,23 @@ pub fn view_rules() -> Vec<PolicyRule> {
             ],
             READ,
         ),
+        PolicyRule::resource(
+            &["apps"],
+            &[
+                "deployments",
+                "deployments/scale",
+                "deployments/status",
+                "replicasets",
+                "replicasets/scale",
+                "replicasets/status",
+            ],
+            READ,
+        ),
+        PolicyRule::resource(
+            &["policy"],
+            &["poddisruptionbudgets", "poddisruptionbudgets/status"],
+            READ,
+        ),
     ]
 }
 
@@ -98,6 +115,22 @@ pub fn edit_rules() -> Vec<PolicyRule> {
     rules.push(PolicyRule::resource(
         &["autoscaling"],
         &["horizontalpodautoscalers"],
+        WRITE,
+    ));
+    rules.push(PolicyRule::resource(
+        &["apps"],
+        &[
+            "deployments",
+            "deployments/scale",
+            "deployments/rollback",
+            "replicasets",
+            "replicasets/scale",
+        ],
+        WRITE,
+    ));
+    rules.push(PolicyRule::resource(
+        &["policy"],
+        &["poddisruptionbudgets"],
         WRITE,
     ));
     // `kubectl drain` evicts.
