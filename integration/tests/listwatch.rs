@@ -189,11 +189,19 @@ async fn watch_list_sends_the_state_then_the_annotated_bookmark() {
     let url = c.url(&format!(
         "{PODS}?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=20"
     ));
-    let watching = tokio::spawn(watch_until(url, Duration::from_secs(15), |evs| {
+    // "late" is written once the initial state has ended, so it must follow the bookmark.
+    let (ended, initial_state_ended) = tokio::sync::oneshot::channel::<()>();
+    let mut ended = Some(ended);
+    let watching = tokio::spawn(watch_until(url, Duration::from_secs(15), move |evs| {
+        if evs.iter().any(is_end) {
+            if let Some(tx) = ended.take() {
+                let _ = tx.send(());
+            }
+        }
         evs.iter()
             .any(|e| e["object"]["metadata"]["name"] == "late")
     }));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    initial_state_ended.await.expect("the initial state ends");
     create(&c, "late", json!({})).await;
     let (_, events) = watching.await.expect("watch task");
     let end = events.iter().position(is_end).expect("the end bookmark");
@@ -362,7 +370,13 @@ async fn reads_at_a_revision_not_reached_wait_then_answer_too_large() {
         let url = c.url(&format!("{PODS}/a?resourceVersion={next}"));
         async move { call(client().get(url)).await.0 }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // It is still waiting for the revision when that revision is written.
+    let mut waiting = waiting;
+    let early = tokio::time::timeout(Duration::from_millis(200), &mut waiting).await;
+    assert!(
+        early.is_err(),
+        "answered before its revision existed: {early:?}"
+    );
     create(&c, "b", json!({})).await;
     assert_eq!(waiting.await.unwrap(), 200);
 
@@ -434,11 +448,11 @@ async fn a_restart_does_not_force_a_relist_of_a_watch_in_the_history_window() {
     let url = c.url(&format!(
         "{PODS}?watch=true&timeoutSeconds=20&resourceVersion={since}"
     ));
+    // A write after `since` is replayed whether it lands before or after the watch opens.
     let watching = tokio::spawn(watch_until(url, Duration::from_secs(15), |evs| {
         evs.iter()
             .any(|e| e["object"]["metadata"]["name"] == "after")
     }));
-    tokio::time::sleep(Duration::from_millis(300)).await;
     create(&c, "after", json!({})).await;
     let (code, events) = watching.await.expect("watch task");
     assert_eq!(code, 200);
