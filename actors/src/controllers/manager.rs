@@ -8,6 +8,7 @@ use actix::prelude::*;
 
 use super::autoscaler::{Autoscaler, AutoscalerConfig};
 use super::csr_signing::CsrSigningController;
+use super::daemon_set::DaemonSetController;
 use super::deployment::DeploymentController;
 use super::endpoints::EndpointsController;
 use super::garbage_collector::GarbageCollector;
@@ -110,6 +111,11 @@ impl ControllerManager {
         if cfg.runs("deployment") {
             running.push(Box::new(
                 Controller::new(DeploymentController, c()).start_supervised(),
+            ));
+        }
+        if cfg.runs("daemonset") {
+            running.push(Box::new(
+                Controller::new(DaemonSetController::new(), c()).start_supervised(),
             ));
         }
         if cfg.runs("endpoints") {

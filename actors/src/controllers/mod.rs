@@ -4,12 +4,15 @@
 
 pub mod autoscaler;
 pub mod csr_signing;
+pub mod daemon_set;
 pub mod deployment;
 pub mod endpoints;
 pub mod garbage_collector;
+pub mod history;
 pub mod manager;
 pub mod namespace;
 pub mod node_lifecycle;
+pub mod owned;
 pub mod pods;
 pub mod replica_calculator;
 pub mod replica_set;

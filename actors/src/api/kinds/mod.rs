@@ -1,7 +1,9 @@
 //! The built-in kinds, one module each: its declaration (`ResourceInfo`) and its
 //! strategy. Adding a kind is a module here and one line in [`builtin`].
 
+pub mod controller_revision;
 pub mod csr;
+pub mod daemon_set;
 pub mod deployment;
 pub mod endpoints;
 pub mod event;
@@ -23,7 +25,7 @@ pub mod workload;
 use super::resources::ResourceInfo;
 
 /// The kinds served from the start, in discovery order (core first).
-pub fn builtin() -> [&'static ResourceInfo; 25] {
+pub fn builtin() -> [&'static ResourceInfo; 27] {
     [
         &namespace::INFO,
         &node::INFO,
@@ -42,6 +44,8 @@ pub fn builtin() -> [&'static ResourceInfo; 25] {
         &rbac::CLUSTER_ROLE_BINDING,
         &deployment::INFO,
         &replica_set::INFO,
+        &daemon_set::INFO,
+        &controller_revision::INFO,
         &hpa::INFO,
         &csr::INFO,
         &reviews::SELF_SUBJECT_REVIEW,
