@@ -17,3 +17,4 @@ pub mod pods;
 pub mod replica_calculator;
 pub mod replica_set;
 pub mod resource_quota;
+pub mod stateful_set;

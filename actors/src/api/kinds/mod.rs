@@ -20,12 +20,13 @@ pub mod replication_controller;
 pub mod resource_quota;
 pub mod reviews;
 pub mod service;
+pub mod stateful_set;
 pub mod workload;
 
 use super::resources::ResourceInfo;
 
 /// The kinds served from the start, in discovery order (core first).
-pub fn builtin() -> [&'static ResourceInfo; 27] {
+pub fn builtin() -> [&'static ResourceInfo; 28] {
     [
         &namespace::INFO,
         &node::INFO,
@@ -45,6 +46,7 @@ pub fn builtin() -> [&'static ResourceInfo; 27] {
         &deployment::INFO,
         &replica_set::INFO,
         &daemon_set::INFO,
+        &stateful_set::INFO,
         &controller_revision::INFO,
         &hpa::INFO,
         &csr::INFO,
