@@ -228,6 +228,72 @@ impl TestCluster {
     }
 }
 
+/// A node that joined a running cluster (`TestCluster::join_node`): its kubelet and
+/// proxy run on their own thread, talking to the cluster over HTTP like `skiff node`;
+/// dropping it stops them (the Node object stays, as when a machine goes away).
+pub struct JoinedNode {
+    pub name: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl JoinedNode {
+    pub fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for JoinedNode {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl TestCluster {
+    /// Start one more node against this (plain HTTP) cluster while it runs.
+    pub fn join_node(&self, node: skiff::config::NodeConfig) -> JoinedNode {
+        let url = self.url.clone();
+        let name = node.name.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            actix_rt::System::new().block_on(async move {
+                let client = match skiff_actors::client::HttpClient::new(url) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("{e:?}")));
+                        return;
+                    }
+                };
+                match system::start_node_agent(&node, Arc::new(client)).await {
+                    Ok(agent) => {
+                        let _ = ready_tx.send(Ok(()));
+                        let _ = stop_rx.await;
+                        agent.stop();
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("{e:?}")));
+                    }
+                }
+            });
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("node start timed out")
+            .expect("node failed to start");
+        JoinedNode {
+            name,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+}
+
 impl Drop for TestCluster {
     fn drop(&mut self) {
         self.stop();

@@ -579,8 +579,14 @@ mod tests {
         assert!(ref_resource(&wrong_group).is_none());
         let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "a", "uid": "1"});
         assert_eq!(ref_resource(&rs).map(|r| r.name), Some("replicasets"));
-        let unserved =
+        let revision =
             json!({"apiVersion": "apps/v1", "kind": "ControllerRevision", "name": "a", "uid": "1"});
+        assert_eq!(
+            ref_resource(&revision).map(|r| r.name),
+            Some("controllerrevisions")
+        );
+        let unserved =
+            json!({"apiVersion": "apps/v1", "kind": "Frobnicator", "name": "a", "uid": "1"});
         assert!(ref_resource(&unserved).is_none());
         let typo =
             json!({"apiVersion": "v1", "kind": "Replicationcontroller", "name": "a", "uid": "1"});

@@ -8,6 +8,7 @@ use actix::prelude::*;
 
 use super::autoscaler::{Autoscaler, AutoscalerConfig};
 use super::csr_signing::CsrSigningController;
+use super::daemon_set::DaemonSetController;
 use super::deployment::DeploymentController;
 use super::disruption::DisruptionController;
 use super::endpoints::EndpointsController;
@@ -16,6 +17,7 @@ use super::namespace::NamespaceController;
 use super::node_lifecycle::{NodeLifecycleConfig, NodeLifecycleController};
 use super::replica_set::{ReplicaKind, ReplicaSetController};
 use super::resource_quota::ResourceQuotaController;
+use super::stateful_set::StatefulSetController;
 use crate::pki::ClusterCa;
 use crate::resource_metrics::{MetricsRegistry, MetricsSource};
 use crate::runtime::{Controller, InformerFactory};
@@ -116,6 +118,16 @@ impl ControllerManager {
         if cfg.runs("disruption") {
             running.push(Box::new(
                 Controller::new(DisruptionController, c()).start_supervised(),
+            ));
+        }
+        if cfg.runs("daemonset") {
+            running.push(Box::new(
+                Controller::new(DaemonSetController::new(), c()).start_supervised(),
+            ));
+        }
+        if cfg.runs("statefulset") {
+            running.push(Box::new(
+                Controller::new(StatefulSetController, c()).start_supervised(),
             ));
         }
         if cfg.runs("endpoints") {

@@ -4,14 +4,18 @@
 
 pub mod autoscaler;
 pub mod csr_signing;
+pub mod daemon_set;
 pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
 pub mod garbage_collector;
+pub mod history;
 pub mod manager;
 pub mod namespace;
 pub mod node_lifecycle;
+pub mod owned;
 pub mod pods;
 pub mod replica_calculator;
 pub mod replica_set;
 pub mod resource_quota;
+pub mod stateful_set;

@@ -1,7 +1,9 @@
 //! The built-in kinds, one module each: its declaration (`ResourceInfo`) and its
 //! strategy. Adding a kind is a module here and one line in [`builtin`].
 
+pub mod controller_revision;
 pub mod csr;
+pub mod daemon_set;
 pub mod deployment;
 pub mod endpoints;
 pub mod event;
@@ -19,12 +21,13 @@ pub mod replication_controller;
 pub mod resource_quota;
 pub mod reviews;
 pub mod service;
+pub mod stateful_set;
 pub mod workload;
 
 use super::resources::ResourceInfo;
 
 /// The kinds served from the start, in discovery order (core first).
-pub fn builtin() -> [&'static ResourceInfo; 26] {
+pub fn builtin() -> [&'static ResourceInfo; 29] {
     [
         &namespace::INFO,
         &node::INFO,
@@ -43,6 +46,9 @@ pub fn builtin() -> [&'static ResourceInfo; 26] {
         &rbac::CLUSTER_ROLE_BINDING,
         &deployment::INFO,
         &replica_set::INFO,
+        &daemon_set::INFO,
+        &stateful_set::INFO,
+        &controller_revision::INFO,
         &hpa::INFO,
         &pod_disruption_budget::INFO,
         &csr::INFO,
