@@ -3,10 +3,13 @@
 //! [`Controller`](crate::runtime::Controller) loop of [`crate::runtime`].
 
 pub mod autoscaler;
+pub mod cron_job;
 pub mod csr_signing;
 pub mod deployment;
 pub mod endpoints;
 pub mod garbage_collector;
+pub mod job;
+pub mod job_tracking;
 pub mod manager;
 pub mod namespace;
 pub mod node_lifecycle;
@@ -14,3 +17,4 @@ pub mod pods;
 pub mod replica_calculator;
 pub mod replica_set;
 pub mod resource_quota;
+pub mod ttl_after_finished;

@@ -1,12 +1,14 @@
 //! The built-in kinds, one module each: its declaration (`ResourceInfo`) and its
 //! strategy. Adding a kind is a module here and one line in [`builtin`].
 
+pub mod cron_job;
 pub mod csr;
 pub mod deployment;
 pub mod endpoints;
 pub mod event;
 pub mod event_v1;
 pub mod hpa;
+pub mod job;
 pub mod lease;
 pub mod namespace;
 pub mod node;
@@ -23,7 +25,7 @@ pub mod workload;
 use super::resources::ResourceInfo;
 
 /// The kinds served from the start, in discovery order (core first).
-pub fn builtin() -> [&'static ResourceInfo; 25] {
+pub fn builtin() -> [&'static ResourceInfo; 27] {
     [
         &namespace::INFO,
         &node::INFO,
@@ -43,6 +45,8 @@ pub fn builtin() -> [&'static ResourceInfo; 25] {
         &deployment::INFO,
         &replica_set::INFO,
         &hpa::INFO,
+        &job::INFO,
+        &cron_job::INFO,
         &csr::INFO,
         &reviews::SELF_SUBJECT_REVIEW,
         &reviews::SELF_SUBJECT_ACCESS_REVIEW,
