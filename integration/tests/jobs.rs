@@ -196,18 +196,19 @@ async fn a_job_runs_its_completions_at_most_parallelism_at_a_time() {
         ),
     )
     .await;
-    let mut most = 0;
+    let most = std::sync::atomic::AtomicUsize::new(0);
     let j = eventually(Duration::from_secs(120), "4 completions", || async {
         let pods = pods_of(&c, "par").await;
         let running = pods
             .iter()
             .filter(|p| !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")))
             .count();
-        most = most.max(running);
+        most.fetch_max(running, std::sync::atomic::Ordering::Relaxed);
         let j = job(&c, "par").await;
         condition(&j, "Complete").is_some().then_some(j)
     })
     .await;
+    let most = most.into_inner();
     assert!(most <= 2, "at most parallelism pods at once, saw {most}");
     assert_eq!(j["status"]["succeeded"], 4, "{j}");
     assert_eq!(j["status"]["active"], 0, "{j}");
@@ -337,7 +338,7 @@ async fn a_cron_job_fires_on_a_fake_clock_and_kubectl_creates_a_job_from_it() {
     // Nothing is due until the clock passes the next multiple of five minutes.
     let cj = get(&c, "/apis/batch/v1/namespaces/default/cronjobs/tick").await;
     assert!(cj["status"].get("lastScheduleTime").is_none(), "{cj}");
-    fake.advance(Duration::from_secs(5 * 60 + 1));
+    fake.advance(Duration::from_secs(5 * 60 + 30));
     let cj = eventually(Duration::from_secs(30), "the scheduled job", || async {
         let cj = get(&c, "/apis/batch/v1/namespaces/default/cronjobs/tick").await;
         cj["status"]["lastScheduleTime"].is_string().then_some(cj)

@@ -243,7 +243,15 @@ impl Reconciler for JobController {
             now: self.clock.now(),
             requeue: None,
         };
-        sync.run().await
+        match sync.run().await {
+            // The cache was behind this controller's own last write: nothing irreversible
+            // was done on the stale view (counts are made durable before finalizers go),
+            // and the newer Job's event follows; look again shortly regardless.
+            Err(ReconcileError::Api(ApiError::Conflict { .. })) => {
+                Ok(Action::RequeueAfter(Duration::from_millis(200)))
+            }
+            other => other,
+        }
     }
 }
 
