@@ -9,6 +9,7 @@ pub mod deployment;
 pub mod endpoints;
 pub mod garbage_collector;
 pub mod job;
+mod job_pods;
 pub mod job_tracking;
 pub mod manager;
 pub mod namespace;
