@@ -261,6 +261,33 @@ async fn a_failing_job_stops_at_its_backoff_limit() {
     );
     let out = k.ok(&["get", "job", "fail"]);
     assert!(out.contains("Failed") && out.contains("0/1"), "{out}");
+
+    // A pod failure policy's FailJob rule ends the Job at the first matching exit code,
+    // however much backoff limit is left.
+    let policy = json!({"backoffLimit": 6, "podFailurePolicy": {"rules": [
+        {"action": "FailJob", "onExitCodes": {"containerName": "main", "operator": "In", "values": [42]}}]}});
+    create_job(&c, job_body("fatal", policy, "exit 42")).await;
+    k.ok(&[
+        "wait",
+        "--for=condition=failed",
+        "job/fatal",
+        "--timeout=60s",
+    ]);
+    let j = job(&c, "fatal").await;
+    let failed = condition(&j, "Failed").expect("Failed");
+    assert_eq!(failed["reason"], "PodFailurePolicy", "{j}");
+    let message = failed["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("Container main for pod default/fatal-")
+            && message.ends_with("failed with exit code 42 matching FailJob rule at index 0"),
+        "{message}"
+    );
+    assert_eq!(j["status"]["failed"], 1, "{j}");
+    assert_eq!(
+        pods_of(&c, "fatal").await.len(),
+        1,
+        "no replacement after FailJob"
+    );
 }
 
 #[tokio::test]
@@ -551,4 +578,95 @@ async fn invalid_jobs_and_cron_jobs_are_refused_with_kubernetes_field_paths() {
         out["details"]["causes"][0]["field"], "spec.successPolicy",
         "{out}"
     );
+}
+
+#[tokio::test]
+async fn deadlines_suspension_and_ttl_after_finished_act_as_in_kubernetes() {
+    require_docker();
+    let nodes = node_names("jobs-life", 1);
+    let _cleanup = DockerCleanup::new(&nodes);
+    let c = cluster(&nodes, None);
+    let k = Kubectl(&c.kubeconfig);
+
+    // A Job still running at its active deadline fails with DeadlineExceeded, pods gone.
+    create_job(
+        &c,
+        job_body("late", json!({"activeDeadlineSeconds": 3}), "sleep 120"),
+    )
+    .await;
+    k.ok(&[
+        "wait",
+        "--for=condition=failed",
+        "job/late",
+        "--timeout=60s",
+    ]);
+    let j = job(&c, "late").await;
+    let failed = condition(&j, "Failed").expect("Failed");
+    assert_eq!(failed["reason"], "DeadlineExceeded", "{j}");
+    assert_eq!(
+        failed["message"],
+        "Job was active longer than specified deadline"
+    );
+    assert!(events_for(&c, "late")
+        .await
+        .iter()
+        .any(|r| r == "DeadlineExceeded"));
+    eventually(Duration::from_secs(60), "the late pod gone", || async {
+        pods_of(&c, "late").await.is_empty().then_some(())
+    })
+    .await;
+
+    // A suspended Job starts no pod and says so; resumed, it runs to completion.
+    create_job(&c, job_body("later", json!({"suspend": true}), "true")).await;
+    let j = eventually(Duration::from_secs(20), "Suspended", || async {
+        let j = job(&c, "later").await;
+        condition(&j, "Suspended").is_some().then_some(j)
+    })
+    .await;
+    assert_eq!(
+        condition(&j, "Suspended").expect("Suspended")["reason"],
+        "JobSuspended"
+    );
+    assert!(pods_of(&c, "later").await.is_empty());
+    let out = k.ok(&["get", "job", "later"]);
+    assert!(out.contains("Suspended"), "{out}");
+    k.ok(&[
+        "patch",
+        "job",
+        "later",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"suspend":false}}"#,
+    ]);
+    k.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/later",
+        "--timeout=60s",
+    ]);
+    let j = job(&c, "later").await;
+    let resumed = j["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Suspended"))
+        .cloned()
+        .expect("Suspended condition");
+    assert_eq!(resumed["status"], "False", "{j}");
+    assert_eq!(resumed["reason"], "JobResumed");
+
+    // A finished Job with a TTL is deleted with its pods once it expires.
+    create_job(
+        &c,
+        job_body("brief", json!({"ttlSecondsAfterFinished": 1}), "true"),
+    )
+    .await;
+    eventually(
+        Duration::from_secs(60),
+        "the job deleted after its TTL",
+        || async {
+            let (code, _) =
+                call(client().get(c.url("/apis/batch/v1/namespaces/default/jobs/brief"))).await;
+            (code == 404 && pods_of(&c, "brief").await.is_empty()).then_some(())
+        },
+    )
+    .await;
 }
