@@ -670,3 +670,90 @@ async fn deadlines_suspension_and_ttl_after_finished_act_as_in_kubernetes() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_cron_jobs_concurrency_policy_forbids_then_replaces_a_running_job() {
+    require_docker();
+    let nodes = node_names("jobs-conc", 1);
+    let _cleanup = DockerCleanup::new(&nodes);
+    let (shared, fake) = SharedClock::fake(chrono::Utc::now());
+    let c = cluster(&nodes, Some(shared));
+    let cron = json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "slow"},
+        "spec": {"schedule": "*/5 * * * *", "concurrencyPolicy": "Forbid",
+            "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "Never",
+                "containers": [{"name": "main", "image": IMAGE, "command": ["sleep", "600"]}]}}}}}});
+    let (code, out) = call(
+        client()
+            .post(c.url("/apis/batch/v1/namespaces/default/cronjobs"))
+            .json(&cron),
+    )
+    .await;
+    assert_eq!(code, 201, "{out}");
+    let cron_path = "/apis/batch/v1/namespaces/default/cronjobs/slow";
+    let owned = || async {
+        let list = get(&c, "/apis/batch/v1/namespaces/default/jobs").await;
+        list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|j| j["metadata"]["ownerReferences"][0]["name"] == "slow")
+            .filter(|j| j["metadata"].get("deletionTimestamp").is_none())
+            .filter_map(|j| j["metadata"]["name"].as_str().map(str::to_string))
+            .collect::<Vec<String>>()
+    };
+    fake.advance(Duration::from_secs(5 * 60 + 30));
+    let first = eventually(Duration::from_secs(30), "the first job", || async {
+        let jobs = owned().await;
+        (jobs.len() == 1).then(|| jobs[0].clone())
+    })
+    .await;
+    // Still running at the next time: Forbid skips it, and says why.
+    fake.advance(Duration::from_secs(5 * 60));
+    eventually(Duration::from_secs(30), "JobAlreadyActive", || async {
+        events_for(&c, "slow")
+            .await
+            .iter()
+            .any(|r| r == "JobAlreadyActive")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(owned().await, [first.clone()]);
+    // Replace deletes the running Job and starts the one now due.
+    let (code, out) = call(
+        client()
+            .patch(c.url(cron_path))
+            .header("Content-Type", "application/merge-patch+json")
+            .body(r#"{"spec":{"concurrencyPolicy":"Replace"}}"#),
+    )
+    .await;
+    assert_eq!(code, 200, "{out}");
+    let second = eventually(Duration::from_secs(30), "the replacing job", || async {
+        let jobs = owned().await;
+        (jobs.len() == 1 && jobs[0] != first).then(|| jobs[0].clone())
+    })
+    .await;
+    let cj = eventually(Duration::from_secs(30), "the status listing it", || async {
+        let cj = get(&c, cron_path).await;
+        let listed = cj["status"]["active"].as_array().map(|a| {
+            a.iter()
+                .filter_map(|r| r["name"].as_str())
+                .collect::<Vec<_>>()
+                == [second.as_str()]
+        });
+        (listed == Some(true)).then_some(cj)
+    })
+    .await;
+    let scheduled = chrono::DateTime::parse_from_rfc3339(
+        cj["status"]["lastScheduleTime"].as_str().expect("time"),
+    )
+    .expect("rfc3339");
+    assert_eq!(
+        format!("slow-{}", scheduled.timestamp() / 60),
+        second,
+        "{cj}"
+    );
+    assert!(events_for(&c, "slow")
+        .await
+        .iter()
+        .any(|r| r == "SuccessfulDelete"));
+}

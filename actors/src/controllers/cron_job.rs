@@ -152,6 +152,18 @@ impl Reconciler for CronJobController {
     }
 
     async fn reconcile(&self, key: &str, ctx: &Context) -> Result<Action, ReconcileError> {
+        match self.sync(key, ctx).await {
+            // The cache was behind this controller's last status write; its event follows.
+            Err(ReconcileError::Api(ApiError::Conflict { .. })) => {
+                Ok(Action::RequeueAfter(Duration::from_millis(200)))
+            }
+            other => other,
+        }
+    }
+}
+
+impl CronJobController {
+    async fn sync(&self, key: &str, ctx: &Context) -> Result<Action, ReconcileError> {
         let Some(raw) = ctx.cache("cronjobs").get(key) else {
             return Ok(Action::Done);
         };
@@ -234,8 +246,7 @@ impl Reconciler for CronJobController {
         self.clean_history(ctx, &raw, &cj, &children, ns).await?;
 
         if cj.metadata.deletion_timestamp.is_some() {
-            self.write_status(ctx, ns, name, &old_status, &status)
-                .await?;
+            self.write_status(ctx, &cj, &old_status, &status).await?;
             return Ok(Action::Done);
         }
         let spec = cj.spec.clone();
@@ -248,8 +259,7 @@ impl Reconciler for CronJobController {
                     &format!("invalid timeZone: {zone:?}: unknown time zone {zone}"),
                 )
                 .await;
-            self.write_status(ctx, ns, name, &old_status, &status)
-                .await?;
+            self.write_status(ctx, &cj, &old_status, &status).await?;
             return Ok(Action::Done);
         };
         let sched = match schedule::parse(&spec.schedule) {
@@ -259,8 +269,7 @@ impl Reconciler for CronJobController {
                 ctx.recorder
                     .warning(&raw, "UnparseableSchedule", &msg)
                     .await;
-                self.write_status(ctx, ns, name, &old_status, &status)
-                    .await?;
+                self.write_status(ctx, &cj, &old_status, &status).await?;
                 return Ok(Action::Done);
             }
         };
@@ -280,8 +289,7 @@ impl Reconciler for CronJobController {
         };
         let (scheduled, missed) = match decision {
             Plan::Wait { .. } => {
-                self.write_status(ctx, ns, name, &old_status, &status)
-                    .await?;
+                self.write_status(ctx, &cj, &old_status, &status).await?;
                 return Ok(requeue(next));
             }
             Plan::TooLate { scheduled, .. } => {
@@ -293,8 +301,7 @@ impl Reconciler for CronJobController {
                         &format!("Missed scheduled time to start a job: {when}"),
                     )
                     .await;
-                self.write_status(ctx, ns, name, &old_status, &status)
-                    .await?;
+                self.write_status(ctx, &cj, &old_status, &status).await?;
                 return Ok(requeue(next));
             }
             Plan::Start {
@@ -303,8 +310,7 @@ impl Reconciler for CronJobController {
         };
         if spec.suspend == Some(true) {
             tracing::debug!(cronjob = %key, "not starting job because the cron is suspended");
-            self.write_status(ctx, ns, name, &old_status, &status)
-                .await?;
+            self.write_status(ctx, &cj, &old_status, &status).await?;
             return Ok(Action::Done);
         }
         if missed > MISSED_CAP {
@@ -320,8 +326,16 @@ impl Reconciler for CronJobController {
                 .as_ref()
                 .is_some_and(|t| from_time(t) == scheduled);
         if already {
-            self.write_status(ctx, ns, name, &old_status, &status)
-                .await?;
+            // The Job of this time exists (a status write lost to a conflict after its
+            // create): it was scheduled, and the status says so.
+            let behind = status
+                .last_schedule_time
+                .as_ref()
+                .is_none_or(|t| from_time(t) < scheduled);
+            if behind {
+                status.last_schedule_time = Some(to_time(scheduled));
+            }
+            self.write_status(ctx, &cj, &old_status, &status).await?;
             return Ok(requeue(next));
         }
         let policy = spec.concurrency_policy.as_deref().unwrap_or("Allow");
@@ -329,8 +343,7 @@ impl Reconciler for CronJobController {
             ctx.recorder
                 .normal(&raw, "JobAlreadyActive", "Not starting job because prior execution is running and concurrency policy is Forbid")
                 .await;
-            self.write_status(ctx, ns, name, &old_status, &status)
-                .await?;
+            self.write_status(ctx, &cj, &old_status, &status).await?;
             return Ok(requeue(next));
         }
         if policy == "Replace" {
@@ -372,13 +385,10 @@ impl Reconciler for CronJobController {
         }
         status.active = (!active.is_empty()).then_some(active);
         status.last_schedule_time = Some(to_time(scheduled));
-        self.write_status(ctx, ns, name, &old_status, &status)
-            .await?;
+        self.write_status(ctx, &cj, &old_status, &status).await?;
         Ok(requeue(next))
     }
-}
 
-impl CronJobController {
     fn job_for(&self, cj: &batch::CronJob, name: &str, scheduled: DateTime<Utc>, tz: Tz) -> Value {
         let spec = cj.spec.clone();
         let template = serde_json::to_value(&spec.job_template).unwrap_or(json!({}));
@@ -464,14 +474,18 @@ impl CronJobController {
         Ok(())
     }
 
+    /// Write `new` if it differs from `old`, guarded by the resourceVersion the status was
+    /// computed from: a view of the CronJob older than this controller's last write must
+    /// not undo it (a Conflict sends the reconcile round again).
     async fn write_status(
         &self,
         ctx: &Context,
-        ns: &str,
-        name: &str,
+        cj: &batch::CronJob,
         old: &batch::CronJobStatus,
         new: &batch::CronJobStatus,
     ) -> Result<(), ReconcileError> {
+        let ns = cj.metadata.namespace.as_deref().unwrap_or("default");
+        let name = cj.metadata.name.as_deref().unwrap_or_default();
         if serde_json::to_value(old).ok() == serde_json::to_value(new).ok() {
             return Ok(());
         }
