@@ -46,6 +46,24 @@ fn cluster(nodes: &[String], clock: Option<SharedClock>) -> TestCluster {
     })
 }
 
+/// Stop the cluster, then remove the nodes' containers until none is left: a container
+/// the engine was still creating at shutdown would otherwise outlive the test.
+async fn finish(c: TestCluster, cleanup: &DockerCleanup) {
+    drop(c);
+    eventually(Duration::from_secs(30), "no containers left", || async {
+        cleanup.remove_all();
+        let left = cleanup.nodes.iter().any(|n| {
+            Command::new("docker")
+                .args(["ps", "-aq", "--filter", &format!("label=io.skiff.node={n}")])
+                .output()
+                .map(|o| !o.stdout.is_empty())
+                .unwrap_or(false)
+        });
+        (!left).then_some(())
+    })
+    .await;
+}
+
 struct Kubectl<'a>(&'a std::path::Path);
 
 impl Kubectl<'_> {
@@ -118,7 +136,7 @@ fn job_body(name: &str, spec: Value, command: &str) -> Value {
 async fn kubectl_creates_a_job_that_completes_and_kubectl_wait_sees_it() {
     require_docker();
     let nodes = node_names("jobs-create", 1);
-    let _cleanup = DockerCleanup::new(&nodes);
+    let cleanup = DockerCleanup::new(&nodes);
     let c = cluster(&nodes, None);
     let k = Kubectl(&c.kubeconfig);
     k.ok(&[
@@ -179,13 +197,14 @@ async fn kubectl_creates_a_job_that_completes_and_kubectl_wait_sees_it() {
         pods_of(&c, "hello").await.is_empty().then_some(())
     })
     .await;
+    finish(c, &cleanup).await;
 }
 
 #[tokio::test]
 async fn a_job_runs_its_completions_at_most_parallelism_at_a_time() {
     require_docker();
     let nodes = node_names("jobs-par", 1);
-    let _cleanup = DockerCleanup::new(&nodes);
+    let cleanup = DockerCleanup::new(&nodes);
     let c = cluster(&nodes, None);
     create_job(
         &c,
@@ -220,13 +239,14 @@ async fn a_job_runs_its_completions_at_most_parallelism_at_a_time() {
     assert_eq!(succeeded, 4);
     let (_, out, _) = kubectl(&c.kubeconfig, &["get", "job", "par"]);
     assert!(out.contains("4/4"), "{out}");
+    finish(c, &cleanup).await;
 }
 
 #[tokio::test]
 async fn a_failing_job_stops_at_its_backoff_limit() {
     require_docker();
     let nodes = node_names("jobs-fail", 1);
-    let _cleanup = DockerCleanup::new(&nodes);
+    let cleanup = DockerCleanup::new(&nodes);
     let c = cluster(&nodes, None);
     let k = Kubectl(&c.kubeconfig);
     create_job(&c, job_body("fail", json!({"backoffLimit": 1}), "exit 3")).await;
@@ -288,13 +308,14 @@ async fn a_failing_job_stops_at_its_backoff_limit() {
         1,
         "no replacement after FailJob"
     );
+    finish(c, &cleanup).await;
 }
 
 #[tokio::test]
 async fn an_indexed_job_gives_each_pod_its_index_and_reports_completed_indexes() {
     require_docker();
     let nodes = node_names("jobs-idx", 1);
-    let _cleanup = DockerCleanup::new(&nodes);
+    let cleanup = DockerCleanup::new(&nodes);
     let c = cluster(&nodes, None);
     let k = Kubectl(&c.kubeconfig);
     create_job(
@@ -337,13 +358,14 @@ async fn an_indexed_job_gives_each_pod_its_index_and_reports_completed_indexes()
     }
     seen.sort();
     assert_eq!(seen, ["0", "1", "2"]);
+    finish(c, &cleanup).await;
 }
 
 #[tokio::test]
 async fn a_cron_job_fires_on_a_fake_clock_and_kubectl_creates_a_job_from_it() {
     require_docker();
     let nodes = node_names("jobs-cron", 1);
-    let _cleanup = DockerCleanup::new(&nodes);
+    let cleanup = DockerCleanup::new(&nodes);
     let (shared, fake): (SharedClock, Arc<FakeClock>) = SharedClock::fake(chrono::Utc::now());
     let c = cluster(&nodes, Some(shared));
     let k = Kubectl(&c.kubeconfig);
@@ -416,6 +438,7 @@ async fn a_cron_job_fires_on_a_fake_clock_and_kubectl_creates_a_job_from_it() {
         "job/by-hand",
         "--timeout=90s",
     ]);
+    finish(c, &cleanup).await;
 }
 
 const PYTHON_BATCH: &str = r#"
@@ -584,7 +607,7 @@ async fn invalid_jobs_and_cron_jobs_are_refused_with_kubernetes_field_paths() {
 async fn deadlines_suspension_and_ttl_after_finished_act_as_in_kubernetes() {
     require_docker();
     let nodes = node_names("jobs-life", 1);
-    let _cleanup = DockerCleanup::new(&nodes);
+    let cleanup = DockerCleanup::new(&nodes);
     let c = cluster(&nodes, None);
     let k = Kubectl(&c.kubeconfig);
 
@@ -669,13 +692,14 @@ async fn deadlines_suspension_and_ttl_after_finished_act_as_in_kubernetes() {
         },
     )
     .await;
+    finish(c, &cleanup).await;
 }
 
 #[tokio::test]
 async fn a_cron_jobs_concurrency_policy_forbids_then_replaces_a_running_job() {
     require_docker();
     let nodes = node_names("jobs-conc", 1);
-    let _cleanup = DockerCleanup::new(&nodes);
+    let cleanup = DockerCleanup::new(&nodes);
     let (shared, fake) = SharedClock::fake(chrono::Utc::now());
     let c = cluster(&nodes, Some(shared));
     let cron = json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "slow"},
@@ -756,4 +780,5 @@ async fn a_cron_jobs_concurrency_policy_forbids_then_replaces_a_running_job() {
         .await
         .iter()
         .any(|r| r == "SuccessfulDelete"));
+    finish(c, &cleanup).await;
 }
