@@ -741,7 +741,7 @@ async fn a_cron_jobs_concurrency_policy_forbids_then_replaces_a_running_job() {
             .then_some(())
     })
     .await;
-    assert_eq!(owned().await, [first.clone()]);
+    assert_eq!(owned().await, std::slice::from_ref(&first));
     // Replace deletes the running Job and starts the one now due.
     let (code, out) = call(
         client()
