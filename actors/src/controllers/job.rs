@@ -719,3 +719,129 @@ async fn remove_finalizer(ctx: &Context, pod: &Value) -> Result<(), ReconcileErr
         Err(e) => Err(e.into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::testing::Scripted;
+
+    fn job(spec: Value) -> batch::Job {
+        let mut spec = spec;
+        spec["template"] = json!({"spec": {"containers": [{"name": "main", "image": "i"}]}});
+        serde_json::from_value(
+            json!({"metadata": {"name": "j", "namespace": "ns", "uid": "u"},
+            "spec": spec}),
+        )
+        .expect("job")
+    }
+
+    fn pod(uid: &str, phase: &str, extra: Value) -> Arc<Value> {
+        let mut p = json!({"metadata": {"name": uid, "namespace": "ns", "uid": uid,
+            "finalizers": [TRACKING_FINALIZER]},
+            "status": {"phase": phase, "containerStatuses": [
+                {"name": "main", "state": {"terminated": {"exitCode": 3}}}]}});
+        if let (Some(m), Some(e)) = (p["metadata"].as_object_mut(), extra.as_object()) {
+            m.extend(e.clone());
+        }
+        Arc::new(p)
+    }
+
+    /// The uids `classify` counts as (succeeded, failed, released uncounted).
+    fn classified(
+        c: &JobController,
+        job: batch::Job,
+        pods: Vec<Arc<Value>>,
+        stopping: bool,
+    ) -> (Vec<String>, Vec<String>, Vec<String>) {
+        let ctx = Context::for_tests(Arc::new(Scripted::default()));
+        let raw = Arc::new(serde_json::to_value(&job).expect("json"));
+        let sync = Sync {
+            controller: c,
+            ctx: &ctx,
+            key: "ns/j",
+            ns: "ns",
+            raw,
+            job,
+            pods,
+            now: Utc::now(),
+            requeue: None,
+        };
+        let n = sync.classify(&HashSet::new(), &BTreeSet::new(), stopping);
+        let uids = |v: &[Arc<Value>]| v.iter().map(|p| uid(p)).collect::<Vec<_>>();
+        (uids(&n.succeeded), uids(&n.failed), uids(&n.uncounted))
+    }
+
+    #[test]
+    fn finished_pods_are_counted_by_phase_and_the_failure_policy() {
+        let c = JobController::new(JobConfig::default(), SharedClock::default());
+        let spec = json!({"podFailurePolicy": {"rules": [
+            {"action": "Ignore", "onExitCodes": {"operator": "In", "values": [3]}}]}});
+        let pods = vec![
+            pod("ok", "Succeeded", json!({})),
+            pod("bad", "Failed", json!({})),
+            pod("run", "Running", json!({})),
+        ];
+        let (s, f, u) = classified(&c, job(json!({})), pods.clone(), false);
+        assert_eq!(
+            (s, f, u),
+            (vec!["ok".to_string()], vec!["bad".to_string()], vec![])
+        );
+        // Exit code 3 is ignored: released, never counted.
+        let (_, f, u) = classified(&c, job(spec), pods, false);
+        assert!(f.is_empty());
+        assert_eq!(u, ["bad"]);
+    }
+
+    #[test]
+    fn a_deleted_pod_is_a_failure_unless_the_controller_deleted_it_or_the_job_is_ending() {
+        let c = JobController::new(JobConfig::default(), SharedClock::default());
+        let deleting = json!({"deletionTimestamp": "2026-01-01T00:00:00Z",
+            "deletionGracePeriodSeconds": 30});
+        let gone = vec![pod("evicted", "Running", deleting.clone())];
+        let (_, f, _) = classified(&c, job(json!({})), gone.clone(), false);
+        assert_eq!(f, ["evicted"]);
+        let (_, f, u) = classified(&c, job(json!({})), gone.clone(), true);
+        assert!(f.is_empty());
+        assert_eq!(u, ["evicted"]);
+        c.with_memory("ns/j", |m| m.deleted.insert("evicted".into()));
+        let (_, f, u) = classified(&c, job(json!({})), gone, false);
+        assert!(f.is_empty());
+        assert_eq!(u, ["evicted"]);
+    }
+
+    #[test]
+    fn with_the_failed_replacement_policy_a_deleted_pod_counts_once_it_is_stopped() {
+        let c = JobController::new(JobConfig::default(), SharedClock::default());
+        let spec = json!({"podReplacementPolicy": "Failed"});
+        let stopping = json!({"deletionTimestamp": "2026-01-01T00:00:00Z",
+            "deletionGracePeriodSeconds": 30});
+        let (_, f, u) = classified(
+            &c,
+            job(spec.clone()),
+            vec![pod("p", "Running", stopping)],
+            false,
+        );
+        assert!(
+            f.is_empty() && u.is_empty(),
+            "still terminating: not yet counted"
+        );
+        let stopped = json!({"deletionTimestamp": "2026-01-01T00:00:00Z",
+            "deletionGracePeriodSeconds": 0});
+        let (_, f, _) = classified(&c, job(spec), vec![pod("p", "Running", stopped)], false);
+        assert_eq!(f, ["p"]);
+    }
+
+    #[test]
+    fn a_pod_already_finalized_is_never_counted_again() {
+        let c = JobController::new(JobConfig::default(), SharedClock::default());
+        c.with_memory("ns/j", |m| m.finalized.insert("ok".into()));
+        // The cache still shows the finalizer this controller removed.
+        let (s, _, _) = classified(
+            &c,
+            job(json!({})),
+            vec![pod("ok", "Succeeded", json!({}))],
+            false,
+        );
+        assert!(s.is_empty());
+    }
+}
