@@ -98,9 +98,13 @@ impl Sync<'_> {
     /// Whether the back-off after recent failures still holds new pods back (and if so,
     /// wake up when it ends).
     fn backing_off(&mut self) -> bool {
-        let (failures, last) = self
+        let (mut failures, mut last) = self
             .controller
             .with_memory(self.key, |m| (m.failures_in_row, m.last_failure));
+        if last.is_none() {
+            // Nothing remembered (a restart): the finished pods tell.
+            (failures, last) = tracking::failures_from_pods(self.pods.iter().map(|p| p.as_ref()));
+        }
         let cfg = &self.controller.config;
         match tracking::backoff_remaining(
             failures,

@@ -134,6 +134,37 @@ pub fn backoff_remaining(
     left.to_std().ok().filter(|d| !d.is_zero())
 }
 
+/// The back-off record a restarted controller rebuilds from the pods it finds: failures
+/// since the last success and when the last one ended (containers' `finishedAt`).
+pub fn failures_from_pods<'a>(
+    pods: impl IntoIterator<Item = &'a Value>,
+) -> (u32, Option<DateTime<Utc>>) {
+    let finished = |p: &Value| -> Option<DateTime<Utc>> {
+        p.pointer("/status/containerStatuses")?
+            .as_array()?
+            .iter()
+            .filter_map(|c| c.pointer("/state/terminated/finishedAt")?.as_str())
+            .filter_map(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .max()
+    };
+    let mut failures = Vec::new();
+    let mut last_success: Option<DateTime<Utc>> = None;
+    for p in pods {
+        let phase = p.pointer("/status/phase").and_then(Value::as_str);
+        match (phase, finished(p)) {
+            (Some("Failed"), Some(t)) => failures.push(t),
+            (Some("Succeeded"), Some(t)) => last_success = last_success.max(Some(t)),
+            _ => {}
+        }
+    }
+    let since: Vec<DateTime<Utc>> = failures
+        .into_iter()
+        .filter(|t| last_success.is_none_or(|s| *t > s))
+        .collect();
+    (since.len() as u32, since.iter().max().copied())
+}
+
 /// Time left before the active deadline; `Some(ZERO)` once it has passed.
 pub fn deadline_remaining(job: &batch::Job, now: DateTime<Utc>) -> Option<Duration> {
     let seconds = job.spec.as_ref()?.active_deadline_seconds?;
@@ -266,6 +297,26 @@ mod tests {
             backoff_remaining(3, None, t("2026-01-01T00:00:00Z"), base, max),
             None
         );
+    }
+
+    #[test]
+    fn a_restarted_controller_rebuilds_the_back_off_from_the_pods() {
+        let ended = |phase: &str, at: &str| {
+            json!({"status": {"phase": phase, "containerStatuses": [
+                {"state": {"terminated": {"finishedAt": at}}}]}})
+        };
+        let pods = [
+            ended("Failed", "2026-01-01T00:00:00Z"),
+            ended("Succeeded", "2026-01-01T00:01:00Z"),
+            ended("Failed", "2026-01-01T00:02:00Z"),
+            ended("Failed", "2026-01-01T00:03:00Z"),
+            json!({"status": {"phase": "Running"}}),
+        ];
+        assert_eq!(
+            failures_from_pods(pods.iter()),
+            (2, Some(t("2026-01-01T00:03:00Z")))
+        );
+        assert_eq!(failures_from_pods(pods[..2].iter()), (0, None));
     }
 
     #[test]
