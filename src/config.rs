@@ -126,6 +126,14 @@ pub struct ControllersConfig {
     pub hpa_sync_period_seconds: u64,
     /// A scale-down takes the highest recommendation of this window, so it does not flap.
     pub hpa_downscale_stabilization_seconds: u64,
+    /// The Job controller's first back-off after a failed pod (doubling per failure in a
+    /// row), in milliseconds (Kubernetes: 10 s), and the longest one, in seconds (6 min).
+    pub job_backoff_base_ms: u64,
+    pub job_backoff_max_seconds: u64,
+    /// The clock the job, cronjob and ttl-after-finished controllers read: the system's,
+    /// or a fake one an in-process test moves (never read from a file).
+    #[serde(skip)]
+    pub clock: skiff_actors::runtime::SharedClock,
 }
 
 impl Default for ControllersConfig {
@@ -136,6 +144,9 @@ impl Default for ControllersConfig {
             node_eviction_timeout_seconds: 300,
             hpa_sync_period_seconds: 15,
             hpa_downscale_stabilization_seconds: 300,
+            job_backoff_base_ms: 10_000,
+            job_backoff_max_seconds: 360,
+            clock: Default::default(),
         }
     }
 }

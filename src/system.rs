@@ -14,6 +14,7 @@ use std::time::Duration;
 use skiff_actors::api::{meta, resources, ApiError};
 use skiff_actors::client::{ApiClient, LocalClient};
 use skiff_actors::controllers::autoscaler::AutoscalerConfig;
+use skiff_actors::controllers::job::JobConfig;
 use skiff_actors::controllers::manager::{
     ControllerManager, ControllerManagerConfig, CsrSigningConfig,
 };
@@ -230,6 +231,11 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
             ca: c.ca.clone(),
             validity: Duration::from_secs(cfg.auth.node_cert_validity_days.max(1) * 24 * 3600),
         }),
+        job: JobConfig {
+            backoff_base: Duration::from_millis(cfg.controllers.job_backoff_base_ms.max(1)),
+            backoff_max: Duration::from_secs(cfg.controllers.job_backoff_max_seconds.max(1)),
+        },
+        clock: cfg.controllers.clock.clone(),
     };
     // One informer per resource for the whole process: the controllers, the scheduler and
     // every in-process kubelet and proxy read the same caches. They run on the control

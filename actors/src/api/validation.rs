@@ -161,7 +161,7 @@ fn invalid_str(field: impl Into<String>, value: &str, detail: impl Into<String>)
     invalid(field, &Value::from(value), detail)
 }
 
-fn duplicate(field: impl Into<String>, value: &Value) -> FieldError {
+pub(crate) fn duplicate(field: impl Into<String>, value: &Value) -> FieldError {
     FieldError {
         field: field.into(),
         kind: FieldErrorKind::Duplicate,

@@ -7,20 +7,23 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::autoscaler::{Autoscaler, AutoscalerConfig};
+use super::cron_job::CronJobController;
 use super::csr_signing::CsrSigningController;
 use super::daemon_set::DaemonSetController;
 use super::deployment::DeploymentController;
 use super::disruption::DisruptionController;
 use super::endpoints::EndpointsController;
 use super::garbage_collector::GarbageCollector;
+use super::job::{JobConfig, JobController};
 use super::namespace::NamespaceController;
 use super::node_lifecycle::{NodeLifecycleConfig, NodeLifecycleController};
 use super::replica_set::{ReplicaKind, ReplicaSetController};
 use super::resource_quota::ResourceQuotaController;
 use super::stateful_set::StatefulSetController;
+use super::ttl_after_finished::TtlAfterFinishedController;
 use crate::pki::ClusterCa;
 use crate::resource_metrics::{MetricsRegistry, MetricsSource};
-use crate::runtime::{Controller, InformerFactory};
+use crate::runtime::{Controller, InformerFactory, SharedClock};
 
 /// What the CSR approver and signer needs: the cluster CA, and how long what it signs is
 /// valid. Absent on an insecure cluster, which has no CA.
@@ -42,6 +45,11 @@ pub struct ControllerManagerConfig {
     pub autoscaler: AutoscalerConfig,
     /// For `csrsigning`, which runs only when it is given.
     pub csr_signing: Option<CsrSigningConfig>,
+    /// The Job controller's back-off.
+    pub job: JobConfig,
+    /// The time the job, cronjob and ttl-after-finished controllers go by (a fake one in
+    /// tests).
+    pub clock: SharedClock,
 }
 
 impl ControllerManagerConfig {
@@ -58,6 +66,8 @@ impl Default for ControllerManagerConfig {
             enabled: vec!["*".into()],
             autoscaler: AutoscalerConfig::default(),
             csr_signing: None,
+            job: JobConfig::default(),
+            clock: SharedClock::default(),
         }
     }
 }
@@ -158,6 +168,18 @@ impl ControllerManager {
         if cfg.runs("horizontalpodautoscaling") {
             let hpa = Autoscaler::new(cfg.autoscaler.clone(), self.metrics.clone());
             running.push(Box::new(Controller::new(hpa, c()).start_supervised()));
+        }
+        if cfg.runs("job") {
+            let job = JobController::new(cfg.job.clone(), cfg.clock.clone());
+            running.push(Box::new(Controller::new(job, c()).start_supervised()));
+        }
+        if cfg.runs("cronjob") {
+            let cron = CronJobController::new(cfg.clock.clone());
+            running.push(Box::new(Controller::new(cron, c()).start_supervised()));
+        }
+        if cfg.runs("ttl-after-finished") {
+            let ttl = TtlAfterFinishedController::new(cfg.clock.clone());
+            running.push(Box::new(Controller::new(ttl, c()).start_supervised()));
         }
         if let (true, Some(csr)) = (cfg.runs("csrsigning"), cfg.csr_signing.clone()) {
             running.push(Box::new(

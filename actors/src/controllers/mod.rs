@@ -3,6 +3,7 @@
 //! [`Controller`](crate::runtime::Controller) loop of [`crate::runtime`].
 
 pub mod autoscaler;
+pub mod cron_job;
 pub mod csr_signing;
 pub mod daemon_set;
 pub mod deployment;
@@ -10,6 +11,9 @@ pub mod disruption;
 pub mod endpoints;
 pub mod garbage_collector;
 pub mod history;
+pub mod job;
+mod job_pods;
+pub mod job_tracking;
 pub mod manager;
 pub mod namespace;
 pub mod node_lifecycle;
@@ -19,3 +23,4 @@ pub mod replica_calculator;
 pub mod replica_set;
 pub mod resource_quota;
 pub mod stateful_set;
+pub mod ttl_after_finished;

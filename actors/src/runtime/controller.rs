@@ -55,6 +55,16 @@ impl Context {
             .unwrap_or_default()
     }
 
+    /// A context with no informers, for unit tests of a reconciler's parts.
+    #[cfg(test)]
+    pub(crate) fn for_tests(client: Arc<dyn ApiClient>) -> Self {
+        Context {
+            recorder: Recorder::new(client.clone(), "test"),
+            client,
+            informers: HashMap::new(),
+        }
+    }
+
     pub fn caches_synced(&self) -> bool {
         self.informers.values().all(|i| i.synced())
     }

@@ -12,6 +12,7 @@
 //! - [`guard`]: a panic becomes an error for the caller and a restart for the actor.
 
 pub mod cache;
+pub mod clock;
 pub mod controller;
 pub mod factory;
 pub mod guard;
@@ -22,6 +23,7 @@ pub mod recorder;
 pub(crate) mod testing;
 
 pub use cache::{key_of, split_key, Cache, Change, NAMESPACE, NODE_NAME, OWNER_UID};
+pub use clock::{from_time, to_time, Clock, FakeClock, SharedClock, SystemClock};
 pub use controller::{
     Action, Context, Controller, ControllerStats, GetControllerStats, ReconcileError, Reconciler,
 };

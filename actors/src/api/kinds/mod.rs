@@ -2,6 +2,7 @@
 //! strategy. Adding a kind is a module here and one line in [`builtin`].
 
 pub mod controller_revision;
+pub mod cron_job;
 pub mod csr;
 pub mod daemon_set;
 pub mod deployment;
@@ -9,6 +10,7 @@ pub mod endpoints;
 pub mod event;
 pub mod event_v1;
 pub mod hpa;
+pub mod job;
 pub mod lease;
 pub mod namespace;
 pub mod node;
@@ -27,7 +29,7 @@ pub mod workload;
 use super::resources::ResourceInfo;
 
 /// The kinds served from the start, in discovery order (core first).
-pub fn builtin() -> [&'static ResourceInfo; 29] {
+pub fn builtin() -> [&'static ResourceInfo; 31] {
     [
         &namespace::INFO,
         &node::INFO,
@@ -51,6 +53,8 @@ pub fn builtin() -> [&'static ResourceInfo; 29] {
         &controller_revision::INFO,
         &hpa::INFO,
         &pod_disruption_budget::INFO,
+        &job::INFO,
+        &cron_job::INFO,
         &csr::INFO,
         &reviews::SELF_SUBJECT_REVIEW,
         &reviews::SELF_SUBJECT_ACCESS_REVIEW,

@@ -101,6 +101,11 @@ pub fn view_rules() -> Vec<PolicyRule> {
             &["poddisruptionbudgets", "poddisruptionbudgets/status"],
             READ,
         ),
+        PolicyRule::resource(
+            &["batch"],
+            &["jobs", "jobs/status", "cronjobs", "cronjobs/status"],
+            READ,
+        ),
     ]
 }
 
@@ -140,6 +145,11 @@ pub fn edit_rules() -> Vec<PolicyRule> {
     rules.push(PolicyRule::resource(
         &["policy"],
         &["poddisruptionbudgets"],
+        WRITE,
+    ));
+    rules.push(PolicyRule::resource(
+        &["batch"],
+        &["jobs", "cronjobs"],
         WRITE,
     ));
     // `kubectl drain` evicts.
