@@ -23,7 +23,7 @@ pub mod workload;
 use super::resources::ResourceInfo;
 
 /// The kinds served from the start, in discovery order (core first).
-pub fn builtin() -> [&'static ResourceInfo; 25] {
+pub fn builtin() -> [&'static ResourceInfo; 26] {
     [
         &namespace::INFO,
         &node::INFO,
@@ -43,6 +43,7 @@ pub fn builtin() -> [&'static ResourceInfo; 25] {
         &deployment::INFO,
         &replica_set::INFO,
         &hpa::INFO,
+        &hpa::V1,
         &csr::INFO,
         &reviews::SELF_SUBJECT_REVIEW,
         &reviews::SELF_SUBJECT_ACCESS_REVIEW,
