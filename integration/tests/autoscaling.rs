@@ -436,6 +436,30 @@ fn bad_autoscaler_configurations_get_a_condition_and_an_event_and_the_controller
     ));
     assert_eq!(rt.block_on(rc_replicas(&c, "norequest")), 1);
 
+    // Fixing the legacy HPA through v2 rewrites it in the stored version.
+    rt.block_on(async {
+        let path = "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/legacy";
+        let patch = json!({"spec": {"maxReplicas": 6}});
+        let (code, fixed) = call(
+            client()
+                .patch(c.url(path))
+                .header("Content-Type", "application/merge-patch+json")
+                .json(&patch),
+        )
+        .await;
+        assert_eq!(code, 200, "{fixed}");
+        assert_eq!(fixed["spec"]["maxReplicas"], 6);
+        let stored = c
+            .store
+            .get("horizontalpodautoscalers/default/legacy")
+            .expect("stored");
+        assert_eq!(stored.value["apiVersion"], "autoscaling/v2");
+        assert_eq!(
+            stored.value["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+            50
+        );
+    });
+
     // The controller is still working: once the missing target appears, the HPA that
     // pointed at nothing gets its scale.
     rt.block_on(create(
@@ -821,6 +845,13 @@ fn a_v2_memory_autoscaler_scales_one_pod_per_policy_period_and_reads_back_throug
     );
     let table = kubectl_ok(&c.kubeconfig, &["get", "hpa", "mem"]);
     assert!(table.contains("memory: 209715200/100Mi"), "{table}");
+    let described = kubectl_ok(&c.kubeconfig, &["describe", "hpa", "mem"]);
+    assert!(
+        described.contains("resource memory on pods")
+            && described.contains("Scale Up:")
+            && described.contains("SuccessfulRescale"),
+        "{described}"
+    );
     python_v2(&c, &["check"]);
 }
 
