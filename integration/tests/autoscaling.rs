@@ -763,6 +763,18 @@ fn a_v2_memory_autoscaler_scales_one_pod_per_policy_period_and_reads_back_throug
         ]
     );
     assert!(table.contains("Deployment/cpu"), "{table}");
+    // v2 is the preferred version, as in Kubernetes; v1 is served beside it.
+    let preferred = kubectl_ok(
+        &c.kubeconfig,
+        &["get", "hpa", "cpu", "-o", "jsonpath={.apiVersion}"],
+    );
+    assert_eq!(preferred, "autoscaling/v2");
+    let versions = kubectl_ok(&c.kubeconfig, &["api-versions"]);
+    assert!(
+        versions.lines().any(|l| l == "autoscaling/v1")
+            && versions.lines().any(|l| l == "autoscaling/v2"),
+        "{versions}"
+    );
     let raw = kubectl_ok(
         &c.kubeconfig,
         &[
