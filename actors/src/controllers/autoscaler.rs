@@ -377,7 +377,11 @@ impl Autoscaler {
         name: &str,
         ns: &str,
     ) -> Result<Result<(&'static str, Value), String>, ReconcileError> {
-        let Some(info) = resources::by_kind(kind).filter(|r| r.group == group) else {
+        // By group and kind among the stored resources, so that a kind of the same name
+        // in another group (a custom resource) is never taken for this one.
+        let Some(info) = resources::registry().find(|r| {
+            r.kind == kind && r.group == group && r.storage == resources::Storage::Stored
+        }) else {
             return Ok(Err(format!(
                 "no matches for kind \"{kind}\" in group \"{group}\""
             )));
