@@ -476,7 +476,14 @@ fn autoupdate(objects: &Objects, doc: &Value) -> bool {
 /// no-op when nothing changed), so applying at every start is idempotent.
 async fn ensure(objects: &Objects, doc: Value) -> Result<(), ApiError> {
     let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default();
-    let info = resources::by_kind(kind)
+    let api_version = doc
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    // The manifest's own version first: a kind served in two (autoscaling/v1 and v2
+    // HPAs) is written through the one the manifest is in.
+    let info = resources::by_api_version_kind(api_version, kind)
+        .or_else(|| resources::by_kind(kind))
         .ok_or_else(|| ApiError::BadRequest(format!("unsupported kind {kind:?}")))?;
     let namespace = info
         .namespaced

@@ -144,7 +144,7 @@ fn top_pod_millis(kubeconfig: &Path, pod: &str) -> Option<u64> {
         .or_else(|| cpu.parse::<u64>().ok().map(|cores| cores * 1000))
 }
 
-/// `kubectl autoscale` makes an autoscaling/v1 HPA against our discovery.
+/// `kubectl autoscale` makes an HPA against our discovery.
 fn autoscale(kubeconfig: &Path, rc: &str, max: u32) {
     let out = kubectl_ok(
         kubeconfig,
@@ -235,7 +235,9 @@ fn hollow_node_pods_under_simulated_load_scale_up_and_back_down_after_the_window
     );
     let table = kubectl_ok(&c.kubeconfig, &["get", "hpa", "web"]);
     assert!(
-        table.contains("ReplicationController/web") && table.contains("/50%"),
+        table.contains("ReplicationController/web")
+            && table.contains("cpu: ")
+            && table.contains("/50%"),
         "{table}"
     );
     let described = kubectl_ok(&c.kubeconfig, &["describe", "hpa", "web"]);
@@ -393,6 +395,29 @@ fn bad_autoscaler_configurations_get_a_condition_and_an_event_and_the_controller
         object: stored,
     }))
     .expect("store write");
+    // An HPA an earlier skiff stored as autoscaling/v1 reads in both versions.
+    rt.block_on(async {
+        let v2 = "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/legacy";
+        let (code, h) = call(client().get(c.url(v2))).await;
+        assert_eq!(code, 200, "{h}");
+        assert_eq!(h["apiVersion"], "autoscaling/v2");
+        assert_eq!(
+            h["spec"]["metrics"][0]["resource"]["target"],
+            json!({"type": "Utilization", "averageUtilization": 50})
+        );
+        let v1 = hpa(&c, "legacy").await;
+        assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 50);
+        let (_, list) = call(
+            client().get(c.url("/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers")),
+        )
+        .await;
+        assert!(
+            list["items"]
+                .as_array()
+                .is_some_and(|items| items.iter().all(|i| i["spec"]["metrics"].is_array())),
+            "{list}"
+        );
+    });
     rt.block_on(eventually(
         Duration::from_secs(30),
         "an InvalidSpec event for the stored inverted HPA",
@@ -410,6 +435,30 @@ fn bad_autoscaler_configurations_get_a_condition_and_an_event_and_the_controller
         },
     ));
     assert_eq!(rt.block_on(rc_replicas(&c, "norequest")), 1);
+
+    // Fixing the legacy HPA through v2 rewrites it in the stored version.
+    rt.block_on(async {
+        let path = "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/legacy";
+        let patch = json!({"spec": {"maxReplicas": 6}});
+        let (code, fixed) = call(
+            client()
+                .patch(c.url(path))
+                .header("Content-Type", "application/merge-patch+json")
+                .json(&patch),
+        )
+        .await;
+        assert_eq!(code, 200, "{fixed}");
+        assert_eq!(fixed["spec"]["maxReplicas"], 6);
+        let stored = c
+            .store
+            .get("horizontalpodautoscalers/default/legacy")
+            .expect("stored");
+        assert_eq!(stored.value["apiVersion"], "autoscaling/v2");
+        assert_eq!(
+            stored.value["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+            50
+        );
+    });
 
     // The controller is still working: once the missing target appears, the HPA that
     // pointed at nothing gets its scale.
@@ -529,6 +578,293 @@ exec httpd -f -p 8080 -h /www"#;
         waited >= WINDOW,
         "scaled down after {waited:?}, before the {WINDOW:?} window passed"
     );
+}
+
+/// A Deployment of `replicas` busybox pods requesting 100m CPU and 64Mi of memory.
+fn deployment(name: &str) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}},
+                "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+                    "name": "app", "image": "skiff/busybox:latest",
+                    "imagePullPolicy": "Never", "command": ["sleep", "3600"],
+                    "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]}}}})
+}
+
+async fn deployment_replicas(c: &TestCluster, name: &str) -> i64 {
+    let (_, d) = call(client().get(c.url(&format!(
+        "/apis/apps/v1/namespaces/default/deployments/{name}"
+    ))))
+    .await;
+    d["spec"]["replicas"].as_i64().unwrap_or(-1)
+}
+
+async fn hpa_v2(c: &TestCluster, name: &str) -> Value {
+    let (code, hpa) = call(client().get(c.url(&format!(
+        "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/{name}"
+    ))))
+    .await;
+    assert_eq!(code, 200, "{hpa}");
+    hpa
+}
+
+/// The period of the scale-up policy below: one pod per this many seconds.
+const POLICY_PERIOD: Duration = Duration::from_secs(8);
+
+const PYTHON_V2: &str = r#"
+import json, sys
+from kubernetes import client, config
+
+config.load_kube_config(config_file=sys.argv[1])
+mode = sys.argv[2]
+v2 = client.AutoscalingV2Api()
+v1 = client.AutoscalingV1Api()
+if mode == "create":
+    hpa = client.V2HorizontalPodAutoscaler(
+        metadata=client.V1ObjectMeta(name="mem"),
+        spec=client.V2HorizontalPodAutoscalerSpec(
+            scale_target_ref=client.V2CrossVersionObjectReference(
+                api_version="apps/v1", kind="Deployment", name="mem"),
+            min_replicas=1, max_replicas=4,
+            metrics=[client.V2MetricSpec(type="Resource", resource=client.V2ResourceMetricSource(
+                name="memory", target=client.V2MetricTarget(type="AverageValue", average_value="100Mi")))],
+            behavior=client.V2HorizontalPodAutoscalerBehavior(
+                scale_up=client.V2HPAScalingRules(
+                    stabilization_window_seconds=0,
+                    policies=[client.V2HPAScalingPolicy(type="Pods", value=1, period_seconds=int(sys.argv[3]))])),
+        ))
+    made = v2.create_namespaced_horizontal_pod_autoscaler("default", hpa)
+    assert made.spec.behavior.scale_up.select_policy == "Max", made.spec.behavior
+    assert made.spec.behavior.scale_down.policies[0].type == "Percent", made.spec.behavior
+    # The same object through autoscaling/v1: no CPU target, the memory metric carried along.
+    old = v1.read_namespaced_horizontal_pod_autoscaler("mem", "default")
+    assert old.spec.target_cpu_utilization_percentage is None, old.spec
+    assert old.spec.max_replicas == 4
+    metrics = json.loads(old.metadata.annotations["autoscaling.alpha.kubernetes.io/metrics"])
+    assert metrics == [{"type": "Resource", "resource": {"name": "memory", "targetAverageValue": "100Mi"}}], metrics
+    assert "autoscaling.alpha.kubernetes.io/behavior" in old.metadata.annotations
+    # A v1 client writing it back keeps what only v2 has.
+    old.spec.min_replicas = 1
+    v1.replace_namespaced_horizontal_pod_autoscaler("mem", "default", old)
+    again = v2.read_namespaced_horizontal_pod_autoscaler("mem", "default")
+    assert again.spec.metrics[0].resource.name == "memory", again.spec.metrics
+    assert again.spec.behavior.scale_up.policies[0].value == 1, again.spec.behavior
+    assert not (again.metadata.annotations or {}), again.metadata.annotations
+elif mode == "check":
+    h = v2.read_namespaced_horizontal_pod_autoscaler("mem", "default")
+    cur = h.status.current_metrics[0].resource.current
+    assert cur.average_value is not None, h.status
+    old = v1.read_namespaced_horizontal_pod_autoscaler("mem", "default")
+    assert old.status.current_replicas == h.status.current_replicas, old.status
+    assert old.status.current_cpu_utilization_percentage is None, old.status
+    current = json.loads(old.metadata.annotations["autoscaling.alpha.kubernetes.io/current-metrics"])
+    assert current[0]["resource"]["name"] == "memory", current
+    conds = json.loads(old.metadata.annotations["autoscaling.alpha.kubernetes.io/conditions"])
+    assert {c["type"] for c in conds} >= {"AbleToScale", "ScalingActive", "ScalingLimited"}, conds
+    # Metrics skiff cannot measure are refused, not accepted and left idle.
+    bad = client.V2HorizontalPodAutoscaler(
+        metadata=client.V1ObjectMeta(name="qps"),
+        spec=client.V2HorizontalPodAutoscalerSpec(
+            scale_target_ref=client.V2CrossVersionObjectReference(kind="Deployment", name="mem"),
+            max_replicas=3,
+            metrics=[client.V2MetricSpec(type="Pods", pods=client.V2PodsMetricSource(
+                metric=client.V2MetricIdentifier(name="qps"),
+                target=client.V2MetricTarget(type="AverageValue", average_value="10")))]))
+    try:
+        v2.create_namespaced_horizontal_pod_autoscaler("default", bad)
+        raise SystemExit("a Pods metric was accepted")
+    except client.exceptions.ApiException as e:
+        assert e.status == 422, e
+        body = json.loads(e.body)
+        assert body["details"]["causes"][0]["field"] == "spec.metrics[0].type", body
+        assert "custom.metrics.k8s.io" in body["message"], body
+print("ok")
+"#;
+
+fn python_v2(c: &TestCluster, args: &[&str]) {
+    let has_client = std::process::Command::new("python3")
+        .args(["-c", "import kubernetes"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        has_client,
+        "the official Python client is required (scripts/test.sh installs it: pip install kubernetes)"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("hpa.py");
+    std::fs::write(&script, PYTHON_V2).expect("write");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&c.kubeconfig)
+        .args(args)
+        .output()
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "python {args:?} failed: {stderr}\n{stdout}"
+    );
+    assert_eq!(stdout.trim(), "ok");
+}
+
+#[test]
+fn a_v2_memory_autoscaler_scales_one_pod_per_policy_period_and_reads_back_through_v1() {
+    let nodes = node_names("hpa-v2", 2);
+    let c = TestCluster::start_with(|cfg| fast_autoscaling(cfg, &nodes, "sim"));
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let deployments = "/apis/apps/v1/namespaces/default/deployments";
+    rt.block_on(create(&c, deployments, &deployment("cpu")));
+    rt.block_on(create(&c, deployments, &deployment("mem")));
+
+    // kubectl autoscale, then kubectl get hpa with the v2 columns.
+    let out = kubectl_ok(
+        &c.kubeconfig,
+        &[
+            "autoscale",
+            "deployment",
+            "cpu",
+            "--cpu-percent=50",
+            "--min=1",
+            "--max=5",
+        ],
+    );
+    assert!(out.contains("autoscaled"), "{out}");
+    let made = rt.block_on(hpa_v2(&c, "cpu"));
+    assert_eq!(
+        made["spec"]["metrics"][0]["resource"],
+        json!({"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}})
+    );
+    let table = eventually_blocking(
+        Duration::from_secs(30),
+        "kubectl get hpa to show cpu usage",
+        || {
+            let t = kubectl_ok(&c.kubeconfig, &["get", "hpa", "cpu"]);
+            t.contains("cpu: 0%/50%").then_some(t)
+        },
+    );
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "REFERENCE",
+            "TARGETS",
+            "MINPODS",
+            "MAXPODS",
+            "REPLICAS",
+            "AGE"
+        ]
+    );
+    assert!(table.contains("Deployment/cpu"), "{table}");
+    // v2 is the preferred version, as in Kubernetes; v1 is served beside it.
+    let preferred = kubectl_ok(
+        &c.kubeconfig,
+        &["get", "hpa", "cpu", "-o", "jsonpath={.apiVersion}"],
+    );
+    assert_eq!(preferred, "autoscaling/v2");
+    let versions = kubectl_ok(&c.kubeconfig, &["api-versions"]);
+    assert!(
+        versions.lines().any(|l| l == "autoscaling/v1")
+            && versions.lines().any(|l| l == "autoscaling/v2"),
+        "{versions}"
+    );
+    let raw = kubectl_ok(
+        &c.kubeconfig,
+        &[
+            "get",
+            "--raw",
+            "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers/cpu",
+        ],
+    );
+    let v1: Value = serde_json::from_str(&raw).expect("json");
+    assert_eq!(v1["apiVersion"], "autoscaling/v1");
+    assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 50);
+
+    // The official Python client makes the memory autoscaler with a behavior.
+    let period = POLICY_PERIOD.as_secs().to_string();
+    python_v2(&c, &["create", &period]);
+
+    // Every pod uses 200Mi against the 100Mi target: double, but one pod per period.
+    let heavy = SimUsage {
+        cpu_millis: 1,
+        memory_bytes: 200 << 20,
+    };
+    for n in &nodes {
+        c.sim(n).expect("sim node").set_default_usage(heavy);
+    }
+    let mut seen: Vec<(i64, Instant)> = vec![(1, Instant::now())];
+    let deadline = Instant::now() + 5 * POLICY_PERIOD + Duration::from_secs(20);
+    while seen.last().map(|(r, _)| *r) != Some(4) {
+        assert!(
+            Instant::now() < deadline,
+            "the HPA never reached 4: {seen:?}"
+        );
+        let r = rt.block_on(deployment_replicas(&c, "mem"));
+        if Some(r) != seen.last().map(|(r, _)| *r) {
+            seen.push((r, Instant::now()));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let counts: Vec<i64> = seen.iter().map(|(r, _)| *r).collect();
+    assert_eq!(counts, [1, 2, 3, 4], "one pod at a time");
+    for pair in seen.windows(2).skip(1) {
+        let gap = pair[1].1 - pair[0].1;
+        assert!(
+            gap + SYNC >= POLICY_PERIOD,
+            "scaled {} -> {} {gap:?} after the last scale-up, within the {POLICY_PERIOD:?} period",
+            pair[0].0,
+            pair[1].0
+        );
+    }
+    let h = rt.block_on(eventually(
+        Duration::from_secs(10),
+        "the v2 status at 4",
+        || async {
+            let h = hpa_v2(&c, "mem").await;
+            (h["status"]["desiredReplicas"] == 4
+                && h["status"]["currentMetrics"][0]["resource"]["current"]["averageValue"]
+                    == "209715200")
+                .then_some(h)
+        },
+    ));
+    let conds = h["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let active = conds
+        .iter()
+        .find(|c| c["type"] == "ScalingActive")
+        .expect("ScalingActive");
+    assert_eq!(active["reason"], "ValidMetricFound", "{active}");
+    assert!(
+        active["message"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("from memory resource")),
+        "{active}"
+    );
+    let events = rt.block_on(events_for(&c, "mem"));
+    assert!(
+        events.iter().any(|e| e["reason"] == "SuccessfulRescale"
+            && e["message"] == "New size: 2; reason: memory resource above target"),
+        "{events:?}"
+    );
+    let table = kubectl_ok(&c.kubeconfig, &["get", "hpa", "mem"]);
+    assert!(table.contains("memory: 209715200/100Mi"), "{table}");
+    let described = kubectl_ok(&c.kubeconfig, &["describe", "hpa", "mem"]);
+    assert!(
+        described.contains("resource memory on pods")
+            && described.contains("Scale Up:")
+            && described.contains("SuccessfulRescale"),
+        "{described}"
+    );
+    python_v2(&c, &["check"]);
 }
 
 /// Poll a blocking check (a kubectl run) until it returns `Some`, or panic after `timeout`.

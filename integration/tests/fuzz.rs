@@ -367,6 +367,17 @@ fn targets() -> Vec<Target> {
                     "minReplicas": 1, "maxReplicas": 3, "targetCPUUtilizationPercentage": 50}}),
         },
         Target {
+            collection: "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers",
+            fixture: "fx-hpa2",
+            subresources: &["status"],
+            template: json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "fx-hpa2"},
+                "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "fx-d", "apiVersion": "apps/v1"},
+                    "minReplicas": 1, "maxReplicas": 3,
+                    "metrics": [{"type": "Resource", "resource": {"name": "memory",
+                        "target": {"type": "AverageValue", "averageValue": "100Mi"}}}],
+                    "behavior": {"scaleUp": {"policies": [{"type": "Pods", "value": 1, "periodSeconds": 30}]}}}}),
+        },
+        Target {
             collection: "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
             fixture: "",
             subresources: &[],

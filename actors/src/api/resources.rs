@@ -258,7 +258,21 @@ pub fn lookup_in(group: &str, version: &str, name: &str) -> Option<&'static Reso
     registry().find(|r| r.group == group && r.version == version && r.name == name)
 }
 
-/// The API groups (other than core) the gateway serves, each with its one version.
+/// The API groups (other than core) the gateway serves, each with the versions it is
+/// served in, the preferred one first: versions are preferred in the order their kinds
+/// are registered (autoscaling: v2, then v1, as kube-apiserver prefers them).
+pub fn group_versions() -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut out: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
+    for (group, version) in groups() {
+        match out.iter_mut().find(|(g, _)| *g == group) {
+            Some((_, versions)) => versions.push(version),
+            None => out.push((group, vec![version])),
+        }
+    }
+    out
+}
+
+/// Every (group, version) the gateway serves other than core, in registration order.
 pub fn groups() -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&'static str, &'static str)> = Vec::new();
     for r in registry().all().into_iter().filter(|r| !r.group.is_empty()) {
@@ -333,10 +347,21 @@ mod tests {
     #[test]
     fn grouped_resources_are_served_under_apis() {
         let hpa = lookup("horizontalpodautoscalers").expect("served");
-        assert_eq!(hpa.api_version(), "autoscaling/v1");
-        assert_eq!(hpa.base_path(), "/apis/autoscaling/v1");
+        assert_eq!(hpa.api_version(), "autoscaling/v2");
+        assert_eq!(hpa.base_path(), "/apis/autoscaling/v2");
+        let v1 = lookup_in("autoscaling", "v1", "horizontalpodautoscalers").expect("v1");
+        assert_eq!(stored_api_version(v1), "autoscaling/v2");
         assert_eq!(lookup("pods").expect("served").base_path(), "/api/v1");
         assert!(lookup_in("", "v1", "roles").is_none());
+    }
+
+    #[test]
+    fn a_group_served_in_two_versions_prefers_the_first_registered() {
+        let autoscaling = group_versions()
+            .into_iter()
+            .find(|(g, _)| *g == "autoscaling")
+            .expect("autoscaling");
+        assert_eq!(autoscaling.1, ["v2", "v1"]);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! and validated as the typed struct, and encoded back.
 
 use std::fmt::Debug;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
@@ -119,6 +120,23 @@ pub trait Strategy: Send + Sync + Debug + 'static {
     fn validate_view_create(&self, _view: &Value) -> Vec<FieldError> {
         Vec::new()
     }
+
+    /// The stored object in the kind's current storage version. An object an earlier
+    /// skiff stored in an older version (autoscaling/v1 HPAs, before v2 was the stored
+    /// one) is converted when it is read, as kube-apiserver decodes whatever version etcd
+    /// holds; `None` when `stored` is current, so readers keep sharing the store's copy.
+    fn upgrade_stored(&self, _stored: &Value) -> Option<Value> {
+        None
+    }
+}
+
+/// [`Strategy::upgrade_stored`] over a shared object: the same `Arc` when nothing is to
+/// be converted.
+pub fn current_form(strategy: &dyn Strategy, stored: Arc<Value>) -> Arc<Value> {
+    match strategy.upgrade_stored(&stored) {
+        Some(upgraded) => Arc::new(upgraded),
+        None => stored,
+    }
 }
 
 /// A kind with no rules of its own (read-only or in-memory resources).
@@ -160,6 +178,11 @@ pub trait TypedStrategy: Send + Sync + Debug + 'static {
     }
     fn cells(&self, _obj: &Self::Object, raw: &Value, now: DateTime<Utc>) -> Vec<Value> {
         table::generic_cells(raw, now)
+    }
+    /// See [`Strategy::upgrade_stored`]; works on the raw form, since an older version
+    /// does not decode as `Object`.
+    fn upgrade_stored(&self, _raw: &Value) -> Option<Value> {
+        None
     }
 }
 
@@ -243,7 +266,23 @@ impl<S: TypedStrategy> Strategy for Typed<S> {
     fn cells(&self, obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
         match typed::<S::Object>(obj) {
             Some(t) => TypedStrategy::cells(&self.0, &t, obj, now),
-            None => table::generic_cells(obj, now),
+            // An object that does not decode still gets a whole row: its name and age
+            // where the columns have them, the rest empty.
+            None => {
+                let columns = TypedStrategy::columns(&self.0);
+                let generic = table::generic_cells(obj, now);
+                columns
+                    .iter()
+                    .map(|c| match c["name"].as_str() {
+                        Some("Name") => generic[0].clone(),
+                        Some("Age") => generic[1].clone(),
+                        _ => Value::String(String::new()),
+                    })
+                    .collect()
+            }
         }
+    }
+    fn upgrade_stored(&self, stored: &Value) -> Option<Value> {
+        TypedStrategy::upgrade_stored(&self.0, stored)
     }
 }

@@ -217,18 +217,6 @@ pub(crate) fn replication_controller_columns() -> Vec<Value> {
     ]
 }
 
-pub(crate) fn hpa_columns() -> Vec<Value> {
-    vec![
-        name_column(0),
-        column("Reference", "string", 0, "reference to scaled resource; horizontal pod autoscaler will learn the current resource consumption and will set the desired number of pods by using its Scale subresource."),
-        column("Targets", "string", 0, "the current and target CPU utilization (percentage of requested CPU) over all the pods."),
-        column("MinPods", "string", 0, "minReplicas is the lower limit for the number of replicas to which the autoscaler can scale down."),
-        column("MaxPods", "string", 0, "maxReplicas is the upper limit for the number of replicas to which the autoscaler can scale up."),
-        column("Replicas", "string", 0, "currentReplicas is current number of replicas of pods managed by this autoscaler, as last seen by the autoscaler."),
-        age_column(),
-    ]
-}
-
 pub(crate) fn resource_quota_columns() -> Vec<Value> {
     vec![
         name_column(0),
@@ -910,35 +898,6 @@ pub(crate) fn replication_controller_cells(rc: &Value, now: DateTime<Utc>) -> Ve
 // Horizontal pod autoscalers
 // ---------------------------------------------------------------------------
 
-pub(crate) fn hpa_cells(hpa: &Value, now: DateTime<Utc>) -> Vec<Value> {
-    let reference = format!(
-        "{}/{}",
-        text(hpa, &["spec", "scaleTargetRef", "kind"]),
-        text(hpa, &["spec", "scaleTargetRef", "name"])
-    );
-    let current = match at(hpa, &["status", "currentCPUUtilizationPercentage"]).as_i64() {
-        Some(p) => format!("{p}%"),
-        None => "<unknown>".to_string(),
-    };
-    // An autoscaling/v1 HPA without a target uses Kubernetes' default of 80%.
-    let target = at(hpa, &["spec", "targetCPUUtilizationPercentage"])
-        .as_i64()
-        .unwrap_or(80);
-    let min_pods = match at(hpa, &["spec", "minReplicas"]).as_i64() {
-        Some(m) => m.to_string(),
-        None => "<unset>".to_string(),
-    };
-    vec![
-        name(hpa),
-        json!(reference),
-        json!(format!("cpu: {current}/{target}%")),
-        json!(min_pods),
-        json!(int(hpa, &["spec", "maxReplicas"])),
-        json!(int(hpa, &["status", "currentReplicas"])),
-        age(hpa, now),
-    ]
-}
-
 // ---------------------------------------------------------------------------
 // Resource quotas
 // ---------------------------------------------------------------------------
@@ -1172,38 +1131,6 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn hpa_rows_show_reference_targets_and_bounds_like_kubectl() {
-        assert_eq!(
-            names("horizontalpodautoscalers"),
-            [
-                "Name",
-                "Reference",
-                "Targets",
-                "MinPods",
-                "MaxPods",
-                "Replicas",
-                "Age"
-            ]
-        );
-        let hpa = json!({"metadata": {"name": "web"},
-            "spec": {"scaleTargetRef": {"kind": "ReplicationController", "name": "web"},
-                "minReplicas": 1, "maxReplicas": 5, "targetCPUUtilizationPercentage": 50},
-            "status": {"currentReplicas": 2, "currentCPUUtilizationPercentage": 120}});
-        let row = cells("horizontalpodautoscalers", &hpa, now());
-        assert_eq!(row[1], "ReplicationController/web");
-        assert_eq!(row[2], "cpu: 120%/50%");
-        assert_eq!(
-            (row[3].clone(), row[4].clone(), row[5].clone()),
-            (json!("1"), json!(5), json!(2))
-        );
-        let fresh = json!({"spec": {"maxReplicas": 3}});
-        assert_eq!(
-            cells("horizontalpodautoscalers", &fresh, now())[2],
-            "cpu: <unknown>/80%"
-        );
     }
 
     #[test]

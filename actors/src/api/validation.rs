@@ -337,7 +337,7 @@ pub fn is_dns1035_label(s: &str) -> bool {
     is_dns1123_label(s) && s.starts_with(|c: char| c.is_ascii_lowercase())
 }
 
-fn dns1123_label_errors(s: &str) -> Vec<String> {
+pub(crate) fn dns1123_label_errors(s: &str) -> Vec<String> {
     let mut errs = Vec::new();
     if s.len() > LABEL_MAX {
         errs.push(max_len_error(LABEL_MAX));
@@ -353,7 +353,7 @@ fn dns1123_label_errors(s: &str) -> Vec<String> {
 }
 
 /// apimachinery's `IsValidPathSegmentName`.
-fn path_segment_errors(s: &str) -> Vec<String> {
+pub(crate) fn path_segment_errors(s: &str) -> Vec<String> {
     let mut out = Vec::new();
     if s == "." || s == ".." {
         out.push(format!("may not be '{s}'"));
@@ -1914,45 +1914,6 @@ fn validate_binding(obj: &Value, errs: &mut Vec<FieldError>) {
 }
 
 /// autoscaling/v1 HorizontalPodAutoscaler, with Kubernetes' messages.
-pub(crate) fn validate_hpa(obj: &Value, errs: &mut Vec<FieldError>) {
-    let spec = obj.get("spec").unwrap_or(&Value::Null);
-    let target = get(spec, "scaleTargetRef").unwrap_or(&Value::Null);
-    for name in ["kind", "name"] {
-        if get_str(target, name).is_empty() {
-            errs.push(required(child("spec.scaleTargetRef", name), ""));
-        }
-    }
-    let min = get_i64(spec, "minReplicas").unwrap_or(1);
-    if min < 1 {
-        errs.push(invalid(
-            "spec.minReplicas",
-            &Value::from(min),
-            "must be greater than or equal to 1",
-        ));
-    }
-    let max = get_i64(spec, "maxReplicas").unwrap_or(0);
-    if max < 1 {
-        errs.push(invalid(
-            "spec.maxReplicas",
-            &Value::from(max),
-            "must be greater than 0",
-        ));
-    } else if max < min {
-        errs.push(invalid(
-            "spec.maxReplicas",
-            &Value::from(max),
-            "must be greater than or equal to `minReplicas`",
-        ));
-    }
-    if let Some(t) = get_i64(spec, "targetCPUUtilizationPercentage").filter(|t| *t < 1) {
-        errs.push(invalid(
-            "spec.targetCPUUtilizationPercentage",
-            &Value::from(t),
-            "must be greater than 0",
-        ));
-    }
-}
-
 fn validate_scale(obj: &Value, errs: &mut Vec<FieldError>) {
     let spec = obj.get("spec").unwrap_or(&Value::Null);
     if let Some(n) = get_i64(spec, "replicas").filter(|n| *n < 0) {
@@ -2023,40 +1984,6 @@ mod tests {
 
     fn service(spec: Value) -> Value {
         json!({"metadata": {"name": "web", "namespace": "default"}, "spec": spec})
-    }
-
-    fn hpa(spec: Value) -> Value {
-        json!({"metadata": {"name": "web", "namespace": "default"}, "spec": spec})
-    }
-
-    #[test]
-    fn hpa_min_above_max_is_invalid_as_in_kubernetes() {
-        let target = json!({"apiVersion": "v1", "kind": "ReplicationController", "name": "web"});
-        let errs = validate(
-            "HorizontalPodAutoscaler",
-            &hpa(json!({"scaleTargetRef": target, "minReplicas": 5, "maxReplicas": 2})),
-            None,
-        );
-        assert!(
-            has(
-                &errs,
-                "spec.maxReplicas: Invalid value: 2: must be greater than or equal to `minReplicas`"
-            ),
-            "{:?}",
-            messages(&errs)
-        );
-        let ok = hpa(
-            json!({"scaleTargetRef": target, "minReplicas": 1, "maxReplicas": 5,
-            "targetCPUUtilizationPercentage": 50}),
-        );
-        assert!(validate("HorizontalPodAutoscaler", &ok, None).is_empty());
-        let errs = validate(
-            "HorizontalPodAutoscaler",
-            &hpa(json!({"scaleTargetRef": {}, "maxReplicas": 0,
-                "targetCPUUtilizationPercentage": 0})),
-            None,
-        );
-        assert_eq!(errs.len(), 4, "{:?}", messages(&errs));
     }
 
     // --- formats ---

@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use super::{ApiClient, ListParams, ObjectList, PatchType, WatchEvent, WatchStream};
 use crate::api::resources;
 use crate::api::selector::{FieldSelector, LabelSelector};
+use crate::api::strategy::current_form;
 use crate::api::ApiError;
 use crate::gateway::objects::{store_error, DeleteOptions, ListOptions, Objects, WriteOptions};
 use crate::gateway::routing::Target;
@@ -135,12 +136,16 @@ impl ApiClient for LocalClient {
             .map_err(|e| store_error(e, resource, ""))?;
         let initial = std::mem::take(&mut stream.initial);
         let live = tokio_stream_from(stream.rx);
+        let strategy = t.resource.strategy;
         let events = futures::stream::iter(initial)
             .chain(live)
             .filter_map(move |ev| {
-                let out = filter
-                    .translate(&ev)
-                    .map(|(kind, obj)| Ok(WatchEvent { kind, object: obj }));
+                let out = filter.translate(&ev).map(|(kind, obj)| {
+                    Ok(WatchEvent {
+                        kind,
+                        object: current_form(strategy, obj),
+                    })
+                });
                 futures::future::ready(out)
             });
         Ok(events.boxed())

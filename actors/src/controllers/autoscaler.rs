@@ -1,39 +1,43 @@
-//! The horizontal pod autoscaler (`autoscaling/v1` HorizontalPodAutoscaler): every sync
-//! period it compares the target's pods' CPU usage with their CPU requests, computes the
-//! replicas the target utilisation calls for (see [`replica_calculator`]), and sets them
-//! through the target's `scale` subresource. Scale-downs wait out a stabilisation window.
-//!
-//! autoscaling/v1 has no conditions field; like Kubernetes, the conditions (AbleToScale,
-//! ScalingActive, ScalingLimited) go into the `autoscaling.alpha.kubernetes.io/conditions`
-//! annotation, so `kubectl describe hpa` shows why it did or did not scale.
+//! The horizontal pod autoscaler, on autoscaling/v2 HPAs (autoscaling/v1 ones are the
+//! same stored objects): every sync period it reads the target's `scale` subresource —
+//! whatever kind has one, nothing is special-cased — measures each of the HPA's
+//! Resource and ContainerResource metrics (CPU and memory, as utilisation of the pods'
+//! requests or as an average value, from the kubelets' usage samples), takes the highest
+//! replica count any metric asks for (see [`replica_calculator`]), bounds it by the
+//! stabilization windows, scaling policies and replica limits (see [`scaling_behavior`]),
+//! and sets it through the scale subresource. It reports `status.currentMetrics`, the
+//! AbleToScale / ScalingActive / ScalingLimited conditions with Kubernetes' reasons, and
+//! Events (`SuccessfulRescale`, `New size: N; reason: ...`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use k8s_openapi::api::autoscaling::v2;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{json, Value};
 
-use super::pods;
-use super::replica_calculator::{self as calc, PodSample, PodState, Stabilizer};
+use super::hpa_metrics::{compute_metric, MetricError};
+use super::replica_calculator::{self as calc, Tolerances};
+use super::scaling_behavior::{Behavior, History};
 use crate::api::selector::LabelSelector;
-use crate::api::{meta, resources, validation, ApiError};
+use crate::api::strategy::typed;
+use crate::api::{resources, ApiError};
 use crate::client::{EventKind, PatchType};
-use crate::resource_metrics::MetricsSource;
+use crate::resource_metrics::{MetricsSource, PodUsage};
 use crate::runtime::{
     key_of, split_key, Action, Change, Context, InformerSpec, ReconcileError, Reconciler,
 };
 
-pub const CONDITIONS_ANNOTATION: &str = "autoscaling.alpha.kubernetes.io/conditions";
-/// Kubernetes' default for an autoscaling/v1 HPA without a target.
-const DEFAULT_TARGET_CPU_PERCENT: i64 = 80;
-const METRIC_NAME: &str = "cpu resource utilization (percentage of request)";
+const HPAS: &str = "horizontalpodautoscalers";
 
 #[derive(Debug, Clone)]
 pub struct AutoscalerConfig {
     /// How often every HPA is evaluated.
     pub sync_period: Duration,
-    /// A scale-down takes the highest recommendation of this long.
+    /// The scale-down stabilization window of HPAs without a behavior, and of behaviors
+    /// that leave it unset.
     pub downscale_stabilization: Duration,
 }
 
@@ -63,10 +67,10 @@ pub struct Autoscaler {
     config: AutoscalerConfig,
     metrics: Arc<dyn MetricsSource>,
     clock: Arc<dyn Clock>,
-    stabilizer: Mutex<Stabilizer>,
+    history: Mutex<History>,
 }
 
-/// One condition of the HPA, as the annotation carries it.
+/// One condition as this evaluation sets it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Condition {
     kind: &'static str,
@@ -75,15 +79,16 @@ struct Condition {
     message: String,
 }
 
-/// What one evaluation found and decided.
+/// What one evaluation found and decided; `None` leaves that part of the status as it
+/// was, as Kubernetes' early returns do.
 #[derive(Debug, Default)]
 struct Evaluation {
-    current: Option<i64>,
-    desired: Option<i64>,
-    utilization: Option<i32>,
+    current: Option<i32>,
+    desired: Option<i32>,
+    metrics: Option<Vec<v2::MetricStatus>>,
     conditions: Vec<Condition>,
-    /// (warning?, reason, message)
-    events: Vec<(bool, &'static str, String)>,
+    /// Warning events: (reason, message).
+    warnings: Vec<(&'static str, String)>,
     /// Scale the target to `desired`, for this reason.
     rescale: Option<String>,
     /// The target's resource (for writing its scale).
@@ -102,25 +107,15 @@ impl Evaluation {
     }
 
     fn warn(&mut self, reason: &'static str, message: String) {
-        self.events.push((true, reason, message));
+        self.warnings.push((reason, message));
     }
 }
 
-/// The HPA's bounds and target, or what is wrong with them.
-struct Spec {
-    min: i64,
-    max: i64,
-    target_percent: i64,
-}
-
-fn spec_of(hpa: &Value) -> Result<Spec, String> {
-    let spec = hpa.get("spec").unwrap_or(&Value::Null);
-    let min = spec.get("minReplicas").and_then(Value::as_i64).unwrap_or(1);
-    let max = spec.get("maxReplicas").and_then(Value::as_i64).unwrap_or(0);
-    let target_percent = spec
-        .get("targetCPUUtilizationPercentage")
-        .and_then(Value::as_i64)
-        .unwrap_or(DEFAULT_TARGET_CPU_PERCENT);
+/// The HPA's bounds, or what is wrong with them (an object stored before validation
+/// refused it).
+fn bounds(spec: &v2::HorizontalPodAutoscalerSpec) -> Result<(i32, i32), String> {
+    let min = spec.min_replicas.unwrap_or(1);
+    let max = spec.max_replicas;
     if min < 1 {
         return Err(format!("minReplicas ({min}) must be at least 1"));
     }
@@ -129,78 +124,7 @@ fn spec_of(hpa: &Value) -> Result<Spec, String> {
             "maxReplicas ({max}) must be greater than or equal to minReplicas ({min})"
         ));
     }
-    if target_percent < 1 {
-        return Err(format!(
-            "targetCPUUtilizationPercentage ({target_percent}) must be greater than 0"
-        ));
-    }
-    Ok(Spec {
-        min,
-        max,
-        target_percent,
-    })
-}
-
-/// The sum of a pod's containers' CPU requests in millicores, or the first container
-/// without one.
-fn cpu_request_millis(pod: &Value) -> Result<u64, String> {
-    let containers = pod
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    let mut total = 0u64;
-    for c in containers {
-        let name = c.get("name").and_then(Value::as_str).unwrap_or_default();
-        let cores = c
-            .pointer("/resources/requests/cpu")
-            .and_then(validation::quantity_value)
-            .ok_or_else(|| name.to_string())?;
-        total += (cores * 1000.0).round().max(0.0) as u64;
-    }
-    if containers.is_empty() {
-        return Err(String::new());
-    }
-    Ok(total)
-}
-
-fn pod_state(pod: &Value) -> PodState {
-    let phase = pod
-        .pointer("/status/phase")
-        .and_then(Value::as_str)
-        .unwrap_or("Pending");
-    if pods::is_deleting(pod) || matches!(phase, "Failed" | "Succeeded") {
-        PodState::Ignored
-    } else if phase == "Pending" || !pods::is_ready(pod) {
-        PodState::Unready
-    } else {
-        PodState::Ready
-    }
-}
-
-fn conditions_json(conds: &[Condition], old: &[Value], now: &str) -> Vec<Value> {
-    conds
-        .iter()
-        .map(|c| {
-            let status = if c.status { "True" } else { "False" };
-            // A condition keeps its transition time while its status stays the same.
-            let since = old
-                .iter()
-                .find(|o| o["type"] == c.kind && o["status"] == status)
-                .and_then(|o| o.get("lastTransitionTime").cloned())
-                .unwrap_or_else(|| json!(now));
-            json!({"type": c.kind, "status": status, "lastTransitionTime": since,
-                "reason": c.reason, "message": c.message})
-        })
-        .collect()
-}
-
-fn old_conditions(hpa: &Value) -> Vec<Value> {
-    hpa.pointer("/metadata/annotations")
-        .and_then(|a| a.get(CONDITIONS_ANNOTATION))
-        .and_then(Value::as_str)
-        .and_then(|s| serde_json::from_str::<Vec<Value>>(s).ok())
-        .unwrap_or_default()
+    Ok((min, max))
 }
 
 impl Autoscaler {
@@ -217,42 +141,50 @@ impl Autoscaler {
             config,
             metrics,
             clock,
-            stabilizer: Mutex::new(Stabilizer::default()),
+            history: Mutex::new(History::default()),
         }
     }
 
-    fn stabilizer(&self) -> std::sync::MutexGuard<'_, Stabilizer> {
-        self.stabilizer.lock().unwrap_or_else(|e| e.into_inner())
+    fn history(&self) -> std::sync::MutexGuard<'_, History> {
+        self.history.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn behavior(&self, spec: &v2::HorizontalPodAutoscalerSpec) -> Option<Behavior> {
+        spec.behavior
+            .as_ref()
+            .map(|b| Behavior::from_spec(b, self.config.downscale_stabilization))
     }
 
     /// Read the target's scale and its pods' usage, and decide.
     async fn evaluate(
         &self,
         key: &str,
-        hpa: &Value,
+        hpa: &v2::HorizontalPodAutoscaler,
         ns: &str,
         ctx: &Context,
     ) -> Result<Evaluation, ReconcileError> {
         let mut ev = Evaluation::default();
-        let spec = match spec_of(hpa) {
-            Ok(s) => s,
+        let spec = hpa.spec.clone();
+        let (min, max) = match bounds(&spec) {
+            Ok(b) => b,
             Err(msg) => {
                 ev.set("ScalingActive", false, "InvalidSpec", msg.clone());
                 ev.warn("InvalidSpec", msg);
                 return Ok(ev);
             }
         };
-        let target_ref = hpa.pointer("/spec/scaleTargetRef").unwrap_or(&Value::Null);
-        let kind = target_ref.get("kind").and_then(Value::as_str).unwrap_or("");
-        let name = target_ref.get("name").and_then(Value::as_str).unwrap_or("");
-        let group = target_ref
-            .get("apiVersion")
-            .and_then(Value::as_str)
+        let target = &spec.scale_target_ref;
+        let group = target
+            .api_version
+            .as_deref()
             .and_then(|v| v.rsplit_once('/').map(|(g, _)| g))
             .unwrap_or("");
-        let scale = match self.read_scale(ctx, kind, group, name, ns).await? {
+        let scale = match self
+            .read_scale(ctx, &target.kind, group, &target.name, ns)
+            .await?
+        {
             Ok((resource, scale)) => {
-                ev.target = Some((resource, name.to_string()));
+                ev.target = Some((resource, target.name.clone()));
                 scale
             }
             Err(detail) => {
@@ -273,10 +205,11 @@ impl Autoscaler {
         let current = scale
             .pointer("/spec/replicas")
             .and_then(Value::as_i64)
-            .unwrap_or(0);
+            .unwrap_or(0) as i32;
         ev.current = Some(current);
         if current == 0 {
             ev.desired = Some(0);
+            ev.metrics = Some(Vec::new());
             ev.set(
                 "ScalingActive",
                 false,
@@ -285,14 +218,15 @@ impl Autoscaler {
             );
             return Ok(ev);
         }
-        if current > spec.max {
-            ev.desired = Some(spec.max);
-            ev.rescale = Some("Current number of replicas above Spec.MaxReplicas".into());
-            return Ok(ev);
-        }
-        if current < spec.min {
-            ev.desired = Some(spec.min);
-            ev.rescale = Some("Current number of replicas below Spec.MinReplicas".into());
+        if current > max || current < min {
+            let (desired, why) = if current > max {
+                (max, "Current number of replicas above Spec.MaxReplicas")
+            } else {
+                (min, "Current number of replicas below Spec.MinReplicas")
+            };
+            ev.desired = Some(desired);
+            ev.metrics = Some(Vec::new());
+            ev.rescale = Some(why.into());
             return Ok(ev);
         }
         let selector = scale
@@ -301,75 +235,134 @@ impl Autoscaler {
             .filter(|s| !s.is_empty())
             .and_then(|s| LabelSelector::parse(s).ok());
         let Some(selector) = selector else {
-            let msg = "the HPA target's scale is missing a selector".to_string();
-            ev.set("ScalingActive", false, "InvalidSelector", msg.clone());
+            ev.set(
+                "ScalingActive",
+                false,
+                "InvalidSelector",
+                "the HPA target's scale is missing a selector".into(),
+            );
             ev.warn("SelectorRequired", "selector is required".into());
-            ev.desired = Some(current);
             return Ok(ev);
         };
-        let samples = self.samples(ctx, ns, &selector);
-        let proposal = match calc::desired_replicas(
-            current as i32,
-            spec.target_percent as i32,
-            &samples,
-        ) {
-            Ok(p) => p,
-            Err(e) => {
-                let detail = format!("failed to get cpu utilization: {e}");
+
+        let behavior = self.behavior(&spec);
+        let tolerances = Tolerances {
+            down: behavior
+                .as_ref()
+                .and_then(|b| b.down.tolerance)
+                .unwrap_or(calc::TOLERANCE),
+            up: behavior
+                .as_ref()
+                .and_then(|b| b.up.tolerance)
+                .unwrap_or(calc::TOLERANCE),
+        };
+        let metrics = spec.metrics.clone().unwrap_or_default();
+        let pods: Vec<Arc<Value>> = ctx
+            .cache("pods")
+            .list_namespace(ns)
+            .into_iter()
+            .filter(|p| selector.matches_object(p))
+            .collect();
+        let usage: HashMap<String, PodUsage> = self
+            .metrics
+            .pods(Some(ns))
+            .into_iter()
+            .filter(|p| selector.matches(&p.labels))
+            .map(|p| (p.name.clone(), p))
+            .collect();
+        let mut statuses = Vec::with_capacity(metrics.len());
+        let mut best: Option<(i32, String)> = None;
+        let mut first_error: Option<MetricError> = None;
+        let mut invalid = 0;
+        for m in &metrics {
+            match compute_metric(m, current, &pods, &usage, tolerances) {
+                Ok((replicas, status, name)) => {
+                    statuses.push(status);
+                    if best.as_ref().is_none_or(|(r, _)| replicas > *r) {
+                        best = Some((replicas, name));
+                    }
+                }
+                Err(e) => {
+                    statuses.push(v2::MetricStatus::default());
+                    ev.warn(e.reason, e.detail.clone());
+                    invalid += 1;
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        ev.metrics = Some(statuses);
+        let proposal = match (best, first_error) {
+            (Some((replicas, name)), err) if err.is_none() || replicas >= current => {
+                (replicas, name)
+            }
+            (_, err) => {
+                // Every metric failed, or the ones left would scale down on partial data.
+                let e = err.unwrap_or(MetricError {
+                    reason: "FailedGetResourceMetric",
+                    detail: "no metrics".into(),
+                    wrapped: "no metrics".into(),
+                });
                 ev.set(
                     "ScalingActive",
                     false,
-                    "FailedGetResourceMetric",
-                    format!("the HPA was unable to compute the replica count: {detail}"),
+                    e.reason,
+                    format!(
+                        "the HPA was unable to compute the replica count: {}",
+                        e.detail
+                    ),
                 );
-                ev.warn("FailedGetResourceMetric", detail.clone());
                 ev.warn(
                     "FailedComputeMetricsReplicas",
-                    format!("invalid metrics (1 invalid out of 1), first error is: failed to get cpu resource metric value: {detail}"),
+                    format!(
+                        "invalid metrics ({invalid} invalid out of {}), first error is: {}",
+                        metrics.len(),
+                        e.wrapped
+                    ),
                 );
-                ev.desired = Some(current);
                 return Ok(ev);
             }
         };
-        ev.utilization = Some(proposal.utilization);
+        let (recommended, metric_name) = proposal;
         ev.set(
             "ScalingActive",
             true,
             "ValidMetricFound",
             format!(
-                "the HPA was able to successfully calculate a replica count from {METRIC_NAME}"
+                "the HPA was able to successfully calculate a replica count from {metric_name}"
             ),
         );
-        let stabilized = self.stabilizer().stabilize(
+        let reason = if recommended > current {
+            Some(format!("{metric_name} above target"))
+        } else if recommended < current {
+            Some("All metrics below target".to_string())
+        } else {
+            None
+        };
+        let decision = self.history().normalize(
             key,
             self.clock.now(),
+            behavior.as_ref(),
             self.config.downscale_stabilization,
-            proposal.replicas,
+            current,
+            recommended,
+            min,
+            max,
         );
-        if stabilized != proposal.replicas {
-            ev.set("AbleToScale", true, "ScaleDownStabilized",
-                "recent recommendations were higher than current one, applying the highest recent recommendation".into());
-        } else {
-            ev.set(
-                "AbleToScale",
-                true,
-                "ReadyForNewScale",
-                "recommended size matches current size".into(),
-            );
-        }
-        let limit = calc::clamp(current as i32, stabilized, spec.min as i32, spec.max as i32);
+        ev.set(
+            "AbleToScale",
+            true,
+            decision.able_reason,
+            decision.able_message.into(),
+        );
         ev.set(
             "ScalingLimited",
-            limit.limited,
-            limit.reason,
-            limit.message.into(),
+            decision.limited,
+            decision.limit_reason,
+            decision.limit_message.into(),
         );
-        let desired = i64::from(limit.replicas);
-        ev.desired = Some(desired);
-        if desired > current {
-            ev.rescale = Some(format!("{METRIC_NAME} above target"));
-        } else if desired < current {
-            ev.rescale = Some("All metrics below target".into());
+        ev.desired = Some(decision.replicas);
+        if decision.replicas != current {
+            ev.rescale = reason.or_else(|| Some("All metrics below target".into()));
         }
         Ok(ev)
     }
@@ -384,7 +377,11 @@ impl Autoscaler {
         name: &str,
         ns: &str,
     ) -> Result<Result<(&'static str, Value), String>, ReconcileError> {
-        let Some(info) = resources::by_kind(kind).filter(|r| r.group == group) else {
+        // By group and kind among the stored resources, so that a kind of the same name
+        // in another group (a custom resource) is never taken for this one.
+        let Some(info) = resources::registry().find(|r| {
+            r.kind == kind && r.group == group && r.storage == resources::Storage::Stored
+        }) else {
             return Ok(Err(format!(
                 "no matches for kind \"{kind}\" in group \"{group}\""
             )));
@@ -406,45 +403,23 @@ impl Autoscaler {
         }
     }
 
-    /// The target's pods with their requests and measured usage.
-    fn samples(&self, ctx: &Context, ns: &str, selector: &LabelSelector) -> Vec<PodSample> {
-        let usage: HashMap<String, (String, u64)> = self
-            .metrics
-            .pods(Some(ns))
-            .into_iter()
-            .filter(|p| selector.matches(&p.labels))
-            .map(|p| {
-                let millis = p.cpu_nanocores() / 1_000_000;
-                (p.name, (p.uid, millis))
-            })
-            .collect();
-        ctx.cache("pods")
-            .list_namespace(ns)
-            .into_iter()
-            .filter(|p| selector.matches_object(p))
-            .map(|p| {
-                let name = meta::name(&p).unwrap_or_default().to_string();
-                let uid = meta::uid(&p).unwrap_or_default();
-                let cpu_usage_millis = usage.get(&name).filter(|(u, _)| u == uid).map(|(_, m)| *m);
-                PodSample {
-                    cpu_request_millis: cpu_request_millis(&p),
-                    state: pod_state(&p),
-                    name,
-                    cpu_usage_millis,
-                }
-            })
-            .collect()
-    }
-
     /// Scale the target; the outcome becomes a condition and an event.
-    async fn rescale(&self, ctx: &Context, hpa: &Value, ns: &str, ev: &mut Evaluation) -> bool {
+    async fn rescale(
+        &self,
+        ctx: &Context,
+        key: &str,
+        hpa: &Value,
+        spec: &v2::HorizontalPodAutoscalerSpec,
+        ns: &str,
+        ev: &mut Evaluation,
+    ) -> bool {
         let (Some(reason), Some(desired), Some((resource, name))) =
             (ev.rescale.clone(), ev.desired, ev.target.clone())
         else {
             return false;
         };
         let patch = json!({"spec": {"replicas": desired}});
-        match ctx
+        let result = ctx
             .client
             .patch(
                 resource,
@@ -454,8 +429,8 @@ impl Autoscaler {
                 PatchType::Merge,
                 patch,
             )
-            .await
-        {
+            .await;
+        match result {
             Ok(_) => {
                 ev.set(
                     "AbleToScale",
@@ -463,14 +438,19 @@ impl Autoscaler {
                     "SucceededRescale",
                     format!("the HPA controller was able to update the target scale to {desired}"),
                 );
+                let message = format!("New size: {desired}; reason: {reason}");
                 ctx.recorder
-                    .normal(
-                        hpa,
-                        "SuccessfulRescale",
-                        &format!("New size: {desired}; reason: {reason}"),
-                    )
+                    .normal(hpa, "SuccessfulRescale", &message)
                     .await;
-                tracing::info!(hpa = %key_of(hpa), replicas = desired, reason = %reason, "rescaled");
+                let previous = ev.current.unwrap_or(0);
+                self.history().record_scale(
+                    key,
+                    self.clock.now(),
+                    self.behavior(spec).as_ref(),
+                    previous,
+                    desired,
+                );
+                tracing::info!(hpa = %key, replicas = desired, reason = %reason, "rescaled");
                 true
             }
             Err(e) => {
@@ -480,94 +460,98 @@ impl Autoscaler {
                     "FailedUpdateScale",
                     format!("the HPA controller was unable to update the target scale: {e}"),
                 );
-                ctx.recorder
-                    .warning(
-                        hpa,
-                        "FailedRescale",
-                        &format!("New size: {desired}; reason: {reason}; error: {e}"),
-                    )
-                    .await;
+                let message = format!("New size: {desired}; reason: {reason}; error: {e}");
+                ctx.recorder.warning(hpa, "FailedRescale", &message).await;
+                ev.desired = None;
                 false
             }
         }
     }
 
+    /// The status this evaluation leads to.
+    fn next_status(
+        &self,
+        hpa: &v2::HorizontalPodAutoscaler,
+        ev: &Evaluation,
+        scaled: bool,
+    ) -> v2::HorizontalPodAutoscalerStatus {
+        let now = Time(
+            k8s_openapi::jiff::Timestamp::from_second(self.clock.now().timestamp())
+                .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        );
+        let mut status = hpa.status.clone().unwrap_or_default();
+        if let Some(c) = ev.current {
+            status.current_replicas = Some(c);
+        }
+        if let Some(d) = ev.desired {
+            // Not rescaled, the desired count is the current one.
+            status.desired_replicas = if scaled { d } else { ev.current.unwrap_or(d) };
+        }
+        if let Some(m) = &ev.metrics {
+            status.current_metrics = (!m.is_empty()).then(|| m.clone());
+        }
+        if scaled {
+            status.last_scale_time = Some(now.clone());
+        }
+        status.observed_generation = hpa.metadata.generation.or(Some(1));
+        let conditions = status.conditions.get_or_insert_with(Vec::new);
+        for c in &ev.conditions {
+            let state = if c.status { "True" } else { "False" };
+            let pos = conditions.iter().position(|o| o.type_ == c.kind);
+            let slot = match pos {
+                Some(i) => &mut conditions[i],
+                None => {
+                    conditions.push(v2::HorizontalPodAutoscalerCondition {
+                        type_: c.kind.into(),
+                        ..Default::default()
+                    });
+                    conditions.last_mut().expect("just pushed")
+                }
+            };
+            // A condition keeps its transition time while its status stays the same.
+            if slot.status != state {
+                slot.last_transition_time = Some(now.clone());
+            }
+            slot.status = state.into();
+            slot.reason = Some(c.reason.into());
+            slot.message = Some(c.message.clone());
+        }
+        status
+    }
+
     async fn write_status(
         &self,
         ctx: &Context,
-        hpa: &Value,
+        hpa: &v2::HorizontalPodAutoscaler,
         ns: &str,
-        ev: &Evaluation,
-        scaled: bool,
+        status: v2::HorizontalPodAutoscalerStatus,
     ) -> Result<(), ReconcileError> {
-        let name = meta::name(hpa).unwrap_or_default();
-        let now = self.clock.now();
-        let stamp = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        let old = old_conditions(hpa);
-        let conditions = conditions_json(&ev.conditions, &old, &stamp);
-        if conditions != old {
-            let text = serde_json::to_string(&conditions).unwrap_or_default();
-            let patch = json!({"metadata": {"annotations": {CONDITIONS_ANNOTATION: text}}});
-            match ctx
-                .client
-                .patch(
-                    "horizontalpodautoscalers",
-                    Some(ns),
-                    name,
-                    None,
-                    PatchType::Merge,
-                    patch,
-                )
-                .await
-            {
-                Ok(_) | Err(ApiError::NotFound { .. }) => {}
-                // A stored HPA that no longer validates cannot be written at all; its
-                // Event already says why, and retrying would not help.
-                Err(e @ ApiError::Invalid { .. }) => {
-                    tracing::warn!(hpa = %key_of(hpa), error = %e, "conditions not written");
-                    return Ok(());
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let old_status = hpa.get("status").cloned().unwrap_or(json!({}));
-        let last_scale = if scaled {
-            json!(stamp)
-        } else {
-            old_status
-                .get("lastScaleTime")
-                .cloned()
-                .unwrap_or(Value::Null)
-        };
-        let status = json!({
-            "observedGeneration": hpa.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
-            "currentReplicas": ev.current.unwrap_or(0),
-            "desiredReplicas": ev.desired.or(ev.current).unwrap_or(0),
-            "currentCPUUtilizationPercentage": ev.utilization,
-            "lastScaleTime": last_scale,
-        });
-        let unchanged = status.as_object().is_some_and(|s| {
-            s.iter()
-                .all(|(k, v)| old_status.get(k).unwrap_or(&Value::Null) == v)
-        });
-        if unchanged {
+        if hpa.status.as_ref() == Some(&status) {
             return Ok(());
+        }
+        let name = hpa.metadata.name.as_deref().unwrap_or_default();
+        let mut body = serde_json::to_value(&status).unwrap_or(json!({}));
+        if status.current_metrics.is_none() {
+            // A merge patch keeps what it does not mention: clear it explicitly.
+            body["currentMetrics"] = Value::Null;
         }
         match ctx
             .client
             .patch(
-                "horizontalpodautoscalers",
+                HPAS,
                 Some(ns),
                 name,
                 Some("status"),
                 PatchType::Merge,
-                json!({"status": status}),
+                json!({"status": body}),
             )
             .await
         {
             Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),
+            // A stored HPA that no longer validates cannot be written at all; its Event
+            // already says why, and retrying would not help.
             Err(e @ ApiError::Invalid { .. }) => {
-                tracing::warn!(hpa = %key_of(hpa), error = %e, "status not written");
+                tracing::warn!(hpa = %format!("{ns}/{name}"), error = %e, "status not written");
                 Ok(())
             }
             Err(e) => Err(e.into()),
@@ -582,19 +566,16 @@ impl Reconciler for Autoscaler {
     }
 
     fn informers(&self) -> Vec<InformerSpec> {
-        vec![
-            InformerSpec::all("horizontalpodautoscalers"),
-            InformerSpec::all("pods"),
-        ]
+        vec![InformerSpec::all(HPAS), InformerSpec::all("pods")]
     }
 
     fn keys_for(&self, resource: &str, change: &Change, _ctx: &Context) -> Vec<String> {
-        if resource != "horizontalpodautoscalers" {
+        if resource != HPAS {
             // Pods are read at each sync period; their every change is no reason to act.
             return Vec::new();
         }
-        // Our own status and condition writes come back as changes; only a new or
-        // re-specified HPA needs an evaluation before the next period.
+        // Our own status writes come back as changes; only a new or re-specified HPA
+        // needs an evaluation before the next period.
         let respecified = change.kind != EventKind::Modified
             || change
                 .old
@@ -612,24 +593,28 @@ impl Reconciler for Autoscaler {
     }
 
     async fn reconcile(&self, key: &str, ctx: &Context) -> Result<Action, ReconcileError> {
-        let Some(hpa) = ctx.cache("horizontalpodautoscalers").get(key) else {
-            self.stabilizer().forget(key);
+        let Some(raw) = ctx.cache(HPAS).get(key) else {
+            self.history().forget(key);
             return Ok(Action::Done);
         };
         // Decisions need the target's pods; before the first list they look absent.
         if !ctx.caches_synced() {
             return Ok(Action::RequeueAfter(Duration::from_millis(200)));
         }
+        let Some(hpa) = typed::<v2::HorizontalPodAutoscaler>(&raw) else {
+            tracing::warn!(hpa = %key, "not an autoscaling/v2 HorizontalPodAutoscaler");
+            return Ok(Action::Done);
+        };
         let (ns, _) = split_key(key);
         let ns = ns.unwrap_or("default");
         let mut ev = self.evaluate(key, &hpa, ns, ctx).await?;
-        for (warning, reason, message) in std::mem::take(&mut ev.events) {
-            if warning {
-                ctx.recorder.warning(&hpa, reason, &message).await;
-            }
+        for (reason, message) in std::mem::take(&mut ev.warnings) {
+            ctx.recorder.warning(&raw, reason, &message).await;
         }
-        let scaled = self.rescale(ctx, &hpa, ns, &mut ev).await;
-        self.write_status(ctx, &hpa, ns, &ev, scaled).await?;
+        let spec = hpa.spec.clone();
+        let scaled = self.rescale(ctx, key, &raw, &spec, ns, &mut ev).await;
+        let status = self.next_status(&hpa, &ev, scaled);
+        self.write_status(ctx, &hpa, ns, status).await?;
         Ok(Action::Done)
     }
 }
@@ -639,57 +624,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn min_above_max_is_reported_not_acted_on() {
-        let hpa = json!({"spec": {"minReplicas": 5, "maxReplicas": 2}});
-        let err = spec_of(&hpa).err().expect("invalid");
-        assert!(err.contains("maxReplicas (2)"), "{err}");
-        let ok = spec_of(&json!({"spec": {"maxReplicas": 3}})).expect("valid");
-        assert_eq!((ok.min, ok.max, ok.target_percent), (1, 3, 80));
-    }
-
-    #[test]
-    fn cpu_requests_add_up_over_containers_and_name_the_one_missing() {
-        let pod = json!({"spec": {"containers": [
-            {"name": "a", "resources": {"requests": {"cpu": "100m"}}},
-            {"name": "b", "resources": {"requests": {"cpu": "0.5"}}}]}});
-        assert_eq!(cpu_request_millis(&pod), Ok(600));
-        let pod = json!({"spec": {"containers": [
-            {"name": "a", "resources": {"requests": {"cpu": "100m"}}},
-            {"name": "b", "resources": {"requests": {"memory": "1Mi"}}}]}});
-        assert_eq!(cpu_request_millis(&pod), Err("b".to_string()));
-    }
-
-    #[test]
-    fn pods_are_ready_unready_or_ignored() {
-        let ready = json!({"status": {"phase": "Running",
-            "conditions": [{"type": "Ready", "status": "True"}]}});
-        let starting = json!({"status": {"phase": "Running",
-            "conditions": [{"type": "Ready", "status": "False"}]}});
-        let deleting = json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"},
-            "status": {"phase": "Running"}});
-        assert_eq!(pod_state(&ready), PodState::Ready);
-        assert_eq!(pod_state(&starting), PodState::Unready);
-        assert_eq!(pod_state(&json!({})), PodState::Unready);
-        assert_eq!(pod_state(&deleting), PodState::Ignored);
-    }
-
-    #[test]
-    fn a_condition_keeps_its_transition_time_while_its_status_holds() {
-        let old = vec![json!({"type": "AbleToScale", "status": "True",
-            "lastTransitionTime": "T0", "reason": "SucceededGetScale", "message": "m"})];
-        let cond = |status| Condition {
-            kind: "AbleToScale",
-            status,
-            reason: "ReadyForNewScale",
-            message: "x".into(),
+    fn bounds_of_an_inverted_hpa_are_reported_not_acted_on() {
+        let spec = v2::HorizontalPodAutoscalerSpec {
+            min_replicas: Some(5),
+            max_replicas: 2,
+            ..Default::default()
         };
-        assert_eq!(
-            conditions_json(&[cond(true)], &old, "T1")[0]["lastTransitionTime"],
-            "T0"
-        );
-        assert_eq!(
-            conditions_json(&[cond(false)], &old, "T1")[0]["lastTransitionTime"],
-            "T1"
-        );
+        assert!(bounds(&spec).unwrap_err().contains("maxReplicas (2)"));
     }
 }

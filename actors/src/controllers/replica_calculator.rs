@@ -1,21 +1,20 @@
-//! The autoscaler's arithmetic, free of I/O so that it can be tested with a fake clock:
-//! desired replicas from CPU usage against requests (Kubernetes' replica calculator), the
-//! scale-down stabilisation window, and clamping to the HPA's bounds.
+//! The autoscaler's metric arithmetic, free of I/O (Kubernetes' replica calculator):
+//! desired replicas from the pods' usage of a resource, either as a utilisation of their
+//! requests or as an average value, with the tolerance around the target in which
+//! nothing changes, and the rules for pods that are unready or have no metrics.
+//! Values are in thousandths of the resource's unit (millicores, millibytes), as
+//! Kubernetes computes them.
 
-use std::collections::HashMap;
-use std::time::Duration;
-
-use chrono::{DateTime, Utc};
-
-/// Usage within this fraction of the target counts as on target: no change.
+/// Usage within this fraction of the target counts as on target: no change
+/// (`--horizontal-pod-autoscaler-tolerance`).
 pub const TOLERANCE: f64 = 0.1;
 
 /// How a pod takes part in the calculation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PodState {
-    /// Running and Ready: its usage counts.
+    /// Its usage counts.
     Ready,
-    /// Pending, or not (yet) Ready: its usage is not trusted for a scale-up.
+    /// Pending, or (for CPU) not yet Ready: its usage is not trusted for a scale-up.
     Unready,
     /// Being deleted, or finished: left out entirely.
     Ignored,
@@ -26,409 +25,410 @@ pub enum PodState {
 pub struct PodSample {
     pub name: String,
     pub state: PodState,
-    /// Sum of its containers' CPU requests; `Err(container)` names a container without one.
-    pub cpu_request_millis: Result<u64, String>,
-    /// Measured CPU, when the metrics have this pod.
-    pub cpu_usage_millis: Option<u64>,
+    /// The request of the measured resource (milli-units); `Err(container)` names a
+    /// container without one. Only a utilisation target needs it.
+    pub request: Result<i64, String>,
+    /// Measured usage (milli-units), when the metrics have this pod.
+    pub usage: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CalcError {
     #[error("no pods returned by selector while calculating replica count")]
     NoPods,
-    #[error("missing request for cpu in container {container} of Pod {pod}")]
-    MissingRequest { pod: String, container: String },
+    #[error("missing request for {resource} in container {container} of Pod {pod}")]
+    MissingRequest {
+        resource: String,
+        pod: String,
+        container: String,
+    },
     #[error("did not receive metrics for targeted pods (pods might be unready)")]
     NoMetrics,
+    #[error("no metrics returned matched known pods")]
+    NoRequests,
 }
 
-/// What the metrics say.
+/// The band around the target in which nothing changes, per direction (an HPA's
+/// `behavior.scaleUp.tolerance` / `scaleDown.tolerance`, else the controller's).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tolerances {
+    pub down: f64,
+    pub up: f64,
+}
+
+impl Default for Tolerances {
+    fn default() -> Self {
+        Tolerances {
+            down: TOLERANCE,
+            up: TOLERANCE,
+        }
+    }
+}
+
+impl Tolerances {
+    fn is_within(&self, ratio: f64) -> bool {
+        (1.0 - self.down) <= ratio && ratio <= (1.0 + self.up)
+    }
+}
+
+/// What a utilisation target's metrics say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Proposal {
     pub replicas: i32,
-    /// Average utilisation of the measured, ready pods (percent of request).
+    /// Average utilisation of the measured pods (percent of request, truncated).
     pub utilization: i32,
+    /// Their average usage (milli-units).
+    pub average: i64,
 }
 
-/// Total usage over total request, as an integer percentage (Kubernetes truncates it the
-/// same way), and its ratio to the target.
-fn utilization(samples: &[(u64, u64)], target: i32) -> Option<(f64, i32)> {
-    let usage: u64 = samples.iter().map(|(u, _)| u).sum();
-    let request: u64 = samples.iter().map(|(_, r)| r).sum();
-    if request == 0 {
-        return None;
+/// The pods by how they take part: measured ones in name order, then the rest.
+struct Groups<'a> {
+    measured: Vec<&'a PodSample>,
+    unready: Vec<&'a PodSample>,
+    missing: Vec<&'a PodSample>,
+}
+
+fn group(pods: &[PodSample]) -> Groups<'_> {
+    let mut g = Groups {
+        measured: Vec::new(),
+        unready: Vec::new(),
+        missing: Vec::new(),
+    };
+    for p in pods {
+        match (p.state, p.usage) {
+            (PodState::Ignored, _) => {}
+            (PodState::Unready, _) => g.unready.push(p),
+            (PodState::Ready, None) => g.missing.push(p),
+            (PodState::Ready, Some(_)) => g.measured.push(p),
+        }
     }
-    let percent = (usage * 100 / request) as i32;
-    Some((f64::from(percent) / f64::from(target.max(1)), percent))
+    g
 }
 
-/// Desired replicas for a CPU utilisation target, following Kubernetes' replica calculator:
-/// within the tolerance nothing changes; pods without metrics count as using their whole
-/// request on a scale-down and nothing on a scale-up; unready pods count as using nothing
-/// on a scale-up; and a correction that would flip the direction of the change is dropped.
-pub fn desired_replicas(
-    current_replicas: i32,
+/// Desired replicas for a utilisation target (`GetResourceReplicas`): within the
+/// tolerance nothing changes; on a scale-down pods without metrics count as using their
+/// whole request (or the target, if above 100%), on a scale-up nothing; on a scale-up
+/// unready pods count as using nothing; a correction that flips the direction of the
+/// change is dropped.
+pub fn utilization_replicas(
+    resource: &str,
+    current: i32,
     target_percent: i32,
     pods: &[PodSample],
+    tolerances: Tolerances,
 ) -> Result<Proposal, CalcError> {
     if pods.is_empty() {
         return Err(CalcError::NoPods);
     }
-    let mut requests = HashMap::new();
+    let g = group(pods);
+    let request = |p: &PodSample| p.request.clone().unwrap_or(0);
     for p in pods {
-        match &p.cpu_request_millis {
-            Ok(r) => requests.insert(p.name.as_str(), *r),
-            Err(container) => {
-                return Err(CalcError::MissingRequest {
-                    pod: p.name.clone(),
-                    container: container.clone(),
-                })
-            }
-        };
-    }
-    let counted: Vec<&PodSample> = pods
-        .iter()
-        .filter(|p| p.state != PodState::Ignored)
-        .collect();
-    let ready: Vec<&PodSample> = counted
-        .iter()
-        .copied()
-        .filter(|p| p.state == PodState::Ready && p.cpu_usage_millis.is_some())
-        .collect();
-    let unready: Vec<&PodSample> = counted
-        .iter()
-        .copied()
-        .filter(|p| p.state == PodState::Unready)
-        .collect();
-    let missing: Vec<&PodSample> = counted
-        .iter()
-        .copied()
-        .filter(|p| p.state == PodState::Ready && p.cpu_usage_millis.is_none())
-        .collect();
-    let request_of = |p: &PodSample| requests.get(p.name.as_str()).copied().unwrap_or(0);
-    let mut samples: Vec<(u64, u64)> = ready
-        .iter()
-        .map(|p| (p.cpu_usage_millis.unwrap_or(0), request_of(p)))
-        .collect();
-    if samples.is_empty() {
-        return Err(CalcError::NoMetrics);
-    }
-    let (ratio, percent) = utilization(&samples, target_percent).ok_or(CalcError::NoMetrics)?;
-    let scale_up_with_unready = !unready.is_empty() && ratio > 1.0;
-    if !scale_up_with_unready && missing.is_empty() {
-        if (1.0 - ratio).abs() <= TOLERANCE {
-            return Ok(Proposal {
-                replicas: current_replicas,
-                utilization: percent,
+        if let Err(container) = &p.request {
+            return Err(CalcError::MissingRequest {
+                resource: resource.to_string(),
+                pod: p.name.clone(),
+                container: container.clone(),
             });
         }
-        return Ok(Proposal {
-            replicas: (ratio * ready.len() as f64).ceil() as i32,
-            utilization: percent,
-        });
     }
-    // Fill in the pods we could not measure, in the direction that moves least.
-    for p in &missing {
+    if g.measured.is_empty() {
+        return Err(CalcError::NoMetrics);
+    }
+    let mut samples: Vec<(i64, i64)> = g
+        .measured
+        .iter()
+        .map(|p| (p.usage.unwrap_or(0), request(p)))
+        .collect();
+    let ratio_of = |samples: &[(i64, i64)]| -> Result<(f64, i32, i64), CalcError> {
+        let usage: i64 = samples.iter().map(|(u, _)| u).sum();
+        let requests: i64 = samples.iter().map(|(_, r)| r).sum();
+        if requests == 0 {
+            return Err(CalcError::NoRequests);
+        }
+        let percent = (usage * 100 / requests) as i32;
+        let average = usage / samples.len() as i64;
+        Ok((
+            f64::from(percent) / f64::from(target_percent.max(1)),
+            percent,
+            average,
+        ))
+    };
+    let (ratio, utilization, average) = ratio_of(&samples)?;
+    let proposal = |replicas| Proposal {
+        replicas,
+        utilization,
+        average,
+    };
+    let scale_up_with_unready = !g.unready.is_empty() && ratio > 1.0;
+    if !scale_up_with_unready && g.missing.is_empty() {
+        if tolerances.is_within(ratio) {
+            return Ok(proposal(current));
+        }
+        return Ok(proposal((ratio * g.measured.len() as f64).ceil() as i32));
+    }
+    let fallback = i64::from(target_percent.max(100));
+    for p in &g.missing {
         if ratio < 1.0 {
-            samples.push((request_of(p), request_of(p)));
+            samples.push((request(p) * fallback / 100, request(p)));
         } else if ratio > 1.0 {
-            samples.push((0, request_of(p)));
+            samples.push((0, request(p)));
         }
     }
     if scale_up_with_unready {
-        for p in &unready {
-            samples.push((0, request_of(p)));
+        for p in &g.unready {
+            samples.push((0, request(p)));
         }
     }
-    let (new_ratio, _) = utilization(&samples, target_percent).ok_or(CalcError::NoMetrics)?;
-    let unchanged = Proposal {
-        replicas: current_replicas,
-        utilization: percent,
-    };
-    if (1.0 - new_ratio).abs() <= TOLERANCE
+    let (new_ratio, _, _) = ratio_of(&samples)?;
+    if tolerances.is_within(new_ratio)
         || (ratio < 1.0 && new_ratio > 1.0)
         || (ratio > 1.0 && new_ratio < 1.0)
     {
-        return Ok(unchanged);
+        return Ok(proposal(current));
     }
     let replicas = (new_ratio * samples.len() as f64).ceil() as i32;
-    if (new_ratio < 1.0 && replicas > current_replicas)
-        || (new_ratio > 1.0 && replicas < current_replicas)
-    {
-        return Ok(unchanged);
+    if (new_ratio < 1.0 && replicas > current) || (new_ratio > 1.0 && replicas < current) {
+        return Ok(proposal(current));
     }
-    Ok(Proposal {
-        replicas,
-        utilization: percent,
-    })
+    Ok(proposal(replicas))
 }
 
-/// Recent recommendations per autoscaler: a scale-down takes the highest recommendation
-/// of the window, so one quiet sample does not remove pods that the next busy one needs.
-#[derive(Debug, Default)]
-pub struct Stabilizer {
-    recommendations: HashMap<String, Vec<(DateTime<Utc>, i32)>>,
-}
-
-impl Stabilizer {
-    /// Record `recommended` for `key` at `now` and return the highest recommendation
-    /// within `window` (including this one).
-    pub fn stabilize(
-        &mut self,
-        key: &str,
-        now: DateTime<Utc>,
-        window: Duration,
-        recommended: i32,
-    ) -> i32 {
-        let cutoff = now - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
-        let recs = self.recommendations.entry(key.to_string()).or_default();
-        recs.retain(|(at, _)| *at >= cutoff);
-        let highest = recs.iter().map(|(_, r)| *r).fold(recommended, i32::max);
-        recs.push((now, recommended));
-        highest
+/// Desired replicas for an average value target (`GetRawResourceReplicas` and
+/// `calcPlainMetricReplicas`), and the measured pods' average usage. Pods without
+/// metrics count as on target for a scale-down and idle for a scale-up.
+pub fn average_value_replicas(
+    current: i32,
+    target: i64,
+    pods: &[PodSample],
+    tolerances: Tolerances,
+) -> Result<(i32, i64), CalcError> {
+    if pods.is_empty() {
+        return Err(CalcError::NoPods);
     }
-
-    pub fn forget(&mut self, key: &str) {
-        self.recommendations.remove(key);
+    let g = group(pods);
+    if g.measured.is_empty() {
+        return Err(CalcError::NoMetrics);
     }
-}
-
-/// Why the clamped count is what it is: (condition reason, message), as Kubernetes says it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limit {
-    pub replicas: i32,
-    /// Whether a bound changed the recommendation (the ScalingLimited condition).
-    pub limited: bool,
-    pub reason: &'static str,
-    pub message: &'static str,
-}
-
-/// Clamp a recommendation to `[min, max]`, and to at most double (or 4) the current count
-/// at once, so a bogus spike of usage cannot multiply the pods in one step.
-pub fn clamp(current: i32, desired: i32, min: i32, max: i32) -> Limit {
-    let scale_up_limit = (2 * current).max(4);
-    let (upper, upper_reason, upper_message) = if max > scale_up_limit {
-        (
-            scale_up_limit,
-            "ScaleUpLimit",
-            "the desired replica count is increasing faster than the maximum scale rate",
-        )
-    } else {
-        (
-            max,
-            "TooManyReplicas",
-            "the desired replica count is more than the maximum replica count",
-        )
+    let mut values: Vec<i64> = g.measured.iter().map(|p| p.usage.unwrap_or(0)).collect();
+    let ratio_of = |values: &[i64]| {
+        let average = values.iter().sum::<i64>() / values.len() as i64;
+        (average as f64 / target.max(1) as f64, average)
     };
-    if desired < min {
-        Limit {
-            replicas: min,
-            limited: true,
-            reason: "TooFewReplicas",
-            message: "the desired replica count is less than the minimum replica count",
+    let (ratio, average) = ratio_of(&values);
+    let scale_up_with_unready = !g.unready.is_empty() && ratio > 1.0;
+    if !scale_up_with_unready && g.missing.is_empty() {
+        if tolerances.is_within(ratio) {
+            return Ok((current, average));
         }
-    } else if desired > upper {
-        Limit {
-            replicas: upper,
-            limited: true,
-            reason: upper_reason,
-            message: upper_message,
-        }
-    } else {
-        Limit {
-            replicas: desired,
-            limited: false,
-            reason: "DesiredWithinRange",
-            message: "the desired count is within the acceptable range",
-        }
+        return Ok(((ratio * g.measured.len() as f64).ceil() as i32, average));
     }
+    values.extend(
+        g.missing
+            .iter()
+            .map(|_| if ratio < 1.0 { target } else { 0 }),
+    );
+    if scale_up_with_unready {
+        values.extend(g.unready.iter().map(|_| 0));
+    }
+    let (new_ratio, _) = ratio_of(&values);
+    if tolerances.is_within(new_ratio)
+        || (ratio < 1.0 && new_ratio > 1.0)
+        || (ratio > 1.0 && new_ratio < 1.0)
+    {
+        return Ok((current, average));
+    }
+    let replicas = (new_ratio * values.len() as f64).ceil() as i32;
+    if (new_ratio < 1.0 && replicas > current) || (new_ratio > 1.0 && replicas < current) {
+        return Ok((current, average));
+    }
+    Ok((replicas, average))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A clock the test moves by hand.
-    struct FakeClock(DateTime<Utc>);
+    const T: Tolerances = Tolerances {
+        down: TOLERANCE,
+        up: TOLERANCE,
+    };
 
-    impl FakeClock {
-        fn new() -> Self {
-            FakeClock(
-                DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
-                    .expect("t")
-                    .into(),
-            )
-        }
-        fn now(&self) -> DateTime<Utc> {
-            self.0
-        }
-        fn advance(&mut self, secs: i64) {
-            self.0 += chrono::Duration::seconds(secs);
-        }
-    }
-
-    fn pod(name: &str, state: PodState, request: u64, usage: Option<u64>) -> PodSample {
+    fn pod(name: &str, state: PodState, request: i64, usage: Option<i64>) -> PodSample {
         PodSample {
             name: name.into(),
             state,
-            cpu_request_millis: Ok(request),
-            cpu_usage_millis: usage,
+            request: Ok(request),
+            usage,
         }
     }
 
-    fn ready(name: &str, usage: u64) -> PodSample {
+    fn ready(name: &str, usage: i64) -> PodSample {
         pod(name, PodState::Ready, 100, Some(usage))
+    }
+
+    fn util(current: i32, target: i32, pods: &[PodSample]) -> i32 {
+        utilization_replicas("cpu", current, target, pods, T)
+            .expect("proposal")
+            .replicas
     }
 
     #[test]
     fn usage_over_target_scales_by_the_ratio_rounded_up() {
-        // 2 pods at 150% of request against a 50% target: ratio 3 → 6 pods.
-        let p = desired_replicas(2, 50, &[ready("a", 150), ready("b", 150)]).unwrap();
+        // 2 pods at 150% of request against a 50% target: ratio 3 -> 6 pods.
+        let p = utilization_replicas("cpu", 2, 50, &[ready("a", 150), ready("b", 150)], T).unwrap();
         assert_eq!(
             p,
             Proposal {
                 replicas: 6,
-                utilization: 150
+                utilization: 150,
+                average: 150
             }
         );
         // 1 pod at 80% against 50%: ceil(1.6) = 2.
-        assert_eq!(
-            desired_replicas(1, 50, &[ready("a", 80)]).unwrap().replicas,
-            2
-        );
+        assert_eq!(util(1, 50, &[ready("a", 80)]), 2);
     }
 
     #[test]
-    fn usage_within_ten_percent_of_target_changes_nothing() {
-        let p = desired_replicas(3, 50, &[ready("a", 54), ready("b", 54), ready("c", 54)]).unwrap();
-        assert_eq!(p.replicas, 3);
-        let p = desired_replicas(3, 50, &[ready("a", 46), ready("b", 46), ready("c", 45)]).unwrap();
-        assert_eq!(p.replicas, 3);
-        // Just outside the band it moves.
-        let p = desired_replicas(2, 50, &[ready("a", 60), ready("b", 60)]).unwrap();
-        assert_eq!(p.replicas, 3);
+    fn usage_within_the_tolerance_of_the_target_changes_nothing() {
+        assert_eq!(
+            util(3, 50, &[ready("a", 54), ready("b", 54), ready("c", 54)]),
+            3
+        );
+        assert_eq!(
+            util(3, 50, &[ready("a", 46), ready("b", 46), ready("c", 45)]),
+            3
+        );
+        assert_eq!(util(2, 50, &[ready("a", 60), ready("b", 60)]), 3);
+        // A per-direction tolerance: 20% up is within a 25% scale-up tolerance.
+        let wide = Tolerances {
+            down: 0.1,
+            up: 0.25,
+        };
+        let p =
+            utilization_replicas("cpu", 2, 50, &[ready("a", 60), ready("b", 60)], wide).unwrap();
+        assert_eq!(p.replicas, 2);
     }
 
     #[test]
     fn idle_pods_scale_down_to_what_the_usage_needs() {
-        let p = desired_replicas(3, 50, &[ready("a", 10), ready("b", 10), ready("c", 10)]).unwrap();
         assert_eq!(
-            p,
-            Proposal {
-                replicas: 1,
-                utilization: 10
-            }
+            util(3, 50, &[ready("a", 10), ready("b", 10), ready("c", 10)]),
+            1
         );
     }
 
     #[test]
     fn pods_without_metrics_hold_back_a_scale_down_as_if_fully_used() {
-        // Measured pods idle at 20%; the unmeasured one is assumed at 100% of its request:
-        // (20 + 20 + 100) / 3 = 46.7% against 50% is within tolerance → no change.
+        // (20 + 20 + 100) / 3 = 46.7% against 50% is within tolerance: no change.
         let pods = [
             ready("a", 20),
             ready("b", 20),
             pod("c", PodState::Ready, 100, None),
         ];
-        assert_eq!(desired_replicas(3, 50, &pods).unwrap().replicas, 3);
+        assert_eq!(util(3, 50, &pods), 3);
     }
 
     #[test]
     fn pods_without_metrics_damp_a_scale_up_as_if_idle() {
-        // Measured pod at 200% (ratio 4); the unmeasured one counts 0: (200 + 0) / 2 = 100%
-        // → ratio 2 over 2 pods → 4. With three unmeasured pods the estimate drops to
-        // 200 / 4 = 50%: on target, no change (the measured pod alone would ask for 16).
         let two = [ready("a", 200), pod("b", PodState::Ready, 100, None)];
-        assert_eq!(desired_replicas(2, 50, &two).unwrap().replicas, 4);
+        assert_eq!(util(2, 50, &two), 4);
         let four = [
             ready("a", 200),
             pod("b", PodState::Ready, 100, None),
             pod("c", PodState::Ready, 100, None),
             pod("d", PodState::Ready, 100, None),
         ];
-        assert_eq!(desired_replicas(4, 50, &four).unwrap().replicas, 4);
+        assert_eq!(util(4, 50, &four), 4);
     }
 
     #[test]
     fn unready_pods_count_as_idle_on_a_scale_up_and_are_not_measured() {
-        // One busy ready pod at 300%, two new unready pods (their usage, if any, is not
-        // trusted): (300 + 0 + 0) / 3 = 100% → ratio 2 → 6.
         let pods = [
             ready("a", 300),
             pod("b", PodState::Unready, 100, Some(900)),
             pod("c", PodState::Unready, 100, None),
         ];
-        assert_eq!(desired_replicas(3, 50, &pods).unwrap().replicas, 6);
-        // Scaling down, unready pods are simply left out.
+        assert_eq!(util(3, 50, &pods), 6);
         let pods = [ready("a", 10), pod("b", PodState::Unready, 100, None)];
-        assert_eq!(desired_replicas(2, 50, &pods).unwrap().replicas, 1);
+        assert_eq!(util(2, 50, &pods), 1);
     }
 
     #[test]
     fn deleting_pods_are_ignored() {
         let pods = [ready("a", 100), pod("b", PodState::Ignored, 100, Some(0))];
-        assert_eq!(desired_replicas(2, 50, &pods).unwrap().replicas, 2);
+        assert_eq!(util(2, 50, &pods), 2);
     }
 
     #[test]
-    fn a_container_without_a_cpu_request_is_an_error_naming_it() {
+    fn a_container_without_a_request_is_an_error_naming_it() {
         let mut p = ready("web-1", 10);
-        p.cpu_request_millis = Err("httpd".into());
-        let err = desired_replicas(1, 50, &[p]).unwrap_err();
+        p.request = Err("httpd".into());
+        let err = utilization_replicas("cpu", 1, 50, &[p], T).unwrap_err();
         assert_eq!(
-            err.to_string(),
-            "missing request for cpu in container httpd of Pod web-1"
+            err,
+            CalcError::MissingRequest {
+                resource: "cpu".into(),
+                pod: "web-1".into(),
+                container: "httpd".into()
+            }
         );
     }
 
     #[test]
     fn no_pods_or_no_metrics_are_errors() {
-        assert_eq!(desired_replicas(1, 50, &[]), Err(CalcError::NoPods));
-        let pods = [pod("a", PodState::Unready, 100, None)];
-        assert_eq!(desired_replicas(1, 50, &pods), Err(CalcError::NoMetrics));
-    }
-
-    #[test]
-    fn clamping_respects_bounds_and_the_scale_up_rate() {
-        assert_eq!(clamp(1, 10, 1, 3).replicas, 3);
-        assert_eq!(clamp(1, 10, 1, 3).reason, "TooManyReplicas");
-        assert_eq!(clamp(1, 10, 1, 20).replicas, 4);
-        assert_eq!(clamp(1, 10, 1, 20).reason, "ScaleUpLimit");
-        assert_eq!(clamp(5, 10, 1, 20).replicas, 10);
-        assert!(!clamp(5, 10, 1, 20).limited);
-        let low = clamp(3, 0, 2, 5);
         assert_eq!(
-            (low.replicas, low.reason, low.limited),
-            (2, "TooFewReplicas", true)
+            utilization_replicas("cpu", 1, 50, &[], T),
+            Err(CalcError::NoPods)
+        );
+        let pods = [pod("a", PodState::Unready, 100, None)];
+        assert_eq!(
+            utilization_replicas("cpu", 1, 50, &pods, T),
+            Err(CalcError::NoMetrics)
+        );
+        assert_eq!(
+            average_value_replicas(1, 50, &pods, T),
+            Err(CalcError::NoMetrics)
         );
     }
 
     #[test]
-    fn scale_down_waits_for_the_stabilisation_window() {
-        let mut clock = FakeClock::new();
-        let mut s = Stabilizer::default();
-        let window = Duration::from_secs(300);
-        assert_eq!(s.stabilize("ns/web", clock.now(), window, 3), 3);
-        clock.advance(60);
-        // The load is gone: 1 is recommended, but 3 was recommended within the window.
-        assert_eq!(s.stabilize("ns/web", clock.now(), window, 1), 3);
-        clock.advance(200);
-        assert_eq!(s.stabilize("ns/web", clock.now(), window, 1), 3);
-        clock.advance(41);
-        // Over 300 s since the 3: the highest left in the window is 1.
-        assert_eq!(s.stabilize("ns/web", clock.now(), window, 1), 1);
-        // Scale-ups are never held back.
-        assert_eq!(s.stabilize("ns/web", clock.now(), window, 5), 5);
-        // Each autoscaler has its own window.
-        assert_eq!(s.stabilize("ns/other", clock.now(), window, 1), 1);
+    fn an_average_value_target_scales_by_usage_over_target() {
+        const MI: i64 = 1_048_576_000; // 1 MiB in millibytes
+        let at = |usage_mi: i64| pod("p", PodState::Ready, 0, Some(usage_mi * MI));
+        // Two pods averaging 150Mi against 100Mi: ratio 1.5 -> 3.
+        let pods = [at(100), at(200)];
+        let mut named = pods.to_vec();
+        named[1].name = "q".into();
+        assert_eq!(
+            average_value_replicas(2, 100 * MI, &named, T),
+            Ok((3, 150 * MI))
+        );
+        // 95Mi against 100Mi is on target.
+        assert_eq!(
+            average_value_replicas(2, 100 * MI, &[at(95)], T).unwrap().0,
+            2
+        );
+        // No requests are needed for an average value.
+        let mut no_request = at(300);
+        no_request.request = Err("app".into());
+        assert_eq!(
+            average_value_replicas(1, 100 * MI, &[no_request], T)
+                .unwrap()
+                .0,
+            3
+        );
     }
 
     #[test]
-    fn a_zero_window_follows_every_recommendation() {
-        let mut clock = FakeClock::new();
-        let mut s = Stabilizer::default();
-        assert_eq!(s.stabilize("k", clock.now(), Duration::ZERO, 3), 3);
-        clock.advance(1);
-        assert_eq!(s.stabilize("k", clock.now(), Duration::ZERO, 1), 1);
+    fn an_average_value_scale_down_counts_unmeasured_pods_at_the_target() {
+        // One pod at 20 against 100, one unmeasured at the target: (20 + 100) / 2 = 60
+        // -> ratio 0.6 over 2 pods -> 2: it would flip nothing, so 2 stays.
+        let pods = [
+            pod("a", PodState::Ready, 0, Some(20)),
+            pod("b", PodState::Ready, 0, None),
+        ];
+        assert_eq!(average_value_replicas(2, 100, &pods, T).unwrap().0, 2);
+        let alone = [pod("a", PodState::Ready, 0, Some(20))];
+        assert_eq!(average_value_replicas(3, 100, &alone, T).unwrap().0, 1);
     }
 }

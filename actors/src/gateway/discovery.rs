@@ -78,7 +78,7 @@ fn aggregated_response(version: &str, items: Vec<Value>) -> HttpResponse {
 
 pub async fn api_versions(req: HttpRequest) -> HttpResponse {
     if let Some(version) = aggregated_version(&req) {
-        return aggregated_response(version, vec![aggregated_group("", "v1")]);
+        return aggregated_response(version, vec![aggregated_group("", &["v1"])]);
     }
     let server = req.connection_info().host().to_string();
     json_response(
@@ -91,15 +91,21 @@ pub async fn api_versions(req: HttpRequest) -> HttpResponse {
     )
 }
 
-fn group_entry(group: &str, version: &str) -> Value {
-    let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
-    json!({"name": group, "versions": [gv], "preferredVersion": gv})
+/// A group's `APIGroup` entry: its versions, the preferred one first.
+fn group_entry(group: &str, versions: &[&str]) -> Value {
+    let gv =
+        |version: &str| json!({"groupVersion": format!("{group}/{version}"), "version": version});
+    let all: Vec<Value> = versions.iter().map(|v| gv(v)).collect();
+    let preferred = all.first().cloned().unwrap_or(Value::Null);
+    json!({"name": group, "versions": all, "preferredVersion": preferred})
 }
 
-/// Every group version served: the registry's, and the metrics API that is not stored.
-fn all_groups() -> Vec<(&'static str, &'static str)> {
-    let mut groups = resources::groups();
-    groups.push(super::metrics_api::group_version());
+/// Every group served with its versions (preferred first): the registry's, and the
+/// metrics API that is not stored.
+fn all_groups() -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut groups = resources::group_versions();
+    let (group, version) = super::metrics_api::group_version();
+    groups.push((group, vec![version]));
     groups
 }
 
@@ -117,13 +123,13 @@ pub async fn api_groups(req: HttpRequest) -> HttpResponse {
     if let Some(version) = aggregated_version(&req) {
         let items = all_groups()
             .into_iter()
-            .map(|(g, v)| aggregated_group(g, v))
+            .map(|(g, v)| aggregated_group(g, &v))
             .collect();
         return aggregated_response(version, items);
     }
     let groups: Vec<Value> = all_groups()
         .into_iter()
-        .map(|(g, v)| group_entry(g, v))
+        .map(|(g, v)| group_entry(g, &v))
         .collect();
     json_response(
         200,
@@ -136,7 +142,7 @@ pub async fn api_group(path: web::Path<String>) -> HttpResponse {
     let group = path.into_inner();
     match all_groups().into_iter().find(|(g, _)| *g == group) {
         Some((g, v)) => {
-            let mut body = group_entry(g, v);
+            let mut body = group_entry(g, &v);
             body["kind"] = json!("APIGroup");
             body["apiVersion"] = json!("v1");
             json_response(200, &body)
@@ -272,15 +278,22 @@ fn aggregated_resource(info: &ResourceInfo) -> Value {
     e
 }
 
-/// One group in aggregated discovery (`APIGroupDiscovery`), with its one version.
-fn aggregated_group(group: &str, version: &str) -> Value {
-    let resources: Vec<Value> = resources_of(group, version)
-        .into_iter()
-        .map(aggregated_resource)
+/// One group in aggregated discovery (`APIGroupDiscovery`), with its versions in order
+/// of preference.
+fn aggregated_group(group: &str, versions: &[&str]) -> Value {
+    let versions: Vec<Value> = versions
+        .iter()
+        .map(|version| {
+            let resources: Vec<Value> = resources_of(group, version)
+                .into_iter()
+                .map(aggregated_resource)
+                .collect();
+            json!({"version": version, "resources": resources, "freshness": "Current"})
+        })
         .collect();
     json!({
         "metadata": {"name": group, "creationTimestamp": null},
-        "versions": [{"version": version, "resources": resources, "freshness": "Current"}],
+        "versions": versions,
     })
 }
 
@@ -319,7 +332,7 @@ mod tests {
     }
 
     fn aggregated(group: &str, version: &str, name: &str) -> Value {
-        aggregated_group(group, version)["versions"][0]["resources"]
+        aggregated_group(group, &[version])["versions"][0]["resources"]
             .as_array()
             .expect("resources")
             .iter()
@@ -385,6 +398,30 @@ mod tests {
             json!({"group": "autoscaling", "version": "v1", "kind": "Scale"})
         );
         assert_eq!(scale["verbs"], json!(["get", "patch", "update"]));
+    }
+
+    #[test]
+    fn autoscaling_is_one_group_in_two_versions_preferring_v2() {
+        let (_, versions) = all_groups()
+            .into_iter()
+            .find(|(g, _)| *g == "autoscaling")
+            .expect("autoscaling");
+        let entry = group_entry("autoscaling", &versions);
+        assert_eq!(entry["preferredVersion"]["groupVersion"], "autoscaling/v2");
+        assert_eq!(entry["versions"][1]["groupVersion"], "autoscaling/v1");
+        let agg = aggregated_group("autoscaling", &versions);
+        assert_eq!(agg["versions"][0]["version"], "v2");
+        assert_eq!(agg["versions"][1]["version"], "v1");
+        for v in ["v1", "v2"] {
+            let hpa = aggregated("autoscaling", v, "horizontalpodautoscalers");
+            assert_eq!(hpa["responseKind"]["version"], v);
+            assert_eq!(hpa["shortNames"], json!(["hpa"]));
+        }
+        let groups = all_groups();
+        assert_eq!(
+            groups.iter().filter(|(g, _)| *g == "autoscaling").count(),
+            1
+        );
     }
 
     #[test]

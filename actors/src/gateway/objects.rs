@@ -13,7 +13,7 @@ use crate::api::managed_fields::{self, Scope};
 use crate::api::resources::{self, object_key, ResourceInfo};
 use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::api::status::success_status;
-use crate::api::strategy::{Part, ScaleMapping};
+use crate::api::strategy::{self, Part, ScaleMapping};
 use crate::api::validation::{self, FieldError};
 use crate::api::{defaults, meta, patch, quota, ApiError};
 use crate::store::{
@@ -626,7 +626,9 @@ impl Objects {
                     ));
                 }
             }
-            let (mut new, w) = change(&old.value)?;
+            // An object stored in an older version is changed in the current one.
+            let current = strategy::current_form(info.strategy, old.value.clone());
+            let (mut new, w) = change(&current)?;
             *out.lock().unwrap_or_else(|e| e.into_inner()) = w;
             meta::drop_empty_metadata(&mut new);
             if check == Check::Validate {
@@ -634,18 +636,18 @@ impl Objects {
                 info.strategy.default(&mut new);
             }
             if info.name == "services" {
-                this.allocate_service(&mut new, Some(&old.value), &key_owned)?;
+                this.allocate_service(&mut new, Some(&current), &key_owned)?;
             }
-            bump_generation(&old.value, &mut new);
+            bump_generation(&current, &mut new);
             if check == Check::Validate {
-                validate(info, &new, Some(&old.value))?;
+                validate(info, &new, Some(&current))?;
                 opts.admit(&new)?;
-                opts.record_fields(&target, Some(&old.value), &mut new);
+                opts.record_fields(&target, Some(&current), &mut new);
             }
             if opts.dry_run {
                 return Ok(Decision::Keep(new));
             }
-            if new == *old.value {
+            if new == *current {
                 return Ok(Decision::Keep((*old.value).clone()));
             }
             // An object being deleted goes once its last finalizer is removed.
@@ -960,6 +962,7 @@ fn mark_deleting(info: &ResourceInfo, old: &Value, finalizer: Option<&str>) -> D
 /// An object as the resource `info` shows it: the stored form, or for a view (the
 /// events.k8s.io/v1 Events) the stored object converted.
 fn view_of(info: &ResourceInfo, stored: Value) -> Value {
+    let stored = info.strategy.upgrade_stored(&stored).unwrap_or(stored);
     if resources::is_view(info) {
         info.strategy.to_view(stored)
     } else {
@@ -968,6 +971,7 @@ fn view_of(info: &ResourceInfo, stored: Value) -> Value {
 }
 
 fn view_of_arc(info: &ResourceInfo, stored: Arc<Value>) -> Arc<Value> {
+    let stored = strategy::current_form(info.strategy, stored);
     if resources::is_view(info) {
         Arc::new(info.strategy.to_view((*stored).clone()))
     } else {

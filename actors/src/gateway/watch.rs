@@ -97,6 +97,7 @@ impl WatchSpec {
     }
 
     fn encode(&self, kind: EventKind, obj: Arc<Value>) -> Bytes {
+        let obj = crate::api::strategy::current_form(self.info.strategy, obj);
         let obj = if crate::api::resources::is_view(self.info) {
             Arc::new(self.info.strategy.to_view((*obj).clone()))
         } else {

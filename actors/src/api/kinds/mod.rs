@@ -29,7 +29,7 @@ pub mod workload;
 use super::resources::ResourceInfo;
 
 /// The kinds served from the start, in discovery order (core first).
-pub fn builtin() -> [&'static ResourceInfo; 31] {
+pub fn builtin() -> [&'static ResourceInfo; 32] {
     [
         &namespace::INFO,
         &node::INFO,
@@ -52,6 +52,7 @@ pub fn builtin() -> [&'static ResourceInfo; 31] {
         &stateful_set::INFO,
         &controller_revision::INFO,
         &hpa::INFO,
+        &hpa::V1,
         &pod_disruption_budget::INFO,
         &job::INFO,
         &cron_job::INFO,
