@@ -422,6 +422,7 @@ impl Objects {
         defaults::defaults_for_create(info.strategy, &mut obj, ns.as_deref());
         meta::drop_empty_metadata(&mut obj);
         let name = meta::name(&obj).unwrap_or_default().to_string();
+        super::priority::admit_create(&self.store, info.name, &mut obj)?;
         validate(info, &obj, None)?;
         opts.admit(&obj)?;
         opts.record_fields(t, None, &mut obj);
@@ -639,6 +640,7 @@ impl Objects {
             bump_generation(&old.value, &mut new);
             if check == Check::Validate {
                 validate(info, &new, Some(&old.value))?;
+                super::priority::admit_update(&this.store, info.name, &new)?;
                 opts.admit(&new)?;
                 opts.record_fields(&target, Some(&old.value), &mut new);
             }

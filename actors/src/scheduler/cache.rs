@@ -6,12 +6,21 @@
 //! informer later *confirms* the placement (the pod shows up bound), or a failed bind
 //! *forgets* it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
-use super::info::{HostPort, NodeInfo, PodUsage, Resources};
+use super::affinity::PodSelector;
+use super::info::{HostPort, NodeInfo, PodMeta, PodUsage, Resources};
+
+/// Namespace name → its labels (for `namespaceSelector`).
+pub type NamespaceLabels = HashMap<String, BTreeMap<String, String>>;
+
+/// Selectors whose matching pods the cache counts per node, at most: one per workload
+/// is typical; beyond the cap a selector is counted by walking the node's pods.
+const MAX_INDEXED_SELECTORS: usize = 1024;
 
 /// What the pods placed on one node use.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Usage {
     pub requested: Resources,
     pub nonzero: Resources,
@@ -20,10 +29,14 @@ pub struct Usage {
     pub ports: HashMap<HostPort, u32>,
     /// Pods per controlling owner uid, for spreading replicas.
     pub owners: HashMap<String, u32>,
+    /// The pods placed here (labels, namespace, priority, affinity).
+    pub members: Vec<Arc<PodMeta>>,
+    /// Pods here matching each indexed selector, by selector id.
+    pub matched: Vec<u32>,
 }
 
 impl Usage {
-    fn add(&mut self, pod: &PodUsage) {
+    pub fn add(&mut self, pod: &PodUsage) {
         self.requested.add(pod.requests);
         self.nonzero.add(pod.nonzero);
         self.pods += 1;
@@ -33,9 +46,10 @@ impl Usage {
         if let Some(owner) = &pod.owner {
             *self.owners.entry(owner.clone()).or_default() += 1;
         }
+        self.members.push(pod.meta.clone());
     }
 
-    fn remove(&mut self, pod: &PodUsage) {
+    pub fn remove(&mut self, pod: &PodUsage) {
         self.requested.sub(pod.requests);
         self.nonzero.sub(pod.nonzero);
         self.pods -= 1;
@@ -45,6 +59,22 @@ impl Usage {
         if let Some(owner) = &pod.owner {
             decrement(&mut self.owners, owner);
         }
+        if let Some(i) = self.members.iter().position(|m| Arc::ptr_eq(m, &pod.meta)) {
+            self.members.swap_remove(i);
+        }
+    }
+
+    /// Pods here matching the indexed selector `id`.
+    pub fn indexed(&self, id: usize) -> u32 {
+        self.matched.get(id).copied().unwrap_or(0)
+    }
+
+    fn count_selector(&mut self, id: usize, by: i64) {
+        if self.matched.len() <= id {
+            self.matched.resize(id + 1, 0);
+        }
+        let n = &mut self.matched[id];
+        *n = (i64::from(*n) + by).max(0) as u32;
     }
 
     fn is_empty(&self) -> bool {
@@ -80,6 +110,8 @@ struct Placement {
     usage: PodUsage,
     /// Placed by this scheduler and not yet seen bound by the informer.
     assumed: bool,
+    /// The indexed selectors it matches.
+    matched: Vec<usize>,
 }
 
 /// How a node update changed the cache.
@@ -100,6 +132,13 @@ pub struct SchedulerCache {
     /// Usage of pods bound to nodes the cache has no Node object for (yet, or any more).
     orphans: HashMap<String, Usage>,
     pods: HashMap<String, Placement>,
+    /// Selectors counted per node: canonical key → id, and the selectors by id.
+    selector_ids: HashMap<String, usize>,
+    selectors: Vec<PodSelector>,
+    /// Placed pods carrying pod (anti-)affinity terms, and those with required
+    /// anti-affinity (which every incoming pod is checked against): key → node.
+    with_affinity: HashMap<String, String>,
+    with_required_anti: HashMap<String, String>,
 }
 
 impl SchedulerCache {
@@ -190,8 +229,13 @@ impl SchedulerCache {
         let Some(p) = self.pods.remove(key) else {
             return false;
         };
+        self.with_affinity.remove(key);
+        self.with_required_anti.remove(key);
         let usage = self.usage_mut(&p.node);
         usage.remove(&p.usage);
+        for &id in &p.matched {
+            usage.count_selector(id, -1);
+        }
         if usage.is_empty() && !self.index.contains_key(&p.node) {
             self.orphans.remove(&p.node);
         }
@@ -209,15 +253,95 @@ impl SchedulerCache {
 
     fn place(&mut self, key: &str, node: &str, usage: PodUsage, assumed: bool) {
         self.remove_pod(key);
-        self.usage_mut(node).add(&usage);
+        let none = NamespaceLabels::new();
+        let matched: Vec<usize> = (0..self.selectors.len())
+            .filter(|&id| self.selectors[id].matches(&usage.meta, &none))
+            .collect();
+        let u = self.usage_mut(node);
+        u.add(&usage);
+        for &id in &matched {
+            u.count_selector(id, 1);
+        }
+        if let Some(a) = &usage.meta.affinity {
+            self.with_affinity.insert(key.to_string(), node.to_string());
+            if !a.required_anti.is_empty() {
+                self.with_required_anti
+                    .insert(key.to_string(), node.to_string());
+            }
+        }
         self.pods.insert(
             key.to_string(),
             Placement {
                 node: node.to_string(),
                 usage,
                 assumed,
+                matched,
             },
         );
+    }
+
+    /// The id under which the pods matching `selector` are counted per node, registering
+    /// it (and counting the pods already placed) the first time; None when the selector
+    /// cannot be indexed or the index is full.
+    pub fn selector_id(&mut self, selector: &PodSelector) -> Option<usize> {
+        let key = selector.index_key()?;
+        if let Some(&id) = self.selector_ids.get(&key) {
+            return Some(id);
+        }
+        if self.selectors.len() >= MAX_INDEXED_SELECTORS {
+            return None;
+        }
+        let id = self.selectors.len();
+        self.selectors.push(selector.clone());
+        self.selector_ids.insert(key, id);
+        let none = NamespaceLabels::new();
+        let hits: Vec<(String, String)> = self
+            .pods
+            .iter()
+            .filter(|(_, p)| selector.matches(&p.usage.meta, &none))
+            .map(|(k, p)| (k.clone(), p.node.clone()))
+            .collect();
+        for (key, node) in hits {
+            self.usage_mut(&node).count_selector(id, 1);
+            if let Some(p) = self.pods.get_mut(&key) {
+                p.matched.push(id);
+            }
+        }
+        Some(id)
+    }
+
+    /// The placed pods with pod (anti-)affinity terms, with their nodes.
+    pub fn pods_with_affinity(&self) -> impl Iterator<Item = (&str, &PodMeta)> + '_ {
+        self.placed_in(&self.with_affinity)
+    }
+
+    /// The placed pods with required anti-affinity terms, with their nodes.
+    pub fn pods_with_required_anti(&self) -> impl Iterator<Item = (&str, &PodMeta)> + '_ {
+        self.placed_in(&self.with_required_anti)
+    }
+
+    pub fn has_pods_with_affinity(&self) -> bool {
+        !self.with_affinity.is_empty()
+    }
+
+    pub fn has_pods_with_required_anti(&self) -> bool {
+        !self.with_required_anti.is_empty()
+    }
+
+    fn placed_in<'a>(
+        &'a self,
+        keys: &'a HashMap<String, String>,
+    ) -> impl Iterator<Item = (&'a str, &'a PodMeta)> + 'a {
+        keys.iter().filter_map(|(k, node)| {
+            self.pods
+                .get(k)
+                .map(|p| (node.as_str(), p.usage.meta.as_ref()))
+        })
+    }
+
+    /// The placed pod's meta and usage (for preemption).
+    pub fn placement(&self, key: &str) -> Option<(&str, &PodUsage)> {
+        self.pods.get(key).map(|p| (p.node.as_str(), &p.usage))
     }
 
     /// A rough count of the heap bytes this cache holds (strings, maps, vectors): enough

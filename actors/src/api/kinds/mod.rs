@@ -12,6 +12,7 @@ pub mod namespace;
 pub mod node;
 pub mod pod;
 pub mod pod_template;
+pub mod priority_class;
 pub mod rbac;
 pub mod replica_set;
 pub mod replication_controller;
@@ -23,7 +24,7 @@ pub mod workload;
 use super::resources::ResourceInfo;
 
 /// The kinds served from the start, in discovery order (core first).
-pub fn builtin() -> [&'static ResourceInfo; 25] {
+pub fn builtin() -> [&'static ResourceInfo; 26] {
     [
         &namespace::INFO,
         &node::INFO,
@@ -44,6 +45,7 @@ pub fn builtin() -> [&'static ResourceInfo; 25] {
         &replica_set::INFO,
         &hpa::INFO,
         &csr::INFO,
+        &priority_class::INFO,
         &reviews::SELF_SUBJECT_REVIEW,
         &reviews::SELF_SUBJECT_ACCESS_REVIEW,
         &reviews::TOKEN_REVIEW,
