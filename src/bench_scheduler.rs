@@ -254,7 +254,10 @@ async fn measure(
     let mut create_elapsed = Duration::ZERO;
     if arrival == Arrival::Backlog {
         let t = Instant::now();
-        in_parallel(pods, &client, move |i| ("pods", Some(NAMESPACE), pod(i, shape))).await?;
+        in_parallel(pods, &client, move |i| {
+            ("pods", Some(NAMESPACE), pod(i, shape))
+        })
+        .await?;
         create_elapsed = t.elapsed();
     }
 
@@ -272,7 +275,10 @@ async fn measure(
         started = Instant::now();
         let client = client.clone();
         creates = Some(actix::spawn(async move {
-            in_parallel(pods, &client, move |i| ("pods", Some(NAMESPACE), pod(i, shape))).await?;
+            in_parallel(pods, &client, move |i| {
+                ("pods", Some(NAMESPACE), pod(i, shape))
+            })
+            .await?;
             Ok::<Duration, SchedulerBenchError>(started.elapsed())
         }));
     }

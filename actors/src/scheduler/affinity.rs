@@ -216,6 +216,8 @@ impl PodAffinityTerms {
 /// borrow `&str` instead of building keys).
 type Domains = HashMap<String, HashMap<String, i64>>;
 
+/// Add `by` to a domain's count; a count back at zero is removed, as kube-scheduler does
+/// (an empty map means "no matching pod anywhere").
 fn bump(map: &mut Domains, key: &str, value: &str, by: i64) {
     let values = match map.get_mut(key) {
         Some(v) => v,
@@ -226,6 +228,12 @@ fn bump(map: &mut Domains, key: &str, value: &str, by: i64) {
         None => {
             values.insert(value.to_string(), by);
         }
+    }
+    if values.get(value) == Some(&0) {
+        values.remove(value);
+    }
+    if values.is_empty() {
+        map.remove(key);
     }
 }
 
@@ -248,7 +256,7 @@ pub enum AffinityFailure {
 }
 
 /// The filter's per-cycle counts (kube-scheduler's preFilterState).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct AffinityState {
     /// Pods matching all the incoming pod's required affinity terms, per term domain.
     affinity: Domains,
@@ -257,8 +265,8 @@ pub struct AffinityState {
     /// Domains where an existing pod's required anti-affinity matches the incoming pod.
     existing_anti: Domains,
     /// The incoming pod's required terms (copied so the state owns what it checks).
-    required_affinity: Vec<String>,
-    required_anti: Vec<String>,
+    required_affinity: Vec<Term>,
+    required_anti: Vec<Term>,
     /// The pod matches all its own affinity terms (the first pod of a group that wants
     /// to be together may go anywhere its topologies exist).
     self_match: bool,
@@ -294,16 +302,8 @@ impl AffinityState {
         let Some(terms) = terms.filter(|t| t.has_required()) else {
             return s;
         };
-        s.required_affinity = terms
-            .required_affinity
-            .iter()
-            .map(|t| t.topology_key.clone())
-            .collect();
-        s.required_anti = terms
-            .required_anti
-            .iter()
-            .map(|t| t.topology_key.clone())
-            .collect();
+        s.required_affinity = terms.required_affinity.clone();
+        s.required_anti = terms.required_anti.clone();
         s.self_match = terms
             .required_affinity
             .iter()
@@ -334,6 +334,46 @@ impl AffinityState {
         s
     }
 
+    /// `existing` leaves (`by` = -1) or comes back to (`by` = 1) `node`: kube-scheduler's
+    /// RemovePod/AddPod, used to check a node with preemption victims taken off.
+    pub fn update(
+        &mut self,
+        incoming: &PodMeta,
+        existing: &PodMeta,
+        node: &NodeInfo,
+        ns: &NamespaceLabels,
+        by: i64,
+    ) {
+        if let Some(their) = existing.affinity.as_deref() {
+            for t in &their.required_anti {
+                if let Some(v) = t.domain(node) {
+                    if t.selector.matches(incoming, ns) {
+                        bump(&mut self.existing_anti, &t.topology_key, v, by);
+                    }
+                }
+            }
+        }
+        if !self.required_affinity.is_empty()
+            && self
+                .required_affinity
+                .iter()
+                .all(|t| t.selector.matches(existing, ns))
+        {
+            for t in &self.required_affinity {
+                if let Some(v) = t.domain(node) {
+                    bump(&mut self.affinity, &t.topology_key, v, by);
+                }
+            }
+        }
+        for t in &self.required_anti {
+            if let Some(v) = t.domain(node) {
+                if t.selector.matches(existing, ns) {
+                    bump(&mut self.anti, &t.topology_key, v, by);
+                }
+            }
+        }
+    }
+
     /// Whether the state can reject anything (else the filter is skipped).
     pub fn is_active(&self) -> bool {
         !self.existing_anti.is_empty()
@@ -345,7 +385,7 @@ impl AffinityState {
     pub fn check(&self, node: &NodeInfo) -> Result<(), AffinityFailure> {
         if !self.required_affinity.is_empty() {
             let mut pods_exist = true;
-            for key in &self.required_affinity {
+            for key in self.required_affinity.iter().map(|t| &t.topology_key) {
                 match node.labels.get(key) {
                     None => return Err(AffinityFailure::Affinity),
                     Some(v) if at(&self.affinity, key, v) <= 0 => pods_exist = false,
@@ -356,7 +396,7 @@ impl AffinityState {
                 return Err(AffinityFailure::Affinity);
             }
         }
-        for key in &self.required_anti {
+        for key in self.required_anti.iter().map(|t| &t.topology_key) {
             if let Some(v) = node.labels.get(key) {
                 if at(&self.anti, key, v) > 0 {
                     return Err(AffinityFailure::AntiAffinity);

@@ -368,6 +368,8 @@ impl SchedulerCache {
                         .sum::<usize>()
                     + n.usage.owners.keys().map(|k| k.len() + 40).sum::<usize>()
                     + n.usage.ports.len() * 64
+                    + n.usage.members.len() * size_of::<usize>()
+                    + n.usage.matched.len() * size_of::<u32>()
             })
             .sum();
         let pod_bytes: usize = self
@@ -380,6 +382,18 @@ impl SchedulerCache {
                     + map_entry
                     + p.usage.owner.as_ref().map_or(0, String::len)
                     + p.usage.host_ports.len() * size_of::<HostPort>()
+                    + size_of::<PodMeta>()
+                    + p.usage.meta.namespace.len()
+                    + p.usage.meta.name.len()
+                    + p.usage.meta.uid.len()
+                    + p.usage.meta.start_time.len()
+                    + p.usage
+                        .meta
+                        .labels
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len() + 48)
+                        .sum::<usize>()
+                    + p.matched.len() * size_of::<usize>()
             })
             .sum();
         node_bytes + pod_bytes

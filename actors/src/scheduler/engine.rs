@@ -238,6 +238,7 @@ impl Engine {
                         &self.helpful,
                         nominated.as_deref(),
                         &NoDisruptionBudgets,
+                        &self.namespaces,
                     );
                     match outcome {
                         Outcome::Nominate { node, victims } => {

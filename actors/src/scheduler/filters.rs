@@ -13,7 +13,7 @@ use super::spread::{SpreadFailure, SpreadState};
 
 /// What the filters of one scheduling cycle share: the per-pod counts built once before
 /// the nodes are walked.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Cycle {
     pub spread: SpreadState,
     pub affinity: AffinityState,

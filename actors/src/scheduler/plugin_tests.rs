@@ -461,3 +461,43 @@ fn a_pod_that_never_preempts_says_so() {
         )
     );
 }
+
+#[test]
+fn preemption_evicts_the_lower_priority_pod_an_anti_affinity_forbids() {
+    let mut e = engine(&[node("a", "4", "z1")]);
+    let low = with_priority(
+        &pod("noisy", "noisy", "100m", json!({})),
+        0,
+        "PreemptLowerPriority",
+    );
+    place(&mut e, &low).expect("placed");
+    let shy = with_priority(
+        &pod(
+            "shy",
+            "shy",
+            "100m",
+            anti_affinity_to("noisy", "kubernetes.io/hostname"),
+        ),
+        1000,
+        "PreemptLowerPriority",
+    );
+    let now = Instant::now();
+    e.on_pod(EventKind::Added, &shy, now);
+    match e.schedule_next(now) {
+        Some(Decision::Preempt {
+            node,
+            victims,
+            message,
+            ..
+        }) => {
+            assert_eq!(node, "a");
+            assert_eq!(victims.len(), 1);
+            assert_eq!(victims[0].name, "noisy");
+            assert_eq!(
+                message,
+                "0/1 nodes are available: 1 node(s) didn't match pod anti-affinity rules."
+            );
+        }
+        other => panic!("expected a preemption, got {other:?}"),
+    }
+}

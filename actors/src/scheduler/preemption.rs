@@ -17,7 +17,7 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use super::cache::{NodeState, SchedulerCache};
+use super::cache::{NamespaceLabels, NodeState, SchedulerCache};
 use super::filters::{self, Cycle, FitError, Reason};
 use super::info::{PodInfo, PodMeta};
 
@@ -73,6 +73,7 @@ pub fn preempt(
     helpful: &[bool],
     nominated: Option<&str>,
     budgets: &dyn DisruptionBudgets,
+    ns: &NamespaceLabels,
 ) -> Outcome {
     if pod.never_preempts {
         return Outcome::Failed("preemption: not eligible due to preemptionPolicy=Never.".into());
@@ -100,7 +101,7 @@ pub fn preempt(
             summary.count([Reason::PreemptionNotHelpful]);
             continue;
         }
-        match select_victims(cache, node, pod, cycle, budgets) {
+        match select_victims(cache, node, pod, cycle, budgets, ns) {
             Ok((victims, violations)) if !victims.is_empty() => candidates.push(Candidate {
                 node: i,
                 victims,
@@ -128,6 +129,7 @@ fn select_victims(
     pod: &PodInfo,
     cycle: &Cycle,
     budgets: &dyn DisruptionBudgets,
+    ns: &NamespaceLabels,
 ) -> Result<(Vec<Arc<PodMeta>>, usize), Vec<Reason>> {
     let priority = pod.priority();
     let mut potential: Vec<Arc<PodMeta>> = node
@@ -140,15 +142,31 @@ fn select_victims(
     if potential.is_empty() {
         return Err(vec![Reason::NoPreemptionVictims]);
     }
+    // A copy of the node and of the cycle's counts, with the pods taken off and given
+    // back as kube-scheduler's RemovePod/AddPod do.
     let mut sim = node.clone();
+    let mut local = cycle.clone();
+    let me = &pod.usage.meta;
     let usage_of = |m: &PodMeta| cache.placement(&m.key()).map(|(_, u)| u.clone());
-    for m in &potential {
+    let take = |sim: &mut NodeState, local: &mut Cycle, m: &PodMeta, by: i64| {
         if let Some(u) = usage_of(m) {
-            sim.usage.remove(&u);
+            if by < 0 {
+                sim.usage.remove(&u);
+            } else {
+                sim.usage.add(&u);
+            }
+            local.affinity.update(me, m, &node.info, ns, by);
+            local.spread.update(&pod.spread, pod, m, &node.info, by);
+            true
+        } else {
+            false
         }
+    };
+    for m in &potential {
+        take(&mut sim, &mut local, m, -1);
     }
     let mut reasons = Vec::new();
-    if !filters::fits(&sim, pod, cycle, &mut reasons) {
+    if !filters::fits(&sim, pod, &local, &mut reasons) {
         return Err(reasons);
     }
     potential.sort_by(|a, b| more_important(a, b));
@@ -159,11 +177,12 @@ fn select_victims(
     let mut violations = 0;
     for (group, violates) in [(violating, true), (fine, false)] {
         for m in group {
-            let Some(u) = usage_of(&m) else { continue };
-            sim.usage.add(&u);
+            if !take(&mut sim, &mut local, &m, 1) {
+                continue;
+            }
             reasons.clear();
-            if !filters::fits(&sim, pod, cycle, &mut reasons) {
-                sim.usage.remove(&u);
+            if !filters::fits(&sim, pod, &local, &mut reasons) {
+                take(&mut sim, &mut local, &m, -1);
                 if violates {
                     violations += 1;
                 }

@@ -136,7 +136,7 @@ pub enum SpreadFailure {
 }
 
 /// Per-cycle counts of one `DoNotSchedule` constraint.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct HardCounts {
     counts: HashMap<String, i64>,
     /// Matching pods in the least loaded eligible domain (0 below minDomains domains).
@@ -144,7 +144,7 @@ struct HardCounts {
 }
 
 /// The filter's state for one pod (kube-scheduler's preFilterState).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct SpreadState {
     hard: Vec<(usize, HardCounts)>,
 }
@@ -208,6 +208,45 @@ impl SpreadState {
 
     pub fn is_active(&self) -> bool {
         !self.hard.is_empty()
+    }
+
+    /// `existing` leaves (`by` = -1) or comes back to (`by` = 1) `node` (preemption's
+    /// check of a node with its victims taken off).
+    pub fn update(
+        &mut self,
+        constraints: &[Constraint],
+        pod: &PodInfo,
+        existing: &PodMeta,
+        node: &NodeInfo,
+        by: i64,
+    ) {
+        let none = NamespaceLabels::new();
+        let counted_node = self
+            .hard
+            .iter()
+            .all(|(i, _)| node.labels.contains_key(&constraints[*i].topology_key));
+        if !counted_node {
+            return;
+        }
+        for (i, hc) in self.hard.iter_mut() {
+            let c = &constraints[*i];
+            let matches = matches!(&c.counted, Counted::Selector(s) if s.matches(existing, &none));
+            if !matches || !c.eligible(node, pod) {
+                continue;
+            }
+            let Some(value) = node.labels.get(&c.topology_key) else {
+                continue;
+            };
+            if let Some(n) = hc.counts.get_mut(value.as_str()) {
+                *n = (*n + by).max(0);
+            }
+            let below_min_domains = c.min_domains.is_some_and(|m| (hc.counts.len() as i64) < m);
+            hc.min = if below_min_domains {
+                Some(0)
+            } else {
+                hc.counts.values().min().copied()
+            };
+        }
     }
 
     pub fn check(&self, constraints: &[Constraint], node: &NodeInfo) -> Result<(), SpreadFailure> {
