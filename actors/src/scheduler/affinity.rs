@@ -392,7 +392,8 @@ impl AffinityState {
                     Some(_) => {}
                 }
             }
-            if !pods_exist && !(self.affinity.is_empty() && self.self_match) {
+            let first_of_group = self.affinity.is_empty() && self.self_match;
+            if !(pods_exist || first_of_group) {
                 return Err(AffinityFailure::Affinity);
             }
         }
