@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use k8s_openapi::api::core::v1 as core;
 use serde_json::Value;
 
-use super::cache::{NamespaceLabels, NodeState};
+use super::cache::{AffinityGroup, NamespaceLabels, NodeState};
 use super::info::{NodeInfo, PodMeta};
 use crate::api::selector::{LabelSelector, Operator, Requirement};
 
@@ -273,28 +273,25 @@ pub struct AffinityState {
 }
 
 impl AffinityState {
-    /// Count over every node; `with_required_anti` are the placed pods that carry
-    /// required anti-affinity terms, with their nodes.
+    /// Count over every node; `groups` are the placed pods with pod (anti-)affinity
+    /// terms, grouped by identical terms.
     pub fn build<'a>(
         pod: &PodMeta,
         terms: Option<&PodAffinityTerms>,
         nodes: &[NodeState],
         node_of: impl Fn(&str) -> Option<&'a NodeInfo>,
-        with_required_anti: impl Iterator<Item = (&'a str, &'a PodMeta)>,
+        groups: impl Iterator<Item = &'a AffinityGroup>,
         ns: &NamespaceLabels,
     ) -> AffinityState {
         let mut s = AffinityState::default();
-        for (node_name, existing) in with_required_anti {
-            let Some(node) = node_of(node_name) else {
-                continue;
-            };
-            let Some(their) = existing.affinity.as_deref() else {
-                continue;
-            };
-            for t in &their.required_anti {
-                if let Some(v) = t.domain(node) {
-                    if t.selector.matches(pod, ns) {
-                        bump(&mut s.existing_anti, &t.topology_key, v, 1);
+        for g in groups {
+            for t in &g.terms.required_anti {
+                if !t.selector.matches(pod, ns) {
+                    continue;
+                }
+                for (node_name, n) in &g.nodes {
+                    if let Some(v) = node_of(node_name).and_then(|node| t.domain(node)) {
+                        bump(&mut s.existing_anti, &t.topology_key, v, i64::from(*n));
                     }
                 }
             }
@@ -426,22 +423,24 @@ pub struct AffinityScore {
 pub const HARD_POD_AFFINITY_WEIGHT: i64 = 1;
 
 impl AffinityScore {
-    /// `with_affinity`: placed pods that carry any pod (anti-)affinity term.
+    /// `groups`: placed pods with pod (anti)-affinity terms, grouped by identical terms;
+    /// `indexed[j]`: the cache's selector index of the incoming pod's j-th preferred term
+    /// (affinity terms first, then anti-affinity), when it keeps one.
+    #[allow(clippy::too_many_arguments)]
     pub fn build<'a>(
         pod: &PodMeta,
         terms: Option<&PodAffinityTerms>,
         nodes: &[NodeState],
         node_of: impl Fn(&str) -> Option<&'a NodeInfo>,
-        with_affinity: impl Iterator<Item = (&'a str, &'a PodMeta)>,
+        groups: impl Iterator<Item = &'a AffinityGroup>,
+        indexed: &[Option<usize>],
         ns: &NamespaceLabels,
     ) -> AffinityScore {
         let mut s = AffinityScore::default();
-        // Symmetry: existing pods' terms that match the incoming pod.
-        for (node_name, existing) in with_affinity {
-            let (Some(node), Some(their)) = (node_of(node_name), existing.affinity.as_deref())
-            else {
-                continue;
-            };
+        // Symmetry: existing pods' terms that match the incoming pod, each distinct term
+        // matched once.
+        for g in groups {
+            let their = &g.terms;
             let sets = [
                 (&their.required_affinity, HARD_POD_AFFINITY_WEIGHT),
                 (&their.preferred_affinity, 1),
@@ -449,28 +448,42 @@ impl AffinityScore {
             ];
             for (list, sign) in sets {
                 for t in list {
-                    if let Some(v) = t.domain(node) {
-                        if t.selector.matches(pod, ns) {
-                            bump(&mut s.topology, &t.topology_key, v, sign * t.weight);
+                    if !t.selector.matches(pod, ns) {
+                        continue;
+                    }
+                    for (node_name, n) in &g.nodes {
+                        if let Some(v) = node_of(node_name).and_then(|node| t.domain(node)) {
+                            let by = sign * t.weight * i64::from(*n);
+                            bump(&mut s.topology, &t.topology_key, v, by);
                         }
                     }
                 }
             }
         }
-        if let Some(terms) = terms.filter(|t| t.has_preferred()) {
+        let Some(terms) = terms.filter(|t| t.has_preferred()) else {
+            return s;
+        };
+        let own = terms
+            .preferred_affinity
+            .iter()
+            .map(|t| (t, 1))
+            .chain(terms.preferred_anti.iter().map(|t| (t, -1)));
+        for (j, (t, sign)) in own.enumerate() {
             for node in nodes {
-                for existing in &node.usage.members {
-                    for (list, sign) in
-                        [(&terms.preferred_affinity, 1), (&terms.preferred_anti, -1)]
-                    {
-                        for t in list {
-                            if let Some(v) = t.domain(&node.info) {
-                                if t.selector.matches(existing, ns) {
-                                    bump(&mut s.topology, &t.topology_key, v, sign * t.weight);
-                                }
-                            }
-                        }
-                    }
+                let Some(v) = t.domain(&node.info) else {
+                    continue;
+                };
+                let n = match indexed.get(j).copied().flatten() {
+                    Some(id) => i64::from(node.usage.indexed(id)),
+                    None => node
+                        .usage
+                        .members
+                        .iter()
+                        .filter(|m| t.selector.matches(m, ns))
+                        .count() as i64,
+                };
+                if n > 0 {
+                    bump(&mut s.topology, &t.topology_key, v, sign * t.weight * n);
                 }
             }
         }

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::affinity::PodSelector;
+use super::affinity::{PodAffinityTerms, PodSelector};
 use super::info::{HostPort, NodeInfo, PodMeta, PodUsage, Resources};
 
 /// Namespace name → its labels (for `namespaceSelector`).
@@ -135,10 +135,19 @@ pub struct SchedulerCache {
     /// Selectors counted per node: canonical key → id, and the selectors by id.
     selector_ids: HashMap<String, usize>,
     selectors: Vec<PodSelector>,
-    /// Placed pods carrying pod (anti-)affinity terms, and those with required
-    /// anti-affinity (which every incoming pod is checked against): key → node.
-    with_affinity: HashMap<String, String>,
-    with_required_anti: HashMap<String, String>,
+    /// Placed pods carrying pod (anti-)affinity terms, grouped by identical terms (the
+    /// pods of one template), so the symmetry rules match each distinct term once per
+    /// scheduling cycle, not once per pod; and each such pod's group.
+    affinity_groups: HashMap<String, AffinityGroup>,
+    group_of: HashMap<String, String>,
+}
+
+/// Placed pods sharing the same pod (anti-)affinity terms: the terms, and how many of
+/// them each node holds.
+#[derive(Debug, Clone)]
+pub struct AffinityGroup {
+    pub terms: Arc<PodAffinityTerms>,
+    pub nodes: HashMap<String, u32>,
 }
 
 impl SchedulerCache {
@@ -229,8 +238,14 @@ impl SchedulerCache {
         let Some(p) = self.pods.remove(key) else {
             return false;
         };
-        self.with_affinity.remove(key);
-        self.with_required_anti.remove(key);
+        if let Some(group) = self.group_of.remove(key) {
+            if let Some(g) = self.affinity_groups.get_mut(&group) {
+                decrement(&mut g.nodes, &p.node);
+                if g.nodes.is_empty() {
+                    self.affinity_groups.remove(&group);
+                }
+            }
+        }
         let usage = self.usage_mut(&p.node);
         usage.remove(&p.usage);
         for &id in &p.matched {
@@ -263,11 +278,17 @@ impl SchedulerCache {
             u.count_selector(id, 1);
         }
         if let Some(a) = &usage.meta.affinity {
-            self.with_affinity.insert(key.to_string(), node.to_string());
-            if !a.required_anti.is_empty() {
-                self.with_required_anti
-                    .insert(key.to_string(), node.to_string());
-            }
+            // Terms print the same exactly when they are the same.
+            let group = format!("{a:?}");
+            let g = self
+                .affinity_groups
+                .entry(group.clone())
+                .or_insert_with(|| AffinityGroup {
+                    terms: a.clone(),
+                    nodes: HashMap::new(),
+                });
+            *g.nodes.entry(node.to_string()).or_default() += 1;
+            self.group_of.insert(key.to_string(), group);
         }
         self.pods.insert(
             key.to_string(),
@@ -310,33 +331,19 @@ impl SchedulerCache {
         Some(id)
     }
 
-    /// The placed pods with pod (anti-)affinity terms, with their nodes.
-    pub fn pods_with_affinity(&self) -> impl Iterator<Item = (&str, &PodMeta)> + '_ {
-        self.placed_in(&self.with_affinity)
-    }
-
-    /// The placed pods with required anti-affinity terms, with their nodes.
-    pub fn pods_with_required_anti(&self) -> impl Iterator<Item = (&str, &PodMeta)> + '_ {
-        self.placed_in(&self.with_required_anti)
+    /// The placed pods with pod (anti-)affinity terms, by distinct terms.
+    pub fn affinity_groups(&self) -> impl Iterator<Item = &AffinityGroup> + '_ {
+        self.affinity_groups.values()
     }
 
     pub fn has_pods_with_affinity(&self) -> bool {
-        !self.with_affinity.is_empty()
+        !self.affinity_groups.is_empty()
     }
 
     pub fn has_pods_with_required_anti(&self) -> bool {
-        !self.with_required_anti.is_empty()
-    }
-
-    fn placed_in<'a>(
-        &'a self,
-        keys: &'a HashMap<String, String>,
-    ) -> impl Iterator<Item = (&'a str, &'a PodMeta)> + 'a {
-        keys.iter().filter_map(|(k, node)| {
-            self.pods
-                .get(k)
-                .map(|p| (node.as_str(), p.usage.meta.as_ref()))
-        })
+        self.affinity_groups
+            .values()
+            .any(|g| !g.terms.required_anti.is_empty())
     }
 
     /// The placed pod's meta and usage (for preemption).

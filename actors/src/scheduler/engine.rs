@@ -101,6 +101,9 @@ pub struct Engine {
     namespaces: NamespaceLabels,
     /// Pods nominated to a node by preemption, until they are bound or gone.
     nominated: HashMap<String, Nomination>,
+    /// The selector index of each preferred pod (anti-)affinity term of the pod being
+    /// scheduled.
+    preferred_ids: Vec<Option<usize>>,
 }
 
 impl Engine {
@@ -123,6 +126,7 @@ impl Engine {
             pod_affinity_scores: Vec::new(),
             namespaces: NamespaceLabels::new(),
             nominated: HashMap::new(),
+            preferred_ids: Vec::new(),
         }
     }
 
@@ -214,6 +218,13 @@ impl Engine {
                 c.index = self.cache.selector_id(sel);
             }
         }
+        self.preferred_ids.clear();
+        if let Some(terms) = info.usage.meta.affinity.clone() {
+            for t in terms.preferred_affinity.iter().chain(&terms.preferred_anti) {
+                let id = self.cache.selector_id(&t.selector);
+                self.preferred_ids.push(id);
+            }
+        }
         let cycle = self.cycle_for(&key, &info);
         match self.find_node(&info, &cycle) {
             Ok(index) => {
@@ -285,7 +296,7 @@ impl Engine {
                 terms,
                 nodes,
                 |n| self.cache.node(n).map(|s| &s.info),
-                self.cache.pods_with_required_anti(),
+                self.cache.affinity_groups(),
                 &self.namespaces,
             )
         } else {
@@ -368,7 +379,8 @@ impl Engine {
                 terms,
                 nodes,
                 |n| self.cache.node(n).map(|s| &s.info),
-                self.cache.pods_with_affinity(),
+                self.cache.affinity_groups(),
+                &self.preferred_ids,
                 &self.namespaces,
             );
             if !state.is_empty() {
