@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use super::affinity::{PodAffinityTerms, PodSelector};
 use super::info::{HostPort, NodeInfo, PodMeta, PodUsage, Resources};
+use super::spread::LABEL_ZONE;
 
 /// Namespace name → its labels (for `namespaceSelector`).
 pub type NamespaceLabels = HashMap<String, BTreeMap<String, String>>;
@@ -140,6 +141,42 @@ pub struct SchedulerCache {
     /// scheduling cycle, not once per pod; and each such pod's group.
     affinity_groups: HashMap<String, AffinityGroup>,
     group_of: HashMap<String, String>,
+    /// Pods per controlling owner per zone of their node: the system default zone
+    /// spreading reads this instead of walking every node for every pod.
+    zone_owners: HashMap<String, HashMap<String, u32>>,
+}
+
+fn zone_of(info: &NodeInfo) -> Option<String> {
+    info.labels.get(LABEL_ZONE).cloned()
+}
+
+fn shift_one(
+    map: &mut HashMap<String, HashMap<String, u32>>,
+    owner: &str,
+    zone: Option<&str>,
+    by: i64,
+) {
+    let Some(zone) = zone else { return };
+    let zones = map.entry(owner.to_string()).or_default();
+    let n = zones.entry(zone.to_string()).or_default();
+    *n = (i64::from(*n) + by).max(0) as u32;
+    if *n == 0 {
+        zones.remove(zone);
+    }
+    if zones.is_empty() {
+        map.remove(owner);
+    }
+}
+
+fn shift_zone(
+    map: &mut HashMap<String, HashMap<String, u32>>,
+    owners: &HashMap<String, u32>,
+    zone: Option<&str>,
+    by: i64,
+) {
+    for (owner, n) in owners {
+        shift_one(map, owner, zone, by * i64::from(*n));
+    }
 }
 
 /// Placed pods sharing the same pod (anti-)affinity terms: the terms, and how many of
@@ -174,12 +211,20 @@ impl SchedulerCache {
                 if state.info == info {
                     NodeChange::Unchanged
                 } else {
-                    state.info = info;
+                    let (old, new) = (zone_of(&state.info), zone_of(&info));
+                    if old != new {
+                        let owners = state.usage.owners.clone();
+                        shift_zone(&mut self.zone_owners, &owners, old.as_deref(), -1);
+                        shift_zone(&mut self.zone_owners, &owners, new.as_deref(), 1);
+                    }
+                    self.nodes[i].info = info;
                     NodeChange::Updated
                 }
             }
             None => {
                 let usage = self.orphans.remove(&info.name).unwrap_or_default();
+                let zone = zone_of(&info);
+                shift_zone(&mut self.zone_owners, &usage.owners, zone.as_deref(), 1);
                 self.index.insert(info.name.clone(), self.nodes.len());
                 self.nodes.push(NodeState { info, usage });
                 NodeChange::Added
@@ -195,6 +240,13 @@ impl SchedulerCache {
         if let Some(moved) = self.nodes.get(i) {
             self.index.insert(moved.info.name.clone(), i);
         }
+        let zone = zone_of(&state.info);
+        shift_zone(
+            &mut self.zone_owners,
+            &state.usage.owners,
+            zone.as_deref(),
+            -1,
+        );
         // Its pods still exist until the node lifecycle controller deletes them; keep
         // their usage in case the node comes back.
         if !state.usage.is_empty() {
@@ -246,6 +298,10 @@ impl SchedulerCache {
                 }
             }
         }
+        if let Some(owner) = &p.usage.owner {
+            let zone = self.node(&p.node).and_then(|n| zone_of(&n.info));
+            shift_one(&mut self.zone_owners, owner, zone.as_deref(), -1);
+        }
         let usage = self.usage_mut(&p.node);
         usage.remove(&p.usage);
         for &id in &p.matched {
@@ -272,6 +328,10 @@ impl SchedulerCache {
         let matched: Vec<usize> = (0..self.selectors.len())
             .filter(|&id| self.selectors[id].matches(&usage.meta, &none))
             .collect();
+        if let Some(owner) = &usage.owner {
+            let zone = self.node(node).and_then(|n| zone_of(&n.info));
+            shift_one(&mut self.zone_owners, owner, zone.as_deref(), 1);
+        }
         let u = self.usage_mut(node);
         u.add(&usage);
         for &id in &matched {
@@ -334,6 +394,11 @@ impl SchedulerCache {
     /// The placed pods with pod (anti-)affinity terms, by distinct terms.
     pub fn affinity_groups(&self) -> impl Iterator<Item = &AffinityGroup> + '_ {
         self.affinity_groups.values()
+    }
+
+    /// The owner's pods per zone.
+    pub fn zone_counts(&self, owner: &str) -> Option<&HashMap<String, u32>> {
+        self.zone_owners.get(owner)
     }
 
     pub fn has_pods_with_affinity(&self) -> bool {
@@ -495,6 +560,37 @@ mod tests {
         assert_eq!(cache.node_count(), 2);
         assert_eq!(cache.node("c").map(|n| n.info.name.as_str()), Some("c"));
         assert_eq!(cache.node("b").map(|n| n.info.name.as_str()), Some("b"));
+    }
+
+    #[test]
+    fn owner_counts_per_zone_follow_pods_and_node_labels() {
+        let mut cache = SchedulerCache::default();
+        let zoned = |name: &str, zone: &str| {
+            let mut n = node(name);
+            n.labels.insert(LABEL_ZONE.into(), zone.into());
+            n
+        };
+        cache.upsert_node(zoned("a", "z1"));
+        cache.upsert_node(zoned("b", "z2"));
+        cache.assume("ns/p", "a", usage(100));
+        cache.assume("ns/q", "a", usage(100));
+        cache.assume("ns/r", "b", usage(100));
+        let counts = |c: &SchedulerCache| {
+            let mut v: Vec<(String, u32)> = c
+                .zone_counts("rc-uid")
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+                .unwrap_or_default();
+            v.sort();
+            v
+        };
+        assert_eq!(counts(&cache), [("z1".into(), 2), ("z2".into(), 1)]);
+        cache.upsert_node(zoned("a", "z3"));
+        assert_eq!(counts(&cache), [("z2".into(), 1), ("z3".into(), 2)]);
+        cache.remove_pod("ns/q");
+        cache.remove_node("b");
+        assert_eq!(counts(&cache), [("z3".into(), 1)]);
+        cache.upsert_node(zoned("b", "z2"));
+        assert_eq!(counts(&cache), [("z2".into(), 1), ("z3".into(), 1)]);
     }
 
     #[test]

@@ -358,6 +358,10 @@ impl Engine {
             pod,
             nodes,
             &self.feasible,
+            pod.usage
+                .owner
+                .as_deref()
+                .and_then(|o| self.cache.zone_counts(o)),
             &mut spread_scores,
         );
         let mut node_affinity = std::mem::take(&mut self.node_affinity_scores);

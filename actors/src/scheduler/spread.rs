@@ -280,12 +280,16 @@ fn score_for_count(count: i64, max_skew: i64, weight: f64) -> f64 {
 /// defaults), normalized onto 0..=100 as kube-scheduler does: fewer matching pods in the
 /// node's domains scores higher; nodes missing a topology label of explicit constraints
 /// score 0. `raw` is filled in the order of `feasible`.
+/// `owner_zones`: the cache's count of the pod's controller's pods per zone, which the
+/// system default zone constraint reads when every node is eligible (the pod has no node
+/// selector or required node affinity) instead of walking the nodes.
 pub fn score(
     constraints: &[Constraint],
     system_defaulted: bool,
     pod: &PodInfo,
     nodes: &[NodeState],
     feasible: &[usize],
+    owner_zones: Option<&HashMap<String, u32>>,
     out: &mut Vec<i64>,
 ) {
     out.clear();
@@ -321,6 +325,20 @@ pub fn score(
             }
         }
         weights.push(((counts.len() + 2) as f64).ln());
+        let all_eligible = pod.node_selector.is_empty() && pod.affinity_terms.is_none();
+        if system_defaulted
+            && all_eligible
+            && c.topology_key == LABEL_ZONE
+            && matches!(c.counted, Counted::Owner(_))
+        {
+            for (zone, total) in counts.iter_mut() {
+                *total = owner_zones
+                    .and_then(|z| z.get(*zone))
+                    .map_or(0, |n| i64::from(*n));
+            }
+            domain_counts.push(counts);
+            continue;
+        }
         for node in nodes {
             if require_all && !has_all(&node.info) {
                 continue;
