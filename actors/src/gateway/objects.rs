@@ -637,6 +637,7 @@ impl Objects {
             if info.name == "services" {
                 this.allocate_service(&mut new, Some(&old.value), &key_owned)?;
             }
+            super::priority::keep_on_update(info.name, &old.value, &mut new);
             bump_generation(&old.value, &mut new);
             if check == Check::Validate {
                 validate(info, &new, Some(&old.value))?;

@@ -59,6 +59,28 @@ pub fn admit_update(store: &StoreHandle, resource: &str, obj: &Value) -> Result<
     }
 }
 
+/// On a pod update, keep the priority and preemption policy admission set at create when
+/// the new object leaves them out (`kubectl replace` of the manifest the pod was created
+/// from), as kube-apiserver's Priority plugin does; a changed value still fails the
+/// pod update validation.
+pub fn keep_on_update(resource: &str, old: &Value, new: &mut Value) {
+    if resource != PODS {
+        return;
+    }
+    for field in ["priority", "preemptionPolicy"] {
+        let kept = old.get("spec").and_then(|s| s.get(field)).cloned();
+        let missing = new
+            .get("spec")
+            .and_then(|s| s.get(field))
+            .is_none_or(Value::is_null);
+        if let (Some(v), true, Some(spec)) = (kept, missing, new.get_mut("spec")) {
+            if let Some(spec) = spec.as_object_mut() {
+                spec.insert(field.to_string(), v);
+            }
+        }
+    }
+}
+
 fn all_classes(store: &StoreHandle) -> Vec<Value> {
     store
         .list(&prefix(CLASSES, None))
@@ -147,4 +169,25 @@ fn admit_class(store: &StoreHandle, class: &Value) -> Result<(), ApiError> {
 /// The built-in classes, created at start when missing.
 pub fn system_classes() -> Vec<Value> {
     priority_class::system_objects()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_update_without_priority_keeps_the_admitted_one() {
+        let old =
+            json!({"spec": {"priority": 1000, "preemptionPolicy": "Never", "containers": []}});
+        let mut new = json!({"spec": {"containers": []}});
+        keep_on_update(PODS, &old, &mut new);
+        assert_eq!(new["spec"]["priority"], 1000);
+        assert_eq!(new["spec"]["preemptionPolicy"], "Never");
+        let mut changed = json!({"spec": {"priority": 5, "containers": []}});
+        keep_on_update(PODS, &old, &mut changed);
+        assert_eq!(
+            changed["spec"]["priority"], 5,
+            "left for validation to refuse"
+        );
+    }
 }
