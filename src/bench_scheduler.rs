@@ -174,16 +174,29 @@ impl fmt::Display for SchedulerBenchReport {
     }
 }
 
+/// What the pods ask of the scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Shape {
+    /// Requests and a controller (the system default spreading over hosts and zones).
+    #[default]
+    Plain,
+    /// Also a zone spread constraint (DoNotSchedule, maxSkew 1) and a hostname one
+    /// (ScheduleAnyway) over the pod's controller, a preferred node affinity and a
+    /// preferred pod anti-affinity to its own controller's pods on the same host.
+    Workload,
+}
+
 /// Run the benchmark (streaming, then backlog) for each node count with `pods` pods; must
 /// be called inside an actix system (the CLI's).
 pub async fn run(
     nodes: &[usize],
     pods: usize,
+    shape: Shape,
 ) -> Result<SchedulerBenchReport, SchedulerBenchError> {
     let mut report = SchedulerBenchReport::default();
     for &n in nodes {
         for arrival in [Arrival::Streaming, Arrival::Backlog] {
-            let run = run_one(n, pods, arrival, SchedulerConfig::default()).await?;
+            let run = run_one_shaped(n, pods, arrival, SchedulerConfig::default(), shape).await?;
             tracing::info!(%run, "scheduler benchmark run");
             report.runs.push(run);
         }
@@ -191,18 +204,29 @@ pub async fn run(
     Ok(report)
 }
 
-/// One run on a fresh store.
+/// One run on a fresh store, with plain pods.
 pub async fn run_one(
     nodes: usize,
     pods: usize,
     arrival: Arrival,
     config: SchedulerConfig,
 ) -> Result<SchedulerBenchRun, SchedulerBenchError> {
+    run_one_shaped(nodes, pods, arrival, config, Shape::Plain).await
+}
+
+/// One run on a fresh store.
+pub async fn run_one_shaped(
+    nodes: usize,
+    pods: usize,
+    arrival: Arrival,
+    config: SchedulerConfig,
+    shape: Shape,
+) -> Result<SchedulerBenchRun, SchedulerBenchError> {
     let tmp = tempfile::tempdir().map_err(SchedulerBenchError::TempDir)?;
     let store_arbiter = Arbiter::new();
     let scheduler_arbiter = Arbiter::new();
     let arbiters = (&store_arbiter, &scheduler_arbiter);
-    let result = measure(tmp.path(), arbiters, nodes, pods, arrival, config).await;
+    let result = measure(tmp.path(), arbiters, nodes, pods, arrival, config, shape).await;
     scheduler_arbiter.stop();
     store_arbiter.stop();
     let _ = scheduler_arbiter.join();
@@ -217,6 +241,7 @@ async fn measure(
     pods: usize,
     arrival: Arrival,
     config: SchedulerConfig,
+    shape: Shape,
 ) -> Result<SchedulerBenchRun, SchedulerBenchError> {
     let metrics = Arc::new(Metrics::new()?);
     let store_cfg = StoreConfig::new(dir.join("store"));
@@ -229,7 +254,10 @@ async fn measure(
     let mut create_elapsed = Duration::ZERO;
     if arrival == Arrival::Backlog {
         let t = Instant::now();
-        in_parallel(pods, &client, |i| ("pods", Some(NAMESPACE), pod(i))).await?;
+        in_parallel(pods, &client, move |i| {
+            ("pods", Some(NAMESPACE), pod(i, shape))
+        })
+        .await?;
         create_elapsed = t.elapsed();
     }
 
@@ -247,7 +275,10 @@ async fn measure(
         started = Instant::now();
         let client = client.clone();
         creates = Some(actix::spawn(async move {
-            in_parallel(pods, &client, |i| ("pods", Some(NAMESPACE), pod(i))).await?;
+            in_parallel(pods, &client, move |i| {
+                ("pods", Some(NAMESPACE), pod(i, shape))
+            })
+            .await?;
             Ok::<Duration, SchedulerBenchError>(started.elapsed())
         }));
     }
@@ -384,15 +415,31 @@ fn node(i: usize) -> Value {
 }
 
 /// A pod like one of a replication controller's: requests, and an owner to spread by.
-fn pod(i: usize) -> Value {
+fn pod(i: usize, shape: Shape) -> Value {
     let rc = i % 100;
-    json!({"apiVersion": "v1", "kind": "Pod",
+    let mut p = json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": format!("pod-{i:06}"), "namespace": NAMESPACE,
             "labels": {"app": "bench", "rc": format!("rc-{rc}")},
             "ownerReferences": [{"apiVersion": "v1", "kind": "ReplicationController",
                 "name": format!("rc-{rc}"), "uid": format!("bench-rc-{rc}"), "controller": true}]},
         "spec": {"containers": [{"name": "app", "image": "busybox:1.36",
-            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}})
+            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}});
+    if shape == Shape::Workload {
+        let own = json!({"matchLabels": {"rc": format!("rc-{rc}")}});
+        p["spec"]["topologySpreadConstraints"] = json!([
+            {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+             "whenUnsatisfiable": "DoNotSchedule", "labelSelector": own},
+            {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+             "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": own}]);
+        p["spec"]["affinity"] = json!({
+            "nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 10, "preference": {"matchExpressions": [
+                    {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["zone-0"]}]}}]},
+            "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 50, "podAffinityTerm": {"labelSelector": own,
+                    "topologyKey": "kubernetes.io/hostname"}}]}});
+    }
+    p
 }
 
 /// This process's resident set size, from /proc/self/status (Linux only).

@@ -123,6 +123,10 @@ enum Command {
         nodes: Vec<usize>,
         #[arg(long, default_value_t = 10_000)]
         pods: usize,
+        /// Pods carry topology spread constraints, a preferred node affinity and a
+        /// preferred pod anti-affinity (the workload plugins' paths).
+        #[arg(long)]
+        workload: bool,
     },
 }
 
@@ -370,8 +374,17 @@ fn main() -> std::process::ExitCode {
                 print!("{}", skiff::bench_startup::run(pods).await?);
                 Ok(())
             }
-            Command::BenchScheduler { nodes, pods } => {
-                let report = skiff::bench_scheduler::run(&nodes, pods).await?;
+            Command::BenchScheduler {
+                nodes,
+                pods,
+                workload,
+            } => {
+                let shape = if workload {
+                    skiff::bench_scheduler::Shape::Workload
+                } else {
+                    skiff::bench_scheduler::Shape::Plain
+                };
+                let report = skiff::bench_scheduler::run(&nodes, pods, shape).await?;
                 print!("{report}");
                 Ok(())
             }

@@ -441,6 +441,14 @@ async fn bootstrap(objects: &Objects) -> Result<(), SystemError> {
             .await
             .map_err(|e| SystemError::Bootstrap(format!("namespace {ns}: {e}")))?;
     }
+    // The built-in PriorityClasses; like kube-apiserver, a class already there is kept.
+    for doc in gateway::priority::system_classes() {
+        let what = format!("PriorityClass {}", meta::name(&doc).unwrap_or_default());
+        match ensure_created(objects, doc).await {
+            Ok(()) | Err(ApiError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(SystemError::Bootstrap(format!("{what}: {e}"))),
+        }
+    }
     for doc in gateway::auth::bootstrap::objects() {
         let what = format!("{} {}", doc["kind"], meta::name(&doc).unwrap_or_default());
         if !autoupdate(objects, &doc) {
@@ -470,6 +478,24 @@ fn autoupdate(objects: &Objects, doc: &Value) -> bool {
             .and_then(Value::as_str)
             != Some("false")
     })
+}
+
+/// Create a cluster-scoped object.
+async fn ensure_created(objects: &Objects, doc: Value) -> Result<(), ApiError> {
+    let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let info = resources::by_kind(kind)
+        .ok_or_else(|| ApiError::BadRequest(format!("unsupported kind {kind:?}")))?;
+    let list = Target {
+        resource: info,
+        namespace: None,
+        name: None,
+        subresource: None,
+        legacy_watch: false,
+    };
+    objects
+        .create(&list, doc, &WriteOptions::default())
+        .await
+        .map(|_| ())
 }
 
 /// Create the object if it is missing, otherwise merge the declared fields into it (a

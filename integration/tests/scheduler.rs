@@ -220,11 +220,14 @@ async fn a_pod_too_big_for_every_node_stays_pending_with_the_reasons_until_a_big
 
     assert_eq!(
         unschedulable_message(&c, "big").await,
-        "0/3 nodes are available: 3 Insufficient cpu."
+        "0/3 nodes are available: 3 Insufficient cpu. \
+         preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod.."
     );
     assert_eq!(
         unschedulable_message(&c, "big-ssd").await,
-        "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) didn't match Pod's node affinity/selector."
+        "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) didn't match Pod's node affinity/selector. \
+         preemption: 0/3 nodes are available: 1 No preemption victims found for incoming pod, \
+         2 Preemption is not helpful for scheduling.."
     );
     eventually(WAIT, "a FailedScheduling event", || async {
         let events = get(&c, &format!("{NS}/events")).await;
@@ -236,7 +239,9 @@ async fn a_pod_too_big_for_every_node_stays_pending_with_the_reasons_until_a_big
                 e["reason"] == "FailedScheduling"
                     && e["type"] == "Warning"
                     && e["involvedObject"]["name"] == "big"
-                    && e["message"] == "0/3 nodes are available: 3 Insufficient cpu."
+                    && e["message"]
+                        == "0/3 nodes are available: 3 Insufficient cpu. \
+                            preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod.."
             })
             .then_some(())
     })
@@ -301,7 +306,9 @@ async fn a_cordoned_node_gets_no_new_pods() {
     create_pod(&c, "too-big", "3900m", json!({})).await;
     assert_eq!(
         unschedulable_message(&c, "too-big").await,
-        "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) were unschedulable."
+        "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) were unschedulable. \
+         preemption: 0/2 nodes are available: 1 No preemption victims found for incoming pod, \
+         1 Preemption is not helpful for scheduling.."
     );
     // Uncordon: the waiting pod goes to the node that is open again.
     patch(
@@ -351,7 +358,8 @@ async fn a_tainted_node_only_takes_pods_that_tolerate_its_taint() {
     assert_eq!(
         unschedulable_message(&c, "intruder").await,
         "0/2 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, \
-         1 node(s) had untolerated taint {dedicated: gpu}."
+         1 node(s) had untolerated taint {dedicated: gpu}. \
+         preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling.."
     );
 }
 
@@ -384,6 +392,7 @@ async fn a_scheduler_that_panics_is_restarted_and_keeps_scheduling() {
     assert_eq!(node_of(&c, "after").await, "n1");
     assert_eq!(
         unschedulable_message(&c, "no-room").await,
-        "0/1 nodes are available: 1 Insufficient cpu."
+        "0/1 nodes are available: 1 Insufficient cpu. \
+         preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.."
     );
 }

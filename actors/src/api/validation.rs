@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 pub(crate) mod rbac;
+pub(crate) mod scheduling;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -1008,6 +1009,7 @@ fn validate_pod_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
     for (i, t) in get_array(spec, "tolerations").iter().enumerate() {
         validate_toleration(t, &index(&child(path, "tolerations"), i), errs);
     }
+    scheduling::validate_pod_scheduling(spec, path, errs);
 }
 
 /// An optional string member that, when present, must be one of `allowed`.

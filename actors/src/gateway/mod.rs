@@ -11,6 +11,7 @@ pub mod logs;
 pub mod metrics_api;
 pub mod objects;
 mod openapi;
+pub mod priority;
 pub mod read_options;
 mod render;
 mod reviews;

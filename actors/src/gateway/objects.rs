@@ -422,6 +422,7 @@ impl Objects {
         defaults::defaults_for_create(info.strategy, &mut obj, ns.as_deref());
         meta::drop_empty_metadata(&mut obj);
         let name = meta::name(&obj).unwrap_or_default().to_string();
+        super::priority::admit_create(&self.store, info.name, &mut obj)?;
         validate(info, &obj, None)?;
         opts.admit(&obj)?;
         opts.record_fields(t, None, &mut obj);
@@ -638,9 +639,11 @@ impl Objects {
             if info.name == "services" {
                 this.allocate_service(&mut new, Some(&current), &key_owned)?;
             }
+            super::priority::keep_on_update(info.name, &current, &mut new);
             bump_generation(&current, &mut new);
             if check == Check::Validate {
                 validate(info, &new, Some(&current))?;
+                super::priority::admit_update(&this.store, info.name, &new)?;
                 opts.admit(&new)?;
                 opts.record_fields(&target, Some(&current), &mut new);
             }

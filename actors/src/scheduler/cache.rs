@@ -6,12 +6,22 @@
 //! informer later *confirms* the placement (the pod shows up bound), or a failed bind
 //! *forgets* it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
-use super::info::{HostPort, NodeInfo, PodUsage, Resources};
+use super::affinity::{PodAffinityTerms, PodSelector};
+use super::info::{HostPort, NodeInfo, PodMeta, PodUsage, Resources};
+use super::spread::LABEL_ZONE;
+
+/// Namespace name → its labels (for `namespaceSelector`).
+pub type NamespaceLabels = HashMap<String, BTreeMap<String, String>>;
+
+/// Selectors whose matching pods the cache counts per node, at most: one per workload
+/// is typical; beyond the cap a selector is counted by walking the node's pods.
+const MAX_INDEXED_SELECTORS: usize = 1024;
 
 /// What the pods placed on one node use.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Usage {
     pub requested: Resources,
     pub nonzero: Resources,
@@ -20,10 +30,14 @@ pub struct Usage {
     pub ports: HashMap<HostPort, u32>,
     /// Pods per controlling owner uid, for spreading replicas.
     pub owners: HashMap<String, u32>,
+    /// The pods placed here (labels, namespace, priority, affinity).
+    pub members: Vec<Arc<PodMeta>>,
+    /// Pods here matching each indexed selector, by selector id.
+    pub matched: Vec<u32>,
 }
 
 impl Usage {
-    fn add(&mut self, pod: &PodUsage) {
+    pub fn add(&mut self, pod: &PodUsage) {
         self.requested.add(pod.requests);
         self.nonzero.add(pod.nonzero);
         self.pods += 1;
@@ -33,9 +47,10 @@ impl Usage {
         if let Some(owner) = &pod.owner {
             *self.owners.entry(owner.clone()).or_default() += 1;
         }
+        self.members.push(pod.meta.clone());
     }
 
-    fn remove(&mut self, pod: &PodUsage) {
+    pub fn remove(&mut self, pod: &PodUsage) {
         self.requested.sub(pod.requests);
         self.nonzero.sub(pod.nonzero);
         self.pods -= 1;
@@ -45,6 +60,22 @@ impl Usage {
         if let Some(owner) = &pod.owner {
             decrement(&mut self.owners, owner);
         }
+        if let Some(i) = self.members.iter().position(|m| Arc::ptr_eq(m, &pod.meta)) {
+            self.members.swap_remove(i);
+        }
+    }
+
+    /// Pods here matching the indexed selector `id`.
+    pub fn indexed(&self, id: usize) -> u32 {
+        self.matched.get(id).copied().unwrap_or(0)
+    }
+
+    fn count_selector(&mut self, id: usize, by: i64) {
+        if self.matched.len() <= id {
+            self.matched.resize(id + 1, 0);
+        }
+        let n = &mut self.matched[id];
+        *n = (i64::from(*n) + by).max(0) as u32;
     }
 
     fn is_empty(&self) -> bool {
@@ -80,6 +111,8 @@ struct Placement {
     usage: PodUsage,
     /// Placed by this scheduler and not yet seen bound by the informer.
     assumed: bool,
+    /// The indexed selectors it matches.
+    matched: Vec<usize>,
 }
 
 /// How a node update changed the cache.
@@ -100,6 +133,58 @@ pub struct SchedulerCache {
     /// Usage of pods bound to nodes the cache has no Node object for (yet, or any more).
     orphans: HashMap<String, Usage>,
     pods: HashMap<String, Placement>,
+    /// Selectors counted per node: canonical key → id, and the selectors by id.
+    selector_ids: HashMap<String, usize>,
+    selectors: Vec<PodSelector>,
+    /// Placed pods carrying pod (anti-)affinity terms, grouped by identical terms (the
+    /// pods of one template), so the symmetry rules match each distinct term once per
+    /// scheduling cycle, not once per pod; and each such pod's group.
+    affinity_groups: HashMap<String, AffinityGroup>,
+    group_of: HashMap<String, String>,
+    /// Pods per controlling owner per zone of their node: the system default zone
+    /// spreading reads this instead of walking every node for every pod.
+    zone_owners: HashMap<String, HashMap<String, u32>>,
+}
+
+fn zone_of(info: &NodeInfo) -> Option<String> {
+    info.labels.get(LABEL_ZONE).cloned()
+}
+
+fn shift_one(
+    map: &mut HashMap<String, HashMap<String, u32>>,
+    owner: &str,
+    zone: Option<&str>,
+    by: i64,
+) {
+    let Some(zone) = zone else { return };
+    let zones = map.entry(owner.to_string()).or_default();
+    let n = zones.entry(zone.to_string()).or_default();
+    *n = (i64::from(*n) + by).max(0) as u32;
+    if *n == 0 {
+        zones.remove(zone);
+    }
+    if zones.is_empty() {
+        map.remove(owner);
+    }
+}
+
+fn shift_zone(
+    map: &mut HashMap<String, HashMap<String, u32>>,
+    owners: &HashMap<String, u32>,
+    zone: Option<&str>,
+    by: i64,
+) {
+    for (owner, n) in owners {
+        shift_one(map, owner, zone, by * i64::from(*n));
+    }
+}
+
+/// Placed pods sharing the same pod (anti-)affinity terms: the terms, and how many of
+/// them each node holds.
+#[derive(Debug, Clone)]
+pub struct AffinityGroup {
+    pub terms: Arc<PodAffinityTerms>,
+    pub nodes: HashMap<String, u32>,
 }
 
 impl SchedulerCache {
@@ -126,12 +211,20 @@ impl SchedulerCache {
                 if state.info == info {
                     NodeChange::Unchanged
                 } else {
-                    state.info = info;
+                    let (old, new) = (zone_of(&state.info), zone_of(&info));
+                    if old != new {
+                        let owners = state.usage.owners.clone();
+                        shift_zone(&mut self.zone_owners, &owners, old.as_deref(), -1);
+                        shift_zone(&mut self.zone_owners, &owners, new.as_deref(), 1);
+                    }
+                    self.nodes[i].info = info;
                     NodeChange::Updated
                 }
             }
             None => {
                 let usage = self.orphans.remove(&info.name).unwrap_or_default();
+                let zone = zone_of(&info);
+                shift_zone(&mut self.zone_owners, &usage.owners, zone.as_deref(), 1);
                 self.index.insert(info.name.clone(), self.nodes.len());
                 self.nodes.push(NodeState { info, usage });
                 NodeChange::Added
@@ -147,6 +240,13 @@ impl SchedulerCache {
         if let Some(moved) = self.nodes.get(i) {
             self.index.insert(moved.info.name.clone(), i);
         }
+        let zone = zone_of(&state.info);
+        shift_zone(
+            &mut self.zone_owners,
+            &state.usage.owners,
+            zone.as_deref(),
+            -1,
+        );
         // Its pods still exist until the node lifecycle controller deletes them; keep
         // their usage in case the node comes back.
         if !state.usage.is_empty() {
@@ -190,8 +290,23 @@ impl SchedulerCache {
         let Some(p) = self.pods.remove(key) else {
             return false;
         };
+        if let Some(group) = self.group_of.remove(key) {
+            if let Some(g) = self.affinity_groups.get_mut(&group) {
+                decrement(&mut g.nodes, &p.node);
+                if g.nodes.is_empty() {
+                    self.affinity_groups.remove(&group);
+                }
+            }
+        }
+        if let Some(owner) = &p.usage.owner {
+            let zone = self.node(&p.node).and_then(|n| zone_of(&n.info));
+            shift_one(&mut self.zone_owners, owner, zone.as_deref(), -1);
+        }
         let usage = self.usage_mut(&p.node);
         usage.remove(&p.usage);
+        for &id in &p.matched {
+            usage.count_selector(id, -1);
+        }
         if usage.is_empty() && !self.index.contains_key(&p.node) {
             self.orphans.remove(&p.node);
         }
@@ -209,15 +324,96 @@ impl SchedulerCache {
 
     fn place(&mut self, key: &str, node: &str, usage: PodUsage, assumed: bool) {
         self.remove_pod(key);
-        self.usage_mut(node).add(&usage);
+        let none = NamespaceLabels::new();
+        let matched: Vec<usize> = (0..self.selectors.len())
+            .filter(|&id| self.selectors[id].matches(&usage.meta, &none))
+            .collect();
+        if let Some(owner) = &usage.owner {
+            let zone = self.node(node).and_then(|n| zone_of(&n.info));
+            shift_one(&mut self.zone_owners, owner, zone.as_deref(), 1);
+        }
+        let u = self.usage_mut(node);
+        u.add(&usage);
+        for &id in &matched {
+            u.count_selector(id, 1);
+        }
+        if let Some(a) = &usage.meta.affinity {
+            // Terms print the same exactly when they are the same.
+            let group = format!("{a:?}");
+            let g = self
+                .affinity_groups
+                .entry(group.clone())
+                .or_insert_with(|| AffinityGroup {
+                    terms: a.clone(),
+                    nodes: HashMap::new(),
+                });
+            *g.nodes.entry(node.to_string()).or_default() += 1;
+            self.group_of.insert(key.to_string(), group);
+        }
         self.pods.insert(
             key.to_string(),
             Placement {
                 node: node.to_string(),
                 usage,
                 assumed,
+                matched,
             },
         );
+    }
+
+    /// The id under which the pods matching `selector` are counted per node, registering
+    /// it (and counting the pods already placed) the first time; None when the selector
+    /// cannot be indexed or the index is full.
+    pub fn selector_id(&mut self, selector: &PodSelector) -> Option<usize> {
+        let key = selector.index_key()?;
+        if let Some(&id) = self.selector_ids.get(&key) {
+            return Some(id);
+        }
+        if self.selectors.len() >= MAX_INDEXED_SELECTORS {
+            return None;
+        }
+        let id = self.selectors.len();
+        self.selectors.push(selector.clone());
+        self.selector_ids.insert(key, id);
+        let none = NamespaceLabels::new();
+        let hits: Vec<(String, String)> = self
+            .pods
+            .iter()
+            .filter(|(_, p)| selector.matches(&p.usage.meta, &none))
+            .map(|(k, p)| (k.clone(), p.node.clone()))
+            .collect();
+        for (key, node) in hits {
+            self.usage_mut(&node).count_selector(id, 1);
+            if let Some(p) = self.pods.get_mut(&key) {
+                p.matched.push(id);
+            }
+        }
+        Some(id)
+    }
+
+    /// The placed pods with pod (anti-)affinity terms, by distinct terms.
+    pub fn affinity_groups(&self) -> impl Iterator<Item = &AffinityGroup> + '_ {
+        self.affinity_groups.values()
+    }
+
+    /// The owner's pods per zone.
+    pub fn zone_counts(&self, owner: &str) -> Option<&HashMap<String, u32>> {
+        self.zone_owners.get(owner)
+    }
+
+    pub fn has_pods_with_affinity(&self) -> bool {
+        !self.affinity_groups.is_empty()
+    }
+
+    pub fn has_pods_with_required_anti(&self) -> bool {
+        self.affinity_groups
+            .values()
+            .any(|g| !g.terms.required_anti.is_empty())
+    }
+
+    /// The placed pod's meta and usage (for preemption).
+    pub fn placement(&self, key: &str) -> Option<(&str, &PodUsage)> {
+        self.pods.get(key).map(|p| (p.node.as_str(), &p.usage))
     }
 
     /// A rough count of the heap bytes this cache holds (strings, maps, vectors): enough
@@ -244,6 +440,8 @@ impl SchedulerCache {
                         .sum::<usize>()
                     + n.usage.owners.keys().map(|k| k.len() + 40).sum::<usize>()
                     + n.usage.ports.len() * 64
+                    + n.usage.members.len() * size_of::<usize>()
+                    + n.usage.matched.len() * size_of::<u32>()
             })
             .sum();
         let pod_bytes: usize = self
@@ -256,6 +454,18 @@ impl SchedulerCache {
                     + map_entry
                     + p.usage.owner.as_ref().map_or(0, String::len)
                     + p.usage.host_ports.len() * size_of::<HostPort>()
+                    + size_of::<PodMeta>()
+                    + p.usage.meta.namespace.len()
+                    + p.usage.meta.name.len()
+                    + p.usage.meta.uid.len()
+                    + p.usage.meta.start_time.len()
+                    + p.usage
+                        .meta
+                        .labels
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len() + 48)
+                        .sum::<usize>()
+                    + p.matched.len() * size_of::<usize>()
             })
             .sum();
         node_bytes + pod_bytes
@@ -350,6 +560,37 @@ mod tests {
         assert_eq!(cache.node_count(), 2);
         assert_eq!(cache.node("c").map(|n| n.info.name.as_str()), Some("c"));
         assert_eq!(cache.node("b").map(|n| n.info.name.as_str()), Some("b"));
+    }
+
+    #[test]
+    fn owner_counts_per_zone_follow_pods_and_node_labels() {
+        let mut cache = SchedulerCache::default();
+        let zoned = |name: &str, zone: &str| {
+            let mut n = node(name);
+            n.labels.insert(LABEL_ZONE.into(), zone.into());
+            n
+        };
+        cache.upsert_node(zoned("a", "z1"));
+        cache.upsert_node(zoned("b", "z2"));
+        cache.assume("ns/p", "a", usage(100));
+        cache.assume("ns/q", "a", usage(100));
+        cache.assume("ns/r", "b", usage(100));
+        let counts = |c: &SchedulerCache| {
+            let mut v: Vec<(String, u32)> = c
+                .zone_counts("rc-uid")
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+                .unwrap_or_default();
+            v.sort();
+            v
+        };
+        assert_eq!(counts(&cache), [("z1".into(), 2), ("z2".into(), 1)]);
+        cache.upsert_node(zoned("a", "z3"));
+        assert_eq!(counts(&cache), [("z2".into(), 1), ("z3".into(), 2)]);
+        cache.remove_pod("ns/q");
+        cache.remove_node("b");
+        assert_eq!(counts(&cache), [("z3".into(), 1)]);
+        cache.upsert_node(zoned("b", "z2"));
+        assert_eq!(counts(&cache), [("z2".into(), 1), ("z3".into(), 1)]);
     }
 
     #[test]

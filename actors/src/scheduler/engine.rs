@@ -7,11 +7,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::cache::{NodeChange, SchedulerCache};
-use super::filters::{self, FitError, Reason};
-use super::info::{NodeInfo, PodInfo, PodUsage};
+use std::collections::HashMap;
+
+use super::affinity::{self, AffinityScore, AffinityState};
+use super::cache::{NamespaceLabels, NodeChange, SchedulerCache};
+use super::filters::{self, Cycle, FitError, Reason};
+use super::info::{NodeInfo, PodInfo, PodMeta, PodUsage, Resources};
+use super::preemption::{self, NoDisruptionBudgets, Outcome};
 use super::queue::{QueueLengths, SchedulingQueue};
 use super::score::{self, Weights};
+use super::spread::{self, Counted, SpreadState};
 use super::SchedulerConfig;
 use crate::api::meta;
 use crate::client::EventKind;
@@ -39,6 +44,23 @@ pub enum Decision {
         pod: Arc<Value>,
         message: String,
     },
+    /// It fits once `victims` are gone from `node`: nominate the pod there (with the
+    /// unschedulable condition saying why it waits) and delete the victims.
+    Preempt {
+        key: String,
+        pod: Arc<Value>,
+        node: String,
+        victims: Vec<Arc<PodMeta>>,
+        message: String,
+    },
+}
+
+/// Room a preemption made on a node for a pod of this priority.
+#[derive(Debug, Clone)]
+struct Nomination {
+    node: String,
+    priority: i32,
+    requests: Resources,
 }
 
 /// How many feasible nodes are enough for one pod: all of them on small clusters, a
@@ -71,6 +93,17 @@ pub struct Engine {
     reasons: Vec<Reason>,
     feasible: Vec<usize>,
     scores: Vec<(usize, i64)>,
+    /// Per node of the last failed cycle: whether eviction could cure its failure.
+    helpful: Vec<bool>,
+    spread_scores: Vec<i64>,
+    node_affinity_scores: Vec<i64>,
+    pod_affinity_scores: Vec<i64>,
+    namespaces: NamespaceLabels,
+    /// Pods nominated to a node by preemption, until they are bound or gone.
+    nominated: HashMap<String, Nomination>,
+    /// The selector index of each preferred pod (anti-)affinity term of the pod being
+    /// scheduled.
+    preferred_ids: Vec<Option<usize>>,
 }
 
 impl Engine {
@@ -87,6 +120,13 @@ impl Engine {
             reasons: Vec::new(),
             feasible: Vec::new(),
             scores: Vec::new(),
+            helpful: Vec::new(),
+            spread_scores: Vec::new(),
+            node_affinity_scores: Vec::new(),
+            pod_affinity_scores: Vec::new(),
+            namespaces: NamespaceLabels::new(),
+            nominated: HashMap::new(),
+            preferred_ids: Vec::new(),
         }
     }
 
@@ -122,6 +162,7 @@ impl Engine {
         let key = key_of(pod);
         if kind == EventKind::Deleted {
             self.queue.remove(&key);
+            self.nominated.remove(&key);
             if self.cache.remove_pod(&key) {
                 // Capacity was freed.
                 self.queue.move_all_unschedulable(now);
@@ -130,6 +171,7 @@ impl Engine {
         }
         if let Some(node) = pods::node_name(pod) {
             self.queue.remove(&key);
+            self.nominated.remove(&key);
             if pods::is_terminated(pod) {
                 // A finished pod holds no resources (kube-scheduler ignores them too).
                 if self.cache.remove_pod(&key) {
@@ -163,21 +205,75 @@ impl Engine {
     }
 
     /// Take the next pod off the active queue and decide where it goes; a pod placed is
-    /// assumed on its node at once, before the bind is sent.
+    /// assumed on its node at once, before the bind is sent. A pod that fits nowhere may
+    /// preempt lower-priority pods (it is then nominated to their node and retried once
+    /// they are gone).
     pub fn schedule_next(&mut self, now: Instant) -> Option<Decision> {
         let (key, pod) = self.queue.pop()?;
         let span = tracing::debug_span!("schedule_pod", pod = %key);
         let _entered = span.enter();
-        let info = PodInfo::from_pod(&pod);
-        match self.find_node(&info) {
+        let mut info = PodInfo::from_pod(&pod);
+        for c in &mut info.spread {
+            if let Counted::Selector(sel) = &c.counted {
+                c.index = self.cache.selector_id(sel);
+            }
+        }
+        self.preferred_ids.clear();
+        if let Some(terms) = info.usage.meta.affinity.clone() {
+            for t in terms.preferred_affinity.iter().chain(&terms.preferred_anti) {
+                let id = self.cache.selector_id(&t.selector);
+                self.preferred_ids.push(id);
+            }
+        }
+        let cycle = self.cycle_for(&key, &info);
+        match self.find_node(&info, &cycle) {
             Ok(index) => {
                 let node = self.cache.nodes()[index].info.name.clone();
+                self.nominated.remove(&key);
                 self.cache.assume(&key, &node, info.usage);
                 tracing::debug!(node = %node, "assumed");
                 Some(Decision::Bind { key, pod, node })
             }
-            Err(fit) => {
+            Err(mut fit) => {
                 self.queue.unschedulable(&key, now);
+                if fit.nodes > 0 {
+                    let nominated = self
+                        .nominated
+                        .get(&key)
+                        .map(|n| n.node.clone())
+                        .or_else(|| info.nominated_node.clone());
+                    let outcome = preemption::preempt(
+                        &self.cache,
+                        &info,
+                        &cycle,
+                        &self.helpful,
+                        nominated.as_deref(),
+                        &NoDisruptionBudgets,
+                        &self.namespaces,
+                    );
+                    match outcome {
+                        Outcome::Nominate { node, victims } => {
+                            let message = fit.to_string();
+                            tracing::debug!(%message, node = %node, victims = victims.len(), "preempting");
+                            self.nominated.insert(
+                                key.clone(),
+                                Nomination {
+                                    node: node.clone(),
+                                    priority: info.priority(),
+                                    requests: info.usage.requests,
+                                },
+                            );
+                            return Some(Decision::Preempt {
+                                key,
+                                pod,
+                                node,
+                                victims,
+                                message,
+                            });
+                        }
+                        Outcome::Failed(post) => fit.post_filter = Some(post),
+                    }
+                }
                 let message = fit.to_string();
                 tracing::debug!(%message, "unschedulable");
                 Some(Decision::Unschedulable { key, pod, message })
@@ -185,8 +281,44 @@ impl Engine {
         }
     }
 
+    /// The per-pod state the filters share: topology spread counts, inter-pod affinity
+    /// counts (only when the pod has required terms or some placed pod has required
+    /// anti-affinity), and the room held for pods nominated by preemption.
+    fn cycle_for(&self, key: &str, pod: &PodInfo) -> Cycle {
+        let nodes = self.cache.nodes();
+        let spread = SpreadState::build(&pod.spread, pod, nodes);
+        let terms = pod.usage.meta.affinity.as_deref();
+        let affinity = if terms.is_some_and(|t| t.has_required())
+            || self.cache.has_pods_with_required_anti()
+        {
+            AffinityState::build(
+                &pod.usage.meta,
+                terms,
+                nodes,
+                |n| self.cache.node(n).map(|s| &s.info),
+                self.cache.affinity_groups(),
+                &self.namespaces,
+            )
+        } else {
+            AffinityState::default()
+        };
+        let mut reserved: HashMap<String, (Resources, i64)> = HashMap::new();
+        for (k, n) in &self.nominated {
+            if k != key && n.priority >= pod.priority() {
+                let held = reserved.entry(n.node.clone()).or_default();
+                held.0.add(n.requests);
+                held.1 += 1;
+            }
+        }
+        Cycle {
+            spread,
+            affinity,
+            reserved,
+        }
+    }
+
     /// Filter (stopping once enough feasible nodes are found), score, select.
-    fn find_node(&mut self, pod: &PodInfo) -> Result<usize, FitError> {
+    fn find_node(&mut self, pod: &PodInfo, cycle: &Cycle) -> Result<usize, FitError> {
         let nodes = self.cache.nodes();
         let total = nodes.len();
         if total == 0 {
@@ -196,17 +328,20 @@ impl Engine {
         let start = self.next_start % total;
         self.feasible.clear();
         let mut fit_error = FitError::new(total);
+        self.helpful.clear();
+        self.helpful.resize(total, false);
         let mut examined = 0;
         for offset in 0..total {
             let i = (start + offset) % total;
             examined += 1;
             self.reasons.clear();
-            if filters::fits(&nodes[i], pod, &mut self.reasons) {
+            if filters::fits(&nodes[i], pod, cycle, &mut self.reasons) {
                 self.feasible.push(i);
                 if self.feasible.len() >= wanted {
                     break;
                 }
             } else {
+                self.helpful[i] = self.reasons.iter().all(Reason::preemption_may_help);
                 fit_error.count(self.reasons.drain(..));
             }
         }
@@ -214,26 +349,81 @@ impl Engine {
         if self.feasible.is_empty() {
             return Err(fit_error);
         }
-        let owner = pod.usage.owner.as_deref();
-        let max_same_owner = owner.map_or(0, |o| {
-            self.feasible
-                .iter()
-                .map(|&i| nodes[i].usage.owned_by(o))
-                .max()
-                .unwrap_or(0)
-        });
         let w = self.weights;
+        // Each plugin's scores over the feasible nodes, normalized as kube-scheduler does.
+        let mut spread_scores = std::mem::take(&mut self.spread_scores);
+        spread::score(
+            &pod.spread,
+            pod.spread_defaulted,
+            pod,
+            nodes,
+            &self.feasible,
+            pod.usage
+                .owner
+                .as_deref()
+                .and_then(|o| self.cache.zone_counts(o)),
+            &mut spread_scores,
+        );
+        let mut node_affinity = std::mem::take(&mut self.node_affinity_scores);
+        node_affinity.clear();
+        if !pod.preferred_node_terms.is_empty() {
+            node_affinity.extend(
+                self.feasible
+                    .iter()
+                    .map(|&i| pod.preferred_node_weight(&nodes[i].info)),
+            );
+            score::normalize_by_max(&mut node_affinity);
+        }
+        let mut pod_affinity = std::mem::take(&mut self.pod_affinity_scores);
+        pod_affinity.clear();
+        let terms = pod.usage.meta.affinity.as_deref();
+        if terms.is_some_and(|t| t.has_preferred()) || self.cache.has_pods_with_affinity() {
+            let state = AffinityScore::build(
+                &pod.usage.meta,
+                terms,
+                nodes,
+                |n| self.cache.node(n).map(|s| &s.info),
+                self.cache.affinity_groups(),
+                &self.preferred_ids,
+                &self.namespaces,
+            );
+            if !state.is_empty() {
+                pod_affinity.extend(self.feasible.iter().map(|&i| state.raw(&nodes[i].info)));
+                affinity::normalize(&mut pod_affinity);
+            }
+        }
         self.scores.clear();
-        self.scores.extend(self.feasible.iter().map(|&i| {
-            let node = &nodes[i];
-            let same_owner = owner.map_or(0, |o| node.usage.owned_by(o));
-            let s = w.least_allocated * score::least_allocated(node, pod)
-                + w.spread * score::spread(same_owner, max_same_owner);
-            (i, s)
-        }));
+        for (k, &i) in self.feasible.iter().enumerate() {
+            let at = |v: &[i64]| v.get(k).copied().unwrap_or(0);
+            let s = w.least_allocated * score::least_allocated(&nodes[i], pod)
+                + w.spread * at(&spread_scores)
+                + w.node_affinity * at(&node_affinity)
+                + w.pod_affinity * at(&pod_affinity);
+            self.scores.push((i, s));
+        }
+        self.spread_scores = spread_scores;
+        self.node_affinity_scores = node_affinity;
+        self.pod_affinity_scores = pod_affinity;
         let chosen = score::select(&self.scores, self.turn);
         self.turn = self.turn.wrapping_add(1);
         chosen.ok_or(fit_error)
+    }
+
+    /// A namespace was added, changed or deleted (its labels feed `namespaceSelector`).
+    pub fn on_namespace(&mut self, kind: EventKind, ns: &Value, now: Instant) {
+        let name = meta::name(ns).unwrap_or_default().to_string();
+        if kind == EventKind::Deleted {
+            self.namespaces.remove(&name);
+            return;
+        }
+        let labels = crate::api::selector::object_labels(ns);
+        if self.namespaces.get(&name) != Some(&labels) {
+            self.namespaces.insert(name, labels);
+            // Pods waiting on a namespace-selected affinity may fit now.
+            if self.cache.has_pods_with_affinity() || self.queue.lengths().unschedulable > 0 {
+                self.queue.move_all_unschedulable(now);
+            }
+        }
     }
 
     /// The bind was stored: the pod leaves the queue; it stays assumed until the informer
@@ -310,7 +500,8 @@ mod tests {
                     e.on_pod(EventKind::Modified, &bound(&pod, &node), now);
                     out.push((key, Ok(node)));
                 }
-                Decision::Unschedulable { key, message, .. } => out.push((key, Err(message))),
+                Decision::Unschedulable { key, message, .. }
+                | Decision::Preempt { key, message, .. } => out.push((key, Err(message))),
             }
         }
         out
@@ -384,12 +575,16 @@ mod tests {
                 (
                     "default/big".to_string(),
                     Err("0/3 nodes are available: 1 Insufficient cpu, \
-                    2 node(s) didn't match Pod's node affinity/selector."
+                    2 node(s) didn't match Pod's node affinity/selector. \
+                    preemption: 0/3 nodes are available: 1 No preemption victims found for incoming pod, \
+                    2 Preemption is not helpful for scheduling.."
                         .to_string())
                 ),
                 (
                     "default/huge".to_string(),
-                    Err("0/3 nodes are available: 3 Insufficient cpu.".to_string())
+                    Err("0/3 nodes are available: 3 Insufficient cpu. \
+                    preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod.."
+                        .to_string())
                 ),
             ]
         );
@@ -429,7 +624,11 @@ mod tests {
         // The bind is still in flight: the second pod must not fit in the same cpu.
         match e.schedule_next(now) {
             Some(Decision::Unschedulable { message, .. }) => {
-                assert_eq!(message, "0/1 nodes are available: 1 Insufficient cpu.")
+                assert_eq!(
+                    message,
+                    "0/1 nodes are available: 1 Insufficient cpu. preemption: \
+                     0/1 nodes are available: 1 No preemption victims found for incoming pod.."
+                )
             }
             other => panic!("expected unschedulable, got {other:?}"),
         }

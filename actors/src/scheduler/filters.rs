@@ -1,25 +1,67 @@
 //! Filters: can this pod run on this node? Run in kube-scheduler's order (NodeUnschedulable,
-//! TaintToleration, NodeAffinity, NodePorts, NodeResourcesFit) and stop at the first that
-//! fails, so each node contributes the reasons of one filter to the "0/N nodes are
-//! available" message, as in Kubernetes.
+//! TaintToleration, NodeAffinity, NodePorts, NodeResourcesFit, PodTopologySpread,
+//! InterPodAffinity) and stop at the first that fails, so each node contributes the
+//! reasons of one filter to the "0/N nodes are available" message, as in Kubernetes.
 
 use std::collections::HashMap;
 use std::fmt;
 
+use super::affinity::{AffinityFailure, AffinityState};
 use super::cache::NodeState;
-use super::info::{PodInfo, Taint, TaintEffect, TAINT_UNSCHEDULABLE};
+use super::info::{PodInfo, Resources, Taint, TaintEffect, TAINT_UNSCHEDULABLE};
+use super::spread::{SpreadFailure, SpreadState};
+
+/// What the filters of one scheduling cycle share: the per-pod counts built once before
+/// the nodes are walked.
+#[derive(Debug, Default, Clone)]
+pub struct Cycle {
+    pub spread: SpreadState,
+    pub affinity: AffinityState,
+    /// Resources and pod slots held per node for pods nominated there by preemption
+    /// with at least this pod's priority (the room they made is theirs).
+    pub reserved: HashMap<String, (Resources, i64)>,
+}
 
 /// Why a node was rejected; the text is kube-scheduler's, word for word, because users
 /// (and their tooling) grep for it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Reason {
     Unschedulable,
-    UntoleratedTaint { key: String, value: String },
+    UntoleratedTaint {
+        key: String,
+        value: String,
+    },
     NodeSelectorMismatch,
     HostPortsTaken,
     TooManyPods,
     InsufficientCpu,
     InsufficientMemory,
+    SpreadMissingLabel,
+    SpreadMismatch,
+    PodAffinityMismatch,
+    PodAntiAffinityMismatch,
+    ExistingAntiAffinity,
+    /// Preemption's reasons (after "preemption: ").
+    NoPreemptionVictims,
+    PreemptionNotHelpful,
+}
+
+impl Reason {
+    /// Whether evicting lower-priority pods may cure this: kube-scheduler's
+    /// `Unschedulable` reasons, as opposed to `UnschedulableAndUnresolvable` ones (a
+    /// cordon, a taint, node affinity, pod affinity, a missing topology label).
+    pub fn preemption_may_help(&self) -> bool {
+        matches!(
+            self,
+            Reason::TooManyPods
+                | Reason::InsufficientCpu
+                | Reason::InsufficientMemory
+                | Reason::HostPortsTaken
+                | Reason::SpreadMismatch
+                | Reason::PodAntiAffinityMismatch
+                | Reason::ExistingAntiAffinity
+        )
+    }
 }
 
 impl fmt::Display for Reason {
@@ -38,13 +80,30 @@ impl fmt::Display for Reason {
             Reason::TooManyPods => f.write_str("Too many pods"),
             Reason::InsufficientCpu => f.write_str("Insufficient cpu"),
             Reason::InsufficientMemory => f.write_str("Insufficient memory"),
+            Reason::SpreadMissingLabel => f.write_str(
+                "node(s) didn't match pod topology spread constraints (missing required label)",
+            ),
+            Reason::SpreadMismatch => {
+                f.write_str("node(s) didn't match pod topology spread constraints")
+            }
+            Reason::PodAffinityMismatch => f.write_str("node(s) didn't match pod affinity rules"),
+            Reason::PodAntiAffinityMismatch => {
+                f.write_str("node(s) didn't match pod anti-affinity rules")
+            }
+            Reason::ExistingAntiAffinity => {
+                f.write_str("node(s) didn't satisfy existing pods anti-affinity rules")
+            }
+            Reason::NoPreemptionVictims => {
+                f.write_str("No preemption victims found for incoming pod")
+            }
+            Reason::PreemptionNotHelpful => f.write_str("Preemption is not helpful for scheduling"),
         }
     }
 }
 
 /// Check one node; on failure push the failing filter's reasons to `reasons` and return
 /// false. Allocation-free when the node fits, since that is the common case.
-pub fn fits(node: &NodeState, pod: &PodInfo, reasons: &mut Vec<Reason>) -> bool {
+pub fn fits(node: &NodeState, pod: &PodInfo, cycle: &Cycle, reasons: &mut Vec<Reason>) -> bool {
     let info = &node.info;
     // NodeUnschedulable (kubectl cordon), which a pod may tolerate like a taint.
     if info.unschedulable {
@@ -85,12 +144,18 @@ pub fn fits(node: &NodeState, pod: &PodInfo, reasons: &mut Vec<Reason>) -> bool 
     }
     // NodeResourcesFit: every shortage is reported, not only the first.
     let before = reasons.len();
-    if node.usage.pods + 1 > info.allowed_pods {
+    let (held, held_pods) = if cycle.reserved.is_empty() {
+        (Resources::default(), 0)
+    } else {
+        cycle.reserved.get(&info.name).copied().unwrap_or_default()
+    };
+    if node.usage.pods + held_pods + 1 > info.allowed_pods {
         reasons.push(Reason::TooManyPods);
     }
     let want = pod.usage.requests;
     if !want.is_zero() {
-        let used = node.usage.requested;
+        let mut used = node.usage.requested;
+        used.add(held);
         if want.milli_cpu > 0 && used.milli_cpu + want.milli_cpu > info.allocatable.milli_cpu {
             reasons.push(Reason::InsufficientCpu);
         }
@@ -98,7 +163,33 @@ pub fn fits(node: &NodeState, pod: &PodInfo, reasons: &mut Vec<Reason>) -> bool 
             reasons.push(Reason::InsufficientMemory);
         }
     }
-    reasons.len() == before
+    if reasons.len() != before {
+        return false;
+    }
+    if cycle.spread.is_active() {
+        match cycle.spread.check(&pod.spread, info) {
+            Ok(()) => {}
+            Err(SpreadFailure::MissingLabel) => {
+                reasons.push(Reason::SpreadMissingLabel);
+                return false;
+            }
+            Err(SpreadFailure::Skew) => {
+                reasons.push(Reason::SpreadMismatch);
+                return false;
+            }
+        }
+    }
+    if cycle.affinity.is_active() {
+        if let Err(failure) = cycle.affinity.check(info) {
+            reasons.push(match failure {
+                AffinityFailure::Affinity => Reason::PodAffinityMismatch,
+                AffinityFailure::AntiAffinity => Reason::PodAntiAffinityMismatch,
+                AffinityFailure::ExistingAntiAffinity => Reason::ExistingAntiAffinity,
+            });
+            return false;
+        }
+    }
+    true
 }
 
 /// Why a pod fits no node: a count of each reason over all nodes.
@@ -106,6 +197,9 @@ pub fn fits(node: &NodeState, pod: &PodInfo, reasons: &mut Vec<Reason>) -> bool 
 pub struct FitError {
     pub nodes: usize,
     pub reasons: HashMap<Reason, usize>,
+    /// What preemption said (kube-scheduler's PostFilter message), appended after the
+    /// filters' reasons.
+    pub post_filter: Option<String>,
 }
 
 impl FitError {
@@ -113,6 +207,7 @@ impl FitError {
         FitError {
             nodes,
             reasons: HashMap::new(),
+            post_filter: None,
         }
     }
 
@@ -136,9 +231,12 @@ impl fmt::Display for FitError {
             .map(|(reason, n)| format!("{n} {reason}"))
             .collect();
         entries.sort();
-        write!(f, "0/{} nodes are available", self.nodes)?;
+        write!(f, "0/{} nodes are available:", self.nodes)?;
         if !entries.is_empty() {
-            write!(f, ": {}.", entries.join(", "))?;
+            write!(f, " {}.", entries.join(", "))?;
+        }
+        if let Some(post) = &self.post_filter {
+            write!(f, " {post}.")?;
         }
         Ok(())
     }
@@ -184,7 +282,7 @@ mod tests {
 
     fn reasons_for(node: &NodeState, pod: &PodInfo) -> Vec<Reason> {
         let mut out = Vec::new();
-        fits(node, pod, &mut out);
+        fits(node, pod, &Cycle::default(), &mut out);
         out
     }
 

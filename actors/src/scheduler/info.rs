@@ -3,8 +3,12 @@
 //! quantity parsing (that loop runs hundreds of times per pod on a big cluster).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::Value;
+
+use super::affinity::PodAffinityTerms;
+use super::spread::Constraint;
 
 use crate::api::validation::quantity_value;
 use crate::controllers::pods;
@@ -228,8 +232,60 @@ impl NodeRequirement {
     }
 }
 
+/// Who a pod is, as the inter-pod rules and preemption ask: kept per placed pod.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PodMeta {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub labels: BTreeMap<String, String>,
+    /// `spec.priority` (set by the Priority admission; 0 when absent).
+    pub priority: i32,
+    /// `status.startTime`, else `metadata.creationTimestamp` (RFC 3339, so ordered as
+    /// strings): preemption spares older pods of equal priority.
+    pub start_time: String,
+    /// Its pod (anti-)affinity terms, for the symmetry rules.
+    pub affinity: Option<Arc<PodAffinityTerms>>,
+    /// Being deleted (it still holds its node's resources until it is gone).
+    pub terminating: bool,
+}
+
+impl PodMeta {
+    pub fn from_pod(pod: &Value) -> PodMeta {
+        let s = |p: &str| pod.pointer(p).and_then(Value::as_str).unwrap_or_default();
+        let mut meta = PodMeta {
+            namespace: s("/metadata/namespace").to_string(),
+            name: s("/metadata/name").to_string(),
+            uid: s("/metadata/uid").to_string(),
+            labels: crate::api::selector::object_labels(pod),
+            priority: pod
+                .pointer("/spec/priority")
+                .and_then(Value::as_i64)
+                .and_then(|p| i32::try_from(p).ok())
+                .unwrap_or(0),
+            start_time: match s("/status/startTime") {
+                "" => s("/metadata/creationTimestamp").to_string(),
+                t => t.to_string(),
+            },
+            affinity: None,
+            terminating: pod
+                .pointer("/metadata/deletionTimestamp")
+                .is_some_and(|t| !t.is_null()),
+        };
+        let affinity = pod
+            .pointer("/spec/affinity")
+            .filter(|a| a.get("podAffinity").is_some() || a.get("podAntiAffinity").is_some());
+        meta.affinity = PodAffinityTerms::parse(affinity, &meta).map(Arc::new);
+        meta
+    }
+
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
 /// What a pod consumes on the node it is placed on: kept per placed pod by the cache.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct PodUsage {
     /// What the fit filter counts.
     pub requests: Resources,
@@ -238,6 +294,7 @@ pub struct PodUsage {
     pub host_ports: Vec<HostPort>,
     /// The uid of the controlling owner (e.g. the replication controller).
     pub owner: Option<String>,
+    pub meta: Arc<PodMeta>,
 }
 
 /// Everything the filters and scores ask about a pod being scheduled.
@@ -248,6 +305,16 @@ pub struct PodInfo {
     /// Required node-affinity terms (ORed); `None` when the pod has none.
     pub affinity_terms: Option<Vec<Vec<NodeRequirement>>>,
     pub tolerations: Vec<Toleration>,
+    /// Preferred node-affinity terms with their weights.
+    pub preferred_node_terms: Vec<(i64, Vec<NodeRequirement>)>,
+    /// Explicit topology spread constraints, or the system defaults.
+    pub spread: Vec<Constraint>,
+    /// Whether `spread` holds the system defaults.
+    pub spread_defaulted: bool,
+    /// `preemptionPolicy: Never`.
+    pub never_preempts: bool,
+    /// `status.nominatedNodeName`: where an earlier preemption made room.
+    pub nominated_node: Option<String>,
 }
 
 impl PodInfo {
@@ -273,11 +340,45 @@ impl PodInfo {
             .and_then(Value::as_array)
             .map(|ts| ts.iter().map(Toleration::parse).collect())
             .unwrap_or_default();
+        let preferred_node_terms = spec
+            .and_then(|s| {
+                s.pointer("/affinity/nodeAffinity/preferredDuringSchedulingIgnoredDuringExecution")
+            })
+            .and_then(Value::as_array)
+            .map(|terms| {
+                terms
+                    .iter()
+                    .map(|t| {
+                        let weight = t.get("weight").and_then(Value::as_i64).unwrap_or(0);
+                        let term = t.get("preference").map(parse_term).unwrap_or_default();
+                        (weight, term)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let usage = PodUsage::from_pod(pod);
+        let mut spread = Constraint::parse_all(spec, &usage.meta);
+        let spread_defaulted = spread.is_empty();
+        if spread_defaulted {
+            spread = Constraint::system_defaults(usage.owner.as_deref());
+        }
         PodInfo {
-            usage: PodUsage::from_pod(pod),
+            never_preempts: spec
+                .and_then(|s| s.get("preemptionPolicy"))
+                .and_then(Value::as_str)
+                == Some("Never"),
+            nominated_node: pod
+                .pointer("/status/nominatedNodeName")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+                .map(str::to_string),
+            usage,
             node_selector,
             affinity_terms,
             tolerations,
+            preferred_node_terms,
+            spread,
+            spread_defaulted,
         }
     }
 
@@ -298,6 +399,23 @@ impl PodInfo {
                     .iter()
                     .any(|term| !term.is_empty() && term.iter().all(|r| r.matches(node)))
             })
+    }
+}
+
+impl PodInfo {
+    /// The pod's priority.
+    pub fn priority(&self) -> i32 {
+        self.usage.meta.priority
+    }
+
+    /// NodeAffinity's score before normalizing: the weights of the preferred terms the
+    /// node matches (an empty term matches nothing, as in Kubernetes).
+    pub fn preferred_node_weight(&self, node: &NodeInfo) -> i64 {
+        self.preferred_node_terms
+            .iter()
+            .filter(|(_, term)| !term.is_empty() && term.iter().all(|r| r.matches(node)))
+            .map(|(w, _)| *w)
+            .sum()
     }
 }
 
@@ -384,6 +502,7 @@ impl PodUsage {
             nonzero,
             host_ports,
             owner,
+            meta: Arc::new(PodMeta::from_pod(pod)),
         }
     }
 }

@@ -12,13 +12,18 @@
 //! informers' replay of their caches fills again, so it carries on from the store's state
 //! (binds already stored show up as bound pods).
 
+pub mod affinity;
 pub mod cache;
 mod engine;
 pub mod events;
 pub mod filters;
 pub mod info;
+#[cfg(test)]
+mod plugin_tests;
+pub mod preemption;
 pub mod queue;
 pub mod score;
+pub mod spread;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,6 +44,7 @@ use crate::runtime::{
     Recorder,
 };
 use events::{EventQueue, PodEvent};
+use info::PodMeta;
 
 /// The component name on events and the default `spec.schedulerName`.
 pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
@@ -104,6 +110,12 @@ pub enum SchedulerError {
         #[source]
         source: ApiError,
     },
+    #[error("deleting the preemption victim {victim} failed")]
+    Preempt {
+        victim: String,
+        #[source]
+        source: ApiError,
+    },
     #[error(transparent)]
     Panicked(#[from] Panicked),
 }
@@ -116,6 +128,8 @@ pub struct SchedulerStats {
     pub bind_failures: u64,
     /// Scheduling attempts that found no node.
     pub unschedulable_attempts: u64,
+    /// Preemptions decided (a pod nominated, its victims deleted).
+    pub preemptions: u64,
     /// Events dropped because the event queue was full.
     pub events_dropped: u64,
     pub restarts: u64,
@@ -159,6 +173,8 @@ pub struct SchedulerActor {
     recorder: Arc<Recorder>,
     nodes: Arc<Informer>,
     pods: Arc<Informer>,
+    /// Namespace labels, for pod affinity terms' `namespaceSelector`.
+    namespaces: Arc<Informer>,
     engine: Engine,
     /// Ties a bind's answer to the incarnation that sent it.
     generation: u64,
@@ -193,6 +209,7 @@ impl SchedulerActor {
             recorder,
             nodes: informers.informer(InformerSpec::all("nodes")),
             pods: informers.informer(InformerSpec::all("pods")),
+            namespaces: informers.informer(InformerSpec::all("namespaces")),
             generation: 0,
             binds_in_flight: 0,
             events: None,
@@ -207,6 +224,7 @@ impl SchedulerActor {
     pub fn with_informers(mut self, informers: &InformerFactory) -> Self {
         self.nodes = informers.informer(InformerSpec::all("nodes"));
         self.pods = informers.informer(InformerSpec::all("pods"));
+        self.namespaces = informers.informer(InformerSpec::all("namespaces"));
         self
     }
 
@@ -236,7 +254,10 @@ impl SchedulerActor {
         match (notification, resource) {
             (Notification::Changed(change), _) => self.observe(resource, change),
             (Notification::Synced, "nodes") => self.nodes_synced = true,
-            (Notification::Synced, _) => self.pods_synced = true,
+            (Notification::Synced, "pods") => self.pods_synced = true,
+            // Namespaces only refine namespace-selected affinity terms; scheduling does
+            // not wait for them.
+            (Notification::Synced, _) => {}
         }
     }
 
@@ -244,6 +265,7 @@ impl SchedulerActor {
         let now = Instant::now();
         match resource {
             "nodes" => self.engine.on_node(change.kind, &change.object, now),
+            "namespaces" => self.engine.on_namespace(change.kind, &change.object, now),
             _ => self.engine.on_pod(change.kind, &change.object, now),
         }
     }
@@ -259,7 +281,19 @@ impl SchedulerActor {
                 Some(Decision::Bind { key, pod, node }) => self.bind(key, pod, node, ctx),
                 Some(Decision::Unschedulable { key, pod, message }) => {
                     self.stats.unschedulable_attempts += 1;
-                    self.report_unschedulable(key, pod, message);
+                    self.report_unschedulable(key, pod, message, None);
+                }
+                Some(Decision::Preempt {
+                    key,
+                    pod,
+                    node,
+                    victims,
+                    message,
+                }) => {
+                    self.stats.unschedulable_attempts += 1;
+                    self.stats.preemptions += 1;
+                    self.preempt(&pod, &node, &victims);
+                    self.report_unschedulable(key, pod, message, Some(node));
                 }
                 None => break,
             }
@@ -314,12 +348,24 @@ impl SchedulerActor {
     }
 
     /// Condition `PodScheduled=False` (written only when it changes, so a pod retried
-    /// again and again does not churn the store) and a `FailedScheduling` event.
-    fn report_unschedulable(&mut self, key: String, pod: Arc<Value>, message: String) {
-        if needs_condition_update(&pod, &message) {
+    /// again and again does not churn the store), with `status.nominatedNodeName` when a
+    /// preemption made room, and a `FailedScheduling` event.
+    fn report_unschedulable(
+        &mut self,
+        key: String,
+        pod: Arc<Value>,
+        message: String,
+        nominated: Option<String>,
+    ) {
+        let nomination_changed = nominated.as_deref().is_some_and(|n| {
+            pod.pointer("/status/nominatedNodeName")
+                .and_then(Value::as_str)
+                != Some(n)
+        });
+        if nomination_changed || needs_condition_update(&pod, &message) {
             let client = self.client.clone();
             let (ns, name) = namespace_and_name(&pod);
-            let patch = json!({"status": {"conditions": [{
+            let mut patch = json!({"status": {"conditions": [{
                 "type": "PodScheduled",
                 "status": "False",
                 "reason": "Unschedulable",
@@ -327,6 +373,9 @@ impl SchedulerActor {
                 "lastProbeTime": null,
                 "lastTransitionTime": meta::now_rfc3339(),
             }]}});
+            if let Some(node) = nominated {
+                patch["status"]["nominatedNodeName"] = json!(node);
+            }
             actix::spawn(async move {
                 let result = client
                     .patch(
@@ -345,6 +394,48 @@ impl SchedulerActor {
             });
         }
         self.record_event(pod, "Warning", "FailedScheduling", message);
+    }
+
+    /// Carry out a preemption: each victim gets the `DisruptionTarget` condition
+    /// kube-scheduler writes, is deleted with its own grace period, and a `Preempted`
+    /// event names the preemptor.
+    fn preempt(&mut self, preemptor: &Value, node: &str, victims: &[Arc<PodMeta>]) {
+        let uid = meta::uid(preemptor).unwrap_or_default().to_string();
+        for v in victims {
+            tracing::info!(victim = %v.key(), preemptor = %key_of_value(preemptor), node = %node, "preempting");
+            let client = self.client.clone();
+            let (ns, name) = (v.namespace.clone(), v.name.clone());
+            let condition = json!({"status": {"conditions": [{
+                "type": "DisruptionTarget",
+                "status": "True",
+                "reason": "PreemptionByScheduler",
+                "message": format!("{}: preempting to accommodate a higher priority pod", self.config.scheduler_name),
+                "lastTransitionTime": meta::now_rfc3339(),
+            }]}});
+            actix::spawn(async move {
+                let _ = client
+                    .patch(
+                        "pods",
+                        Some(&ns),
+                        &name,
+                        Some("status"),
+                        PatchType::Strategic,
+                        condition,
+                    )
+                    .await;
+                if let Err(source) = client.delete("pods", Some(&ns), &name, None).await {
+                    let error = SchedulerError::Preempt {
+                        victim: format!("{ns}/{name}"),
+                        source,
+                    };
+                    tracing::warn!(error = %error, "victim not deleted");
+                }
+            });
+            let object = Arc::new(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {
+                "name": v.name, "namespace": v.namespace, "uid": v.uid}}));
+            let message = format!("Preempted by pod {uid} on node {node}");
+            self.record_event(object, "Normal", "Preempted", message);
+        }
     }
 
     /// Queue an event; it is written in the background, or dropped if the queue is full.
@@ -378,6 +469,11 @@ impl SchedulerActor {
     }
 }
 
+fn key_of_value(pod: &Value) -> String {
+    let (ns, name) = namespace_and_name(pod);
+    format!("{ns}/{name}")
+}
+
 fn namespace_and_name(pod: &Value) -> (String, String) {
     (
         meta::namespace(pod).unwrap_or("default").to_string(),
@@ -400,7 +496,11 @@ impl Actor for SchedulerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        for (resource, informer) in [("nodes", &self.nodes), ("pods", &self.pods)] {
+        for (resource, informer) in [
+            ("nodes", &self.nodes),
+            ("pods", &self.pods),
+            ("namespaces", &self.namespaces),
+        ] {
             let stream = informer.subscribe().map(move |notification| Observed {
                 resource,
                 notification,

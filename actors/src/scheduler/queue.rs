@@ -1,5 +1,5 @@
 //! The scheduling queue, kube-scheduler's three lists in one map:
-//! - *active*: pods to try now, first come first served;
+//! - *active*: pods to try now, highest `spec.priority` first, then first come first served;
 //! - *backoff*: pods that failed recently and wait 1 s, 2 s, 4 s ... up to 10 s (doubling
 //!   per attempt) before they are tried again;
 //! - *unschedulable*: pods that fit nowhere. They wait for something that could make them
@@ -8,7 +8,8 @@
 //!
 //! Time is passed in, so the rules are tested without sleeping.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,8 +45,12 @@ pub struct QueueLengths {
 
 #[derive(Debug)]
 pub struct SchedulingQueue {
-    /// Keys in arrival order; may hold keys that since left the active state (skipped).
-    active: VecDeque<String>,
+    /// Keys by priority, then arrival order (kube-scheduler's activeQ orders by
+    /// `spec.priority`, then by when the pod was queued); may hold keys that since left
+    /// the active state (skipped).
+    active: BinaryHeap<(i32, Reverse<u64>, String)>,
+    /// Arrival counter for the ordering among equal priorities.
+    seq: u64,
     entries: HashMap<String, Entry>,
     initial_backoff: Duration,
     max_backoff: Duration,
@@ -54,7 +59,8 @@ pub struct SchedulingQueue {
 impl SchedulingQueue {
     pub fn new(initial_backoff: Duration, max_backoff: Duration) -> Self {
         SchedulingQueue {
-            active: VecDeque::new(),
+            active: BinaryHeap::new(),
+            seq: 0,
             entries: HashMap::new(),
             initial_backoff,
             max_backoff,
@@ -76,6 +82,7 @@ impl SchedulingQueue {
                 }
             }
             None => {
+                let priority = priority_of(&pod);
                 self.entries.insert(
                     key.to_string(),
                     Entry {
@@ -85,7 +92,7 @@ impl SchedulingQueue {
                         backoff_until: None,
                     },
                 );
-                self.active.push_back(key.to_string());
+                self.push(priority, key);
             }
         }
     }
@@ -101,7 +108,7 @@ impl SchedulingQueue {
 
     /// The next pod to try, marked in flight.
     pub fn pop(&mut self) -> Option<(String, Arc<Value>)> {
-        while let Some(key) = self.active.pop_front() {
+        while let Some((_, _, key)) = self.active.pop() {
             if let Some(entry) = self.entries.get_mut(&key) {
                 if entry.state == State::Active {
                     entry.state = State::InFlight;
@@ -181,8 +188,15 @@ impl SchedulingQueue {
             entry.state = State::Backoff;
         } else if entry.state != State::Active {
             entry.state = State::Active;
-            self.active.push_back(key.to_string());
+            let priority = priority_of(&entry.pod);
+            self.push(priority, key);
         }
+    }
+
+    fn push(&mut self, priority: i32, key: &str) {
+        self.seq += 1;
+        self.active
+            .push((priority, Reverse(self.seq), key.to_string()));
     }
 
     pub fn lengths(&self) -> QueueLengths {
@@ -197,6 +211,14 @@ impl SchedulingQueue {
         }
         l
     }
+}
+
+/// `spec.priority` (0 when unset).
+fn priority_of(pod: &Value) -> i32 {
+    pod.pointer("/spec/priority")
+        .and_then(Value::as_i64)
+        .and_then(|p| i32::try_from(p).ok())
+        .unwrap_or(0)
 }
 
 /// `initial * 2^(attempts-1)`, capped at `max`.
@@ -232,6 +254,19 @@ mod tests {
         assert_eq!(q.pop().map(|(k, _)| k), Some("ns/a".to_string()));
         assert_eq!(q.pop().map(|(k, _)| k), Some("ns/b".to_string()));
         assert!(q.pop().is_none());
+    }
+
+    #[test]
+    fn higher_priority_pods_are_tried_first_and_equal_ones_in_arrival_order() {
+        let mut q = queue();
+        let now = Instant::now();
+        let with = |p: i64| Arc::new(json!({"metadata": {"name": "p"}, "spec": {"priority": p}}));
+        q.add_or_update("ns/low", with(0), now);
+        q.add_or_update("ns/high", with(1000), now);
+        q.add_or_update("ns/low-2", with(0), now);
+        q.add_or_update("ns/critical", with(2_000_000_000), now);
+        let order: Vec<String> = std::iter::from_fn(|| q.pop().map(|(k, _)| k)).collect();
+        assert_eq!(order, ["ns/critical", "ns/high", "ns/low", "ns/low-2"]);
     }
 
     #[test]

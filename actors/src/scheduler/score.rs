@@ -1,18 +1,21 @@
-//! Scoring the feasible nodes: least-allocated resources plus spreading of pods that share
-//! a controlling owner, each on kube-scheduler's 0..=100 scale, weighted and summed.
+//! Scoring the feasible nodes, each score on kube-scheduler's 0..=100 scale, weighted and
+//! summed: least-allocated resources, PodTopologySpread (explicit ScheduleAnyway
+//! constraints or the system defaults that spread a controller's pods over hosts and
+//! zones), preferred NodeAffinity and InterPodAffinity.
 
 use super::cache::NodeState;
 use super::info::PodInfo;
 
 pub const MAX_SCORE: i64 = 100;
 
-/// How much each score counts. Spreading weighs more by default so that replicas land on
-/// different nodes even when one node is emptier (kube-scheduler weighs its default
-/// topology spreading 2 against 1 for resource scores, for the same reason).
+/// How much each score counts, as in kube-scheduler's default profile: spreading,
+/// node affinity and inter-pod affinity weigh 2 against 1 for the resource score.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Weights {
     pub least_allocated: i64,
     pub spread: i64,
+    pub node_affinity: i64,
+    pub pod_affinity: i64,
 }
 
 impl Default for Weights {
@@ -20,6 +23,8 @@ impl Default for Weights {
         Weights {
             least_allocated: 1,
             spread: 2,
+            node_affinity: 2,
+            pod_affinity: 2,
         }
     }
 }
@@ -42,13 +47,15 @@ pub fn least_allocated(node: &NodeState, pod: &PodInfo) -> i64 {
     (cpu + memory) / 2
 }
 
-/// Fewer same-owner pods on a node scores higher: `max` is the largest count over the
-/// nodes being scored, so the emptiest node gets 100 and the fullest 0.
-pub fn spread(count: u32, max: u32) -> i64 {
-    if max == 0 {
-        MAX_SCORE
-    } else {
-        MAX_SCORE * i64::from(max - count.min(max)) / i64::from(max)
+/// kube-scheduler's DefaultNormalizeScore (NodeAffinity): the highest raw score becomes
+/// 100, the others in proportion; all zero stays zero.
+pub fn normalize_by_max(raw: &mut [i64]) {
+    let max = raw.iter().copied().max().unwrap_or(0);
+    if max <= 0 {
+        return;
+    }
+    for s in raw.iter_mut() {
+        *s = MAX_SCORE * *s / max;
     }
 }
 
@@ -113,11 +120,13 @@ mod tests {
     }
 
     #[test]
-    fn nodes_with_fewer_replicas_of_the_same_owner_score_higher() {
-        assert_eq!(spread(0, 2), 100);
-        assert_eq!(spread(1, 2), 50);
-        assert_eq!(spread(2, 2), 0);
-        assert_eq!(spread(0, 0), 100);
+    fn preferred_node_affinity_scores_in_proportion_to_the_best_node() {
+        let mut raw = [0, 20, 80, 40];
+        normalize_by_max(&mut raw);
+        assert_eq!(raw, [0, 25, 100, 50]);
+        let mut none = [0, 0];
+        normalize_by_max(&mut none);
+        assert_eq!(none, [0, 0]);
     }
 
     #[test]

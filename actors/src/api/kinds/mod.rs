@@ -17,6 +17,7 @@ pub mod node;
 pub mod pod;
 pub mod pod_disruption_budget;
 pub mod pod_template;
+pub mod priority_class;
 pub mod rbac;
 pub mod replica_set;
 pub mod replication_controller;
@@ -29,7 +30,7 @@ pub mod workload;
 use super::resources::ResourceInfo;
 
 /// The kinds served from the start, in discovery order (core first).
-pub fn builtin() -> [&'static ResourceInfo; 32] {
+pub fn builtin() -> [&'static ResourceInfo; 33] {
     [
         &namespace::INFO,
         &node::INFO,
@@ -57,6 +58,7 @@ pub fn builtin() -> [&'static ResourceInfo; 32] {
         &job::INFO,
         &cron_job::INFO,
         &csr::INFO,
+        &priority_class::INFO,
         &reviews::SELF_SUBJECT_REVIEW,
         &reviews::SELF_SUBJECT_ACCESS_REVIEW,
         &reviews::TOKEN_REVIEW,

@@ -1,0 +1,311 @@
+//! DefaultPreemption (kube-scheduler's `plugins/defaultpreemption`): when a pod fits
+//! nowhere, find a node where evicting pods of lower priority makes it fit, evicting as
+//! few and as unimportant pods as possible, and nominate that node for the pod.
+//!
+//! Per node whose failure eviction can cure: take every lower-priority pod off a copy of
+//! the node; if the pod still does not fit there is nothing to do on that node; else give
+//! pods back, most important first, as long as the pod still fits (those given back are
+//! spared, the rest are the victims). Among the candidate nodes pick, in kube-scheduler's
+//! order: fewest PodDisruptionBudget violations, lowest highest victim priority, lowest
+//! sum of victim priorities, fewest victims, latest start of the most important victims,
+//! then the first.
+//!
+//! PodDisruptionBudgets: policy/v1 is not served on this branch; [`DisruptionBudgets`]
+//! is the seam through which victim selection will ask once it is (victims whose eviction
+//! violates a budget are given back first, and candidates violating fewer win).
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use super::cache::{NamespaceLabels, NodeState, SchedulerCache};
+use super::filters::{self, Cycle, FitError, Reason};
+use super::info::{PodInfo, PodMeta};
+
+/// Whether evicting a pod violates a PodDisruptionBudget.
+pub trait DisruptionBudgets {
+    fn violates(&self, victim: &PodMeta) -> bool;
+}
+
+/// No budgets exist (policy/v1 is not served yet): no eviction violates one.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoDisruptionBudgets;
+
+impl DisruptionBudgets for NoDisruptionBudgets {
+    fn violates(&self, _victim: &PodMeta) -> bool {
+        false
+    }
+}
+
+/// What preemption decided.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Evict `victims` from `node`; the pod is nominated there.
+    Nominate {
+        node: String,
+        victims: Vec<Arc<PodMeta>>,
+    },
+    /// Nothing to evict; the message follows the filters' reasons.
+    Failed(String),
+}
+
+/// One node's result.
+#[derive(Debug)]
+struct Candidate {
+    node: usize,
+    victims: Vec<Arc<PodMeta>>,
+    violations: usize,
+}
+
+/// kube-scheduler's MoreImportantPod: higher priority first, then the one started first.
+fn more_important(a: &PodMeta, b: &PodMeta) -> Ordering {
+    b.priority
+        .cmp(&a.priority)
+        .then_with(|| a.start_time.cmp(&b.start_time))
+}
+
+/// Try preemption for `pod`, which failed on every node; `helpful[i]` says whether node
+/// `i`'s failure is one eviction may cure (kube-scheduler's Unschedulable, as opposed to
+/// UnschedulableAndUnresolvable). `nominated` is where an earlier preemption of this pod made room.
+pub fn preempt(
+    cache: &SchedulerCache,
+    pod: &PodInfo,
+    cycle: &Cycle,
+    helpful: &[bool],
+    nominated: Option<&str>,
+    budgets: &dyn DisruptionBudgets,
+    ns: &NamespaceLabels,
+) -> Outcome {
+    if pod.never_preempts {
+        return Outcome::Failed("preemption: not eligible due to preemptionPolicy=Never.".into());
+    }
+    let priority = pod.priority();
+    if let Some(node) = nominated.and_then(|n| cache.node(n)) {
+        // Victims of the earlier preemption are still terminating: wait for them rather
+        // than evict more.
+        let terminating = node
+            .usage
+            .members
+            .iter()
+            .any(|m| m.terminating && m.priority < priority);
+        if terminating {
+            return Outcome::Failed(
+                "preemption: not eligible due to a terminating pod on the nominated node.".into(),
+            );
+        }
+    }
+    let nodes = cache.nodes();
+    let mut summary = FitError::new(nodes.len());
+    let mut candidates = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        if !helpful.get(i).copied().unwrap_or(false) {
+            summary.count([Reason::PreemptionNotHelpful]);
+            continue;
+        }
+        match select_victims(cache, node, pod, cycle, budgets, ns) {
+            Ok((victims, violations)) if !victims.is_empty() => candidates.push(Candidate {
+                node: i,
+                victims,
+                violations,
+            }),
+            Ok(_) => summary.count([Reason::NoPreemptionVictims]),
+            Err(reasons) => summary.count(reasons),
+        }
+    }
+    match pick(candidates) {
+        Some(c) => Outcome::Nominate {
+            node: nodes[c.node].info.name.clone(),
+            victims: c.victims,
+        },
+        None => Outcome::Failed(format!("preemption: {summary}")),
+    }
+}
+
+/// The victims on `node` (and how many of them violate a budget), or why the node stays
+/// unsuitable: no lower-priority pod to evict, or the filters' reasons with all of them
+/// gone (kube-scheduler's wording for each).
+fn select_victims(
+    cache: &SchedulerCache,
+    node: &NodeState,
+    pod: &PodInfo,
+    cycle: &Cycle,
+    budgets: &dyn DisruptionBudgets,
+    ns: &NamespaceLabels,
+) -> Result<(Vec<Arc<PodMeta>>, usize), Vec<Reason>> {
+    let priority = pod.priority();
+    let mut potential: Vec<Arc<PodMeta>> = node
+        .usage
+        .members
+        .iter()
+        .filter(|m| m.priority < priority)
+        .cloned()
+        .collect();
+    if potential.is_empty() {
+        return Err(vec![Reason::NoPreemptionVictims]);
+    }
+    // A copy of the node and of the cycle's counts, with the pods taken off and given
+    // back as kube-scheduler's RemovePod/AddPod do.
+    let mut sim = node.clone();
+    let mut local = cycle.clone();
+    let me = &pod.usage.meta;
+    let usage_of = |m: &PodMeta| cache.placement(&m.key()).map(|(_, u)| u.clone());
+    let take = |sim: &mut NodeState, local: &mut Cycle, m: &PodMeta, by: i64| {
+        if let Some(u) = usage_of(m) {
+            if by < 0 {
+                sim.usage.remove(&u);
+            } else {
+                sim.usage.add(&u);
+            }
+            local.affinity.update(me, m, &node.info, ns, by);
+            local.spread.update(&pod.spread, pod, m, &node.info, by);
+            true
+        } else {
+            false
+        }
+    };
+    for m in &potential {
+        take(&mut sim, &mut local, m, -1);
+    }
+    let mut reasons = Vec::new();
+    if !filters::fits(&sim, pod, &local, &mut reasons) {
+        return Err(reasons);
+    }
+    potential.sort_by(|a, b| more_important(a, b));
+    // Pods whose eviction would violate a budget are given back first.
+    let (violating, fine): (Vec<_>, Vec<_>) =
+        potential.into_iter().partition(|m| budgets.violates(m));
+    let mut victims = Vec::new();
+    let mut violations = 0;
+    for (group, violates) in [(violating, true), (fine, false)] {
+        for m in group {
+            if !take(&mut sim, &mut local, &m, 1) {
+                continue;
+            }
+            reasons.clear();
+            if !filters::fits(&sim, pod, &local, &mut reasons) {
+                take(&mut sim, &mut local, &m, -1);
+                if violates {
+                    violations += 1;
+                }
+                victims.push(m);
+            }
+        }
+    }
+    Ok((victims, violations))
+}
+
+/// kube-scheduler's pickOneNodeForPreemption.
+fn pick(mut candidates: Vec<Candidate>) -> Option<Candidate> {
+    // Sums of priorities are offset so that more victims of negative priority never
+    // look cheaper than fewer (kube-scheduler adds MaxInt32+1 to each).
+    let offset = i64::from(i32::MAX) + 1;
+    let highest = |c: &Candidate| {
+        c.victims
+            .iter()
+            .map(|v| v.priority)
+            .max()
+            .unwrap_or(i32::MIN)
+    };
+    let sum = |c: &Candidate| {
+        c.victims
+            .iter()
+            .map(|v| i64::from(v.priority) + offset)
+            .sum::<i64>()
+    };
+    // The earliest start among the victims of the highest priority: later is better.
+    let earliest_top = |c: &Candidate| {
+        let top = highest(c);
+        c.victims
+            .iter()
+            .filter(|v| v.priority == top)
+            .map(|v| v.start_time.clone())
+            .min()
+            .unwrap_or_default()
+    };
+    candidates.sort_by(|a, b| {
+        a.violations
+            .cmp(&b.violations)
+            .then_with(|| highest(a).cmp(&highest(b)))
+            .then_with(|| sum(a).cmp(&sum(b)))
+            .then_with(|| a.victims.len().cmp(&b.victims.len()))
+            .then_with(|| earliest_top(b).cmp(&earliest_top(a)))
+            .then_with(|| a.node.cmp(&b.node))
+    });
+    candidates.into_iter().next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(name: &str, priority: i32, start: &str) -> Arc<PodMeta> {
+        Arc::new(PodMeta {
+            namespace: "default".into(),
+            name: name.into(),
+            priority,
+            start_time: start.into(),
+            ..PodMeta::default()
+        })
+    }
+
+    fn candidate(node: usize, victims: Vec<Arc<PodMeta>>) -> Candidate {
+        Candidate {
+            node,
+            victims,
+            violations: 0,
+        }
+    }
+
+    fn picked(cs: Vec<Candidate>) -> usize {
+        pick(cs).map(|c| c.node).unwrap_or(usize::MAX)
+    }
+
+    #[test]
+    fn the_node_whose_most_important_victim_is_least_important_wins() {
+        let t = "2026-01-01T00:00:00Z";
+        assert_eq!(
+            picked(vec![
+                candidate(0, vec![meta("a", 100, t)]),
+                candidate(1, vec![meta("b", 10, t), meta("c", 10, t)]),
+            ]),
+            1
+        );
+    }
+
+    #[test]
+    fn then_the_lowest_sum_then_the_fewest_victims_then_the_youngest() {
+        let t = "2026-01-01T00:00:00Z";
+        let later = "2026-01-02T00:00:00Z";
+        assert_eq!(
+            picked(vec![
+                candidate(0, vec![meta("a", 10, t), meta("b", 5, t)]),
+                candidate(1, vec![meta("c", 10, t)]),
+            ]),
+            1
+        );
+        assert_eq!(
+            picked(vec![
+                candidate(0, vec![meta("a", 10, t)]),
+                candidate(1, vec![meta("b", 10, later)]),
+            ]),
+            1
+        );
+        assert_eq!(
+            picked(vec![
+                candidate(0, vec![meta("a", 10, t)]),
+                candidate(1, vec![meta("b", 10, t)]),
+            ]),
+            0
+        );
+    }
+
+    #[test]
+    fn more_important_means_higher_priority_then_older() {
+        let old = meta("old", 5, "2026-01-01T00:00:00Z");
+        let young = meta("young", 5, "2026-01-02T00:00:00Z");
+        let high = meta("high", 9, "2026-01-03T00:00:00Z");
+        let mut v = vec![young.clone(), old.clone(), high.clone()];
+        v.sort_by(|a, b| more_important(a, b));
+        let names: Vec<&str> = v.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["high", "old", "young"]);
+    }
+}
