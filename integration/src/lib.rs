@@ -581,6 +581,60 @@ pub fn kubeconfig_for(c: &TestCluster, dir: &Path, cred: &Credential) -> PathBuf
 
 /// Fail the test unless the machine's kubectl runs: a missing prerequisite is a failure,
 /// never a silent pass (`scripts/test.sh` and `.ci/run` install what the tests need).
+/// The Docker Engine must be there: a missing prerequisite fails the test, it never skips.
+pub fn require_docker() {
+    assert!(
+        docker_available(),
+        "the Docker Engine is required for this test"
+    );
+}
+
+/// Docker and kubectl, for the tests that drive containers as a user would.
+pub fn require_docker_and_kubectl() {
+    require_docker();
+    require_kubectl();
+}
+
+/// The machine's kubectl against one kubeconfig.
+pub struct Kubectl<'a>(pub &'a Path);
+
+impl Kubectl<'_> {
+    /// Exit code and stdout followed by stderr.
+    pub fn run(&self, args: &[&str]) -> (i32, String) {
+        let (code, out, err) = kubectl(self.0, args);
+        (code, format!("{out}{err}"))
+    }
+
+    /// Stdout of a kubectl command that must succeed.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = kubectl(self.0, args);
+        assert_eq!(code, 0, "kubectl {args:?}: {out}{err}");
+        out
+    }
+}
+
+/// A second local tag of the test image (no registry is reachable), removed when dropped.
+pub struct ImageTag(pub &'static str);
+
+impl ImageTag {
+    pub fn new(tag: &'static str) -> Self {
+        let ok = std::process::Command::new("docker")
+            .args(["tag", "skiff/busybox:latest", tag])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "docker tag failed (run `skiff images` first)");
+        ImageTag(tag)
+    }
+}
+
+impl Drop for ImageTag {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rmi", self.0])
+            .output();
+    }
+}
+
 pub fn require_kubectl() {
     let ok = std::process::Command::new("kubectl")
         .args(["version", "--client"])

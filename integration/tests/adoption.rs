@@ -4,9 +4,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use skiff_integration::{
-    call, client, docker_available, eventually, node_names, DockerCleanup, SkiffProcess,
-};
+use skiff_integration::{call, client, eventually, node_names, DockerCleanup, SkiffProcess};
 
 async fn running_container(url: &str) -> Option<(String, u64)> {
     let (code, pod) =
@@ -21,10 +19,7 @@ async fn running_container(url: &str) -> Option<(String, u64)> {
 
 #[tokio::test]
 async fn sigkilled_skiff_adopts_running_pods_without_restarting_them() {
-    if !docker_available() {
-        eprintln!("SKIPPED: no Docker Engine on this machine");
-        return;
-    }
+    skiff_integration::require_docker();
     let node = node_names("adopt", 1).remove(0);
     let _cleanup = DockerCleanup::new(std::slice::from_ref(&node));
     let dir = tempfile::tempdir().unwrap();

@@ -11,9 +11,7 @@ use serde_json::{json, Value};
 use skiff::config::{Config, NodeConfig};
 use skiff_actors::kubelet::runtime::sim::SimUsage;
 use skiff_actors::store::WriteOp;
-use skiff_integration::{
-    call, client, docker_available, eventually, node_names, DockerCleanup, TestCluster,
-};
+use skiff_integration::{call, client, eventually, node_names, DockerCleanup, TestCluster};
 
 const SYNC: Duration = Duration::from_secs(2);
 const WINDOW: Duration = Duration::from_secs(10);
@@ -480,10 +478,7 @@ fn bad_autoscaler_configurations_get_a_condition_and_an_event_and_the_controller
 
 #[test]
 fn docker_pods_burning_cpu_scale_up_and_back_down_and_kubectl_top_shows_them() {
-    if !docker_available() {
-        eprintln!("SKIPPED: no Docker Engine on this machine");
-        return;
-    }
+    skiff_integration::require_docker();
     let nodes = node_names("hpa-docker", 1);
     let _cleanup = DockerCleanup::new(&nodes);
     let c = TestCluster::start_with(|cfg| fast_autoscaling(cfg, &nodes, "docker"));

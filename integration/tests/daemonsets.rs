@@ -12,48 +12,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use skiff::config::NodeConfig;
 use skiff_integration::{
-    call, client, docker_available, eventually, kubectl, node_names, DockerCleanup, TestCluster,
+    call, client, eventually, node_names, DockerCleanup, Kubectl, TestCluster,
 };
 
 const V2: &str = "skiff/busybox:ds-v2";
-
-/// A second local tag of the test image (no registry is reachable), removed when dropped.
-struct SecondTag;
-
-impl SecondTag {
-    fn new() -> Self {
-        let ok = Command::new("docker")
-            .args(["tag", "skiff/busybox:latest", V2])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "docker tag failed (run `skiff images` first)");
-        SecondTag
-    }
-}
-
-impl Drop for SecondTag {
-    fn drop(&mut self) {
-        let _ = Command::new("docker").args(["rmi", V2]).output();
-    }
-}
-
-fn require_docker() {
-    assert!(
-        docker_available(),
-        "the Docker Engine is required for this test"
-    );
-    skiff_integration::require_kubectl();
-}
-
-struct Kubectl<'a>(&'a std::path::Path);
-
-impl Kubectl<'_> {
-    fn ok(&self, args: &[&str]) -> String {
-        let (code, out, err) = kubectl(self.0, args);
-        assert_eq!(code, 0, "kubectl {args:?}: {out}{err}");
-        out
-    }
-}
 
 async fn get(c: &TestCluster, path: &str) -> Value {
     call(client().get(c.url(path))).await.1
@@ -110,10 +72,10 @@ spec:
 
 #[tokio::test]
 async fn a_daemon_set_follows_the_nodes_and_rolls_out_and_back_as_kubectl_drives_it() {
-    require_docker();
+    skiff_integration::require_docker_and_kubectl();
     let names = node_names("ds", 5);
     let _cleanup = DockerCleanup::new(&names);
-    let _tag = SecondTag::new();
+    let _tag = skiff_integration::ImageTag::new(V2);
     let (plain, tainted, joining) = (&names[..3], &names[3], &names[4]);
     let c = TestCluster::start_with(|cfg| {
         cfg.nodes = plain.iter().map(|n| docker_node(n)).collect();

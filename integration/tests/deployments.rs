@@ -7,50 +7,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use skiff_integration::{
-    call, client, docker_available, eventually, kubectl, node_names, DockerCleanup, TestCluster,
+    call, client, eventually, kubectl, node_names, DockerCleanup, Kubectl, TestCluster,
 };
 
 const V2: &str = "skiff/busybox:deploy-v2";
-
-/// A second local tag of the test image (no registry is reachable), removed when dropped.
-struct SecondTag;
-
-impl SecondTag {
-    fn new() -> Self {
-        let ok = std::process::Command::new("docker")
-            .args(["tag", "skiff/busybox:latest", V2])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "docker tag failed (run `skiff images` first)");
-        SecondTag
-    }
-}
-
-impl Drop for SecondTag {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("docker")
-            .args(["rmi", V2])
-            .output();
-    }
-}
-
-fn require_docker() {
-    assert!(
-        docker_available(),
-        "the Docker Engine is required for this test"
-    );
-    skiff_integration::require_kubectl();
-}
-
-struct Kubectl<'a>(&'a std::path::Path);
-
-impl Kubectl<'_> {
-    fn ok(&self, args: &[&str]) -> String {
-        let (code, out, err) = kubectl(self.0, args);
-        assert_eq!(code, 0, "kubectl {args:?}: {out}{err}");
-        out
-    }
-}
 
 async fn get(c: &TestCluster, path: &str) -> Value {
     call(client().get(c.url(path))).await.1
@@ -79,10 +39,10 @@ fn images_of(pods: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn a_deployment_rolls_out_rolls_back_pauses_and_restarts_as_kubectl_drives_it() {
-    require_docker();
+    skiff_integration::require_docker_and_kubectl();
     let nodes = node_names("deploy", 2);
     let _cleanup = DockerCleanup::new(&nodes);
-    let _tag = SecondTag::new();
+    let _tag = skiff_integration::ImageTag::new(V2);
     let c = TestCluster::with_docker_nodes(&nodes);
     let k = Kubectl(&c.kubeconfig);
     let rollout = ["rollout", "status", "deployment/web", "--timeout=90s"];
@@ -273,7 +233,7 @@ async fn a_deployment_rolls_out_rolls_back_pauses_and_restarts_as_kubectl_drives
 
 #[tokio::test]
 async fn a_rollout_that_never_becomes_ready_exceeds_its_progress_deadline() {
-    require_docker();
+    skiff_integration::require_docker_and_kubectl();
     let nodes = node_names("stuck", 1);
     let _cleanup = DockerCleanup::new(&nodes);
     let c = TestCluster::with_docker_nodes(&nodes);

@@ -8,22 +8,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use skiff_integration::{
-    call, client, docker_available, eventually, kubectl, node_names, DockerCleanup, TestCluster,
+    call, client, eventually, node_names, DockerCleanup, Kubectl, TestCluster,
 };
-
-struct Kubectl<'a>(&'a std::path::Path);
-
-impl Kubectl<'_> {
-    fn run(&self, args: &[&str]) -> (i32, String) {
-        let (code, out, err) = kubectl(self.0, args);
-        (code, format!("{out}{err}"))
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let (code, out) = self.run(args);
-        assert_eq!(code, 0, "kubectl {args:?}: {out}");
-        out
-    }
-}
 
 async fn get(c: &TestCluster, path: &str) -> Value {
     call(client().get(c.url(path))).await.1
@@ -42,11 +28,7 @@ async fn observed_budget(c: &TestCluster, name: &str, want: impl Fn(&Value) -> b
 
 #[tokio::test]
 async fn kubectl_drain_waits_for_a_disruption_budget_and_proceeds_when_it_allows() {
-    assert!(
-        docker_available(),
-        "the Docker Engine is required for this test"
-    );
-    skiff_integration::require_kubectl();
+    skiff_integration::require_docker_and_kubectl();
     let nodes = node_names("pdb", 2);
     let _cleanup = DockerCleanup::new(&nodes);
     let c = TestCluster::with_docker_nodes(&nodes);

@@ -12,18 +12,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use skiff_actors::runtime::{FakeClock, SharedClock};
 use skiff_integration::{
-    call, client, docker_available, eventually, kubectl, node_names, DockerCleanup, TestCluster,
+    call, client, eventually, kubectl, node_names, DockerCleanup, Kubectl, TestCluster,
 };
 
 const IMAGE: &str = "skiff/busybox:latest";
-
-fn require_docker() {
-    assert!(
-        docker_available(),
-        "the Docker Engine is required for this test"
-    );
-    skiff_integration::require_kubectl();
-}
 
 /// A cluster with Docker nodes, a fast Job back-off, and optionally a fake clock.
 fn cluster(nodes: &[String], clock: Option<SharedClock>) -> TestCluster {
@@ -62,16 +54,6 @@ async fn finish(c: TestCluster, cleanup: &DockerCleanup) {
         (!left).then_some(())
     })
     .await;
-}
-
-struct Kubectl<'a>(&'a std::path::Path);
-
-impl Kubectl<'_> {
-    fn ok(&self, args: &[&str]) -> String {
-        let (code, out, err) = kubectl(self.0, args);
-        assert_eq!(code, 0, "kubectl {args:?}: {out}{err}");
-        out
-    }
 }
 
 async fn get(c: &TestCluster, path: &str) -> Value {
@@ -134,7 +116,7 @@ fn job_body(name: &str, spec: Value, command: &str) -> Value {
 
 #[tokio::test]
 async fn kubectl_creates_a_job_that_completes_and_kubectl_wait_sees_it() {
-    require_docker();
+    skiff_integration::require_docker_and_kubectl();
     let nodes = node_names("jobs-create", 1);
     let cleanup = DockerCleanup::new(&nodes);
     let c = cluster(&nodes, None);
@@ -202,7 +184,7 @@ async fn kubectl_creates_a_job_that_completes_and_kubectl_wait_sees_it() {
 
 #[tokio::test]
 async fn a_job_runs_its_completions_at_most_parallelism_at_a_time() {
-    require_docker();
+    skiff_integration::require_docker_and_kubectl();
     let nodes = node_names("jobs-par", 1);
     let cleanup = DockerCleanup::new(&nodes);
     let c = cluster(&nodes, None);
@@ -244,7 +226,7 @@ async fn a_job_runs_its_completions_at_most_parallelism_at_a_time() {
 
 #[tokio::test]
 async fn a_failing_job_stops_at_its_backoff_limit() {
-    require_docker();
+    skiff_integration::require_docker_and_kubectl();
     let nodes = node_names("jobs-fail", 1);
     let cleanup = DockerCleanup::new(&nodes);
     let c = cluster(&nodes, None);
@@ -313,7 +295,7 @@ async fn a_failing_job_stops_at_its_backoff_limit() {
 
 #[tokio::test]
 async fn an_indexed_job_gives_each_pod_its_index_and_reports_completed_indexes() {
-    require_docker();
+    skiff_integration::require_docker_and_kubectl();
     let nodes = node_names("jobs-idx", 1);
     let cleanup = DockerCleanup::new(&nodes);
     let c = cluster(&nodes, None);
@@ -363,7 +345,7 @@ async fn an_indexed_job_gives_each_pod_its_index_and_reports_completed_indexes()
 
 #[tokio::test]
 async fn a_cron_job_fires_on_a_fake_clock_and_kubectl_creates_a_job_from_it() {
-    require_docker();
+    skiff_integration::require_docker_and_kubectl();
     let nodes = node_names("jobs-cron", 1);
     let cleanup = DockerCleanup::new(&nodes);
     let (shared, fake): (SharedClock, Arc<FakeClock>) = SharedClock::fake(chrono::Utc::now());
@@ -605,7 +587,7 @@ async fn invalid_jobs_and_cron_jobs_are_refused_with_kubernetes_field_paths() {
 
 #[tokio::test]
 async fn deadlines_suspension_and_ttl_after_finished_act_as_in_kubernetes() {
-    require_docker();
+    skiff_integration::require_docker_and_kubectl();
     let nodes = node_names("jobs-life", 1);
     let cleanup = DockerCleanup::new(&nodes);
     let c = cluster(&nodes, None);
@@ -697,7 +679,7 @@ async fn deadlines_suspension_and_ttl_after_finished_act_as_in_kubernetes() {
 
 #[tokio::test]
 async fn a_cron_jobs_concurrency_policy_forbids_then_replaces_a_running_job() {
-    require_docker();
+    skiff_integration::require_docker_and_kubectl();
     let nodes = node_names("jobs-conc", 1);
     let cleanup = DockerCleanup::new(&nodes);
     let (shared, fake) = SharedClock::fake(chrono::Utc::now());

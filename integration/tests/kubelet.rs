@@ -499,7 +499,7 @@ mod docker {
     use skiff_actors::kubelet::runtime::docker::DockerRuntime;
     use skiff_actors::kubelet::runtime::images::{self, BUSYBOX_IMAGE, DEBIAN_BUSYBOX};
     use skiff_actors::kubelet::runtime::LogOptions;
-    use skiff_integration::{docker_available, node_names, DockerCleanup};
+    use skiff_integration::{node_names, DockerCleanup};
 
     use super::*;
 
@@ -508,11 +508,8 @@ mod docker {
     async fn docker_node(
         c: &TestCluster,
         test: &str,
-    ) -> Option<(String, Arc<dyn Runtime>, Addr<Kubelet>, DockerCleanup)> {
-        if !docker_available() {
-            eprintln!("skipping {test}: no Docker Engine");
-            return None;
-        }
+    ) -> (String, Arc<dyn Runtime>, Addr<Kubelet>, DockerCleanup) {
+        skiff_integration::require_docker();
         let rt = DockerRuntime::connect()
             .await
             .expect("connect to the Docker Engine");
@@ -524,7 +521,7 @@ mod docker {
         let runtime: Arc<dyn Runtime> = Arc::new(rt);
         let (client, cfg, rt2) = (local_client(c), kubelet_config(&node), runtime.clone());
         let kubelet = actix::Supervisor::start(move |_| Kubelet::new(client, rt2, cfg));
-        Some((node, runtime, kubelet, guard))
+        (node, runtime, kubelet, guard)
     }
 
     fn busybox(name: &str, script: &str) -> Value {
@@ -554,9 +551,7 @@ mod docker {
     #[actix_rt::test]
     async fn containers_of_a_pod_share_localhost_and_the_pod_ip_answers_from_the_host() {
         let c = cluster();
-        let Some((node, _rt, _kubelet, _guard)) = docker_node(&c, "kl-net").await else {
-            return;
-        };
+        let (node, _rt, _kubelet, _guard) = docker_node(&c, "kl-net").await;
         let mut web = busybox(
             "web",
             "mkdir -p /www && echo \"$ME on $NODE at $IP\" > /www/index.html && exec httpd -f -p 8080 -h /www",
@@ -599,9 +594,7 @@ mod docker {
     #[actix_rt::test]
     async fn readiness_gates_ready_and_a_failing_liveness_probe_restarts_the_container() {
         let c = cluster();
-        let Some((node, _rt, _kubelet, _guard)) = docker_node(&c, "kl-probe").await else {
-            return;
-        };
+        let (node, _rt, _kubelet, _guard) = docker_node(&c, "kl-probe").await;
         let mut app = busybox("app", "exec sleep 3600");
         app["readinessProbe"] =
             json!({"exec": {"command": ["test", "-f", "/tmp/ready"]}, "periodSeconds": 1});
@@ -657,9 +650,7 @@ mod docker {
     #[actix_rt::test]
     async fn exits_follow_the_restart_policy_with_exit_codes_and_crash_loop_back_off() {
         let c = cluster();
-        let Some((node, _rt, _kubelet, _guard)) = docker_node(&c, "kl-exit").await else {
-            return;
-        };
+        let (node, _rt, _kubelet, _guard) = docker_node(&c, "kl-exit").await;
         create(
             &c,
             pod(
@@ -705,9 +696,7 @@ mod docker {
     #[actix_rt::test]
     async fn graceful_deletion_sends_sigterm_and_waits_for_the_container() {
         let c = cluster();
-        let Some((node, rt, _kubelet, _guard)) = docker_node(&c, "kl-term").await else {
-            return;
-        };
+        let (node, rt, _kubelet, _guard) = docker_node(&c, "kl-term").await;
         let script = "trap 'echo got TERM; sleep 2; echo bye; exit 0' TERM; echo started; while true; do sleep 0.2; done";
         create(&c, pod("polite", &node, json!({"terminationGracePeriodSeconds": 10, "containers": [busybox("app", script)]}))).await;
         let p = pod_where(&c, "polite", "Running", |p| phase(p) == "Running").await;
@@ -746,9 +735,7 @@ mod docker {
     #[actix_rt::test]
     async fn a_missing_image_with_never_gives_err_image_never_pull() {
         let c = cluster();
-        let Some((node, _rt, _kubelet, _guard)) = docker_node(&c, "kl-noimg").await else {
-            return;
-        };
+        let (node, _rt, _kubelet, _guard) = docker_node(&c, "kl-noimg").await;
         create(
             &c,
             pod("noimg", &node, json!({"containers": [{"name": "app", "image": "skiff/absent:1", "imagePullPolicy": "Never"}]})),

@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use skiff_actors::pki::{self, ClusterCa};
-use skiff_integration::{
-    call, docker_available, eventually, node_names, skiff_bin, tls_client, DockerCleanup,
-};
+use skiff_integration::{call, eventually, node_names, skiff_bin, tls_client, DockerCleanup};
 
 /// Node heartbeats every second; NotReady after 3 s of silence, pods evicted 4 s later.
 const GRACE_SECONDS: u64 = 3;
@@ -167,10 +165,7 @@ async fn node_ready(client: &reqwest::Client, url: &str, node: &str) -> bool {
 
 #[tokio::test]
 async fn nodes_join_a_server_over_https_and_a_killed_nodes_pods_move_to_the_other() {
-    if !docker_available() {
-        eprintln!("SKIPPED: no Docker Engine on this machine");
-        return;
-    }
+    skiff_integration::require_docker();
     let names = node_names("join", 2);
     let _cleanup = DockerCleanup::new(&names);
     let dir = tempfile::tempdir().unwrap();
@@ -306,10 +301,7 @@ fn sleeper(name: &str) -> Value {
 
 #[tokio::test]
 async fn a_node_cut_off_from_the_server_keeps_its_pods_and_resyncs_when_it_returns() {
-    if !docker_available() {
-        eprintln!("SKIPPED: no Docker Engine on this machine");
-        return;
-    }
+    skiff_integration::require_docker();
     let name = node_names("resync", 1).remove(0);
     let _cleanup = DockerCleanup::new(std::slice::from_ref(&name));
     let dir = tempfile::tempdir().unwrap();
@@ -388,10 +380,7 @@ async fn a_node_cut_off_from_the_server_keeps_its_pods_and_resyncs_when_it_retur
 
 #[tokio::test]
 async fn a_node_whose_kept_certificate_expired_joins_again_with_its_token() {
-    if !docker_available() {
-        eprintln!("SKIPPED: no Docker Engine on this machine");
-        return;
-    }
+    skiff_integration::require_docker();
     let name = node_names("expired", 1).remove(0);
     let _cleanup = DockerCleanup::new(std::slice::from_ref(&name));
     let dir = tempfile::tempdir().unwrap();

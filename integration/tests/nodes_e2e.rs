@@ -5,9 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use skiff_integration::{
-    call, client, docker_available, eventually, node_names, DockerCleanup, TestCluster,
-};
+use skiff_integration::{call, client, eventually, node_names, DockerCleanup, TestCluster};
 
 const RC: &str = r#"apiVersion: v1
 kind: ReplicationController
@@ -39,10 +37,7 @@ spec:
 
 #[test]
 fn kubectl_apply_rc_runs_one_httpd_pod_per_node_answering_on_its_ip() {
-    if !docker_available() {
-        eprintln!("SKIPPED: no Docker Engine on this machine");
-        return;
-    }
+    skiff_integration::require_docker();
     let names = node_names("e2e", 3);
     let _cleanup = DockerCleanup::new(&names);
     let c = TestCluster::with_docker_nodes(&names);

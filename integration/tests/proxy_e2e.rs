@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use skiff_integration::{
-    call, client, docker_available, eventually, node_names, DockerCleanup, TestCluster,
-};
+use skiff_integration::{call, client, eventually, node_names, DockerCleanup, TestCluster};
 
 const PODS: &str = "/api/v1/namespaces/default/pods";
 
@@ -37,10 +35,7 @@ async fn get(http: &reqwest::Client, url: &str) -> Option<String> {
 
 #[test]
 fn node_port_service_balances_over_pods_and_survives_pod_deletion() {
-    if !docker_available() {
-        eprintln!("SKIPPED: no Docker Engine on this machine");
-        return;
-    }
+    skiff_integration::require_docker();
     let names = node_names("px", 3);
     let _cleanup = DockerCleanup::new(&names);
     let c = TestCluster::with_docker_nodes(&names);

@@ -12,40 +12,11 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use skiff_integration::{
-    call, client, docker_available, eventually, kubectl, node_names, DockerCleanup, TestCluster,
+    call, client, eventually, node_names, DockerCleanup, Kubectl, TestCluster,
 };
 
 const V2: &str = "skiff/busybox:sts-v2";
 const PODS: &str = "/api/v1/namespaces/default/pods";
-
-struct SecondTag;
-
-impl SecondTag {
-    fn new() -> Self {
-        let ok = Command::new("docker")
-            .args(["tag", "skiff/busybox:latest", V2])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "docker tag failed (run `skiff images` first)");
-        SecondTag
-    }
-}
-
-impl Drop for SecondTag {
-    fn drop(&mut self) {
-        let _ = Command::new("docker").args(["rmi", V2]).output();
-    }
-}
-
-struct Kubectl<'a>(&'a std::path::Path);
-
-impl Kubectl<'_> {
-    fn ok(&self, args: &[&str]) -> String {
-        let (code, out, err) = kubectl(self.0, args);
-        assert_eq!(code, 0, "kubectl {args:?}: {out}{err}");
-        out
-    }
-}
 
 async fn get(c: &TestCluster, path: &str) -> Value {
     call(client().get(c.url(path))).await.1
@@ -238,14 +209,10 @@ spec:
 // kubectl blocks its thread while it runs; the watch reads on another.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stateful_set_keeps_order_and_names_through_scaling_and_a_partitioned_update() {
-    assert!(
-        docker_available(),
-        "the Docker Engine is required for this test"
-    );
-    skiff_integration::require_kubectl();
+    skiff_integration::require_docker_and_kubectl();
     let nodes = node_names("sts", 2);
     let _cleanup = DockerCleanup::new(&nodes);
-    let _tag = SecondTag::new();
+    let _tag = skiff_integration::ImageTag::new(V2);
     let c = TestCluster::with_docker_nodes(&nodes);
     let k = Kubectl(&c.kubeconfig);
     let dir = tempfile::tempdir().expect("tempdir");

@@ -122,9 +122,8 @@ async fn take_disruption(
         if dry_run {
             return Ok(());
         }
-        let body = serde_json::to_value(&updated)
+        let mut body = serde_json::to_value(&updated)
             .map_err(|e| ApiError::Internal(format!("encoding PodDisruptionBudget: {e}")))?;
-        let mut body = body;
         body["apiVersion"] = json!("policy/v1");
         body["kind"] = json!("PodDisruptionBudget");
         let opts = WriteOptions {

@@ -303,7 +303,7 @@ mod tests {
         let old = meta("old", 5, "2026-01-01T00:00:00Z");
         let young = meta("young", 5, "2026-01-02T00:00:00Z");
         let high = meta("high", 9, "2026-01-03T00:00:00Z");
-        let mut v = vec![young.clone(), old.clone(), high.clone()];
+        let mut v = [young.clone(), old.clone(), high.clone()];
         v.sort_by(|a, b| more_important(a, b));
         let names: Vec<&str> = v.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["high", "old", "young"]);
