@@ -639,9 +639,18 @@ if mode == "create":
     metrics = json.loads(old.metadata.annotations["autoscaling.alpha.kubernetes.io/metrics"])
     assert metrics == [{"type": "Resource", "resource": {"name": "memory", "targetAverageValue": "100Mi"}}], metrics
     assert "autoscaling.alpha.kubernetes.io/behavior" in old.metadata.annotations
-    # A v1 client writing it back keeps what only v2 has.
-    old.spec.min_replicas = 1
-    v1.replace_namespaced_horizontal_pod_autoscaler("mem", "default", old)
+    # A v1 client writing it back keeps what only v2 has. The autoscaler writes status
+    # meanwhile, so the replace retries on conflict from a fresh read, as client-go's
+    # RetryOnConflict does.
+    for attempt in range(10):
+        old.spec.min_replicas = 1
+        try:
+            v1.replace_namespaced_horizontal_pod_autoscaler("mem", "default", old)
+            break
+        except client.exceptions.ApiException as e:
+            if e.status != 409 or attempt == 9:
+                raise
+            old = v1.read_namespaced_horizontal_pod_autoscaler("mem", "default")
     again = v2.read_namespaced_horizontal_pod_autoscaler("mem", "default")
     assert again.spec.metrics[0].resource.name == "memory", again.spec.metrics
     assert again.spec.behavior.scale_up.policies[0].value == 1, again.spec.behavior

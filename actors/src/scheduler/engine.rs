@@ -13,7 +13,7 @@ use super::affinity::{self, AffinityScore, AffinityState};
 use super::cache::{NamespaceLabels, NodeChange, SchedulerCache};
 use super::filters::{self, Cycle, FitError, Reason};
 use super::info::{NodeInfo, PodInfo, PodMeta, PodUsage, Resources};
-use super::preemption::{self, NoDisruptionBudgets, Outcome};
+use super::preemption::{self, Budget, Budgets, Outcome};
 use super::queue::{QueueLengths, SchedulingQueue};
 use super::score::{self, Weights};
 use super::spread::{self, Counted, SpreadState};
@@ -99,6 +99,8 @@ pub struct Engine {
     node_affinity_scores: Vec<i64>,
     pod_affinity_scores: Vec<i64>,
     namespaces: NamespaceLabels,
+    /// PodDisruptionBudgets, which preemption prefers not to violate.
+    budgets: Budgets,
     /// Pods nominated to a node by preemption, until they are bound or gone.
     nominated: HashMap<String, Nomination>,
     /// The selector index of each preferred pod (anti-)affinity term of the pod being
@@ -125,6 +127,7 @@ impl Engine {
             node_affinity_scores: Vec::new(),
             pod_affinity_scores: Vec::new(),
             namespaces: NamespaceLabels::new(),
+            budgets: Budgets::default(),
             nominated: HashMap::new(),
             preferred_ids: Vec::new(),
         }
@@ -248,7 +251,7 @@ impl Engine {
                         &cycle,
                         &self.helpful,
                         nominated.as_deref(),
-                        &NoDisruptionBudgets,
+                        &self.budgets,
                         &self.namespaces,
                     );
                     match outcome {
@@ -424,6 +427,17 @@ impl Engine {
                 self.queue.move_all_unschedulable(now);
             }
         }
+    }
+
+    /// A PodDisruptionBudget was added, changed or deleted.
+    pub fn on_pdb(&mut self, kind: EventKind, pdb: &Value) {
+        let key = format!(
+            "{}/{}",
+            meta::namespace(pdb).unwrap_or_default(),
+            meta::name(pdb).unwrap_or_default()
+        );
+        let budget = (kind != EventKind::Deleted).then(|| Budget::from_pdb(pdb));
+        self.budgets.set(key, budget);
     }
 
     /// The bind was stored: the pod leaves the queue; it stays assumed until the informer

@@ -175,6 +175,8 @@ pub struct SchedulerActor {
     pods: Arc<Informer>,
     /// Namespace labels, for pod affinity terms' `namespaceSelector`.
     namespaces: Arc<Informer>,
+    /// PodDisruptionBudgets, which preemption prefers not to violate.
+    budgets: Arc<Informer>,
     engine: Engine,
     /// Ties a bind's answer to the incarnation that sent it.
     generation: u64,
@@ -210,6 +212,7 @@ impl SchedulerActor {
             nodes: informers.informer(InformerSpec::all("nodes")),
             pods: informers.informer(InformerSpec::all("pods")),
             namespaces: informers.informer(InformerSpec::all("namespaces")),
+            budgets: informers.informer(InformerSpec::all("poddisruptionbudgets")),
             generation: 0,
             binds_in_flight: 0,
             events: None,
@@ -225,6 +228,7 @@ impl SchedulerActor {
         self.nodes = informers.informer(InformerSpec::all("nodes"));
         self.pods = informers.informer(InformerSpec::all("pods"));
         self.namespaces = informers.informer(InformerSpec::all("namespaces"));
+        self.budgets = informers.informer(InformerSpec::all("poddisruptionbudgets"));
         self
     }
 
@@ -255,8 +259,8 @@ impl SchedulerActor {
             (Notification::Changed(change), _) => self.observe(resource, change),
             (Notification::Synced, "nodes") => self.nodes_synced = true,
             (Notification::Synced, "pods") => self.pods_synced = true,
-            // Namespaces only refine namespace-selected affinity terms; scheduling does
-            // not wait for them.
+            // Namespaces only refine namespace-selected affinity terms, and budgets only
+            // preemption's choice; scheduling does not wait for them.
             (Notification::Synced, _) => {}
         }
     }
@@ -266,6 +270,7 @@ impl SchedulerActor {
         match resource {
             "nodes" => self.engine.on_node(change.kind, &change.object, now),
             "namespaces" => self.engine.on_namespace(change.kind, &change.object, now),
+            "poddisruptionbudgets" => self.engine.on_pdb(change.kind, &change.object),
             _ => self.engine.on_pod(change.kind, &change.object, now),
         }
     }
@@ -500,6 +505,7 @@ impl Actor for SchedulerActor {
             ("nodes", &self.nodes),
             ("pods", &self.pods),
             ("namespaces", &self.namespaces),
+            ("poddisruptionbudgets", &self.budgets),
         ] {
             let stream = informer.subscribe().map(move |notification| Observed {
                 resource,

@@ -501,3 +501,105 @@ fn preemption_evicts_the_lower_priority_pod_an_anti_affinity_forbids() {
         other => panic!("expected a preemption, got {other:?}"),
     }
 }
+
+#[test]
+fn preemption_prefers_the_node_whose_victim_no_disruption_budget_protects() {
+    let mut e = engine(&[node("a", "1", "z1"), node("b", "1", "z1")]);
+    // The guarded pod is the younger one, so without its budget preemption would pick
+    // its node (the latest-started victim loses the tie).
+    let mut young = (*pod("guarded", "db", "800m", json!({}))).clone();
+    young["metadata"]["creationTimestamp"] = json!("2026-01-02T00:00:00Z");
+    let guarded = with_priority(&Arc::new(young), 10, "PreemptLowerPriority");
+    let free = with_priority(
+        &pod("free", "batch", "800m", json!({})),
+        10,
+        "PreemptLowerPriority",
+    );
+    let guarded_node = place(&mut e, &guarded).expect("placed");
+    let free_node = place(&mut e, &free).expect("placed");
+    assert_ne!(guarded_node, free_node);
+    let budget = |allowed: i64, disrupted: Value| {
+        json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": "db", "namespace": "default"},
+            "spec": {"selector": {"matchLabels": {"app": "db"}}, "minAvailable": 1},
+            "status": {"disruptionsAllowed": allowed, "disruptedPods": disrupted}})
+    };
+    let high = |name: &str| {
+        with_priority(
+            &pod(name, "web", "800m", json!({})),
+            1000,
+            "PreemptLowerPriority",
+        )
+    };
+    let preempted_on = |e: &mut Engine, p: &Arc<Value>| {
+        let now = Instant::now();
+        e.on_pod(EventKind::Added, p, now);
+        match e.schedule_next(now) {
+            Some(Decision::Preempt { node, victims, .. }) => {
+                let names: Vec<String> = victims.iter().map(|v| v.name.clone()).collect();
+                (node, names)
+            }
+            other => panic!("expected a preemption, got {other:?}"),
+        }
+    };
+    let mut unguarded = engine(&[node("a", "1", "z1"), node("b", "1", "z1")]);
+    place(&mut unguarded, &guarded).expect("placed");
+    place(&mut unguarded, &free).expect("placed");
+    let (chosen, _) = preempted_on(&mut unguarded, &high("high"));
+    assert_eq!(
+        chosen, guarded_node,
+        "without a budget the younger victim goes"
+    );
+    e.on_pdb(EventKind::Added, &budget(0, json!({})));
+    let (chosen, victims) = preempted_on(&mut e, &high("high"));
+    assert_eq!(
+        (chosen, victims),
+        (free_node.clone(), vec!["free".to_string()])
+    );
+    // When the only node left holds a protected pod, it is still evicted: a budget is
+    // a preference for preemption, not a wall.
+    let mut e = engine(&[node("a", "1", "z1")]);
+    place(&mut e, &guarded).expect("placed");
+    e.on_pdb(EventKind::Added, &budget(0, json!({})));
+    let (_, victims) = preempted_on(&mut e, &high("high"));
+    assert_eq!(victims, ["guarded"]);
+}
+
+#[test]
+fn budgets_count_each_selected_victim_once_and_skip_pods_already_disrupted() {
+    use super::info::PodMeta;
+    use super::preemption::{Budget, Budgets, DisruptionBudgets};
+    let meta = |name: &str, app: &str| {
+        Arc::new(PodMeta {
+            namespace: "default".into(),
+            name: name.into(),
+            labels: [("app".to_string(), app.to_string())].into(),
+            ..PodMeta::default()
+        })
+    };
+    let mut budgets = Budgets::default();
+    budgets.set(
+        "default/db".into(),
+        Some(Budget::from_pdb(&json!({
+            "metadata": {"name": "db", "namespace": "default"},
+            "spec": {"selector": {"matchLabels": {"app": "db"}}},
+            "status": {"disruptionsAllowed": 1, "disruptedPods": {"db-0": "2026-01-01T00:00:00Z"}}}))),
+    );
+    // An empty selector matches nothing, as in policy/v1.
+    budgets.set(
+        "default/all".into(),
+        Some(Budget::from_pdb(&json!({
+            "metadata": {"name": "all", "namespace": "default"},
+            "spec": {"selector": {}},
+            "status": {"disruptionsAllowed": 0}}))),
+    );
+    let (violating, fine) = budgets.partition(vec![
+        meta("db-0", "db"),
+        meta("db-1", "db"),
+        meta("db-2", "db"),
+        meta("web-0", "web"),
+    ]);
+    let names = |v: &[Arc<PodMeta>]| v.iter().map(|m| m.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&violating), ["db-2"]);
+    assert_eq!(names(&fine), ["db-0", "db-1", "web-0"]);
+}

@@ -10,29 +10,125 @@
 //! sum of victim priorities, fewest victims, latest start of the most important victims,
 //! then the first.
 //!
-//! PodDisruptionBudgets: policy/v1 is not served on this branch; [`DisruptionBudgets`]
-//! is the seam through which victim selection will ask once it is (victims whose eviction
-//! violates a budget are given back first, and candidates violating fewer win).
+//! PodDisruptionBudgets are a preference, not a wall, as in kube-scheduler: victims whose
+//! eviction would violate a budget are given back first, candidates violating fewer win,
+//! and a violating victim is still evicted when nothing else makes room.
 
 use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::api::selector::LabelSelector;
 
 use super::cache::{NamespaceLabels, NodeState, SchedulerCache};
 use super::filters::{self, Cycle, FitError, Reason};
 use super::info::{PodInfo, PodMeta};
 
-/// Whether evicting a pod violates a PodDisruptionBudget.
+/// Which of a node's potential victims (most important first) would violate a
+/// PodDisruptionBudget if all of them were evicted: `(violating, fine)`.
 pub trait DisruptionBudgets {
-    fn violates(&self, victim: &PodMeta) -> bool;
+    fn partition(&self, victims: Vec<Arc<PodMeta>>) -> (Vec<Arc<PodMeta>>, Vec<Arc<PodMeta>>);
 }
 
-/// No budgets exist (policy/v1 is not served yet): no eviction violates one.
+/// No budgets: no eviction violates one.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoDisruptionBudgets;
 
 impl DisruptionBudgets for NoDisruptionBudgets {
-    fn violates(&self, _victim: &PodMeta) -> bool {
-        false
+    fn partition(&self, victims: Vec<Arc<PodMeta>>) -> (Vec<Arc<PodMeta>>, Vec<Arc<PodMeta>>) {
+        (Vec::new(), victims)
+    }
+}
+
+/// One PodDisruptionBudget as preemption reads it.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    pub namespace: String,
+    /// `None` for a nil, empty or invalid selector: such a budget matches nothing.
+    pub selector: Option<LabelSelector>,
+    /// `status.disruptionsAllowed`.
+    pub allowed: i64,
+    /// `status.disruptedPods`: evictions the API server has already counted.
+    pub disrupted: BTreeSet<String>,
+}
+
+impl Budget {
+    pub fn from_pdb(pdb: &Value) -> Budget {
+        let selector = pdb
+            .pointer("/spec/selector")
+            .filter(|s| !s.is_null())
+            .and_then(|s| LabelSelector::from_label_selector_value(s).ok())
+            .filter(|s| !s.is_empty());
+        Budget {
+            namespace: pdb
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            selector,
+            allowed: pdb
+                .pointer("/status/disruptionsAllowed")
+                .and_then(Value::as_i64)
+                .unwrap_or(0),
+            disrupted: pdb
+                .pointer("/status/disruptedPods")
+                .and_then(Value::as_object)
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// The cluster's budgets, counted as kube-scheduler's filterPodsWithPDBViolation does:
+/// each victim a budget selects (and has not already counted) uses one of its allowed
+/// disruptions; a victim that takes a budget below zero violates it.
+#[derive(Debug, Default, Clone)]
+pub struct Budgets {
+    /// By `namespace/name`.
+    pub budgets: BTreeMap<String, Budget>,
+}
+
+impl Budgets {
+    /// The budget was added or changed (`Some`) or deleted (`None`).
+    pub fn set(&mut self, key: String, budget: Option<Budget>) {
+        match budget {
+            Some(b) => self.budgets.insert(key, b),
+            None => self.budgets.remove(&key),
+        };
+    }
+}
+
+impl DisruptionBudgets for Budgets {
+    fn partition(&self, victims: Vec<Arc<PodMeta>>) -> (Vec<Arc<PodMeta>>, Vec<Arc<PodMeta>>) {
+        let mut allowed: Vec<i64> = self.budgets.values().map(|b| b.allowed).collect();
+        let (mut violating, mut fine) = (Vec::new(), Vec::new());
+        for victim in victims {
+            let mut violated = false;
+            // A pod without labels matches no budget.
+            if !victim.labels.is_empty() {
+                for (i, b) in self.budgets.values().enumerate() {
+                    let selects = b.namespace == victim.namespace
+                        && b.selector
+                            .as_ref()
+                            .is_some_and(|s| s.matches(&victim.labels));
+                    if !selects || b.disrupted.contains(&victim.name) {
+                        continue;
+                    }
+                    allowed[i] -= 1;
+                    if allowed[i] < 0 {
+                        violated = true;
+                    }
+                }
+            }
+            if violated {
+                violating.push(victim);
+            } else {
+                fine.push(victim);
+            }
+        }
+        (violating, fine)
     }
 }
 
@@ -171,8 +267,7 @@ fn select_victims(
     }
     potential.sort_by(|a, b| more_important(a, b));
     // Pods whose eviction would violate a budget are given back first.
-    let (violating, fine): (Vec<_>, Vec<_>) =
-        potential.into_iter().partition(|m| budgets.violates(m));
+    let (violating, fine) = budgets.partition(potential);
     let mut victims = Vec::new();
     let mut violations = 0;
     for (group, violates) in [(violating, true), (fine, false)] {
