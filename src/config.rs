@@ -109,6 +109,11 @@ pub struct StoreConfig {
     /// Events not written for this long are deleted (kube-apiserver's `--event-ttl`);
     /// 0 keeps them for ever.
     pub event_ttl_seconds: u64,
+    /// Secrets are encrypted at rest as this kube-apiserver `EncryptionConfiguration`
+    /// says (the first key writes, every key reads). Unset:
+    /// `<data_dir>/pki/encryption-config.yaml`, created with one AES-256-GCM key at
+    /// first start.
+    pub encryption_config: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -245,6 +250,7 @@ impl Default for StoreConfig {
             history_age_seconds: 300,
             watch_buffer: 20_000,
             event_ttl_seconds: 3600,
+            encryption_config: None,
         }
     }
 }
@@ -311,6 +317,22 @@ impl Config {
                 .data_dir
                 .join("pki")
                 .join(skiff_actors::pki::TOKEN_FILE),
+        }
+    }
+
+    /// The encryption configuration: as configured, or
+    /// `<data_dir>/pki/encryption-config.yaml`.
+    pub fn encryption_config(&self) -> PathBuf {
+        match &self.store.encryption_config {
+            Some(f) => match &self.base_dir {
+                Some(base) if f.is_relative() => base.join(f),
+                _ => f.clone(),
+            },
+            None => self
+                .cluster
+                .data_dir
+                .join("pki")
+                .join(skiff_actors::store::encryption::CONFIG_FILE),
         }
     }
 

@@ -53,6 +53,8 @@ pub enum SystemError {
     Gateway(#[from] gateway::GatewayError),
     #[error("cannot set up TLS and authentication")]
     Security(#[from] security::SecurityError),
+    #[error("cannot set up encryption of secrets at rest")]
+    Encryption(#[from] skiff_actors::store::encryption::EncryptionError),
     #[error("bootstrap failed: {0}")]
     Bootstrap(String),
     #[error("manifest {file}: {detail}")]
@@ -137,8 +139,19 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
     })?;
     let metrics = Arc::new(Metrics::new()?);
     let store_arbiter = Arbiter::new();
+    let encryption = match skiff_actors::store::encryption::Transformer::load_or_create(
+        &cfg.encryption_config(),
+    ) {
+        Ok(t) => Arc::new(t),
+        Err(e) => {
+            store_arbiter.stop();
+            let _ = store_arbiter.join();
+            return Err(e.into());
+        }
+    };
     let store_cfg = StoreConfig {
         path: data_dir.join("store"),
+        encryption: Some(encryption),
         history: cfg.store.history,
         history_age: (cfg.store.history_age_seconds > 0)
             .then(|| std::time::Duration::from_secs(cfg.store.history_age_seconds)),

@@ -75,6 +75,11 @@ impl FieldError {
         forbidden(field, detail)
     }
 
+    /// A value over a size limit (`max` bytes); Kubernetes shows no value.
+    pub fn too_long(field: impl Into<String>, max: usize) -> Self {
+        too_long(field, max)
+    }
+
     /// A field an update may not change.
     pub fn immutable(field: impl Into<String>, value: &Value) -> Self {
         invalid(field, value, IMMUTABLE_MSG)
@@ -501,6 +506,36 @@ fn env_var_name_errors(s: &str) -> Vec<String> {
         ));
     }
     // Values that would let a path-like name escape its directory are refused too.
+    if s == "." {
+        errs.push("must not be '.'".into());
+    } else if s == ".." {
+        errs.push("must not be '..'".into());
+    } else if s.starts_with("..") {
+        errs.push("must not start with '..'".into());
+    }
+    errs
+}
+
+const CONFIG_KEY_MSG: &str =
+    "a valid config key must consist of alphanumeric characters, '-', '_' or '.'";
+const CONFIG_KEY_FMT: &str = "[-._a-zA-Z0-9]+";
+
+/// apimachinery's `IsConfigMapKey`: what a ConfigMap or Secret key may be (it becomes a
+/// file name in a volume, so it may not walk out of its directory).
+pub(crate) fn config_key_errors(s: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if s.len() > SUBDOMAIN_MAX {
+        errs.push(max_len_error(SUBDOMAIN_MAX));
+    }
+    let chars_ok =
+        !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
+    if !chars_ok {
+        errs.push(regex_error(
+            CONFIG_KEY_MSG,
+            CONFIG_KEY_FMT,
+            &["key.name", "KEY_NAME", "key-name"],
+        ));
+    }
     if s == "." {
         errs.push("must not be '.'".into());
     } else if s == ".." {

@@ -7,6 +7,7 @@
 //! [`Snapshot`] through a [`StoreHandle`], never from disk.
 
 mod actor;
+pub mod encryption;
 pub mod history;
 mod persist;
 pub mod read;
@@ -260,6 +261,8 @@ pub struct StoreConfig {
     /// An Event not written for this long is deleted (kube-apiserver's `--event-ttl`);
     /// `None` keeps Events for ever.
     pub event_ttl: Option<std::time::Duration>,
+    /// What seals the values of Secrets on disk; `None` stores them as they are (tests).
+    pub encryption: Option<Arc<encryption::Transformer>>,
 }
 
 /// kube-apiserver's default `--event-ttl`.
@@ -277,6 +280,7 @@ impl StoreConfig {
             history_age: Some(DEFAULT_HISTORY_AGE),
             watch_buffer: 20_000,
             event_ttl: Some(DEFAULT_EVENT_TTL),
+            encryption: None,
         }
     }
 }
@@ -438,7 +442,10 @@ pub fn start(
     metrics: Arc<crate::metrics::Metrics>,
     arbiter: &actix::ArbiterHandle,
 ) -> Result<StoreHandle, StoreError> {
-    let persist = Arc::new(persist::Persist::open(&config.path)?);
+    let persist = Arc::new(persist::Persist::open(
+        &config.path,
+        config.encryption.clone(),
+    )?);
     let loaded = persist.load_snapshot(&config)?;
     let (revision_tx, revision) = tokio::sync::watch::channel(loaded.rev);
     let snapshot = Arc::new(RwLock::new(loaded));

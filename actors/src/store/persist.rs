@@ -6,6 +6,10 @@
 //! the object, so the history on disk is exactly as durable as the objects and a restart
 //! resumes watches instead of starting the history afresh. Old records are deleted in
 //! ranges as the history window moves (etcd's compaction).
+//!
+//! The values of encrypted resources (Secrets) are sealed on their way to RocksDB and
+//! opened on their way back, here and nowhere else (`encryption.rs`), so memory, watches
+//! and lists hold plaintext and the files never do.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -18,6 +22,7 @@ use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde_json::Value;
 
 use super::actor::{Committed, PendingWrite};
+use super::encryption::Transformer;
 use super::history::History;
 use super::{Event, EventKind, Object, Rev, Snapshot, StoreConfig, StoreError};
 use crate::api::meta;
@@ -33,25 +38,61 @@ const MAX_GROUP: usize = 4096;
 
 pub struct Persist {
     db: DB,
+    encryption: Option<Arc<Transformer>>,
 }
 
 impl Persist {
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    pub fn open(path: &Path, encryption: Option<Arc<Transformer>>) -> Result<Self, StoreError> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         let db = DB::open(&opts, path).map_err(|e| StoreError::Io(e.to_string()))?;
-        Ok(Persist { db })
+        Ok(Persist { db, encryption })
+    }
+
+    /// The bytes to store for `json`, the value of store key `key`.
+    fn seal(&self, key: &str, json: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        match &self.encryption {
+            Some(t) if Transformer::applies_to(key) => {
+                t.encrypt(&json).map_err(|e| StoreError::Corrupt {
+                    key: key.to_string(),
+                    detail: e.to_string(),
+                })
+            }
+            _ => Ok(json),
+        }
+    }
+
+    /// The JSON of a stored value, and whether it was sealed with a key other than the
+    /// one writes use now (so it is to be written again).
+    fn open_value<'v>(
+        &self,
+        key: &str,
+        stored: &'v [u8],
+    ) -> Result<(std::borrow::Cow<'v, [u8]>, bool), StoreError> {
+        match &self.encryption {
+            Some(t) if Transformer::applies_to(key) => {
+                let d = t.decrypt(stored).map_err(|e| StoreError::Corrupt {
+                    key: key.to_string(),
+                    detail: e.to_string(),
+                })?;
+                Ok((std::borrow::Cow::Owned(d.plaintext), d.stale))
+            }
+            _ => Ok((std::borrow::Cow::Borrowed(stored), false)),
+        }
     }
 
     /// The committed state with the history kept on disk: at most `config.history` events,
     /// none older than `config.history_age`.
     pub fn load_snapshot(&self, config: &StoreConfig) -> Result<Snapshot, StoreError> {
-        let (rev, objects) = self.load()?;
+        let mut stale = Vec::new();
+        let (rev, objects) = self.load_objects(&mut stale)?;
         let mut snap = Snapshot::new(rev, objects);
         let cutoff = config
             .history_age
             .map(|age| now_ms().saturating_sub(age.as_millis() as i64));
-        snap.history = self.load_history(&snap, config.history, cutoff)?;
+        let mut stale_history = Vec::new();
+        snap.history = self.load_history(&snap, config.history, cutoff, &mut stale_history)?;
+        self.reseal(&snap, &stale, &stale_history)?;
         let oldest = snap.history.oldest();
         if oldest > 0 {
             // Records before the window (beyond the bound, or of a crash before their
@@ -68,6 +109,7 @@ impl Persist {
         snap: &Snapshot,
         capacity: usize,
         cutoff_ms: Option<i64>,
+        stale: &mut Vec<(Rev, i64, Arc<Event>)>,
     ) -> Result<History, StoreError> {
         let mut raw: Vec<(Rev, Box<[u8]>)> = Vec::new();
         let mut expect = snap.rev;
@@ -110,7 +152,16 @@ impl Persist {
         let mut oldest = expect;
         for (rev, rec) in records.iter().rev() {
             let key = rec.key;
-            let prev = match rec.prev.map(serde_json::from_slice::<Value>) {
+            let opened = match rec.prev.map(|b| self.open_value(key, b)).transpose() {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::warn!(rev, error = %e, "unreadable history record; history starts after it");
+                    oldest = *rev;
+                    break;
+                }
+            };
+            let resealed = opened.as_ref().is_some_and(|(_, stale)| *stale);
+            let prev = match opened.map(|(b, _)| serde_json::from_slice::<Value>(&b)) {
                 None => None,
                 Some(Ok(v)) => Some(Arc::new(v)),
                 Some(Err(e)) => {
@@ -146,14 +197,17 @@ impl Persist {
             if let Some(p) = &prev {
                 replaced.insert(key, p.clone());
             }
-            let event = Event {
+            let event = Arc::new(Event {
                 rev: *rev,
                 kind: rec.kind,
                 key: key.to_string(),
                 object,
                 prev,
-            };
-            events.push((rec.at_ms, Arc::new(event)));
+            });
+            if resealed {
+                stale.push((*rev, rec.at_ms, event.clone()));
+            }
+            events.push((rec.at_ms, event));
         }
         events.reverse();
         Ok(History::loaded(oldest, events))
@@ -169,8 +223,63 @@ impl Persist {
             .map_err(|e| StoreError::Io(e.to_string()))
     }
 
-    /// Every stored object and the last committed revision.
-    pub fn load(&self) -> Result<(Rev, BTreeMap<String, Object>), StoreError> {
+    /// Write again, with the current key, the objects and history records read with
+    /// another one (a key rotation), in one synced batch, so the old key can go.
+    fn reseal(
+        &self,
+        snap: &Snapshot,
+        objects: &[String],
+        history: &[(Rev, i64, Arc<Event>)],
+    ) -> Result<(), StoreError> {
+        if objects.is_empty() && history.is_empty() {
+            return Ok(());
+        }
+        let json = |key: &str, v: &Value| {
+            serde_json::to_vec(v).map_err(|e| StoreError::Corrupt {
+                key: key.to_string(),
+                detail: e.to_string(),
+            })
+        };
+        let mut batch = WriteBatch::default();
+        for key in objects {
+            if let Some(obj) = snap.objects.get(key) {
+                let mut k = OBJECT_PREFIX.to_vec();
+                k.extend_from_slice(key.as_bytes());
+                batch.put(k, self.seal(key, json(key, &obj.value)?)?);
+            }
+        }
+        for (rev, at_ms, event) in history {
+            let prev = match &event.prev {
+                Some(p) => Some(self.seal(&event.key, json(&event.key, p)?)?),
+                None => None,
+            };
+            let record = Record {
+                kind: event.kind,
+                at_ms: *at_ms,
+                key: &event.key,
+                prev: prev.as_deref(),
+            };
+            batch.put(history_key(*rev), record.encode());
+        }
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db
+            .write_opt(batch, &opts)
+            .map_err(|e| StoreError::Io(e.to_string()))?;
+        tracing::info!(
+            objects = objects.len(),
+            history = history.len(),
+            "rewrote encrypted objects with the current key"
+        );
+        Ok(())
+    }
+
+    /// Every stored object and the last committed revision; the keys of objects sealed
+    /// with a key other than the current one go to `stale`.
+    fn load_objects(
+        &self,
+        stale: &mut Vec<String>,
+    ) -> Result<(Rev, BTreeMap<String, Object>), StoreError> {
         let rev = match self
             .db
             .get(REV_KEY)
@@ -186,7 +295,11 @@ impl Persist {
                 break;
             }
             let key = String::from_utf8_lossy(&k[OBJECT_PREFIX.len()..]).into_owned();
-            let value: Value = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+            let (json, resealed) = self.open_value(&key, &v)?;
+            if resealed {
+                stale.push(key.clone());
+            }
+            let value: Value = serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt {
                 key: key.clone(),
                 detail: e.to_string(),
             })?;
@@ -211,10 +324,11 @@ impl Persist {
         let mut last = 0;
         let at_ms = now_ms();
         let encode = |w: &PendingWrite, v: &Value| {
-            serde_json::to_vec(v).map_err(|e| StoreError::Corrupt {
+            let json = serde_json::to_vec(v).map_err(|e| StoreError::Corrupt {
                 key: w.key.clone(),
                 detail: e.to_string(),
-            })
+            })?;
+            self.seal(&w.key, json)
         };
         for w in writes {
             let mut key = OBJECT_PREFIX.to_vec();

@@ -1,6 +1,7 @@
 //! The built-in kinds, one module each: its declaration (`ResourceInfo`) and its
 //! strategy. Adding a kind is a module here and one line in [`builtin`].
 
+pub mod config_map;
 pub mod controller_revision;
 pub mod cron_job;
 pub mod csr;
@@ -23,14 +24,16 @@ pub mod replica_set;
 pub mod replication_controller;
 pub mod resource_quota;
 pub mod reviews;
+pub mod secret;
 pub mod service;
+pub mod service_account;
 pub mod stateful_set;
 pub mod workload;
 
 use super::resources::ResourceInfo;
 
 /// The kinds served from the start, in discovery order (core first).
-pub fn builtin() -> [&'static ResourceInfo; 33] {
+pub fn builtin() -> [&'static ResourceInfo; 36] {
     [
         &namespace::INFO,
         &node::INFO,
@@ -38,6 +41,9 @@ pub fn builtin() -> [&'static ResourceInfo; 33] {
         &pod_template::INFO,
         &service::INFO,
         &endpoints::INFO,
+        &config_map::INFO,
+        &secret::INFO,
+        &service_account::INFO,
         &replication_controller::INFO,
         &resource_quota::INFO,
         &event::INFO,

@@ -46,8 +46,8 @@ fn cluster_binding(name: &str, role: &str, groups: &[&str]) -> Value {
     })
 }
 
-/// `view`: read everything in a namespace except roles, bindings and (in Kubernetes)
-/// secrets.
+/// `view`: read everything in a namespace except roles, bindings and secrets (reading a
+/// secret, a service account token among them, would let a viewer act as someone else).
 pub fn view_rules() -> Vec<PolicyRule> {
     vec![
         PolicyRule::resource(
@@ -62,6 +62,8 @@ pub fn view_rules() -> Vec<PolicyRule> {
                 "services",
                 "services/status",
                 "endpoints",
+                "configmaps",
+                "serviceaccounts",
                 "resourcequotas",
                 "resourcequotas/status",
                 "events",
@@ -112,6 +114,9 @@ pub fn view_rules() -> Vec<PolicyRule> {
 /// `edit`: `view` plus writing workloads and services (not quotas, namespaces or RBAC).
 pub fn edit_rules() -> Vec<PolicyRule> {
     let mut rules = view_rules();
+    // Reading secrets is an escalation `view` does not get; `edit` may run pods that
+    // mount any of them anyway.
+    rules.push(PolicyRule::resource(&[""], &["secrets"], READ));
     rules.push(PolicyRule::resource(
         &[""],
         &[
@@ -120,8 +125,16 @@ pub fn edit_rules() -> Vec<PolicyRule> {
             "replicationcontrollers/scale",
             "services",
             "endpoints",
+            "configmaps",
+            "secrets",
+            "serviceaccounts",
         ],
         WRITE,
+    ));
+    rules.push(PolicyRule::resource(
+        &[""],
+        &["serviceaccounts/token"],
+        &["create"],
     ));
     rules.push(PolicyRule::resource(
         &["autoscaling"],
@@ -376,6 +389,25 @@ mod tests {
             ..version
         };
         assert_eq!(p.decide(&metrics), Decision::NoOpinion);
+    }
+
+    #[test]
+    fn view_reads_configmaps_but_not_secrets_and_edit_writes_both() {
+        let u = user(&[]);
+        let allowed = |rules: &[PolicyRule], verb: &str, path: &str| {
+            let t = routing::parse_in("", "v1", path).expect("route");
+            let a = Attributes::for_resource(&u, verb, &t);
+            rules.iter().any(|r| r.allows(&a))
+        };
+        let view = view_rules();
+        assert!(allowed(&view, "get", "namespaces/dev/configmaps/c"));
+        assert!(allowed(&view, "list", "namespaces/dev/serviceaccounts"));
+        assert!(!allowed(&view, "get", "namespaces/dev/secrets/s"));
+        assert!(!allowed(&view, "list", "namespaces/dev/secrets"));
+        let edit = edit_rules();
+        assert!(allowed(&edit, "get", "namespaces/dev/secrets/s"));
+        assert!(allowed(&edit, "create", "namespaces/dev/secrets"));
+        assert!(allowed(&edit, "update", "namespaces/dev/configmaps/c"));
     }
 
     #[test]
