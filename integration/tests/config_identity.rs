@@ -3,12 +3,11 @@
 //! serviceaccount`, `create token`), the official Python client, and the checks a real
 //! API server makes (immutability, the 1 MiB limit, the keys a secret type needs).
 
-use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{json, Value};
-use skiff_integration::{call, client, eventually, require_kubectl, Kubectl, TestCluster};
+use skiff_integration::{call, client, require_kubectl, Kubectl, TestCluster};
 
 fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)

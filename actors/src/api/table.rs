@@ -1726,11 +1726,11 @@ mod tests {
 
     #[test]
     fn unknown_resources_get_name_and_age() {
-        assert_eq!(names("configmaps"), ["Name", "Age"]);
+        assert_eq!(names("widgets"), ["Name", "Age"]);
         let cm =
             json!({"metadata": {"name": "settings", "creationTimestamp": "2024-06-01T11:00:00Z"}});
         assert_eq!(
-            cells("configmaps", &cm, now()),
+            cells("widgets", &cm, now()),
             vec![json!("settings"), json!("60m")]
         );
     }
@@ -1738,7 +1738,7 @@ mod tests {
     #[test]
     fn malformed_creation_timestamp_reads_as_unknown_age() {
         let cm = json!({"metadata": {"name": "x", "creationTimestamp": "yesterday"}});
-        assert_eq!(cells("configmaps", &cm, now())[1], "<unknown>");
+        assert_eq!(cells("widgets", &cm, now())[1], "<unknown>");
     }
 
     #[test]
