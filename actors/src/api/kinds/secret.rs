@@ -149,17 +149,13 @@ impl TypedStrategy for SecretStrategy {
             }
             DOCKERCFG => check_json_object(secret, ".dockercfg", &mut errs),
             DOCKER_CONFIG_JSON => check_json_object(secret, ".dockerconfigjson", &mut errs),
-            BASIC_AUTH => {
-                // Either may be empty, but one of them must be there.
-                if !data.contains_key("username") && !data.contains_key("password") {
-                    errs.push(FieldError::required(data_key("username")));
-                    errs.push(FieldError::required(data_key("password")));
-                }
+            // Either may be empty, but one of them must be there.
+            BASIC_AUTH if !data.contains_key("username") && !data.contains_key("password") => {
+                errs.push(FieldError::required(data_key("username")));
+                errs.push(FieldError::required(data_key("password")));
             }
-            SSH_AUTH => {
-                if data.get("ssh-privatekey").is_none_or(|v| v.0.is_empty()) {
-                    errs.push(FieldError::required(data_key("ssh-privatekey")));
-                }
+            SSH_AUTH if data.get("ssh-privatekey").is_none_or(|v| v.0.is_empty()) => {
+                errs.push(FieldError::required(data_key("ssh-privatekey")));
             }
             TLS => {
                 for key in ["tls.crt", "tls.key"] {
