@@ -642,3 +642,34 @@ pub fn require_kubectl() {
         .is_ok_and(|o| o.status.success());
     assert!(ok, "kubectl is required for this test and was not found");
 }
+
+/// Run a script of the official Python client (`pip install kubernetes`) with the
+/// kubeconfig as its first argument and `args` after it; the script must succeed, and
+/// its trimmed stdout is returned. A missing client fails the test (scripts/test.sh
+/// installs it). Blocking: async tests call it from `spawn_blocking`.
+pub fn python_client(script: &str, kubeconfig: &Path, args: &[&str]) -> String {
+    let has_client = std::process::Command::new("python3")
+        .args(["-c", "import kubernetes"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        has_client,
+        "the official Python client is required (scripts/test.sh installs it: pip install kubernetes)"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("client.py");
+    std::fs::write(&path, script).expect("write the script");
+    let out = std::process::Command::new("python3")
+        .arg(&path)
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        out.status.success(),
+        "python client {args:?} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}

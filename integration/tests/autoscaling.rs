@@ -11,7 +11,9 @@ use serde_json::{json, Value};
 use skiff::config::{Config, NodeConfig};
 use skiff_actors::kubelet::runtime::sim::SimUsage;
 use skiff_actors::store::WriteOp;
-use skiff_integration::{call, client, eventually, node_names, DockerCleanup, TestCluster};
+use skiff_integration::{
+    call, client, eventually, node_names, python_client, DockerCleanup, TestCluster,
+};
 
 const SYNC: Duration = Duration::from_secs(2);
 const WINDOW: Duration = Duration::from_secs(10);
@@ -687,30 +689,7 @@ print("ok")
 "#;
 
 fn python_v2(c: &TestCluster, args: &[&str]) {
-    let has_client = std::process::Command::new("python3")
-        .args(["-c", "import kubernetes"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        has_client,
-        "the official Python client is required (scripts/test.sh installs it: pip install kubernetes)"
-    );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let script = dir.path().join("hpa.py");
-    std::fs::write(&script, PYTHON_V2).expect("write");
-    let out = std::process::Command::new("python3")
-        .arg(&script)
-        .arg(&c.kubeconfig)
-        .args(args)
-        .output()
-        .expect("run python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "python {args:?} failed: {stderr}\n{stdout}"
-    );
-    assert_eq!(stdout.trim(), "ok");
+    assert_eq!(python_client(PYTHON_V2, &c.kubeconfig, args), "ok");
 }
 
 #[test]

@@ -6,13 +6,12 @@
 //! Kubernetes' field paths; the official Python client drives the kind too.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use skiff::config::NodeConfig;
 use skiff_integration::{
-    call, client, eventually, node_names, DockerCleanup, Kubectl, TestCluster,
+    call, client, eventually, node_names, python_client, DockerCleanup, Kubectl, TestCluster,
 };
 
 const V2: &str = "skiff/busybox:ds-v2";
@@ -297,34 +296,11 @@ print("ok")
 
 #[tokio::test]
 async fn the_official_python_client_creates_patches_and_deletes_a_daemon_set() {
-    let has_client = Command::new("python3")
-        .args(["-c", "import kubernetes"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        has_client,
-        "the official Python client is required (scripts/test.sh installs it: pip install kubernetes)"
-    );
     // Controllers run (history is written), no nodes: no containers to clean up.
     let c = TestCluster::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let script = dir.path().join("apps.py");
-    std::fs::write(&script, PYTHON_APPS).expect("write");
     let kubeconfig = c.kubeconfig.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(&script)
-            .arg(&kubeconfig)
-            .output()
-            .expect("run python3")
-    })
-    .await
-    .expect("python thread");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "python client failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(stdout.trim(), "ok");
+    let out = tokio::task::spawn_blocking(move || python_client(PYTHON_APPS, &kubeconfig, &[]))
+        .await
+        .expect("python thread");
+    assert_eq!(out, "ok");
 }

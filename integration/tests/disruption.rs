@@ -3,12 +3,11 @@
 //! the machine's kubectl); the official Python client's PolicyV1Api and evictions,
 //! answered 429 with the budget's numbers, 500 for a pod under two budgets, and dry-run.
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use skiff_integration::{
-    call, client, eventually, node_names, DockerCleanup, Kubectl, TestCluster,
+    call, client, eventually, node_names, python_client, DockerCleanup, Kubectl, TestCluster,
 };
 
 async fn get(c: &TestCluster, path: &str) -> Value {
@@ -193,14 +192,6 @@ print("ok")
 
 #[tokio::test]
 async fn the_python_client_manages_budgets_and_evictions_answer_as_kubernetes_does() {
-    let has_client = Command::new("python3")
-        .args(["-c", "import kubernetes"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        has_client,
-        "the official Python client is required (pip install kubernetes)"
-    );
     let c = TestCluster::start_with(|cfg| {
         cfg.nodes = vec![skiff::config::NodeConfig {
             name: "pdb-sim".into(),
@@ -236,21 +227,11 @@ async fn the_python_client_manages_budgets_and_evictions_answer_as_kubernetes_do
     })
     .await;
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let script = dir.path().join("pdb.py");
-    std::fs::write(&script, PYTHON_SCRIPT).expect("write");
-    let out = Command::new("python3")
-        .arg(&script)
-        .arg(&c.kubeconfig)
-        .output()
-        .expect("run python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "python client failed: {stderr}\n{stdout}"
-    );
-    assert_eq!(stdout.trim(), "ok");
+    let kubeconfig = c.kubeconfig.clone();
+    let out = tokio::task::spawn_blocking(move || python_client(PYTHON_SCRIPT, &kubeconfig, &[]))
+        .await
+        .expect("python thread");
+    assert_eq!(out, "ok");
 }
 
 #[tokio::test]

@@ -12,7 +12,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use skiff_actors::runtime::{FakeClock, SharedClock};
 use skiff_integration::{
-    call, client, eventually, kubectl, node_names, DockerCleanup, Kubectl, TestCluster,
+    call, client, eventually, kubectl, node_names, python_client, DockerCleanup, Kubectl,
+    TestCluster,
 };
 
 const IMAGE: &str = "skiff/busybox:latest";
@@ -463,36 +464,13 @@ print("ok")
 
 #[tokio::test]
 async fn the_official_python_client_drives_jobs_and_cron_jobs() {
-    let has_client = Command::new("python3")
-        .args(["-c", "import kubernetes"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        has_client,
-        "the official Python client is required (scripts/test.sh installs it: pip install kubernetes)"
-    );
     // No nodes: the Job's pods stay pending, which is all the client needs here.
     let c = TestCluster::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let script = dir.path().join("batch.py");
-    std::fs::write(&script, PYTHON_BATCH).expect("write");
     let kubeconfig = c.kubeconfig.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(&script)
-            .arg(&kubeconfig)
-            .output()
-            .expect("python3")
-    })
-    .await
-    .expect("join");
-    assert!(
-        out.status.success(),
-        "python client failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+    let out = tokio::task::spawn_blocking(move || python_client(PYTHON_BATCH, &kubeconfig, &[]))
+        .await
+        .expect("python thread");
+    assert_eq!(out, "ok");
     eventually(
         Duration::from_secs(30),
         "the job and its pods gone",

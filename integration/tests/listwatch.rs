@@ -4,14 +4,13 @@
 //! clear error for one from the future, and watch history that survives a restart.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{json, Value};
 use skiff_actors::api::protobuf;
 use skiff_actors::store::Compact;
-use skiff_integration::{call, client, pod, SkiffProcess, TestCluster};
+use skiff_integration::{call, client, pod, python_client, SkiffProcess, TestCluster};
 
 const PODS: &str = "/api/v1/namespaces/default/pods";
 
@@ -596,40 +595,12 @@ elif mode == "expired":
     print(len(v1.list_namespaced_pod(ns).items))
 "#;
 
-fn python(script: &std::path::Path, kubeconfig: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(kubeconfig)
-        .args(args)
-        .output()
-        .expect("run python3");
-    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(
-        out.status.success(),
-        "python client failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
 #[tokio::test]
 async fn the_official_python_clients_informer_watch_takes_bookmarks_and_resumes_after_restart() {
-    let has_client = Command::new("python3")
-        .args(["-c", "import kubernetes"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        has_client,
-        "the official Python client is required (scripts/test.sh installs it: pip install kubernetes)"
-    );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let script = dir.path().join("informer.py");
-    std::fs::write(&script, PYTHON_INFORMER).expect("write");
     let c = cluster();
     let kubeconfig = c.kubeconfig.clone();
-    let bookmark = tokio::task::spawn_blocking({
-        let script = script.clone();
-        move || python(&script, &kubeconfig, &["informer"])
+    let bookmark = tokio::task::spawn_blocking(move || {
+        python_client(PYTHON_INFORMER, &kubeconfig, &["informer"])
     })
     .await
     .unwrap();
@@ -638,8 +609,8 @@ async fn the_official_python_clients_informer_watch_takes_bookmarks_and_resumes_
     let c = c.restart();
     let kubeconfig = c.kubeconfig.clone();
     let resumed = tokio::task::spawn_blocking({
-        let (script, bookmark) = (script.clone(), bookmark.clone());
-        move || python(&script, &kubeconfig, &["resume", &bookmark])
+        let bookmark = bookmark.clone();
+        move || python_client(PYTHON_INFORMER, &kubeconfig, &["resume", &bookmark])
     })
     .await
     .unwrap();
@@ -651,10 +622,11 @@ async fn the_official_python_clients_informer_watch_takes_bookmarks_and_resumes_
         .await
         .expect("compact");
     let kubeconfig = c.kubeconfig.clone();
-    let relisted =
-        tokio::task::spawn_blocking(move || python(&script, &kubeconfig, &["expired", &bookmark]))
-            .await
-            .unwrap();
+    let relisted = tokio::task::spawn_blocking(move || {
+        python_client(PYTHON_INFORMER, &kubeconfig, &["expired", &bookmark])
+    })
+    .await
+    .unwrap();
     assert_eq!(relisted, "3");
     let names: BTreeSet<String> = call(client().get(c.url(PODS))).await.1["items"]
         .as_array()

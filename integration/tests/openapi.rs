@@ -5,9 +5,8 @@
 //! apply computing its strategic merge patch from the published merge keys.
 
 use std::path::Path;
-use std::process::Command;
 
-use skiff_integration::{call, client, TestCluster};
+use skiff_integration::{call, client, python_client, TestCluster};
 
 /// kubectl with its own discovery/OpenAPI cache in `cache`, so nothing a previous run left
 /// in `~/.kube/cache` for the same address can answer for this server.
@@ -421,29 +420,10 @@ print("ok")
 
 #[test]
 fn the_official_python_client_reads_and_writes_through_discovery() {
-    let has_client = Command::new("python3")
-        .args(["-c", "import kubernetes"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        has_client,
-        "the official Python client is required (scripts/test.sh installs it: pip install kubernetes)"
-    );
     let c = TestCluster::api_only();
     let dir = tempfile::tempdir().expect("tempdir");
-    let script = dir.path().join("client.py");
-    std::fs::write(&script, PYTHON_CLIENT_SCRIPT).expect("write");
-    let out = Command::new("python3")
-        .arg(&script)
-        .arg(&c.kubeconfig)
-        .arg(dir.path().join("discovery-cache.json"))
-        .output()
-        .expect("run python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "python client failed: {stderr}\n{stdout}"
-    );
-    assert_eq!(stdout.trim(), "ok");
+    let cache = dir.path().join("discovery-cache.json");
+    let cache = cache.to_str().expect("utf-8 path");
+    let out = python_client(PYTHON_CLIENT_SCRIPT, &c.kubeconfig, &[cache]);
+    assert_eq!(out, "ok");
 }

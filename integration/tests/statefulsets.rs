@@ -5,14 +5,13 @@
 //! undo`; what is not built (volumeClaimTemplates) is refused; the official Python client
 //! creates, patches, scales and deletes one.
 
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{json, Value};
 use skiff_integration::{
-    call, client, eventually, node_names, DockerCleanup, Kubectl, TestCluster,
+    call, client, eventually, node_names, python_client, DockerCleanup, Kubectl, TestCluster,
 };
 
 const V2: &str = "skiff/busybox:sts-v2";
@@ -421,34 +420,11 @@ print("ok")
 
 #[tokio::test]
 async fn the_official_python_client_creates_patches_scales_and_deletes_a_stateful_set() {
-    let has_client = Command::new("python3")
-        .args(["-c", "import kubernetes"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        has_client,
-        "the official Python client is required (scripts/test.sh installs it: pip install kubernetes)"
-    );
     // Controllers, no nodes: the first pod is made and waits unscheduled (OrderedReady).
     let c = TestCluster::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let script = dir.path().join("apps.py");
-    std::fs::write(&script, PYTHON_APPS).expect("write");
     let kubeconfig = c.kubeconfig.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(&script)
-            .arg(&kubeconfig)
-            .output()
-            .expect("run python3")
-    })
-    .await
-    .expect("python thread");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "python client failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(stdout.trim(), "ok");
+    let out = tokio::task::spawn_blocking(move || python_client(PYTHON_APPS, &kubeconfig, &[]))
+        .await
+        .expect("python thread");
+    assert_eq!(out, "ok");
 }
