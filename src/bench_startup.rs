@@ -156,6 +156,7 @@ async fn direct(pods: usize) -> Result<Latencies, StartupBenchError> {
                     pod: pod.clone(),
                     hostname: pod.name.clone(),
                     host_ports: vec![],
+                    ..Default::default()
                 })
                 .await?;
             runtime

@@ -24,6 +24,7 @@ pub struct Config {
     pub controllers: ControllersConfig,
     pub scheduler: SchedulerSection,
     pub auth: AuthConfig,
+    pub storage: StorageSection,
     /// The nodes this process runs (a kubelet each).
     pub nodes: Vec<NodeConfig>,
     /// The folder the configuration file is in; relative paths in it are resolved from here.
@@ -77,6 +78,10 @@ pub struct GatewayConfig {
     /// Names and IP addresses the serving certificate is valid for besides `localhost`,
     /// the loopback addresses and the listen address.
     pub tls_sans: Vec<String>,
+    /// The address the API server is reached at by pods: the `kubernetes` Service's
+    /// Endpoints (kube-apiserver's `--advertise-address`). Unset: the listen address, or
+    /// when that is a wildcard, the host's address on its default route.
+    pub advertise_address: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -176,6 +181,13 @@ pub struct NodeConfig {
     /// How often the kubelet samples its containers' CPU and memory (`kubectl top`, the
     /// autoscaler).
     pub stats_interval_seconds: u64,
+    /// The node's data directory (pod volumes live under `<dir>/pods/<uid>/volumes`).
+    /// Unset: `<cluster.data_dir>/nodes/<name>` for nodes in the cluster's process,
+    /// `<data dir>/kubelet` for `skiff node`.
+    pub data_dir: Option<std::path::PathBuf>,
+    /// How often configMap, secret, downwardAPI and projected volumes of running pods are
+    /// brought up to date.
+    pub volume_sync_seconds: u64,
 }
 
 impl Default for NodeConfig {
@@ -191,8 +203,18 @@ impl Default for NodeConfig {
             heartbeat_seconds: 10,
             address: None,
             stats_interval_seconds: 5,
+            data_dir: None,
+            volume_sync_seconds: 10,
         }
     }
+}
+
+/// Persistent storage: where the built-in local-path provisioner makes its volumes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct StorageSection {
+    /// Unset: `<data_dir>/storage`.
+    pub local_path_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -239,6 +261,7 @@ impl Default for GatewayConfig {
             keep_alive_seconds: 60,
             insecure_http: false,
             tls_sans: Vec::new(),
+            advertise_address: None,
         }
     }
 }
@@ -306,6 +329,30 @@ impl Config {
     }
 
     /// The token file: as configured, or `<data_dir>/pki/tokens.csv`.
+    /// The address pods reach the API server at (`[gateway] advertise_address`): as
+    /// configured, else the listen address, else (listening on a wildcard) the host's
+    /// address on its default route, else loopback.
+    pub fn advertise_address(&self) -> std::net::IpAddr {
+        use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+        if let Some(ip) = self
+            .gateway
+            .advertise_address
+            .as_deref()
+            .and_then(|a| a.parse::<IpAddr>().ok())
+        {
+            return ip;
+        }
+        match self.gateway.listen.parse::<SocketAddr>() {
+            Ok(a) if !a.ip().is_unspecified() => a.ip(),
+            _ => UdpSocket::bind("0.0.0.0:0")
+                // Connecting a UDP socket sends nothing; it only picks the route's source.
+                .and_then(|s| s.connect("192.0.2.1:9").map(|_| s))
+                .and_then(|s| s.local_addr())
+                .map(|a| a.ip())
+                .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        }
+    }
+
     pub fn token_file(&self) -> PathBuf {
         match &self.auth.token_file {
             Some(f) => match &self.base_dir {
@@ -334,6 +381,20 @@ impl Config {
                 .join("pki")
                 .join(skiff_actors::store::encryption::CONFIG_FILE),
         }
+    }
+
+    /// The local-path provisioner's directory: as configured (relative to the
+    /// configuration file's folder), or `<data_dir>/storage`. Absolute, since it ends up
+    /// in volumes' `hostPath`.
+    pub fn local_path_dir(&self) -> PathBuf {
+        let dir = match &self.storage.local_path_dir {
+            Some(d) => match &self.base_dir {
+                Some(base) if d.is_relative() => base.join(d),
+                _ => d.clone(),
+            },
+            None => self.cluster.data_dir.join("storage"),
+        };
+        std::path::absolute(&dir).unwrap_or(dir)
     }
 
     /// The manifests folder, resolved against the configuration file's folder.

@@ -253,7 +253,11 @@ async fn run_node(opts: NodeOptions) -> Result<(), CliError> {
         HttpClient::with_credentials(&opts.server, &creds)
             .map_err(|e| CliError::Node(e.to_string()))?,
     );
-    let agent = system::start_node_agent(&opts.node, client).await?;
+    let mut node = opts.node.clone();
+    if node.data_dir.is_none() {
+        node.data_dir = Some(opts.data_dir.join("kubelet"));
+    }
+    let agent = system::start_node_agent(&node, client).await?;
     println!("skiff node {} joined {}", opts.node.name, opts.server);
     tokio::signal::ctrl_c().await?;
     tracing::info!("interrupted; stopping the node");

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use skiff_actors::gateway::auth::authn::{self, Authenticator, JoinToken, TokenFile};
+use skiff_actors::gateway::auth::serviceaccount::ServiceAccountAuthenticator;
 use skiff_actors::gateway::{tls, GatewaySecurity};
 use skiff_actors::pki::{self, ClusterCa, Credential};
 
@@ -40,12 +41,34 @@ pub struct Security {
     pub gateway: GatewaySecurity,
 }
 
-/// Load (or on first start create) the cluster's PKI and credentials.
-pub fn prepare(cfg: &Config) -> Result<Security, SecurityError> {
+/// Load (or on first start create) the cluster's PKI and credentials; service account
+/// tokens authenticate too when `service_accounts` is given.
+pub fn prepare(
+    cfg: &Config,
+    service_accounts: Option<ServiceAccountAuthenticator>,
+) -> Result<Security, SecurityError> {
     let pki_dir = cfg.cluster.data_dir.join("pki");
     let ca = ClusterCa::load_or_create(&pki_dir)?;
     let (listen_ip, mut extra) = listen_host(&cfg.gateway.listen);
     extra.extend(cfg.gateway.tls_sans.iter().cloned());
+    // In-cluster clients reach the API as the `kubernetes` Service (by name and cluster
+    // IP) or at the advertised address, and verify it with the CA: kubeadm's SANs.
+    extra.extend(
+        [
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        ]
+        .map(String::from),
+    );
+    if let Ok(ranges) = skiff_actors::gateway::allocation::ServiceRanges::parse(
+        &cfg.gateway.service_cidr,
+        &cfg.gateway.node_port_range,
+    ) {
+        extra.push(ranges.first_address().to_string());
+    }
+    extra.push(cfg.advertise_address().to_string());
     let sans = pki::serving_sans(listen_ip, &extra);
     let serving = pki::load_or_issue_serving(&pki_dir, &ca, &sans)?;
 
@@ -82,7 +105,10 @@ pub fn prepare(cfg: &Config) -> Result<Security, SecurityError> {
         key_pem: serving.key_pem.clone(),
     };
     let server = tls::server_config(&chain, verifier.clone())?;
-    let authenticator = Authenticator::new(tokens, Some(join), Some(verifier));
+    let mut authenticator = Authenticator::new(tokens, Some(join), Some(verifier));
+    if let Some(sa) = service_accounts {
+        authenticator = authenticator.with_service_accounts(sa);
+    }
     Ok(Security {
         ca: Arc::new(ca),
         admin,
@@ -148,8 +174,8 @@ mod tests {
         let mut cfg = Config::load(None).expect("config");
         cfg.cluster.data_dir = dir.path().to_path_buf();
         cfg.gateway.listen = "127.0.0.1:0".into();
-        let first = prepare(&cfg).expect("first start");
-        let second = prepare(&cfg).expect("second start");
+        let first = prepare(&cfg, None).expect("first start");
+        let second = prepare(&cfg, None).expect("second start");
         assert_eq!(first.ca.cert_pem(), second.ca.cert_pem());
         assert_eq!(first.join_token, second.join_token);
         let (AdminCredential::Token(a), AdminCredential::Token(b)) = (&first.admin, &second.admin)
@@ -174,7 +200,7 @@ mod tests {
         let file = dir.path().join("tokens.csv");
         std::fs::write(&file, "tok,admin,1\nonly-two,columns\n").expect("write");
         cfg.auth.token_file = Some(file);
-        let err = prepare(&cfg).err().expect("refused");
+        let err = prepare(&cfg, None).err().expect("refused");
         assert!(err.to_string().contains("line 2"), "{err}");
     }
 
@@ -186,7 +212,7 @@ mod tests {
         let file = dir.path().join("tokens.csv");
         std::fs::write(&file, "tok,bob,1\n").expect("write");
         cfg.auth.token_file = Some(file);
-        let sec = prepare(&cfg).expect("start");
+        let sec = prepare(&cfg, None).expect("start");
         assert!(matches!(sec.admin, AdminCredential::Certificate(_)));
     }
 

@@ -15,13 +15,17 @@ use skiff_actors::api::{meta, resources, ApiError};
 use skiff_actors::client::{ApiClient, LocalClient};
 use skiff_actors::controllers::autoscaler::AutoscalerConfig;
 use skiff_actors::controllers::job::JobConfig;
+use skiff_actors::controllers::kubernetes_service::KubernetesServiceConfig;
+use skiff_actors::controllers::local_path::LocalPathConfig;
 use skiff_actors::controllers::manager::{
-    ControllerManager, ControllerManagerConfig, CsrSigningConfig,
+    ControllerManager, ControllerManagerConfig, CsrSigningConfig, ServiceAccountsConfig,
 };
 use skiff_actors::gateway::allocation::ServiceRanges;
+use skiff_actors::gateway::auth::serviceaccount::ServiceAccountAuthenticator;
 use skiff_actors::gateway::logs::NodeRuntimes;
 use skiff_actors::gateway::objects::{PatchType, WriteOptions};
 use skiff_actors::gateway::routing::Target;
+use skiff_actors::gateway::serviceaccount::token::{TokenError, TokenIssuer};
 use skiff_actors::gateway::{self, GatewayActor, GatewayConfig, Objects};
 use skiff_actors::kubelet::kubelet::{Kubelet, KubeletConfig};
 use skiff_actors::kubelet::runtime::docker::DockerRuntime;
@@ -63,6 +67,10 @@ pub enum SystemError {
     Node { node: String, detail: String },
     #[error("cannot write the kubeconfig")]
     Kubeconfig(#[source] skiff_actors::pki::PkiError),
+    #[error("cannot load the service account signing key")]
+    ServiceAccountKey(#[from] TokenError),
+    #[error("cannot load the cluster CA")]
+    Ca(#[source] skiff_actors::pki::PkiError),
 }
 
 /// A secure cluster's credentials, for those who start one in-process (tests, `skiff
@@ -169,7 +177,12 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
     };
     let ranges = ServiceRanges::parse(&cfg.gateway.service_cidr, &cfg.gateway.node_port_range)
         .map_err(|e| SystemError::Bootstrap(e.to_string()))?;
-    let objects = Objects::new(store.clone()).with_service_ranges(ranges);
+    let kubernetes_ip = ranges.first_address();
+    let pki_dir = data_dir.join("pki");
+    let issuer = Arc::new(TokenIssuer::load_or_create(&pki_dir)?);
+    let objects = Objects::new(store.clone())
+        .with_service_ranges(ranges)
+        .with_token_issuer(issuer.clone());
     bootstrap(&objects).await?;
     if let Some(dir) = cfg.manifests_dir() {
         apply_manifests(&objects, &dir).await?;
@@ -188,7 +201,8 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
         tracing::warn!("serving plain HTTP with no authentication (insecure_http)");
         None
     } else {
-        Some(security::prepare(cfg)?)
+        let sa = ServiceAccountAuthenticator::new(issuer.clone(), store.clone());
+        Some(security::prepare(cfg, Some(sa))?)
     };
     let (gw_security, credentials) = match security {
         Some(Security {
@@ -226,6 +240,28 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
         .send(GetAddr)
         .await
         .map_err(|e| SystemError::Bootstrap(e.to_string()))?;
+    let advertise = cfg.advertise_address();
+    let kubernetes_service = KubernetesServiceConfig {
+        cluster_ip: kubernetes_ip.to_string(),
+        address: advertise.to_string(),
+        port: addr.port(),
+    };
+    issuer.set_jwks_uri(format!(
+        "https://{}{}",
+        SocketAddr::new(advertise, addr.port()),
+        skiff_actors::gateway::serviceaccount::token::JWKS_PATH
+    ));
+    // Before any client can ask for a Service, so its cluster IP is the first one.
+    ensure_kubernetes_service(&objects, &kubernetes_service).await?;
+    // The CA that signs the serving certificate; an insecure cluster has one too, so
+    // that pods' `kube-root-ca.crt` exists wherever they run.
+    let root_ca_pem = match &credentials {
+        Some(c) => c.ca.cert_pem().to_string(),
+        None => skiff_actors::pki::ClusterCa::load_or_create(&pki_dir)
+            .map_err(SystemError::Ca)?
+            .cert_pem()
+            .to_string(),
+    };
     // Controllers and the scheduler share an arbiter of their own, away from the HTTP
     // workers and the store, and reach the store only through the API client.
     let control_arbiter = Arbiter::new();
@@ -244,11 +280,20 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
             ca: c.ca.clone(),
             validity: Duration::from_secs(cfg.auth.node_cert_validity_days.max(1) * 24 * 3600),
         }),
+        service_accounts: Some(ServiceAccountsConfig {
+            issuer: issuer.clone(),
+            root_ca_pem,
+        }),
+        kubernetes_service: Some(kubernetes_service),
         job: JobConfig {
             backoff_base: Duration::from_millis(cfg.controllers.job_backoff_base_ms.max(1)),
             backoff_max: Duration::from_secs(cfg.controllers.job_backoff_max_seconds.max(1)),
         },
         clock: cfg.controllers.clock.clone(),
+        local_path: LocalPathConfig {
+            dir: cfg.local_path_dir(),
+            nodes: cfg.nodes.iter().map(|n| n.name.clone()).collect(),
+        },
     };
     // One informer per resource for the whole process: the controllers, the scheduler and
     // every in-process kubelet and proxy read the same caches. They run on the control
@@ -268,7 +313,15 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
         })
     });
     let nodes_arbiter = Arbiter::new();
-    let kubelets = start_nodes(&cfg.nodes, &nodes_arbiter, &informers, &runtimes, &usage).await?;
+    let kubelets = start_nodes(
+        &cfg.nodes,
+        Some(&data_dir.join("nodes")),
+        &nodes_arbiter,
+        &informers,
+        &runtimes,
+        &usage,
+    )
+    .await?;
     let kubeconfig = data_dir.join("kubeconfig");
     write_kubeconfig(&kubeconfig, &cfg.cluster.name, addr, credentials.as_ref())?;
     Ok(System {
@@ -315,6 +368,7 @@ pub async fn start_node_agent(
     let informers = InformerFactory::node_scoped(client, Some(arbiter.handle()));
     let mut started = start_nodes(
         std::slice::from_ref(node),
+        None,
         &arbiter,
         &informers,
         &runtimes,
@@ -331,6 +385,7 @@ pub async fn start_node_agent(
 /// runtime registered for the gateway's log requests, all reading `informers`.
 async fn start_nodes(
     nodes: &[NodeConfig],
+    nodes_dir: Option<&std::path::Path>,
     arbiter: &Arbiter,
     informers: &InformerFactory,
     runtimes: &NodeRuntimes,
@@ -396,6 +451,11 @@ async fn start_nodes(
             max_pods: node.pods,
             heartbeat_interval: Duration::from_secs(node.heartbeat_seconds.max(1)),
             stats_interval: Duration::from_secs(node.stats_interval_seconds.max(1)),
+            data_dir: node
+                .data_dir
+                .clone()
+                .or_else(|| nodes_dir.map(|d| d.join(&node.name))),
+            volume_sync_interval: Duration::from_secs(node.volume_sync_seconds.max(1)),
             ..KubeletConfig::default()
         };
         let kubelet_informers = informers.clone();
@@ -462,6 +522,16 @@ async fn bootstrap(objects: &Objects) -> Result<(), SystemError> {
             Err(e) => return Err(SystemError::Bootstrap(format!("{what}: {e}"))),
         }
     }
+    // The default StorageClass, as k3s installs local-path; kept as it is when there.
+    let class = skiff_actors::api::kinds::storage_class::local_path_class();
+    match ensure_created(objects, class).await {
+        Ok(()) | Err(ApiError::AlreadyExists { .. }) => {}
+        Err(e) => {
+            return Err(SystemError::Bootstrap(format!(
+                "StorageClass local-path: {e}"
+            )))
+        }
+    }
     for doc in gateway::auth::bootstrap::objects() {
         let what = format!("{} {}", doc["kind"], meta::name(&doc).unwrap_or_default());
         if !autoupdate(objects, &doc) {
@@ -491,6 +561,45 @@ fn autoupdate(objects: &Objects, doc: &Value) -> bool {
             .and_then(Value::as_str)
             != Some("false")
     })
+}
+
+/// The `kubernetes` Service and its Endpoints, as kube-apiserver creates them at start
+/// (the `kubernetes-service` controller keeps them afterwards).
+async fn ensure_kubernetes_service(
+    objects: &Objects,
+    k: &KubernetesServiceConfig,
+) -> Result<(), SystemError> {
+    for doc in [k.service(), k.endpoints()] {
+        let what = format!("{} kubernetes", doc["kind"]);
+        match ensure_created_in(objects, doc).await {
+            Ok(()) | Err(ApiError::AlreadyExists { .. }) => {}
+            // Someone holds the address (a data directory from before this Service
+            // existed): the cluster runs, without it.
+            Err(e @ ApiError::Invalid { .. }) => {
+                tracing::warn!(error = %e, "cannot create the kubernetes service")
+            }
+            Err(e) => return Err(SystemError::Bootstrap(format!("{what}: {e}"))),
+        }
+    }
+    Ok(())
+}
+
+/// Create a namespaced object in its namespace.
+async fn ensure_created_in(objects: &Objects, doc: Value) -> Result<(), ApiError> {
+    let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let info = resources::by_kind(kind)
+        .ok_or_else(|| ApiError::BadRequest(format!("unsupported kind {kind:?}")))?;
+    let list = Target {
+        resource: info,
+        namespace: meta::namespace(&doc).map(str::to_string),
+        name: None,
+        subresource: None,
+        legacy_watch: false,
+    };
+    objects
+        .create(&list, doc, &WriteOptions::default())
+        .await
+        .map(|_| ())
 }
 
 /// Create a cluster-scoped object.

@@ -155,6 +155,17 @@ impl TestCluster {
         }
     }
 
+    /// The API in-process, as the system's own components use it: the store behind the
+    /// gateway's admission, with the cluster's service account token issuer (its key under
+    /// `<data_dir>/pki`), so kubelets started by a test can fetch projected tokens.
+    pub fn objects(&self) -> skiff_actors::gateway::Objects {
+        let issuer = skiff_actors::gateway::serviceaccount::token::TokenIssuer::load_or_create(
+            &self.data_dir.join("pki"),
+        )
+        .expect("the cluster's token issuer");
+        skiff_actors::gateway::Objects::new(self.store.clone()).with_token_issuer(Arc::new(issuer))
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.url)
     }

@@ -329,3 +329,52 @@ async fn secrets_are_encrypted_at_rest_and_survive_a_key_rotation() {
     assert_eq!(code, 200, "{got}");
     assert_eq!(unb64(&got["data"]["key"]), value);
 }
+
+/// What the official Python client's ConfigMap and Secret calls see: create, read, list
+/// by label, patch, replace, delete; `string_data` turned into base64 `data`.
+const PYTHON: &str = r#"
+import base64, sys
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+config.load_kube_config(config_file=sys.argv[1])
+v1 = client.CoreV1Api()
+meta = client.V1ObjectMeta(name="py-config", labels={"app": "py"})
+v1.create_namespaced_config_map("default", client.V1ConfigMap(metadata=meta, data={"color": "blue"}))
+cm = v1.read_namespaced_config_map("py-config", "default")
+assert cm.data == {"color": "blue"}, cm.data
+listed = v1.list_namespaced_config_map("default", label_selector="app=py").items
+assert [c.metadata.name for c in listed] == ["py-config"], listed
+v1.patch_namespaced_config_map("py-config", "default", {"data": {"size": "L"}})
+cm = v1.read_namespaced_config_map("py-config", "default")
+cm.data["color"] = "red"
+cm = v1.replace_namespaced_config_map("py-config", "default", cm)
+assert cm.data == {"color": "red", "size": "L"}, cm.data
+
+secret = client.V1Secret(metadata=client.V1ObjectMeta(name="py-secret"), string_data={"password": "s3cret"}, type="Opaque")
+v1.create_namespaced_secret("default", secret)
+got = v1.read_namespaced_secret("py-secret", "default")
+assert got.string_data is None and base64.b64decode(got.data["password"]) == b"s3cret", got
+try:
+    v1.create_namespaced_secret("default", client.V1Secret(metadata=client.V1ObjectMeta(name="py-tls"), type="kubernetes.io/tls", data={"tls.crt": ""}))
+    raise SystemExit("an incomplete TLS secret was accepted")
+except ApiException as e:
+    assert e.status == 422, e
+
+v1.delete_namespaced_config_map("py-config", "default")
+v1.delete_namespaced_secret("py-secret", "default")
+try:
+    v1.read_namespaced_config_map("py-config", "default")
+    raise SystemExit("the deleted ConfigMap is still there")
+except ApiException as e:
+    assert e.status == 404, e
+print("ok")
+"#;
+
+#[test]
+fn the_python_client_manages_config_maps_and_secrets() {
+    let c = TestCluster::api_only();
+    assert_eq!(
+        skiff_integration::python_client(PYTHON, &c.kubeconfig, &[]),
+        "ok"
+    );
+}

@@ -13,7 +13,6 @@ use std::time::Duration;
 use actix::{Addr, Arbiter};
 use serde_json::{json, Value};
 use skiff_actors::client::{ApiClient, LocalClient};
-use skiff_actors::gateway::Objects;
 use skiff_actors::kubelet::kubelet::{InjectPanic, Kubelet, KubeletConfig, ListPodWorkers};
 use skiff_actors::kubelet::runtime::sim::{SimConfig, SimRuntime};
 use skiff_actors::kubelet::runtime::{ContainerInfo, Runtime};
@@ -40,7 +39,7 @@ fn kubelet_config(node: &str) -> KubeletConfig {
 }
 
 fn local_client(c: &TestCluster) -> Arc<dyn ApiClient> {
-    Arc::new(LocalClient::new(Objects::new(c.store.clone())))
+    Arc::new(LocalClient::new(c.objects()))
 }
 
 /// A kubelet in the test's own runtime.

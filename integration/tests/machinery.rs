@@ -290,8 +290,13 @@ fn kubectl_records_its_managers_and_replaces_the_manifest_it_created_from() {
     );
 
     // The manifest a pod was created from replaces it: the server defaults it again,
-    // so the fields it filled in on create are not "changed".
-    let file = write_manifest(dir.path(), "pod.json", &pod_manifest("web"));
+    // so the fields it filled in on create are not "changed". (What the ServiceAccount
+    // admission adds on create only, the account and its token volume, the manifest
+    // states, as it must against Kubernetes.)
+    let mut manifest = pod_manifest("web");
+    manifest["spec"]["serviceAccountName"] = json!("default");
+    manifest["spec"]["automountServiceAccountToken"] = json!(false);
+    let file = write_manifest(dir.path(), "pod.json", &manifest);
     k(&["create", "-f", &file]);
     let out = k(&["replace", "-f", &file, "--save-config"]);
     assert!(out.contains("pod/web replaced"), "{out}");

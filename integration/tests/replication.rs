@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use skiff_actors::client::{ApiClient, LocalClient};
-use skiff_actors::gateway::Objects;
 use skiff_actors::runtime::{
     Action, Change, Context, Controller, InformerFactory, InformerSpec, ReconcileError, Reconciler,
 };
@@ -270,7 +269,7 @@ async fn a_controller_that_panics_in_reconcile_is_restarted_and_reconciles_again
     let c = TestCluster::api_only();
     let calls = Arc::new(AtomicUsize::new(0));
     let succeeded = Arc::new(AtomicUsize::new(0));
-    let api: Arc<dyn ApiClient> = Arc::new(LocalClient::new(Objects::new(c.store.clone())));
+    let api: Arc<dyn ApiClient> = Arc::new(LocalClient::new(c.objects()));
     let _addr = Controller::new(
         PanicsOnce {
             calls: calls.clone(),

@@ -13,7 +13,6 @@ use actix::Addr;
 use serde_json::{json, Value};
 use skiff_actors::api::meta::now_rfc3339;
 use skiff_actors::client::{ApiClient, LocalClient};
-use skiff_actors::gateway::Objects;
 use skiff_actors::scheduler::{GetStats, InjectPanic, SchedulerActor, SchedulerConfig};
 use skiff_integration::{call, client, eventually, TestCluster};
 
@@ -23,7 +22,7 @@ const WAIT: Duration = Duration::from_secs(20);
 /// A scheduler of the test's own, in the test's actix runtime, reaching the cluster's
 /// store through the in-process client (as the system's does).
 fn start_own_scheduler(c: &TestCluster) -> Addr<SchedulerActor> {
-    let client: Arc<dyn ApiClient> = Arc::new(LocalClient::new(Objects::new(c.store.clone())));
+    let client: Arc<dyn ApiClient> = Arc::new(LocalClient::new(c.objects()));
     SchedulerActor::new(client, SchedulerConfig::default()).start_supervised()
 }
 

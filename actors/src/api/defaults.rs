@@ -58,6 +58,13 @@ pub fn default_pod_spec_typed(spec: &mut PodSpec) {
     spec.termination_grace_period_seconds.get_or_insert(30);
     spec.security_context.get_or_insert_with(Default::default);
     spec.enable_service_links.get_or_insert(true);
+    // v1's deprecated `serviceAccount` and `serviceAccountName` are one field inside
+    // Kubernetes: the conversion reads either and writes both.
+    let named = |s: &Option<String>| s.clone().filter(|n| !n.is_empty());
+    if let Some(n) = named(&spec.service_account_name).or_else(|| named(&spec.service_account)) {
+        spec.service_account_name = Some(n.clone());
+        spec.service_account = Some(n);
+    }
     let init = spec.init_containers.iter_mut().flatten();
     for c in spec.containers.iter_mut().chain(init) {
         default_container(c);

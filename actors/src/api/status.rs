@@ -174,7 +174,7 @@ impl ApiError {
                 "kind": kind,
                 "causes": causes.iter().map(|c| json!({
                     "reason": c.reason(),
-                    "message": c.message(),
+                    "message": c.body(),
                     "field": c.field,
                 })).collect::<Vec<_>>(),
             })),

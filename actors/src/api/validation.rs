@@ -10,8 +10,12 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
+pub(crate) mod env;
+pub(crate) mod podspec;
 pub(crate) mod rbac;
 pub(crate) mod scheduling;
+pub mod storage;
+pub(crate) mod volumes;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -40,6 +44,7 @@ pub enum FieldErrorKind {
     NotSupported,
     Forbidden,
     TooLong,
+    NotFound,
 }
 
 impl FieldErrorKind {
@@ -51,6 +56,7 @@ impl FieldErrorKind {
             FieldErrorKind::NotSupported => "Unsupported value",
             FieldErrorKind::Forbidden => "Forbidden",
             FieldErrorKind::TooLong => "Too long",
+            FieldErrorKind::NotFound => "Not found",
         }
     }
 }
@@ -94,6 +100,7 @@ impl FieldError {
             FieldErrorKind::NotSupported => "FieldValueNotSupported",
             FieldErrorKind::Forbidden => "FieldValueForbidden",
             FieldErrorKind::TooLong => "FieldValueTooLong",
+            FieldErrorKind::NotFound => "FieldValueNotFound",
         }
     }
 
@@ -372,7 +379,7 @@ pub(crate) fn path_segment_errors(s: &str) -> Vec<String> {
     out
 }
 
-fn dns1123_subdomain_errors(s: &str) -> Vec<String> {
+pub(crate) fn dns1123_subdomain_errors(s: &str) -> Vec<String> {
     let mut errs = Vec::new();
     if s.len() > SUBDOMAIN_MAX {
         errs.push(max_len_error(SUBDOMAIN_MAX));
@@ -410,7 +417,7 @@ fn matches_qualified_name_part(s: &str) -> bool {
         && s.chars().all(|c| alnum(c) || matches!(c, '-' | '_' | '.'))
 }
 
-fn qualified_name_errors(s: &str) -> Vec<String> {
+pub(crate) fn qualified_name_errors(s: &str) -> Vec<String> {
     let name_regex = || {
         regex_error(
             QUALIFIED_NAME_MSG,
@@ -1046,6 +1053,8 @@ fn validate_pod_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
         validate_toleration(t, &index(&child(path, "tolerations"), i), errs);
     }
     scheduling::validate_pod_scheduling(spec, path, errs);
+    podspec::validate_pod_spec_support(spec, path, errs);
+    volumes::validate_pod_volumes(spec, path, errs);
 }
 
 /// An optional string member that, when present, must be one of `allowed`.
@@ -1165,7 +1174,6 @@ fn validate_container(
     }
     validate_enum(c, "imagePullPolicy", path, PULL_POLICIES, errs);
     validate_container_ports(get_array(c, "ports"), &child(path, "ports"), errs);
-    validate_env(get_array(c, "env"), &child(path, "env"), errs);
     if let Some(resources) = get(c, "resources") {
         validate_resources(resources, &child(path, "resources"), errs);
     }
@@ -1204,23 +1212,6 @@ fn validate_port_value(v: &Value, field: &str, errs: &mut Vec<FieldError>) {
 /// An absent protocol means TCP (the default); an empty one is an error.
 fn validate_protocol(port: &Value, path: &str, errs: &mut Vec<FieldError>) {
     validate_enum(port, "protocol", path, PROTOCOLS, errs);
-}
-
-fn validate_env(env: &[Value], path: &str, errs: &mut Vec<FieldError>) {
-    for (i, var) in env.iter().enumerate() {
-        let name_path = child(&index(path, i), "name");
-        let name = get_str(var, "name");
-        if name.is_empty() {
-            errs.push(required(name_path, ""));
-        } else {
-            push_all(
-                errs,
-                &name_path,
-                &Value::from(name),
-                env_var_name_errors(name),
-            );
-        }
-    }
 }
 
 /// The resource names a container may ask for without a domain prefix.

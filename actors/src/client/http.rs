@@ -345,6 +345,21 @@ impl ApiClient for HttpClient {
         .await
     }
 
+    async fn create_token(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        request: Value,
+    ) -> Result<Value, ApiError> {
+        let url = self.url(
+            "serviceaccounts",
+            Some(namespace),
+            Some(service_account),
+            Some("token"),
+        );
+        self.send(self.http.post(url).json(&request)).await
+    }
+
     async fn bind(&self, namespace: &str, pod: &str, node: &str) -> Result<(), ApiError> {
         let body = json!({"apiVersion": "v1", "kind": "Binding",
             "metadata": {"name": pod, "namespace": namespace},

@@ -228,6 +228,23 @@ impl ApiClient for LocalClient {
         self.objects.delete(&t, &opts).await
     }
 
+    async fn create_token(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        request: Value,
+    ) -> Result<Value, ApiError> {
+        let t = target(
+            "serviceaccounts",
+            Some(namespace),
+            Some(service_account),
+            Some("token"),
+        )?;
+        // The in-process client is the control plane's own: trusted, like the insecure path.
+        let user = crate::gateway::auth::UserInfo::insecure_admin();
+        self.objects.create_token(&t, request, &user)
+    }
+
     async fn bind(&self, namespace: &str, pod: &str, node: &str) -> Result<(), ApiError> {
         let t = target("pods", Some(namespace), Some(pod), Some("binding"))?;
         let body = json!({"apiVersion": "v1", "kind": "Binding",

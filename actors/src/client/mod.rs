@@ -144,4 +144,16 @@ pub trait ApiClient: Send + Sync + 'static {
 
     /// Bind a pod to a node (`pods/binding`).
     async fn bind(&self, namespace: &str, pod: &str, node: &str) -> Result<(), ApiError>;
+
+    /// `POST serviceaccounts/<name>/token`: a TokenRequest answered with its token (what
+    /// the kubelet asks for projected service account tokens). Clients that cannot ask
+    /// say so.
+    async fn create_token(
+        &self,
+        _namespace: &str,
+        _service_account: &str,
+        _request: Value,
+    ) -> Result<Value, ApiError> {
+        Err(ApiError::MethodNotAllowed)
+    }
 }

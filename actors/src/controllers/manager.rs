@@ -15,12 +15,20 @@ use super::disruption::DisruptionController;
 use super::endpoints::EndpointsController;
 use super::garbage_collector::GarbageCollector;
 use super::job::{JobConfig, JobController};
+use super::kubernetes_service::{KubernetesServiceConfig, KubernetesServiceController};
+use super::local_path::{LocalPathConfig, LocalPathProvisioner};
 use super::namespace::NamespaceController;
 use super::node_lifecycle::{NodeLifecycleConfig, NodeLifecycleController};
+use super::persistent_volume::PersistentVolumeController;
 use super::replica_set::{ReplicaKind, ReplicaSetController};
 use super::resource_quota::ResourceQuotaController;
+use super::root_ca_publisher::RootCaPublisher;
+use super::service_account::ServiceAccountController;
+use super::service_account_token::TokenController;
 use super::stateful_set::StatefulSetController;
+use super::storage_protection::StorageProtectionController;
 use super::ttl_after_finished::TtlAfterFinishedController;
+use crate::gateway::serviceaccount::token::TokenIssuer;
 use crate::pki::ClusterCa;
 use crate::resource_metrics::{MetricsRegistry, MetricsSource};
 use crate::runtime::{Controller, InformerFactory, SharedClock};
@@ -31,6 +39,14 @@ use crate::runtime::{Controller, InformerFactory, SharedClock};
 pub struct CsrSigningConfig {
     pub ca: Arc<ClusterCa>,
     pub validity: Duration,
+}
+
+/// What the root CA publisher and the legacy token controller need: the cluster CA's
+/// certificate and the service account token signer.
+#[derive(Debug, Clone)]
+pub struct ServiceAccountsConfig {
+    pub issuer: Arc<TokenIssuer>,
+    pub root_ca_pem: String,
 }
 
 #[derive(Debug, Clone)]
@@ -45,11 +61,18 @@ pub struct ControllerManagerConfig {
     pub autoscaler: AutoscalerConfig,
     /// For `csrsigning`, which runs only when it is given.
     pub csr_signing: Option<CsrSigningConfig>,
+    /// For `root-ca-cert-publisher` and `serviceaccount-token`, which run only when given.
+    pub service_accounts: Option<ServiceAccountsConfig>,
+    /// For `kubernetes-service` (the `kubernetes` Service and Endpoints), which runs only
+    /// when given.
+    pub kubernetes_service: Option<KubernetesServiceConfig>,
     /// The Job controller's back-off.
     pub job: JobConfig,
     /// The time the job, cronjob and ttl-after-finished controllers go by (a fake one in
     /// tests).
     pub clock: SharedClock,
+    /// Where the local-path provisioner makes volumes, and for which nodes.
+    pub local_path: LocalPathConfig,
 }
 
 impl ControllerManagerConfig {
@@ -66,8 +89,11 @@ impl Default for ControllerManagerConfig {
             enabled: vec!["*".into()],
             autoscaler: AutoscalerConfig::default(),
             csr_signing: None,
+            service_accounts: None,
+            kubernetes_service: None,
             job: JobConfig::default(),
             clock: SharedClock::default(),
+            local_path: LocalPathConfig::default(),
         }
     }
 }
@@ -181,10 +207,53 @@ impl ControllerManager {
             let ttl = TtlAfterFinishedController::new(cfg.clock.clone());
             running.push(Box::new(Controller::new(ttl, c()).start_supervised()));
         }
+        if cfg.runs("persistentvolume-binder") {
+            running.push(Box::new(
+                Controller::new(PersistentVolumeController, c()).start_supervised(),
+            ));
+        }
+        if cfg.runs("storage-protection") {
+            running.push(Box::new(
+                Controller::new(StorageProtectionController, c()).start_supervised(),
+            ));
+        }
+        if cfg.runs("local-path-provisioner") {
+            let provisioner = LocalPathProvisioner::new(cfg.local_path.clone());
+            running.push(Box::new(
+                Controller::new(provisioner, c()).start_supervised(),
+            ));
+        }
         if let (true, Some(csr)) = (cfg.runs("csrsigning"), cfg.csr_signing.clone()) {
             running.push(Box::new(
                 Controller::new(CsrSigningController::new(csr.ca, csr.validity), c())
                     .start_supervised(),
+            ));
+        }
+        if cfg.runs("serviceaccount") {
+            running.push(Box::new(
+                Controller::new(ServiceAccountController, c()).start_supervised(),
+            ));
+        }
+        if let Some(sa) = cfg.service_accounts.clone() {
+            if cfg.runs("root-ca-cert-publisher") {
+                running.push(Box::new(
+                    Controller::new(RootCaPublisher::new(sa.root_ca_pem.clone()), c())
+                        .start_supervised(),
+                ));
+            }
+            if cfg.runs("serviceaccount-token") {
+                running.push(Box::new(
+                    Controller::new(TokenController::new(sa.issuer, sa.root_ca_pem), c())
+                        .start_supervised(),
+                ));
+            }
+        }
+        if let (true, Some(k)) = (
+            cfg.runs("kubernetes-service"),
+            cfg.kubernetes_service.clone(),
+        ) {
+            running.push(Box::new(
+                Controller::new(KubernetesServiceController::new(k), c()).start_supervised(),
             ));
         }
         self.running = running;

@@ -29,6 +29,8 @@ use crate::runtime::{
 pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
 pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
 
+const CLAIMS: &str = "persistentvolumeclaims";
+
 /// Hash collisions tried before giving up for this pass.
 const MAX_COLLISIONS: i32 = 8;
 
@@ -298,6 +300,7 @@ impl Reconciler for StatefulSetController {
             InformerSpec::all("statefulsets"),
             InformerSpec::all("pods"),
             InformerSpec::all("controllerrevisions"),
+            InformerSpec::all(CLAIMS),
         ]
     }
 
@@ -306,6 +309,30 @@ impl Reconciler for StatefulSetController {
             return vec![key_of(&change.object)];
         }
         let obj = &change.object;
+        if resource == CLAIMS {
+            // A claim of `<template>-<set>-<ordinal>`: the sets it may belong to.
+            let ns = meta::namespace(obj).unwrap_or_default();
+            let name = meta::name(obj).unwrap_or_default();
+            return ctx
+                .cache("statefulsets")
+                .list_namespace(ns)
+                .iter()
+                .filter(|s| {
+                    let set = meta::name(s).unwrap_or_default();
+                    s.pointer("/spec/volumeClaimTemplates")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|t| t.pointer("/metadata/name").and_then(Value::as_str))
+                        .any(|t| {
+                            name.strip_prefix(&format!("{t}-{set}-")).is_some_and(|o| {
+                                !o.is_empty() && o.bytes().all(|b| b.is_ascii_digit())
+                            })
+                        })
+                })
+                .map(|s| key_of(s))
+                .collect();
+        }
         let mut keys: Vec<String> = [Some(obj), change.old.as_ref()]
             .into_iter()
             .flatten()
@@ -435,6 +462,17 @@ impl Sync<'_> {
         status.collision_count = collisions;
         status.observed_generation = self.set.metadata.generation;
         let (steps, timed) = plan(&facts, &set_pods, now);
+        // Claims get the owners the retention policy wants before any pod is deleted, so
+        // a condemned pod's claims go with it when whenScaled says Delete.
+        for p in &owned_pods {
+            let ordinal = parent_and_ordinal(meta::name(p).unwrap_or_default())
+                .map(|(_, o)| o)
+                .unwrap_or(-1);
+            let index = ordinal - facts.start;
+            let condemned = index < 0 || index >= facts.replicas.max(0);
+            self.update_claim_owners(ordinal, Some(p.as_ref()), condemned)
+                .await?;
+        }
         for step in steps {
             self.take(&step, &current, &update).await?;
         }
@@ -517,6 +555,7 @@ impl Sync<'_> {
             metadata["annotations"] = a.clone();
         }
         let mut spec = template.get("spec").cloned().unwrap_or_else(|| json!({}));
+        claims::mount_claims(self.set, ordinal, &mut spec);
         spec["hostname"] = json!(name);
         if let Some(service) = self.spec().service_name.filter(|s| !s.is_empty()) {
             spec["subdomain"] = json!(service);
@@ -540,6 +579,7 @@ impl Sync<'_> {
                 };
                 let pod = self.pod(*ordinal, revision);
                 let pod_name = format!("{set_name}-{ordinal}");
+                self.create_claims(*ordinal, &pod_name).await?;
                 match self.ctx.client.create("pods", Some(self.ns), pod).await {
                     Ok(_) => {
                         let msg =
@@ -602,6 +642,80 @@ impl Sync<'_> {
                     Ok(_) | Err(ApiError::NotFound { .. }) => {}
                     Err(e) => return Err(e.into()),
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// `createPersistentVolumeClaims`: the claims of `ordinal` that do not exist yet; a
+    /// claim still being deleted holds the pod back until it is gone.
+    async fn create_claims(&self, ordinal: i32, pod_name: &str) -> Result<(), ReconcileError> {
+        let set_name = self.name().to_string();
+        for (name, mut claim) in claims::claims_for(self.set, ordinal) {
+            match self.ctx.cache(CLAIMS).get(&format!("{}/{name}", self.ns)) {
+                Some(c) if pods::is_deleting(&c) => {
+                    return Err(ReconcileError::Invalid(format!(
+                        "pvc {name} is being deleted"
+                    )));
+                }
+                Some(_) => continue,
+                None => {}
+            }
+            if claims::wanted_owners(self.set, false).0 {
+                claim["metadata"]["ownerReferences"] =
+                    json!([claims::owner("apps/v1", "StatefulSet", self.raw)]);
+            }
+            match self.ctx.client.create(CLAIMS, Some(self.ns), claim).await {
+                Ok(_) => {
+                    let msg = format!(
+                        "create Claim {name} Pod {pod_name} in StatefulSet {set_name} success"
+                    );
+                    self.ctx
+                        .recorder
+                        .normal(self.raw, "SuccessfulCreate", &msg)
+                        .await;
+                }
+                Err(ApiError::AlreadyExists { .. }) => {}
+                Err(e) => {
+                    let msg = format!(
+                        "create Claim {name} for Pod {pod_name} in StatefulSet {set_name} failed error: {e}"
+                    );
+                    self.ctx
+                        .recorder
+                        .warning(self.raw, "FailedCreate", &msg)
+                        .await;
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `UpdatePodClaimForRetentionPolicy`: the owner references of `ordinal`'s claims as
+    /// the retention policy wants them.
+    async fn update_claim_owners(
+        &self,
+        ordinal: i32,
+        pod: Option<&Value>,
+        condemned: bool,
+    ) -> Result<(), ReconcileError> {
+        let wanted = claims::wanted_owners(self.set, condemned);
+        for (name, _) in claims::claims_for(self.set, ordinal) {
+            let Some(claim) = self.ctx.cache(CLAIMS).get(&format!("{}/{name}", self.ns)) else {
+                continue;
+            };
+            let Some(refs) = claims::owners_update(&claim, self.raw, pod, wanted) else {
+                continue;
+            };
+            let patch = json!({"metadata": {"ownerReferences": refs}});
+            match self
+                .ctx
+                .client
+                .patch(CLAIMS, Some(self.ns), &name, None, PatchType::Merge, patch)
+                .await
+            {
+                Ok(_) | Err(ApiError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(())
@@ -715,5 +829,6 @@ impl Sync<'_> {
     }
 }
 
+mod claims;
 #[cfg(test)]
 mod tests;

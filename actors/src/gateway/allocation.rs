@@ -58,6 +58,11 @@ impl ServiceRanges {
         })
     }
 
+    /// The first address of the range: the `kubernetes` Service's.
+    pub fn first_address(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.network + 1)
+    }
+
     fn contains(&self, ip: Ipv4Addr) -> bool {
         let ip = u32::from(ip);
         ip > self.network && ip < self.network + self.size - 1

@@ -177,6 +177,11 @@ fn subresource(info: &ResourceInfo, sub: &str) -> Subresource {
         ),
         "binding" => ("Binding", None, &["create"]),
         "eviction" => ("Eviction", Some(("policy", "v1")), &["create"]),
+        "token" => (
+            "TokenRequest",
+            Some(("authentication.k8s.io", "v1")),
+            &["create"],
+        ),
         "log" => ("Pod", None, &["get"]),
         "finalize" => (info.kind, None, &["update"]),
         _ => (info.kind, None, &["get", "patch", "update"]),

@@ -149,8 +149,8 @@ async fn handle(
         )?;
         return Ok(render::respond(201, &answer, format));
     }
-    // An eviction is only ever created.
-    if target.subresource.as_deref() == Some("eviction") && verb != "create" {
+    // An eviction and a token request are only ever created.
+    if matches!(target.subresource.as_deref(), Some("eviction" | "token")) && verb != "create" {
         return Err(ApiError::MethodNotAllowed);
     }
     if target.subresource.as_deref() == Some("log") {
@@ -210,6 +210,10 @@ async fn handle(
                 let status = evict(objects, &target, body, &q).await?;
                 return Ok(render::respond(201, &status, format));
             }
+            if target.subresource.as_deref() == Some("token") {
+                let answer = objects.create_token(&target, body, &auth::user_of(req))?;
+                return Ok(render::respond(201, &answer, format));
+            }
             let mut body = body;
             if target.resource.name == csr::RESOURCE {
                 csr::admit_create(&mut body, &auth::user_of(req))?;
@@ -262,6 +266,7 @@ fn request_type(target: &Target) -> (String, &'static str) {
     match target.subresource.as_deref() {
         Some("binding") => ("v1".into(), "Binding"),
         Some("eviction") => ("policy/v1".into(), "Eviction"),
+        Some("token") => ("authentication.k8s.io/v1".into(), "TokenRequest"),
         Some("scale") => ("autoscaling/v1".into(), "Scale"),
         _ => (target.resource.api_version(), target.resource.kind),
     }

@@ -46,8 +46,8 @@ pub struct LogQuery {
     pub tail_lines: Option<u64>,
 }
 
-fn container_names(pod: &Value) -> Vec<String> {
-    pod.pointer("/spec/containers")
+fn container_names(pod: &Value, list: &str) -> Vec<String> {
+    pod.pointer(&format!("/spec/{list}"))
         .and_then(Value::as_array)
         .map(|cs| {
             cs.iter()
@@ -78,10 +78,11 @@ pub async fn pod_logs(
         ..t.clone()
     })?;
     let pod_name = meta::name(&pod).unwrap_or_default().to_string();
-    let names = container_names(&pod);
+    let names = container_names(&pod, "containers");
+    let init_names = container_names(&pod, "initContainers");
     let container = match q.container {
         Some(c) => {
-            if !names.contains(&c) {
+            if !names.contains(&c) && !init_names.contains(&c) {
                 return Err(ApiError::BadRequest(format!(
                     "container {c} is not valid for pod {pod_name}"
                 )));
@@ -90,10 +91,17 @@ pub async fn pod_logs(
         }
         None if names.len() == 1 => names[0].clone(),
         None => {
-            return Err(ApiError::BadRequest(format!(
+            let mut message = format!(
                 "a container name must be specified for pod {pod_name}, choose one of: [{}]",
                 names.join(" ")
-            )))
+            );
+            if !init_names.is_empty() {
+                message.push_str(&format!(
+                    " or one of the init containers: [{}]",
+                    init_names.join(" ")
+                ));
+            }
+            return Err(ApiError::BadRequest(message));
         }
     };
     let node = pod

@@ -16,6 +16,8 @@ pub mod read_options;
 mod render;
 mod reviews;
 pub mod routing;
+pub mod serviceaccount;
+pub mod storage;
 pub mod tls;
 pub mod watch;
 
@@ -189,6 +191,14 @@ pub fn start(
             .route(
                 "/openapi/v3/{path:.*}",
                 web::get().to(openapi::openapi_v3_group),
+            )
+            .route(
+                serviceaccount::token::DISCOVERY_PATH,
+                web::get().to(serviceaccount::openid_configuration),
+            )
+            .route(
+                serviceaccount::token::JWKS_PATH,
+                web::get().to(serviceaccount::jwks),
             )
             .route("/healthz", web::get().to(discovery::healthz))
             .route("/readyz", web::get().to(discovery::healthz))

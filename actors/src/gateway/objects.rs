@@ -175,6 +175,8 @@ pub struct Objects {
     service_ranges: Arc<ServiceRanges>,
     /// Serialises service address allocation with the write that records it.
     alloc_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Signs service account tokens (the TokenRequest subresource).
+    token_issuer: Option<Arc<super::serviceaccount::token::TokenIssuer>>,
 }
 
 pub fn store_error(err: StoreError, resource: &str, name: &str) -> ApiError {
@@ -205,7 +207,45 @@ impl Objects {
             quota_locks: Arc::default(),
             service_ranges: Arc::default(),
             alloc_lock: Arc::default(),
+            token_issuer: None,
         }
+    }
+
+    /// Sign service account tokens with this issuer.
+    pub fn with_token_issuer(
+        mut self,
+        issuer: Arc<super::serviceaccount::token::TokenIssuer>,
+    ) -> Self {
+        self.token_issuer = Some(issuer);
+        self
+    }
+
+    pub fn token_issuer(&self) -> Option<&super::serviceaccount::token::TokenIssuer> {
+        self.token_issuer.as_deref()
+    }
+
+    /// `POST serviceaccounts/<name>/token` on behalf of `user`.
+    pub fn create_token(
+        &self,
+        t: &Target,
+        body: Value,
+        user: &super::auth::UserInfo,
+    ) -> Result<Value, ApiError> {
+        let issuer = self.token_issuer.as_deref().ok_or_else(|| {
+            ApiError::ServiceUnavailable("no service account token issuer".into())
+        })?;
+        let (Some(ns), Some(name)) = (t.namespace.as_deref(), t.name.as_deref()) else {
+            return Err(ApiError::MethodNotAllowed);
+        };
+        super::serviceaccount::request::create_token(
+            &self.store,
+            issuer,
+            user,
+            ns,
+            name,
+            body,
+            chrono::Utc::now(),
+        )
     }
 
     /// Use these ranges for cluster IPs and node ports.
@@ -423,6 +463,12 @@ impl Objects {
         meta::drop_empty_metadata(&mut obj);
         let name = meta::name(&obj).unwrap_or_default().to_string();
         super::priority::admit_create(&self.store, info.name, &mut obj)?;
+        if let (true, Some(ns)) = (info.name == "pods", ns.as_deref()) {
+            // Namespace lifecycle first, as in kube-apiserver's admission chain.
+            self.check_namespace_accepts(ns)?;
+            super::serviceaccount::admission::admit_pod(&self.store, ns, &mut obj).await?;
+        }
+        super::storage::admit_create(&self.store, info.name, &mut obj)?;
         validate(info, &obj, None)?;
         opts.admit(&obj)?;
         opts.record_fields(t, None, &mut obj);
@@ -451,11 +497,50 @@ impl Objects {
         let out = self
             .write(WriteOp::Create { key, object: obj }, info.name, &name)
             .await?;
+        if info.name == "namespaces" {
+            self.create_default_account(&name).await;
+        }
         Ok(Written {
             object: view_of(info, (*out.object).clone()),
             warnings,
             created: true,
         })
+    }
+
+    /// A namespace gets its `default` ServiceAccount as it is created, so that a pod
+    /// created right after finds it (the ServiceAccount controller covers namespaces from
+    /// before, and deletions). Written as the controller would create it.
+    async fn create_default_account(&self, ns: &str) {
+        use crate::api::kinds::service_account::{self, DEFAULT_NAME};
+        let info = &service_account::INFO;
+        let mut obj = service_account::object(ns, DEFAULT_NAME);
+        defaults::defaults_for_create(info.strategy, &mut obj, Some(ns));
+        let t = Target {
+            resource: info,
+            namespace: Some(ns.to_string()),
+            name: None,
+            subresource: None,
+            legacy_watch: false,
+        };
+        let opts = WriteOptions {
+            manager: "kube-controller-manager".into(),
+            ..WriteOptions::default()
+        };
+        opts.record_fields(&t, None, &mut obj);
+        let key = object_key(info.name, Some(ns), DEFAULT_NAME);
+        match self
+            .write(
+                WriteOp::Create { key, object: obj },
+                info.name,
+                DEFAULT_NAME,
+            )
+            .await
+        {
+            Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+            Err(e) => {
+                tracing::warn!(namespace = ns, error = %e, "cannot create the default service account")
+            }
+        }
     }
 
     /// The namespace a create lands in: the path's, which the body may repeat but not contradict.
@@ -644,6 +729,7 @@ impl Objects {
             if check == Check::Validate {
                 validate(info, &new, Some(&current))?;
                 super::priority::admit_update(&this.store, info.name, &new)?;
+                super::storage::admit_update(&this.store, info.name, &current, &new)?;
                 opts.admit(&new)?;
                 opts.record_fields(&target, Some(&current), &mut new);
             }

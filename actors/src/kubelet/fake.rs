@@ -152,6 +152,13 @@ impl Runtime for FakeRuntime {
                 },
             });
         }
+        // Present on the node, but no registry has it.
+        if image.starts_with("local-only/") && policy == PullPolicy::Always {
+            return Err(RuntimeError::ImagePull {
+                image: image.into(),
+                detail: "no registry".into(),
+            });
+        }
         Ok(format!("sha256:{image}"))
     }
 
@@ -234,10 +241,13 @@ impl Runtime for FakeRuntime {
 
     async fn exec(
         &self,
-        _id: &str,
+        id: &str,
         cmd: &[String],
         _timeout: Duration,
     ) -> Result<ExecResult, RuntimeError> {
+        self.lock()
+            .calls
+            .push(format!("exec {id} {}", cmd.join(" ")));
         let failing = cmd
             .first()
             .is_some_and(|c| self.lock().failing_exec.contains(c));

@@ -25,6 +25,7 @@ use super::pod_worker::{
 };
 use super::runtime::{ContainerInfo, ContainerState, Runtime, RuntimeError};
 use super::stats::{self, Sampler};
+use super::volumes::{self, VolumeConfig, VolumeManager};
 use crate::api::{meta, ApiError};
 use crate::client::{ApiClient, EventKind, PatchType};
 use crate::controllers::node_lifecycle::NODE_LEASE_NAMESPACE;
@@ -63,6 +64,13 @@ pub struct KubeletConfig {
     /// How often container CPU and memory are sampled for the metrics API (when the
     /// kubelet has a metrics sink).
     pub stats_interval: Duration,
+    /// The node's data directory (the kubelet's `--root-dir`): pod volumes live under
+    /// `<data_dir>/pods/<uid>/volumes`. Unset: a directory of this process and node under
+    /// the system's temporary directory.
+    pub data_dir: Option<std::path::PathBuf>,
+    /// How often configMap, secret, downwardAPI and projected volumes of running pods are
+    /// brought up to date (the kubelet's sync period).
+    pub volume_sync_interval: Duration,
 }
 
 impl Default for KubeletConfig {
@@ -82,6 +90,8 @@ impl Default for KubeletConfig {
             backoff_max: Duration::from_secs(300),
             backoff_reset: Duration::from_secs(600),
             stats_interval: Duration::from_secs(5),
+            data_dir: None,
+            volume_sync_interval: Duration::from_secs(10),
         }
     }
 }
@@ -96,6 +106,30 @@ impl KubeletConfig {
             backoff_reset: self.backoff_reset,
             resync_interval: self.resync_interval,
             id_scheme: id_scheme.to_string(),
+            // The kubelet's files of each pod (/etc/hosts, termination messages) beside its
+            // volumes: `<root>/pods/<uid>/`.
+            pods_dir: self.root_dir().join("pods"),
+            cluster_domain: "cluster.local".into(),
+        }
+    }
+
+    /// The node's root directory (the kubelet's `--root-dir`), absolute: Docker binds need
+    /// absolute host paths.
+    fn root_dir(&self) -> std::path::PathBuf {
+        let dir = self.data_dir.clone().unwrap_or_else(|| {
+            std::env::temp_dir()
+                .join(format!("skiff-kubelet-{}", std::process::id()))
+                .join(&self.node_name)
+        });
+        std::path::absolute(&dir).unwrap_or(dir)
+    }
+
+    fn volume_config(&self) -> VolumeConfig {
+        let root = self.root_dir();
+        VolumeConfig {
+            allocatable: volumes::node_allocatable(&self.cpu, &self.memory, &root),
+            root,
+            sync_period: self.volume_sync_interval,
         }
     }
 
@@ -171,6 +205,7 @@ pub struct Kubelet {
     metrics: Option<Arc<dyn MetricsSink>>,
     sampler: Sampler,
     sampling: bool,
+    volumes: Arc<VolumeManager>,
 }
 
 impl Kubelet {
@@ -185,7 +220,14 @@ impl Kubelet {
         let recorder = Arc::new(Recorder::new(client.clone(), "kubelet"));
         let pods =
             InformerFactory::node_scoped(client.clone(), None).pods_on_node(&config.node_name);
+        let volumes = Arc::new(VolumeManager::new(
+            config.volume_config(),
+            client.clone(),
+            recorder.clone(),
+            config.address.clone(),
+        ));
         Kubelet {
+            volumes,
             worker_config: Arc::new(config.worker_config("docker")),
             client,
             runtime,
@@ -278,6 +320,10 @@ impl Kubelet {
         ctx.add_message_stream(ours);
 
         ctx.run_interval(self.config.relist_interval, |act, ctx| act.relist(ctx));
+        ctx.run_interval(self.volumes.sync_period(), |act, _| {
+            let volumes = act.volumes.clone();
+            tokio::spawn(async move { volumes.sync_all().await });
+        });
         if self.metrics.is_some() {
             ctx.run_interval(self.config.stats_interval, |act, ctx| act.sample(ctx));
         }
@@ -373,6 +419,7 @@ impl Kubelet {
             runtime: self.runtime.clone(),
             config: self.worker_config.clone(),
             recorder: self.recorder.clone(),
+            volumes: self.volumes.clone(),
         };
         let key = key_of(&pod);
         tracing::debug!(pod = %key, uid = %uid, "starting pod worker");
@@ -445,6 +492,9 @@ impl Kubelet {
             .iter()
             .filter_map(|p| meta::uid(p).map(str::to_string))
             .collect();
+        let mut keep = listed.clone();
+        keep.extend(self.workers.keys().cloned());
+        self.volumes.remove_orphans(&keep);
         let orphans: Vec<ContainerInfo> = list
             .into_iter()
             .filter(|c| {

@@ -2,6 +2,7 @@
 //! container [`runtime::Runtime`].
 
 pub mod backoff;
+pub mod env;
 #[cfg(test)]
 mod fake;
 #[allow(clippy::module_inception)]
@@ -10,6 +11,8 @@ pub mod node;
 pub mod pod_worker;
 pub mod probe;
 pub mod runtime;
+pub mod service_env;
 pub mod spec;
 pub mod stats;
 pub mod status;
+pub mod volumes;

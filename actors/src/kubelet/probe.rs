@@ -1,10 +1,11 @@
-//! Container probes: what a `livenessProbe` / `readinessProbe` asks for (exec, httpGet,
-//! tcpSocket), running one attempt, and the threshold bookkeeping that turns attempts into
-//! a result.
+//! Container probes: what a `livenessProbe` / `readinessProbe` / `startupProbe` asks for
+//! (exec, httpGet, tcpSocket), running one attempt, and the threshold bookkeeping that
+//! turns attempts into a result.
 //!
 //! As in Kubernetes, a readiness probe starts out failed (a container is not ready until
-//! the probe says so) and a liveness probe starts out successful (a container is alive
-//! until proven dead).
+//! the probe says so), a liveness probe starts out successful (a container is alive until
+//! proven dead), and a startup probe starts out failed and holds the other two off until
+//! it succeeds once; `failureThreshold` failures before that kill the container.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -25,6 +26,7 @@ pub enum ProbeError {
 pub enum ProbeKind {
     Liveness,
     Readiness,
+    Startup,
 }
 
 impl ProbeKind {
@@ -33,6 +35,7 @@ impl ProbeKind {
         match self {
             ProbeKind::Liveness => "livenessProbe",
             ProbeKind::Readiness => "readinessProbe",
+            ProbeKind::Startup => "startupProbe",
         }
     }
 
@@ -207,9 +210,15 @@ impl Tracker {
         }
     }
 
-    /// The current result: ready (readiness) or alive (liveness).
+    /// The current result: ready (readiness), alive (liveness) or started (startup).
     pub fn result(&self) -> bool {
         self.result
+    }
+
+    /// `failureThreshold` consecutive failures were seen (for a startup probe, which
+    /// starts out failed, this is what kills the container).
+    pub fn failed(&self) -> bool {
+        self.failures >= self.failure_threshold
     }
 
     /// Count one attempt; returns the new result when it flipped.
@@ -391,5 +400,18 @@ mod tests {
         let closed = spec(json!({"tcpSocket": {"port": port}}));
         let outcome = run(runtime, "c".into(), Some("127.0.0.1".into()), closed).await;
         assert!(matches!(outcome, Outcome::Failure(_)));
+    }
+
+    #[test]
+    fn startup_starts_unstarted_succeeds_once_and_fails_after_the_threshold() {
+        let s = spec(json!({"exec": {"command": ["true"]}, "failureThreshold": 2}));
+        let mut t = Tracker::new(ProbeKind::Startup, &s);
+        assert!(!t.result() && !t.failed());
+        t.observe(&Outcome::Failure("no".into()));
+        assert!(!t.failed());
+        t.observe(&Outcome::Failure("no".into()));
+        assert!(t.failed());
+        let mut t = Tracker::new(ProbeKind::Startup, &s);
+        assert_eq!(t.observe(&Outcome::Success), Some(true));
     }
 }

@@ -15,7 +15,14 @@ const OWNED_FIELDS: &[&str] = &[
     "hostIPs",
     "startTime",
     "containerStatuses",
+    "initContainerStatuses",
+    "reason",
+    "message",
 ];
+
+/// The conditions the kubelet sets; any other condition (a readiness gate's, a
+/// disruption target) is someone else's and is kept as written.
+const OWNED_CONDITIONS: &[&str] = &["Initialized", "ContainersReady", "Ready"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RestartPolicy {
@@ -81,6 +88,8 @@ impl Phase {
 pub struct Terminated {
     pub exit_code: i64,
     pub reason: String,
+    /// From the container's termination message file, or its log's tail.
+    pub message: Option<String>,
     pub started_at: String,
     pub finished_at: String,
     pub container_id: String,
@@ -88,13 +97,17 @@ pub struct Terminated {
 
 impl Terminated {
     fn to_json(&self) -> Value {
-        json!({"terminated": {
+        let mut t = json!({
             "exitCode": self.exit_code,
             "reason": self.reason,
             "startedAt": self.started_at,
             "finishedAt": self.finished_at,
             "containerID": self.container_id,
-        }})
+        });
+        if let Some(m) = self.message.as_ref().filter(|m| !m.is_empty()) {
+            t["message"] = json!(m);
+        }
+        json!({ "terminated": t })
     }
 }
 
@@ -146,6 +159,10 @@ pub struct ContainerView {
     pub last_terminated: Option<Terminated>,
     pub ready: bool,
     pub restart_count: u32,
+    /// Running and past its startup probe (if it has one).
+    pub started: bool,
+    /// An init container with `restartPolicy: Always`.
+    pub sidecar: bool,
 }
 
 impl ContainerView {
@@ -158,7 +175,7 @@ impl ContainerView {
             "restartCount": self.restart_count,
             "image": self.image,
             "imageID": self.image_id,
-            "started": matches!(self.state, State::Running { .. }),
+            "started": self.started,
         });
         if let Some(id) = &self.container_id {
             s["containerID"] = json!(id);
@@ -254,19 +271,81 @@ pub fn conditions(
     containers: &[ContainerView],
     now: &str,
 ) -> Vec<Value> {
+    pod_conditions(
+        existing,
+        phase,
+        &Init {
+            views: &[],
+            initialized: true,
+        },
+        containers,
+        &[],
+        now,
+    )
+}
+
+/// What the init containers tell the status.
+#[derive(Debug, Clone, Copy)]
+pub struct Init<'a> {
+    pub views: &'a [ContainerView],
+    /// Every regular init container has completed (or the app containers have started).
+    pub initialized: bool,
+}
+
+/// The conditions with init containers and readiness gates (`gates`: the condition types
+/// named by `spec.readinessGates`).
+pub fn pod_conditions(
+    existing: &Value,
+    phase: Phase,
+    init: &Init<'_>,
+    containers: &[ContainerView],
+    gates: &[&str],
+    now: &str,
+) -> Vec<Value> {
+    let all = existing.as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let type_of = |c: &Value| {
+        c.get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
     let mut out = Vec::new();
-    if let Some(scheduled) = existing
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c.get("type").and_then(Value::as_str) == Some("PodScheduled"))
-    {
+    if let Some(scheduled) = all.iter().find(|c| type_of(c) == "PodScheduled") {
         out.push(scheduled.clone());
     }
-    out.push(condition(existing, "Initialized", true, None, None, now));
-    let unready: Vec<&str> = containers
+    if init.initialized {
+        out.push(condition(existing, "Initialized", true, None, None, now));
+    } else {
+        let incomplete: Vec<&str> = init
+            .views
+            .iter()
+            .filter(|c| {
+                if c.sidecar {
+                    !c.started
+                } else {
+                    !matches!(&c.state, State::Terminated(t) if t.exit_code == 0)
+                }
+            })
+            .map(|c| c.name.as_str())
+            .collect();
+        out.push(condition(
+            existing,
+            "Initialized",
+            false,
+            Some("ContainersNotInitialized"),
+            Some(format!(
+                "containers with incomplete status: [{}]",
+                incomplete.join(" ")
+            )),
+            now,
+        ));
+    }
+    // Sidecars count toward readiness next to the app containers.
+    let unready: Vec<&str> = init
+        .views
         .iter()
-        .filter(|c| !c.ready)
+        .filter(|c| c.sidecar && !c.ready)
+        .chain(containers.iter().filter(|c| !c.ready))
         .map(|c| c.name.as_str())
         .collect();
     let (ready, reason, message) = if phase == Phase::Succeeded {
@@ -291,8 +370,57 @@ pub fn conditions(
         message.clone(),
         now,
     ));
+    // Ready also waits for every readiness gate's condition to be True.
+    let (ready, reason, message) =
+        match gates
+            .iter()
+            .find_map(|gate| match all.iter().find(|c| type_of(c) == *gate) {
+                None => Some(format!(
+                    "corresponding condition of pod readiness gate \"{gate}\" does not exist."
+                )),
+                Some(c) if c.get("status").and_then(Value::as_str) != Some("True") => {
+                    Some(format!(
+                        "the status of pod readiness gate \"{gate}\" is not \"True\", but {}",
+                        c.get("status").and_then(Value::as_str).unwrap_or("Unknown")
+                    ))
+                }
+                Some(_) => None,
+            }) {
+            Some(why) if ready => (false, Some("ReadinessGatesNotReady"), Some(why)),
+            _ => (ready, reason, message),
+        };
     out.push(condition(existing, "Ready", ready, reason, message, now));
+    for other in all.iter().filter(|c| {
+        let t = type_of(c);
+        t != "PodScheduled" && !OWNED_CONDITIONS.contains(&t.as_str())
+    }) {
+        out.push(other.clone());
+    }
     out
+}
+
+/// The pod phase with its init containers: a regular init container that failed under
+/// `Never` fails the pod; until every one completed the pod is Pending.
+pub fn phase_with_init(
+    policy: RestartPolicy,
+    init: &Init<'_>,
+    containers: &[ContainerView],
+    previous: Option<Phase>,
+) -> Phase {
+    if let Some(p) = previous.filter(|p| p.is_terminal()) {
+        return p;
+    }
+    let failed = init
+        .views
+        .iter()
+        .any(|c| !c.sidecar && matches!(&c.state, State::Terminated(t) if t.exit_code != 0));
+    if failed && policy == RestartPolicy::Never {
+        return Phase::Failed;
+    }
+    if !init.initialized {
+        return Phase::Pending;
+    }
+    phase(policy, containers, previous)
 }
 
 /// Everything the status is built from.
@@ -300,6 +428,9 @@ pub fn conditions(
 pub struct StatusInput<'a> {
     pub pod: &'a Value,
     pub containers: &'a [ContainerView],
+    pub init: Init<'a>,
+    /// Why the kubelet ended the pod itself (`DeadlineExceeded`), and its message.
+    pub failure: Option<(&'a str, &'a str)>,
     pub pod_ip: Option<&'a str>,
     pub host_ip: &'a str,
     pub start_time: &'a str,
@@ -314,15 +445,42 @@ pub fn build(input: &StatusInput<'_>) -> Value {
         .cloned()
         .unwrap_or_else(|| json!({}));
     let previous = Phase::parse(existing.get("phase").and_then(Value::as_str));
-    let phase = phase(RestartPolicy::of(input.pod), input.containers, previous);
+    let phase = match input.failure {
+        Some(_) => Phase::Failed,
+        None => phase_with_init(
+            RestartPolicy::of(input.pod),
+            &input.init,
+            input.containers,
+            previous,
+        ),
+    };
+    let gates: Vec<&str> = input
+        .pod
+        .pointer("/spec/readinessGates")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g.get("conditionType").and_then(Value::as_str))
+        .collect();
     let mut s = Map::new();
     s.insert("phase".into(), json!(phase.as_str()));
+    // A reason the kubelet gave (DeadlineExceeded) stays once written.
+    let kept = existing
+        .get("reason")
+        .and_then(Value::as_str)
+        .zip(existing.get("message").and_then(Value::as_str));
+    if let Some((reason, message)) = input.failure.or(kept) {
+        s.insert("reason".into(), json!(reason));
+        s.insert("message".into(), json!(message));
+    }
     s.insert(
         "conditions".into(),
-        Value::Array(conditions(
+        Value::Array(pod_conditions(
             &existing["conditions"],
             phase,
+            &input.init,
             input.containers,
+            &gates,
             input.now,
         )),
     );
@@ -343,6 +501,19 @@ pub fn build(input: &StatusInput<'_>) -> Value {
                 .collect(),
         ),
     );
+    if !input.init.views.is_empty() {
+        s.insert(
+            "initContainerStatuses".into(),
+            Value::Array(
+                input
+                    .init
+                    .views
+                    .iter()
+                    .map(ContainerView::to_json)
+                    .collect(),
+            ),
+        );
+    }
     Value::Object(s)
 }
 
@@ -380,6 +551,8 @@ mod tests {
             state,
             last_terminated: last.map(ended),
             restart_count: 0,
+            started: false,
+            sidecar: false,
         }
     }
 
@@ -387,6 +560,7 @@ mod tests {
         Terminated {
             exit_code: code,
             reason: if code == 0 { "Completed" } else { "Error" }.into(),
+            message: None,
             started_at: "2026-01-01T00:00:00Z".into(),
             finished_at: "2026-01-01T00:00:01Z".into(),
             container_id: "docker://abc".into(),
@@ -514,6 +688,11 @@ mod tests {
         let built = build(&StatusInput {
             pod: &pod,
             containers: &cs,
+            init: Init {
+                views: &[],
+                initialized: true,
+            },
+            failure: None,
             pod_ip: Some("10.0.0.5"),
             host_ip: "127.0.0.1",
             start_time: "T0",
@@ -542,6 +721,11 @@ mod tests {
         let input = StatusInput {
             pod: &pod,
             containers: &cs,
+            init: Init {
+                views: &[],
+                initialized: true,
+            },
+            failure: None,
             pod_ip: Some("10.0.0.5"),
             host_ip: "127.0.0.1",
             start_time: "T0",
@@ -552,5 +736,122 @@ mod tests {
         let mut written = built.clone();
         written["qosClass"] = json!("BestEffort");
         assert_eq!(patch(&written, &built), None);
+    }
+
+    fn init(views: &[ContainerView], initialized: bool) -> Init<'_> {
+        Init { views, initialized }
+    }
+
+    #[test]
+    fn init_containers_hold_the_pod_pending_and_one_failed_under_never_fails_it() {
+        let apps = [view("app", State::waiting("PodInitializing", None), None)];
+        let running_init = [view("setup", running(), None)];
+        assert_eq!(
+            phase_with_init(
+                RestartPolicy::Always,
+                &init(&running_init, false),
+                &apps,
+                None
+            ),
+            Phase::Pending
+        );
+        let failed = [view("setup", State::Terminated(ended(1)), None)];
+        assert_eq!(
+            phase_with_init(RestartPolicy::Never, &init(&failed, false), &apps, None),
+            Phase::Failed
+        );
+        assert_eq!(
+            phase_with_init(RestartPolicy::OnFailure, &init(&failed, false), &apps, None),
+            Phase::Pending,
+            "it is restarted"
+        );
+    }
+
+    #[test]
+    fn the_initialized_condition_names_the_incomplete_init_containers() {
+        let mut side = view("side", running(), None);
+        side.sidecar = true;
+        side.started = true;
+        let views = [
+            view("done", State::Terminated(ended(0)), None),
+            side,
+            view("next", State::waiting("PodInitializing", None), None),
+        ];
+        let conds = pod_conditions(
+            &json!([]),
+            Phase::Pending,
+            &init(&views, false),
+            &[],
+            &[],
+            "T",
+        );
+        let c = conds
+            .iter()
+            .find(|c| c["type"] == "Initialized")
+            .expect("Initialized");
+        assert_eq!(c["status"], "False");
+        assert_eq!(c["reason"], "ContainersNotInitialized");
+        assert_eq!(c["message"], "containers with incomplete status: [next]");
+    }
+
+    #[test]
+    fn ready_waits_for_readiness_gates_and_keeps_their_conditions() {
+        let cs = [view("app", running(), None)];
+        let existing = json!([{"type": "example.com/lb", "status": "False"}]);
+        let conds = pod_conditions(
+            &existing,
+            Phase::Running,
+            &init(&[], true),
+            &cs,
+            &["example.com/lb"],
+            "T",
+        );
+        let ready = conds.iter().find(|c| c["type"] == "Ready").expect("Ready");
+        assert_eq!(ready["status"], "False");
+        assert_eq!(ready["reason"], "ReadinessGatesNotReady");
+        assert_eq!(
+            ready["message"],
+            "the status of pod readiness gate \"example.com/lb\" is not \"True\", but False"
+        );
+        let cr = conds
+            .iter()
+            .find(|c| c["type"] == "ContainersReady")
+            .expect("ContainersReady");
+        assert_eq!(cr["status"], "True");
+        assert!(conds.iter().any(|c| c["type"] == "example.com/lb"), "kept");
+        let passed = json!([{"type": "example.com/lb", "status": "True"}]);
+        let conds = pod_conditions(
+            &passed,
+            Phase::Running,
+            &init(&[], true),
+            &cs,
+            &["example.com/lb"],
+            "T",
+        );
+        let ready = conds.iter().find(|c| c["type"] == "Ready").expect("Ready");
+        assert_eq!(ready["status"], "True");
+    }
+
+    #[test]
+    fn a_failure_the_kubelet_decided_gives_failed_with_its_reason_and_init_statuses() {
+        let pod = json!({"spec": {}, "status": {}});
+        let cs = [view("app", running(), None)];
+        let inits = [view("setup", State::Terminated(ended(0)), None)];
+        let built = build(&StatusInput {
+            pod: &pod,
+            containers: &cs,
+            init: init(&inits, true),
+            failure: Some((
+                "DeadlineExceeded",
+                "Pod was active on the node longer than the specified deadline",
+            )),
+            pod_ip: None,
+            host_ip: "127.0.0.1",
+            start_time: "T0",
+            now: "T1",
+        });
+        assert_eq!(built["phase"], "Failed");
+        assert_eq!(built["reason"], "DeadlineExceeded");
+        assert_eq!(built["initContainerStatuses"][0]["name"], "setup");
     }
 }

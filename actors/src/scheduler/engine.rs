@@ -17,6 +17,7 @@ use super::preemption::{self, Budget, Budgets, Outcome};
 use super::queue::{QueueLengths, SchedulingQueue};
 use super::score::{self, Weights};
 use super::spread::{self, Counted, SpreadState};
+use super::volumes::{PodVolumes, PreBind, VolumeCache};
 use super::SchedulerConfig;
 use crate::api::meta;
 use crate::client::EventKind;
@@ -32,11 +33,13 @@ const MIN_PERCENTAGE: usize = 5;
 /// What to do about one pod taken off the queue.
 #[derive(Debug, Clone)]
 pub enum Decision {
-    /// It is assumed on `node`: bind it there.
+    /// It is assumed on `node`: bind it there, after the volume steps (VolumeBinding's
+    /// PreBind) and once its claims are bound when there are any.
     Bind {
         key: String,
         pod: Arc<Value>,
         node: String,
+        prebind: Vec<PreBind>,
     },
     /// It fits nowhere: say why (pod condition and event).
     Unschedulable {
@@ -106,6 +109,8 @@ pub struct Engine {
     /// The selector index of each preferred pod (anti-)affinity term of the pod being
     /// scheduled.
     preferred_ids: Vec<Option<usize>>,
+    /// Claims, volumes and classes, for VolumeBinding.
+    volumes: VolumeCache,
 }
 
 impl Engine {
@@ -130,6 +135,7 @@ impl Engine {
             budgets: Budgets::default(),
             nominated: HashMap::new(),
             preferred_ids: Vec::new(),
+            volumes: VolumeCache::default(),
         }
     }
 
@@ -228,14 +234,27 @@ impl Engine {
                 self.preferred_ids.push(id);
             }
         }
-        let cycle = self.cycle_for(&key, &info);
+        let volumes = match self.volumes.prepare(&pod) {
+            Ok(v) => v,
+            Err(message) => {
+                return Some(self.refused_before_filtering(key, pod, &info, message, now))
+            }
+        };
+        let cycle = self.cycle_for(&key, &info, volumes);
         match self.find_node(&info, &cycle) {
             Ok(index) => {
-                let node = self.cache.nodes()[index].info.name.clone();
+                let chosen = &self.cache.nodes()[index].info;
+                let node = chosen.name.clone();
+                let prebind = cycle.volumes.prebind(chosen);
                 self.nominated.remove(&key);
                 self.cache.assume(&key, &node, info.usage);
                 tracing::debug!(node = %node, "assumed");
-                Some(Decision::Bind { key, pod, node })
+                Some(Decision::Bind {
+                    key,
+                    pod,
+                    node,
+                    prebind,
+                })
             }
             Err(mut fit) => {
                 self.queue.unschedulable(&key, now);
@@ -284,10 +303,70 @@ impl Engine {
         }
     }
 
+    /// A PreFilter said no (VolumeBinding: a claim missing, being deleted, or unbound
+    /// with immediate binding): no node is looked at, and preemption cannot help.
+    fn refused_before_filtering(
+        &mut self,
+        key: String,
+        pod: Arc<Value>,
+        info: &PodInfo,
+        message: String,
+        now: Instant,
+    ) -> Decision {
+        self.queue.unschedulable(&key, now);
+        let total = self.cache.nodes().len();
+        let mut fit = FitError::new(total);
+        fit.pre_filter = Some(message);
+        if total > 0 {
+            self.helpful.clear();
+            self.helpful.resize(total, false);
+            if let Outcome::Failed(post) = preemption::preempt(
+                &self.cache,
+                info,
+                &Cycle::default(),
+                &self.helpful,
+                None,
+                &self.budgets,
+                &self.namespaces,
+            ) {
+                fit.post_filter = Some(post);
+            }
+        }
+        let message = fit.to_string();
+        tracing::debug!(%message, "unschedulable before filtering");
+        Decision::Unschedulable { key, pod, message }
+    }
+
+    /// A PersistentVolumeClaim was added, changed or deleted.
+    pub fn on_claim(&mut self, kind: EventKind, claim: &Value, now: Instant) {
+        self.volumes.on_claim(kind, claim);
+        // A claim created or bound may be what an unschedulable pod waits for.
+        if self.queue.lengths().unschedulable > 0 {
+            self.queue.move_all_unschedulable(now);
+        }
+    }
+
+    /// A PersistentVolume was added, changed or deleted.
+    pub fn on_volume(&mut self, kind: EventKind, volume: &Value, now: Instant) {
+        self.volumes.on_volume(kind, volume);
+        if self.queue.lengths().unschedulable > 0 {
+            self.queue.move_all_unschedulable(now);
+        }
+    }
+
+    /// A StorageClass was added, changed or deleted.
+    pub fn on_class(&mut self, kind: EventKind, class: &Value, now: Instant) {
+        self.volumes.on_class(kind, class);
+        if self.queue.lengths().unschedulable > 0 {
+            self.queue.move_all_unschedulable(now);
+        }
+    }
+
     /// The per-pod state the filters share: topology spread counts, inter-pod affinity
     /// counts (only when the pod has required terms or some placed pod has required
-    /// anti-affinity), and the room held for pods nominated by preemption.
-    fn cycle_for(&self, key: &str, pod: &PodInfo) -> Cycle {
+    /// anti-affinity), the room held for pods nominated by preemption, and what its
+    /// volumes ask of a node.
+    fn cycle_for(&self, key: &str, pod: &PodInfo, volumes: PodVolumes) -> Cycle {
         let nodes = self.cache.nodes();
         let spread = SpreadState::build(&pod.spread, pod, nodes);
         let terms = pod.usage.meta.affinity.as_deref();
@@ -317,6 +396,7 @@ impl Engine {
             spread,
             affinity,
             reserved,
+            volumes,
         }
     }
 
@@ -509,7 +589,7 @@ mod tests {
         let mut out = Vec::new();
         while let Some(d) = e.schedule_next(now) {
             match d {
-                Decision::Bind { key, pod, node } => {
+                Decision::Bind { key, pod, node, .. } => {
                     e.bind_succeeded(&key);
                     e.on_pod(EventKind::Modified, &bound(&pod, &node), now);
                     out.push((key, Ok(node)));

@@ -10,6 +10,7 @@ use super::affinity::{AffinityFailure, AffinityState};
 use super::cache::NodeState;
 use super::info::{PodInfo, Resources, Taint, TaintEffect, TAINT_UNSCHEDULABLE};
 use super::spread::{SpreadFailure, SpreadState};
+use super::volumes::PodVolumes;
 
 /// What the filters of one scheduling cycle share: the per-pod counts built once before
 /// the nodes are walked.
@@ -20,6 +21,8 @@ pub struct Cycle {
     /// Resources and pod slots held per node for pods nominated there by preemption
     /// with at least this pod's priority (the room they made is theirs).
     pub reserved: HashMap<String, (Resources, i64)>,
+    /// What the pod's claims and their volumes ask of a node (VolumeBinding).
+    pub volumes: PodVolumes,
 }
 
 /// Why a node was rejected; the text is kube-scheduler's, word for word, because users
@@ -41,6 +44,10 @@ pub enum Reason {
     PodAffinityMismatch,
     PodAntiAffinityMismatch,
     ExistingAntiAffinity,
+    /// A bound claim's volume cannot be reached from the node.
+    VolumeNodeAffinityConflict,
+    /// A claim waiting for its first consumer has no volume and no provisioner there.
+    VolumeBindConflict,
     /// Preemption's reasons (after "preemption: ").
     NoPreemptionVictims,
     PreemptionNotHelpful,
@@ -87,6 +94,12 @@ impl fmt::Display for Reason {
                 f.write_str("node(s) didn't match pod topology spread constraints")
             }
             Reason::PodAffinityMismatch => f.write_str("node(s) didn't match pod affinity rules"),
+            Reason::VolumeNodeAffinityConflict => {
+                f.write_str("node(s) had volume node affinity conflict")
+            }
+            Reason::VolumeBindConflict => {
+                f.write_str("node(s) didn't find available persistent volumes to bind")
+            }
             Reason::PodAntiAffinityMismatch => {
                 f.write_str("node(s) didn't match pod anti-affinity rules")
             }
@@ -166,6 +179,13 @@ pub fn fits(node: &NodeState, pod: &PodInfo, cycle: &Cycle, reasons: &mut Vec<Re
     if reasons.len() != before {
         return false;
     }
+    // VolumeBinding.
+    if !cycle.volumes.is_empty() {
+        if let Err(reason) = cycle.volumes.check(info) {
+            reasons.push(reason);
+            return false;
+        }
+    }
     if cycle.spread.is_active() {
         match cycle.spread.check(&pod.spread, info) {
             Ok(()) => {}
@@ -200,6 +220,9 @@ pub struct FitError {
     /// What preemption said (kube-scheduler's PostFilter message), appended after the
     /// filters' reasons.
     pub post_filter: Option<String>,
+    /// Why a PreFilter refused the pod before any node was looked at (it then stands
+    /// in place of the per-node reasons).
+    pub pre_filter: Option<String>,
 }
 
 impl FitError {
@@ -208,6 +231,7 @@ impl FitError {
             nodes,
             reasons: HashMap::new(),
             post_filter: None,
+            pre_filter: None,
         }
     }
 
@@ -232,7 +256,9 @@ impl fmt::Display for FitError {
             .collect();
         entries.sort();
         write!(f, "0/{} nodes are available:", self.nodes)?;
-        if !entries.is_empty() {
+        if let Some(pre) = &self.pre_filter {
+            write!(f, " {pre}.")?;
+        } else if !entries.is_empty() {
             write!(f, " {}.", entries.join(", "))?;
         }
         if let Some(post) = &self.post_filter {

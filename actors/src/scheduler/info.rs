@@ -419,6 +419,23 @@ impl PodInfo {
     }
 }
 
+/// The terms of a `NodeSelector` (`nodeSelectorTerms`), as the node-affinity filter reads
+/// them: ORed terms of ANDed requirements.
+pub fn node_selector_terms(selector: &Value) -> Vec<Vec<NodeRequirement>> {
+    selector
+        .get("nodeSelectorTerms")
+        .and_then(Value::as_array)
+        .map(|terms| terms.iter().map(parse_term).collect())
+        .unwrap_or_default()
+}
+
+/// Whether a node matches ORed terms (an empty term matches nothing, as in Kubernetes).
+pub fn terms_match(terms: &[Vec<NodeRequirement>], node: &NodeInfo) -> bool {
+    terms
+        .iter()
+        .any(|term| !term.is_empty() && term.iter().all(|r| r.matches(node)))
+}
+
 fn parse_term(term: &Value) -> Vec<NodeRequirement> {
     let list = |field: &str, on_field: bool| {
         term.get(field)

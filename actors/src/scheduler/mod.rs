@@ -24,6 +24,7 @@ pub mod preemption;
 pub mod queue;
 pub mod score;
 pub mod spread;
+pub mod volumes;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,6 +46,10 @@ use crate::runtime::{
 };
 use events::{EventQueue, PodEvent};
 use info::PodMeta;
+
+const CLAIMS: &str = "persistentvolumeclaims";
+const VOLUMES: &str = "persistentvolumes";
+const CLASSES: &str = "storageclasses";
 
 /// The component name on events and the default `spec.schedulerName`.
 pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
@@ -74,6 +79,9 @@ pub struct SchedulerConfig {
     /// Event writes in flight at most.
     pub event_writers: usize,
     pub weights: Weights,
+    /// How long VolumeBinding's PreBind waits for a pod's claims to be bound (provisioned)
+    /// before the pod goes back to the queue (kube-scheduler's bindTimeoutSeconds).
+    pub volume_bind_timeout: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -91,6 +99,7 @@ impl Default for SchedulerConfig {
             event_queue: 10_000,
             event_writers: 16,
             weights: Weights::default(),
+            volume_bind_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -115,6 +124,12 @@ pub enum SchedulerError {
         victim: String,
         #[source]
         source: ApiError,
+    },
+    #[error("preparing the volumes of pod {pod} failed")]
+    Volumes {
+        pod: String,
+        #[source]
+        source: volumes::PreBindError,
     },
     #[error(transparent)]
     Panicked(#[from] Panicked),
@@ -177,6 +192,10 @@ pub struct SchedulerActor {
     namespaces: Arc<Informer>,
     /// PodDisruptionBudgets, which preemption prefers not to violate.
     budgets: Arc<Informer>,
+    /// Claims, volumes and classes, for VolumeBinding.
+    claims: Arc<Informer>,
+    volumes: Arc<Informer>,
+    classes: Arc<Informer>,
     engine: Engine,
     /// Ties a bind's answer to the incarnation that sent it.
     generation: u64,
@@ -213,6 +232,9 @@ impl SchedulerActor {
             pods: informers.informer(InformerSpec::all("pods")),
             namespaces: informers.informer(InformerSpec::all("namespaces")),
             budgets: informers.informer(InformerSpec::all("poddisruptionbudgets")),
+            claims: informers.informer(InformerSpec::all(CLAIMS)),
+            volumes: informers.informer(InformerSpec::all(VOLUMES)),
+            classes: informers.informer(InformerSpec::all(CLASSES)),
             generation: 0,
             binds_in_flight: 0,
             events: None,
@@ -229,6 +251,9 @@ impl SchedulerActor {
         self.pods = informers.informer(InformerSpec::all("pods"));
         self.namespaces = informers.informer(InformerSpec::all("namespaces"));
         self.budgets = informers.informer(InformerSpec::all("poddisruptionbudgets"));
+        self.claims = informers.informer(InformerSpec::all(CLAIMS));
+        self.volumes = informers.informer(InformerSpec::all(VOLUMES));
+        self.classes = informers.informer(InformerSpec::all(CLASSES));
         self
     }
 
@@ -271,6 +296,9 @@ impl SchedulerActor {
             "nodes" => self.engine.on_node(change.kind, &change.object, now),
             "namespaces" => self.engine.on_namespace(change.kind, &change.object, now),
             "poddisruptionbudgets" => self.engine.on_pdb(change.kind, &change.object),
+            CLAIMS => self.engine.on_claim(change.kind, &change.object, now),
+            VOLUMES => self.engine.on_volume(change.kind, &change.object, now),
+            CLASSES => self.engine.on_class(change.kind, &change.object, now),
             _ => self.engine.on_pod(change.kind, &change.object, now),
         }
     }
@@ -283,7 +311,12 @@ impl SchedulerActor {
                 break;
             }
             match self.engine.schedule_next(now) {
-                Some(Decision::Bind { key, pod, node }) => self.bind(key, pod, node, ctx),
+                Some(Decision::Bind {
+                    key,
+                    pod,
+                    node,
+                    prebind,
+                }) => self.bind(key, pod, node, prebind, ctx),
                 Some(Decision::Unschedulable { key, pod, message }) => {
                     self.stats.unschedulable_attempts += 1;
                     self.report_unschedulable(key, pod, message, None);
@@ -305,13 +338,42 @@ impl SchedulerActor {
         }
     }
 
-    fn bind(&mut self, key: String, pod: Arc<Value>, node: String, ctx: &mut Context<Self>) {
+    fn bind(
+        &mut self,
+        key: String,
+        pod: Arc<Value>,
+        node: String,
+        prebind: Vec<volumes::PreBind>,
+        ctx: &mut Context<Self>,
+    ) {
         self.binds_in_flight += 1;
         let client = self.client.clone();
         let generation = self.generation;
         let (ns, name) = namespace_and_name(&pod);
         let target = node.clone();
-        let call = async move { client.bind(&ns, &name, &target).await };
+        let claims = self.claims.clone();
+        let timeout = self.config.volume_bind_timeout;
+        let pod_key = key.clone();
+        let call = async move {
+            if !prebind.is_empty() {
+                // VolumeBinding's PreBind: pre-bind or ask for provisioning, then wait for
+                // every claim to be bound before the pod goes to its node.
+                volumes::run_prebind(&*client, &claims, &prebind, timeout)
+                    .await
+                    .map_err(|source| SchedulerError::Volumes {
+                        pod: pod_key.clone(),
+                        source,
+                    })?;
+            }
+            client
+                .bind(&ns, &name, &target)
+                .await
+                .map_err(|source| SchedulerError::Bind {
+                    pod: pod_key,
+                    node: target,
+                    source,
+                })
+        };
         spawn_guarded(self, ctx, call, move |outcome, act, ctx| {
             if act.generation != generation {
                 return;
@@ -327,7 +389,7 @@ impl SchedulerActor {
         key: String,
         pod: Arc<Value>,
         node: String,
-        outcome: Result<(), ApiError>,
+        outcome: Result<(), SchedulerError>,
     ) {
         match outcome {
             Ok(()) => {
@@ -339,14 +401,9 @@ impl SchedulerActor {
                     self.record_event(pod, "Normal", "Scheduled", message);
                 }
             }
-            Err(source) => {
+            Err(error) => {
                 self.stats.bind_failures += 1;
                 self.engine.bind_failed(&key, Instant::now());
-                let error = SchedulerError::Bind {
-                    pod: key.clone(),
-                    node,
-                    source,
-                };
                 tracing::warn!(pod = %key, error = %error, source = %std::error::Error::source(&error).map(ToString::to_string).unwrap_or_default(), "bind failed; retrying after backoff");
             }
         }
@@ -506,6 +563,9 @@ impl Actor for SchedulerActor {
             ("pods", &self.pods),
             ("namespaces", &self.namespaces),
             ("poddisruptionbudgets", &self.budgets),
+            (CLAIMS, &self.claims),
+            (VOLUMES, &self.volumes),
+            (CLASSES, &self.classes),
         ] {
             let stream = informer.subscribe().map(move |notification| Observed {
                 resource,

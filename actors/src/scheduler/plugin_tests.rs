@@ -52,7 +52,7 @@ fn place(e: &mut Engine, p: &Arc<Value>) -> Result<String, String> {
     let now = Instant::now();
     e.on_pod(EventKind::Added, p, now);
     match e.schedule_next(now) {
-        Some(Decision::Bind { key, pod, node }) => {
+        Some(Decision::Bind { key, pod, node, .. }) => {
             e.bind_succeeded(&key);
             e.on_pod(EventKind::Modified, &bound(&pod, &node), now);
             Ok(node)

@@ -15,6 +15,8 @@ pub mod job;
 pub mod lease;
 pub mod namespace;
 pub mod node;
+pub mod persistent_volume;
+pub mod persistent_volume_claim;
 pub mod pod;
 pub mod pod_disruption_budget;
 pub mod pod_template;
@@ -28,12 +30,13 @@ pub mod secret;
 pub mod service;
 pub mod service_account;
 pub mod stateful_set;
+pub mod storage_class;
 pub mod workload;
 
 use super::resources::ResourceInfo;
 
 /// The kinds served from the start, in discovery order (core first).
-pub fn builtin() -> [&'static ResourceInfo; 36] {
+pub fn builtin() -> [&'static ResourceInfo; 39] {
     [
         &namespace::INFO,
         &node::INFO,
@@ -44,6 +47,8 @@ pub fn builtin() -> [&'static ResourceInfo; 36] {
         &config_map::INFO,
         &secret::INFO,
         &service_account::INFO,
+        &persistent_volume::INFO,
+        &persistent_volume_claim::INFO,
         &replication_controller::INFO,
         &resource_quota::INFO,
         &event::INFO,
@@ -65,6 +70,7 @@ pub fn builtin() -> [&'static ResourceInfo; 36] {
         &cron_job::INFO,
         &csr::INFO,
         &priority_class::INFO,
+        &storage_class::INFO,
         &reviews::SELF_SUBJECT_REVIEW,
         &reviews::SELF_SUBJECT_ACCESS_REVIEW,
         &reviews::TOKEN_REVIEW,

@@ -23,7 +23,8 @@ pub static INFO: ResourceInfo = ResourceInfo {
     kind: "ServiceAccount",
     namespaced: true,
     short_names: &["sa"],
-    subresources: &[],
+    // `token`: the TokenRequest API (gateway/serviceaccount/request.rs).
+    subresources: &["token"],
     has_status_subresource: false,
     field_selectors: &[],
     categories: &[],

@@ -1,11 +1,11 @@
 //! apps/v1 StatefulSet: defaults as `SetDefaults_StatefulSet` (OrderedReady, RollingUpdate
 //! from partition 0, one replica, ten revisions, PVCs retained), validation as
-//! `ValidateStatefulSet(Update)`, and the `scale` and `status` subresources.
+//! `ValidateStatefulSet(Update)`, and the `scale` and `status` subresources. Each
+//! `volumeClaimTemplates` entry is validated as a claim's spec.
 //!
-//! Two fields are refused rather than accepted and ignored: `volumeClaimTemplates`, until
-//! skiff serves PersistentVolumeClaims, and `updateStrategy.rollingUpdate.maxUnavailable`
-//! (behind the MaxUnavailableStatefulSet feature gate in Kubernetes), which the controller
-//! does not build.
+//! One field is refused rather than accepted and ignored:
+//! `updateStrategy.rollingUpdate.maxUnavailable` (behind the MaxUnavailableStatefulSet
+//! feature gate in Kubernetes), which the controller does not build.
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1 as apps;
@@ -72,6 +72,17 @@ impl TypedStrategy for StatefulSetStrategy {
         if let Some(pod) = spec.template.spec.as_mut() {
             crate::api::defaults::default_pod_spec_typed(pod);
         }
+        // `SetDefaults_PersistentVolumeClaim` on each template, as kube-apiserver shows.
+        for t in spec.volume_claim_templates.iter_mut().flatten() {
+            t.spec
+                .get_or_insert_with(Default::default)
+                .volume_mode
+                .get_or_insert_with(|| "Filesystem".into());
+            t.status
+                .get_or_insert_with(Default::default)
+                .phase
+                .get_or_insert_with(|| "Pending".into());
+        }
     }
 
     fn prepare_for_create(&self, s: &mut apps::StatefulSet) {
@@ -116,10 +127,31 @@ impl TypedStrategy for StatefulSetStrategy {
         if let Some(o) = &spec.ordinals {
             workload::non_negative(o.start, "spec.ordinals.start", &mut errs);
         }
+        // The pods get a volume per claim template, so the template's mounts are checked
+        // against the union (Kubernetes skips the template's pod spec for this reason).
+        let mut template = spec.template.clone();
+        if let Some(pod) = template.spec.as_mut() {
+            let volumes = pod.volumes.get_or_insert_with(Vec::new);
+            for t in spec.volume_claim_templates.iter().flatten() {
+                let name = t.metadata.name.clone().unwrap_or_default();
+                if !name.is_empty() && !volumes.iter().any(|v| v.name == name) {
+                    volumes.push(k8s_openapi::api::core::v1::Volume {
+                        name: name.clone(),
+                        persistent_volume_claim: Some(
+                            k8s_openapi::api::core::v1::PersistentVolumeClaimVolumeSource {
+                                claim_name: name,
+                                read_only: None,
+                            },
+                        ),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
         workload::validate_selector_and_template(
             "StatefulSet",
             Some(&spec.selector),
-            &spec.template,
+            &template,
             &mut errs,
         );
         for e in errs.iter_mut() {
@@ -127,15 +159,25 @@ impl TypedStrategy for StatefulSetStrategy {
                 e.detail = "activeDeadlineSeconds in StatefulSet is not Supported".into();
             }
         }
-        if spec
-            .volume_claim_templates
-            .as_ref()
-            .is_some_and(|v| !v.is_empty())
-        {
-            errs.push(FieldError::forbidden(
-                "spec.volumeClaimTemplates",
-                "volumeClaimTemplates are not supported by this server yet: it does not serve PersistentVolumeClaims",
-            ));
+        for (i, t) in spec.volume_claim_templates.iter().flatten().enumerate() {
+            let path = format!("spec.volumeClaimTemplates[{i}]");
+            match t.metadata.name.as_deref() {
+                None | Some("") => errs.push(FieldError::required(format!("{path}.metadata.name"))),
+                Some(n) => {
+                    for msg in crate::api::validation::dns1123_subdomain_errors(n) {
+                        errs.push(FieldError::invalid(
+                            format!("{path}.metadata.name"),
+                            &json!(n),
+                            msg,
+                        ));
+                    }
+                }
+            }
+            super::persistent_volume_claim::validate_spec(
+                &t.spec.clone().unwrap_or_default(),
+                &format!("{path}.spec"),
+                &mut errs,
+            );
         }
         if let Some(old) = old.map(|o| &o.spec) {
             // Only these may change: replicas, ordinals, template, updateStrategy,
@@ -318,19 +360,35 @@ mod tests {
     #[test]
     fn what_is_not_built_is_refused_not_ignored() {
         let mut s = defaulted(set());
-        s["spec"]["volumeClaimTemplates"] = json!([{"metadata": {"name": "data"},
-            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]);
         s["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"] = json!(2);
         let f = fields(&s, None);
         assert!(
             f.iter()
-                .any(|e| e.starts_with("spec.volumeClaimTemplates: ")),
-            "{f:?}"
-        );
-        assert!(
-            f.iter()
                 .any(|e| e.starts_with("spec.updateStrategy.rollingUpdate.maxUnavailable: ")),
             "{f:?}"
+        );
+    }
+
+    #[test]
+    fn claim_templates_are_validated_as_claims() {
+        let mut s = set();
+        s["spec"]["volumeClaimTemplates"] = json!([{"metadata": {"name": "data"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]);
+        let s = defaulted(s);
+        assert_eq!(
+            s["spec"]["volumeClaimTemplates"][0]["spec"]["volumeMode"],
+            "Filesystem"
+        );
+        assert!(fields(&s, None).is_empty(), "{:?}", fields(&s, None));
+        let mut bad = s.clone();
+        bad["spec"]["volumeClaimTemplates"][0]["spec"]["accessModes"] = json!([]);
+        bad["spec"]["volumeClaimTemplates"][0]["spec"]["resources"] = json!({});
+        assert_eq!(
+            fields(&bad, None),
+            [
+                "spec.volumeClaimTemplates[0].spec.accessModes: at least 1 access mode is required",
+                "spec.volumeClaimTemplates[0].spec.resources[storage]: ",
+            ]
         );
     }
 

@@ -1,7 +1,10 @@
 //! Authentication, as kube-apiserver does it: a client certificate signed by the cluster
 //! CA (CN = user, O = groups), a bearer token from the token file (`--token-auth-file`),
-//! or the join token (a bootstrap token) for nodes joining the cluster. The first that
-//! succeeds names the user; a request none of them accepts gets 401 and no data.
+//! the join token (a bootstrap token) for nodes joining the cluster, or a service account
+//! token (a JWT from the TokenRequest API or a legacy token Secret). The first that
+//! succeeds names the user; a request none of them accepts gets 401 and no data, except
+//! that the service account issuer's discovery documents may be asked for anonymously
+//! (RBAC then decides, as kube-apiserver's anonymous authentication does).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,6 +17,7 @@ use rustls::server::danger::ClientCertVerifier;
 use rustls_pki_types::{CertificateDer, UnixTime};
 use subtle::ConstantTimeEq;
 
+use super::serviceaccount::ServiceAccountAuthenticator;
 use super::UserInfo;
 use crate::api::ApiError;
 use crate::gateway::tls::PeerCertificates;
@@ -24,6 +28,18 @@ use crate::pki;
 pub const AUTHENTICATED: &str = "system:authenticated";
 /// The group of users authenticated by a bootstrap (join) token.
 pub const BOOTSTRAPPERS: &str = "system:bootstrappers";
+/// The user and group of a request without credentials, where one is let through.
+pub const ANONYMOUS: &str = "system:anonymous";
+pub const UNAUTHENTICATED: &str = "system:unauthenticated";
+/// The paths a request without credentials may ask for (and RBAC decide on): the service
+/// account issuer's OIDC discovery, which kube-apiserver's default anonymous access and
+/// the `system:service-account-issuer-discovery` role exist for.
+pub const ANONYMOUS_PATHS: &[&str] = &[
+    "/.well-known/openid-configuration",
+    "/.well-known/openid-configuration/",
+    "/openid/v1/jwks",
+    "/openid/v1/jwks/",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenFileError {
@@ -261,6 +277,7 @@ pub struct Authenticator {
     join: Option<JoinToken>,
     /// Verifies client certificates against the cluster CA (chain and validity).
     certs: Option<Arc<dyn ClientCertVerifier>>,
+    service_accounts: Option<ServiceAccountAuthenticator>,
 }
 
 impl Authenticator {
@@ -273,7 +290,45 @@ impl Authenticator {
             tokens,
             join,
             certs,
+            service_accounts: None,
         }
+    }
+
+    /// Also accept service account tokens.
+    pub fn with_service_accounts(mut self, sa: ServiceAccountAuthenticator) -> Self {
+        self.service_accounts = Some(sa);
+        self
+    }
+
+    /// The user a bearer token names, for `audiences` (the API server's when empty), with
+    /// the audiences it is good for: a TokenReview's question. Tokens other than service
+    /// account tokens are good for the API server's audience only.
+    pub fn authenticate_token(
+        &self,
+        token: &str,
+        audiences: &[String],
+        api_audience: &str,
+    ) -> Option<(UserInfo, Vec<String>)> {
+        if let Some(sa) = self
+            .service_accounts
+            .as_ref()
+            .filter(|s| s.claims_ours(token))
+        {
+            return match sa.authenticate(token, audiences) {
+                Ok((user, matched)) => Some((with_authenticated(user), matched)),
+                Err(reason) => {
+                    tracing::debug!(%reason, "service account token refused");
+                    None
+                }
+            };
+        }
+        let for_api = audiences.is_empty() || audiences.iter().any(|a| a == api_audience);
+        if !for_api {
+            return None;
+        }
+        self.authenticate(None, Some(token))
+            .ok()
+            .map(|u| (u, vec![api_audience.to_string()]))
     }
 
     /// The user behind a request's client certificate chain and bearer token. Like kube's
@@ -294,7 +349,8 @@ impl Authenticator {
             let user = self
                 .tokens
                 .authenticate(token)
-                .or_else(|| self.join.as_ref().and_then(|j| j.authenticate(token)));
+                .or_else(|| self.join.as_ref().and_then(|j| j.authenticate(token)))
+                .or_else(|| self.service_account(token));
             match user {
                 Some(user) => return Ok(with_authenticated(user)),
                 None => failure = AuthnError::InvalidToken,
@@ -327,6 +383,22 @@ impl Authenticator {
             uid: String::new(),
             groups: subject.organizations,
         })
+    }
+}
+
+impl Authenticator {
+    fn service_account(&self, token: &str) -> Option<UserInfo> {
+        let sa = self
+            .service_accounts
+            .as_ref()
+            .filter(|s| s.claims_ours(token))?;
+        match sa.authenticate(token, &[]) {
+            Ok((user, _)) => Some(user),
+            Err(reason) => {
+                tracing::debug!(%reason, "service account token refused");
+                None
+            }
+        }
     }
 }
 
@@ -369,6 +441,16 @@ pub async fn middleware(
         Ok(user) => {
             tracing::trace!(user = %user.name, "authenticated");
             req.extensions_mut().insert(user);
+            next.call(req)
+                .await
+                .map(ServiceResponse::map_into_left_body)
+        }
+        Err(AuthnError::NoCredential) if ANONYMOUS_PATHS.contains(&req.path()) => {
+            req.extensions_mut().insert(UserInfo {
+                name: ANONYMOUS.into(),
+                uid: String::new(),
+                groups: vec![UNAUTHENTICATED.into()],
+            });
             next.call(req)
                 .await
                 .map(ServiceResponse::map_into_left_body)

@@ -63,6 +63,8 @@ pub fn view_rules() -> Vec<PolicyRule> {
                 "services/status",
                 "endpoints",
                 "configmaps",
+                "persistentvolumeclaims",
+                "persistentvolumeclaims/status",
                 "serviceaccounts",
                 "resourcequotas",
                 "resourcequotas/status",
@@ -127,6 +129,7 @@ pub fn edit_rules() -> Vec<PolicyRule> {
             "endpoints",
             "configmaps",
             "secrets",
+            "persistentvolumeclaims",
             "serviceaccounts",
         ],
         WRITE,
@@ -280,6 +283,15 @@ pub fn objects() -> Vec<Value> {
             )],
         ),
         cluster_role("system:node", &system_node_rules()),
+        // The service account issuer's OIDC discovery; bound to service accounts only, as
+        // in Kubernetes (bind it to system:unauthenticated to publish it to anyone).
+        cluster_role(
+            "system:service-account-issuer-discovery",
+            &[PolicyRule::urls(
+                crate::gateway::auth::authn::ANONYMOUS_PATHS,
+                &["get"],
+            )],
+        ),
         // What a component that delegates authentication and authorization to the API
         // server needs (bound by whoever runs one, as in Kubernetes).
         cluster_role(
@@ -318,6 +330,11 @@ pub fn objects() -> Vec<Value> {
             "system:node-bootstrapper",
             "system:node-bootstrapper",
             &["system:bootstrappers"],
+        ),
+        cluster_binding(
+            "system:service-account-issuer-discovery",
+            "system:service-account-issuer-discovery",
+            &["system:serviceaccounts"],
         ),
     ]
 }

@@ -6,9 +6,11 @@ pub mod authn;
 pub mod bootstrap;
 pub mod escalation;
 pub mod node;
+pub mod node_refs;
 pub mod nonresource;
 pub mod rbac;
 pub mod review;
+pub mod serviceaccount;
 
 use std::sync::Arc;
 

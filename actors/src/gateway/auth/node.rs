@@ -17,12 +17,16 @@
 //! | event recorder | create, patch `events` in the involved object's namespace |
 //!
 //! Beyond those, as in Kubernetes: get/list/watch nodes and namespaces, its own Lease in
-//! `kube-node-lease`, and CertificateSigningRequests (certificate renewal). A write to
+//! `kube-node-lease`, CertificateSigningRequests (certificate renewal), `get` of the
+//! Secrets, ConfigMaps, PersistentVolumeClaims and ServiceAccounts that pods bound to it
+//! reference, and tokens (`serviceaccounts/token`) for those pods' service accounts (node
+//! restriction in the TokenRequest handler makes them bound to such a pod). A write to
 //! another node's objects, or to a pod bound elsewhere, is denied outright; anything not
 //! listed is left to RBAC, which grants nodes nothing by default.
 
 use serde_json::Value;
 
+use super::node_refs::{self, Referenced};
 use super::rbac::PolicyRule;
 use super::{Attributes, Authorizer, Decision, UserInfo};
 use crate::api::{meta, resources, ApiError};
@@ -88,6 +92,40 @@ impl NodeAuthorizer {
         )
     }
 
+    /// Whether some pod bound to `node` in the request's namespace references the object
+    /// (kube's node graph: object → pod → node).
+    fn related(&self, node: &str, kind: Referenced, namespace: &str, name: &str) -> bool {
+        let (pods, _) = self.store.list(&resources::prefix("pods", Some(namespace)));
+        pods.iter().any(|(_, p)| {
+            p.value.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node)
+                && node_refs::names(&p.value, kind).iter().any(|n| n == name)
+        })
+    }
+
+    /// Secrets, ConfigMaps, PVCs and ServiceAccounts: one at a time, when related.
+    fn decide_referenced(&self, node: &str, kind: Referenced, a: &Attributes) -> Decision {
+        let token = kind == Referenced::ServiceAccount && a.subresource == "token";
+        if token && a.verb != "create" {
+            return Decision::Deny("can only create tokens for individual service accounts".into());
+        }
+        if !token && a.verb != "get" {
+            return Decision::Deny("can only read individual resources of this type".into());
+        }
+        if !token && !a.subresource.is_empty() {
+            return Decision::Deny("cannot read subresource".into());
+        }
+        if a.namespace.is_empty() || a.name.is_empty() {
+            return Decision::Deny("can only read namespaced object of this type".into());
+        }
+        if self.related(node, kind, &a.namespace, &a.name) {
+            Decision::Allow
+        } else {
+            Decision::Deny(format!(
+                "no relationship found between node '{node}' and this object"
+            ))
+        }
+    }
+
     fn decide_pod(&self, node: &str, a: &Attributes) -> Decision {
         let write = match (a.subresource.as_str(), a.verb.as_str()) {
             ("status", "update" | "patch") => "update pod status",
@@ -151,6 +189,12 @@ impl Authorizer for NodeAuthorizer {
                 }
             }
             ("", "pods") => self.decide_pod(node, a),
+            ("", resource) if Referenced::of_resource(resource).is_some() => {
+                match Referenced::of_resource(resource) {
+                    Some(kind) => self.decide_referenced(node, kind, a),
+                    None => Decision::NoOpinion,
+                }
+            }
             ("coordination.k8s.io", "leases") => {
                 let own = a.name == node || (a.verb == "create" && a.name.is_empty());
                 let verb = matches!(
@@ -230,7 +274,9 @@ mod tests {
             store::start(StoreConfig::new(dir.path()), metrics, &arbiter.handle()).expect("store");
         for (name, node) in [("mine", "n1"), ("theirs", "n2")] {
             let pod = serde_json::json!({"kind": "Pod", "metadata": {"name": name, "namespace": "default"},
-                "spec": {"nodeName": node}});
+                "spec": {"nodeName": node, "serviceAccountName": format!("{name}-sa"),
+                    "volumes": [{"name": "v", "secret": {"secretName": format!("{name}-secret")}},
+                        {"name": "c", "configMap": {"name": format!("{name}-cm")}}]}});
             handle
                 .write(WriteOp::Create {
                     key: resources::object_key("pods", Some("default"), name),
@@ -278,6 +324,15 @@ mod tests {
         );
         // The pod is gone: nothing to protect, the handler answers 404.
         allow("patch", "", "namespaces/default/pods/gone/status");
+        // What its own pods reference.
+        allow("get", "", "namespaces/default/secrets/mine-secret");
+        allow("get", "", "namespaces/default/configmaps/mine-cm");
+        allow("get", "", "namespaces/default/serviceaccounts/mine-sa");
+        allow(
+            "create",
+            "",
+            "namespaces/default/serviceaccounts/mine-sa/token",
+        );
 
         let deny = |verb: &str, group: &str, path: &str| {
             assert!(
@@ -296,6 +351,15 @@ mod tests {
         deny("create", "", "namespaces/default/pods");
         deny("patch", "", "namespaces/default/pods/mine");
         deny("create", "", "namespaces/default/pods/mine/binding");
+        deny("get", "", "namespaces/default/secrets/theirs-secret");
+        deny("list", "", "namespaces/default/secrets");
+        deny("get", "", "namespaces/default/configmaps/theirs-cm");
+        deny(
+            "create",
+            "",
+            "namespaces/default/serviceaccounts/theirs-sa/token",
+        );
+        deny("get", "", "namespaces/kube-system/secrets/mine-secret");
         deny(
             "update",
             "coordination.k8s.io",

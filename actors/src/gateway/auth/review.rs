@@ -216,21 +216,12 @@ pub fn token_review(authn: Option<&Authenticator>, body: Value) -> Result<Value,
             "token is required for TokenReview in authentication".into(),
         ));
     }
-    // skiff's tokens are audience-agnostic: they are good for the API server's audience,
-    // so a review for other audiences only does not authenticate them.
-    let wanted = review
-        .spec
-        .audiences
-        .clone()
-        .filter(|a| !a.is_empty())
-        .unwrap_or_else(|| vec![API_AUDIENCE.to_string()]);
-    let audiences: Vec<String> = wanted.into_iter().filter(|a| a == API_AUDIENCE).collect();
-    let user = match authn {
-        Some(a) if !audiences.is_empty() => a.authenticate(None, Some(&token)).ok(),
-        _ => None,
-    };
+    // Static tokens are good for the API server's audience only; service account tokens
+    // for the audiences they were issued for.
+    let wanted = review.spec.audiences.clone().unwrap_or_default();
+    let user = authn.and_then(|a| a.authenticate_token(&token, &wanted, API_AUDIENCE));
     review.status = Some(match user {
-        Some(u) => TokenReviewStatus {
+        Some((u, audiences)) => TokenReviewStatus {
             authenticated: Some(true),
             audiences: Some(audiences),
             user: Some(KubeUser {

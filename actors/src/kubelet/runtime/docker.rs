@@ -28,8 +28,8 @@ use tracing::{debug, info, instrument, warn};
 use super::images::{self, PAUSE_IMAGE};
 use super::{
     ContainerInfo, ContainerSpec, ContainerState, ContainerStats, ExecResult, LogOptions,
-    LogStream, PodRef, PullPolicy, Runtime, RuntimeError, SandboxInfo, SandboxSpec, LABEL_ATTEMPT,
-    LABEL_CONTAINER, LABEL_NODE, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID,
+    LogStream, Mount, PodRef, PullPolicy, Runtime, RuntimeError, SandboxInfo, SandboxSpec,
+    LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_NODE, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID,
     SANDBOX_CONTAINER,
 };
 
@@ -222,20 +222,13 @@ impl Runtime for DockerRuntime {
         Ok(format!("docker://{number}"))
     }
 
-    /// `Always` with a local copy and an unreachable registry uses the local copy (with a
-    /// warning) instead of failing as Kubernetes would: here images are built locally and
-    /// no registry is ever reachable, so failing would make `Always` unusable.
+    /// `Always` pulls even with a local copy; a failed pull is `ImagePull`, and the pod
+    /// worker decides whether the local copy may stand in (it does, with a warning event).
     #[instrument(skip(self), fields(image = %image, policy = ?policy))]
     async fn ensure_image(&self, image: &str, policy: PullPolicy) -> Result<String, RuntimeError> {
         let local = self.local_image_id(image).await?;
         match (policy, local) {
-            (PullPolicy::Always, Some(id)) => match self.pull_and_resolve(image).await {
-                Ok(id) => Ok(id),
-                Err(e) => {
-                    warn!(error = %e, "pull failed; using the local image");
-                    Ok(id)
-                }
-            },
+            (PullPolicy::Always, Some(_)) => self.pull_and_resolve(image).await,
             (_, Some(id)) => Ok(id),
             (PullPolicy::Never, None) => Err(RuntimeError::ImageNeverPull(image.to_string())),
             (_, None) => self.pull_and_resolve(image).await,
@@ -340,8 +333,25 @@ impl Runtime for DockerRuntime {
         container_info(self.inspect_raw(id).await?)
     }
 
+    async fn image_user(&self, image: &str) -> Result<String, RuntimeError> {
+        let found = self
+            .docker
+            .inspect_image(image)
+            .await
+            .map_err(|e| engine_error(e, image))?;
+        Ok(found.config.and_then(|c| c.user).unwrap_or_default())
+    }
+
     async fn sandbox_ip(&self, id: &str) -> Result<String, RuntimeError> {
         let inspect = self.inspect_raw(id).await?;
+        let host_network = inspect
+            .host_config
+            .as_ref()
+            .and_then(|h| h.network_mode.as_deref())
+            == Some("host");
+        if host_network {
+            return Ok(String::new());
+        }
         ip_of(&inspect)
             .ok_or_else(|| RuntimeError::Failed(format!("sandbox {} has no IP address", short(id))))
     }
@@ -538,8 +548,10 @@ fn no_restart() -> RestartPolicy {
     }
 }
 
-/// The pause container: hostname, published host ports, shareable IPC.
+/// The pause container: hostname, published host ports, shareable IPC; or the host's
+/// network, PID and IPC namespaces as the pod asks.
 pub fn sandbox_body(spec: &SandboxSpec, pause_image: &str) -> ContainerCreateBody {
+    let ns = spec.namespaces;
     let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
     for (container_port, host_port, protocol) in &spec.host_ports {
         let key = format!("{container_port}/{}", protocol.to_ascii_lowercase());
@@ -554,16 +566,22 @@ pub fn sandbox_body(spec: &SandboxSpec, pause_image: &str) -> ContainerCreateBod
     }
     let mut exposed: Vec<String> = bindings.keys().cloned().collect();
     exposed.sort();
+    let sysctls: HashMap<String, String> = spec.sysctls.iter().cloned().collect();
     ContainerCreateBody {
         image: Some(pause_image.to_string()),
-        hostname: Some(pod_hostname(&spec.hostname)),
+        // On the host's network the pod has the node's hostname (the engine refuses
+        // both), and its ports are the host's already.
+        hostname: (!ns.network).then(|| pod_hostname(&spec.hostname)),
         labels: Some(pod_labels(&spec.pod, SANDBOX_CONTAINER, 0)),
-        exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        exposed_ports: (!exposed.is_empty() && !ns.network).then_some(exposed),
         host_config: Some(HostConfig {
-            port_bindings: (!bindings.is_empty()).then_some(bindings),
+            port_bindings: (!bindings.is_empty() && !ns.network).then_some(bindings),
+            network_mode: ns.network.then(|| "host".to_string()),
             // App containers join this IPC namespace, which the engine allows only from
             // a `shareable` one (20.10 defaults to `private`).
-            ipc_mode: Some("shareable".into()),
+            ipc_mode: Some(if ns.ipc { "host" } else { "shareable" }.into()),
+            pid_mode: ns.pid.then(|| "host".to_string()),
+            sysctls: (!sysctls.is_empty()).then_some(sysctls),
             init: Some(false),
             restart_policy: Some(no_restart()),
             ..Default::default()
@@ -572,15 +590,47 @@ pub fn sandbox_body(spec: &SandboxSpec, pause_image: &str) -> ContainerCreateBod
     }
 }
 
+/// A volume mount as the engine's `Binds` entry: `host:container[:ro,]<propagation>`.
+pub fn bind(m: &Mount) -> String {
+    let mut options = Vec::new();
+    if m.read_only {
+        options.push("ro");
+    }
+    options.push(m.propagation.as_engine());
+    format!(
+        "{}:{}:{}",
+        m.host_path.display(),
+        m.container_path,
+        options.join(",")
+    )
+}
+
 /// An app container joined to its sandbox's network and IPC namespaces. The PID namespace
-/// stays private, as in Kubernetes without `shareProcessNamespace`.
+/// stays private unless the pod shares one (`shareProcessNamespace`: the sandbox's) or the
+/// host's; the security context becomes the engine's user, groups, capabilities and
+/// security options.
 pub fn app_body(spec: &ContainerSpec, pod: &PodRef) -> ContainerCreateBody {
     let sandbox = format!("container:{}", spec.sandbox_id);
+    let ns = spec.namespaces;
+    let pid_mode = if ns.pid {
+        Some("host".to_string())
+    } else if ns.share_pid {
+        Some(sandbox.clone())
+    } else {
+        None
+    };
+    let sec = &spec.security;
+    let mut security_opt = sec.security_opt.clone();
+    if sec.no_new_privileges {
+        security_opt.push("no-new-privileges".into());
+    }
+    let some = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
     let (entrypoint, cmd) = entrypoint_and_cmd(&spec.command, &spec.args);
     let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let memory = spec
         .memory_limit_bytes
         .map(|b| i64::try_from(b).unwrap_or(i64::MAX));
+    let binds: Vec<String> = spec.mounts.iter().map(bind).collect();
     ContainerCreateBody {
         image: Some(spec.image.clone()),
         entrypoint,
@@ -588,9 +638,18 @@ pub fn app_body(spec: &ContainerSpec, pod: &PodRef) -> ContainerCreateBody {
         env: (!env.is_empty()).then_some(env),
         working_dir: spec.working_dir.clone().filter(|d| !d.is_empty()),
         labels: Some(pod_labels(pod, &spec.name, spec.attempt)),
+        user: sec.user.clone(),
         host_config: Some(HostConfig {
             network_mode: Some(sandbox.clone()),
-            ipc_mode: Some(sandbox),
+            ipc_mode: Some(if ns.ipc { "host".to_string() } else { sandbox }),
+            pid_mode,
+            privileged: sec.privileged.then_some(true),
+            readonly_rootfs: sec.read_only_rootfs.then_some(true),
+            cap_add: some(&sec.cap_add),
+            cap_drop: some(&sec.cap_drop),
+            group_add: some(&sec.group_add),
+            security_opt: some(&security_opt),
+            binds: some(&binds),
             nano_cpus: spec
                 .cpu_limit_millis
                 .map(|m| i64::try_from(m.saturating_mul(1_000_000)).unwrap_or(i64::MAX)),
@@ -907,6 +966,7 @@ mod tests {
             pod: pod(),
             hostname: format!("{}-", "h".repeat(70)),
             host_ports: vec![(8080, 18080, "TCP".into()), (53, 5353, "udp".into())],
+            ..Default::default()
         };
         let body = sandbox_body(&spec, "skiff/pause:1.0");
         assert_eq!(body.hostname.as_deref().map(str::len), Some(63));

@@ -58,7 +58,7 @@ impl PullPolicy {
 }
 
 /// Identity of a pod's containers, carried as labels.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PodRef {
     pub uid: String,
     pub name: String,
@@ -67,12 +67,45 @@ pub struct PodRef {
 }
 
 /// The pause container holding a pod's network namespace.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SandboxSpec {
     pub pod: PodRef,
     pub hostname: String,
     /// (container port, host port, protocol "tcp"/"udp") published on the host.
     pub host_ports: Vec<(u16, u16, String)>,
+    /// The pod's host namespaces (`hostNetwork`, `hostPID`, `hostIPC`).
+    pub namespaces: HostNamespaces,
+    /// Namespaced kernel parameters (`securityContext.sysctls`), set in the sandbox whose
+    /// network and IPC namespaces the containers join.
+    pub sysctls: Vec<(String, String)>,
+}
+
+/// Which of the host's namespaces a pod shares, and whether its containers share one
+/// process namespace (`shareProcessNamespace`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostNamespaces {
+    pub network: bool,
+    pub pid: bool,
+    pub ipc: bool,
+    pub share_pid: bool,
+}
+
+/// Who a container's process runs as and with which privileges (its effective
+/// `securityContext`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Security {
+    /// `uid`, `uid:gid` or `user:gid`; `None` keeps the image's user.
+    pub user: Option<String>,
+    /// Supplemental groups (`supplementalGroups` and `fsGroup`).
+    pub group_add: Vec<String>,
+    pub privileged: bool,
+    pub read_only_rootfs: bool,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    /// `allowPrivilegeEscalation: false`.
+    pub no_new_privileges: bool,
+    /// `seccomp=unconfined`, `apparmor=unconfined`.
+    pub security_opt: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -99,6 +132,44 @@ pub struct ContainerSpec {
     pub memory_limit_bytes: Option<u64>,
     pub sandbox_id: String,
     pub attempt: u32,
+    pub security: Security,
+    pub namespaces: HostNamespaces,
+    /// Host paths bound into the container: the pod's volumes and the kubelet's own files
+    /// (the managed `/etc/hosts`, the termination message file).
+    pub mounts: Vec<Mount>,
+}
+
+/// How mounts under a bind propagate between host and container (Kubernetes'
+/// `mountPropagation`: None, HostToContainer, Bidirectional).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Propagation {
+    /// `None`: neither side sees the other's later mounts (`rprivate`).
+    #[default]
+    Private,
+    /// `HostToContainer`: mounts made on the host show in the container (`rslave`).
+    HostToContainer,
+    /// `Bidirectional`: both ways (`rshared`); privileged containers only.
+    Bidirectional,
+}
+
+impl Propagation {
+    /// The engine's name for it.
+    pub fn as_engine(self) -> &'static str {
+        match self {
+            Propagation::Private => "rprivate",
+            Propagation::HostToContainer => "rslave",
+            Propagation::Bidirectional => "rshared",
+        }
+    }
+}
+
+/// One bind mount of a host path into a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub host_path: std::path::PathBuf,
+    pub container_path: String,
+    pub read_only: bool,
+    pub propagation: Propagation,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -202,7 +273,13 @@ pub trait Runtime: Send + Sync + 'static {
 
     async fn inspect(&self, id: &str) -> Result<ContainerInfo, RuntimeError>;
 
-    /// The IP of a sandbox (pod IP), for adopted pods.
+    /// The user an image runs as (its `USER`, empty for root), for `runAsNonRoot`.
+    async fn image_user(&self, _image: &str) -> Result<String, RuntimeError> {
+        Ok(String::new())
+    }
+
+    /// The IP of a sandbox (pod IP), for adopted pods; empty for a sandbox in the host's
+    /// network (the pod IP is then the node's).
     async fn sandbox_ip(&self, id: &str) -> Result<String, RuntimeError>;
 
     async fn exec(

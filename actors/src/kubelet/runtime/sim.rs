@@ -479,6 +479,7 @@ mod tests {
             pod: pod(uid, node),
             hostname: format!("pod-{uid}"),
             host_ports: vec![],
+            ..Default::default()
         }
     }
 
