@@ -14,6 +14,9 @@ command -v c++ >/dev/null 2>&1 || need_pkgs+=(build-essential)
 ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* >/dev/null 2>&1 || need_pkgs+=(libclang-dev)
 # The pause program is linked statically against glibc.
 [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || need_pkgs+=(libc6-dev)
+# ClusterIPs are kernel rules written with nft; the service range's device with ip.
+command -v nft >/dev/null 2>&1 || need_pkgs+=(nftables)
+command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 # Test images are built from Debian's static busybox (no registry is reachable).
 [ -x /bin/busybox ] && file -L /bin/busybox 2>/dev/null | grep -q static || need_pkgs+=(busybox-static)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then

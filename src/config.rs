@@ -25,6 +25,7 @@ pub struct Config {
     pub scheduler: SchedulerSection,
     pub auth: AuthConfig,
     pub storage: StorageSection,
+    pub proxy: ProxySection,
     /// The nodes this process runs (a kubelet each).
     pub nodes: Vec<NodeConfig>,
     /// The folder the configuration file is in; relative paths in it are resolved from here.
@@ -205,6 +206,23 @@ impl Default for NodeConfig {
             stats_interval_seconds: 5,
             data_dir: None,
             volume_sync_seconds: 10,
+        }
+    }
+}
+
+/// Service traffic on the nodes this process runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ProxySection {
+    /// How ClusterIPs are reached: `nftables` (kernel rules in a table of this cluster's,
+    /// on hosts whose nodes run containers) or `none` (not reachable).
+    pub cluster_ip: String,
+}
+
+impl Default for ProxySection {
+    fn default() -> Self {
+        ProxySection {
+            cluster_ip: "nftables".into(),
         }
     }
 }

@@ -211,7 +211,7 @@ async fn up(
         sys.url(),
         sys.kubeconfig.display()
     );
-    tokio::signal::ctrl_c().await?;
+    stop_signal().await?;
     tracing::info!("interrupted; shutting down");
     sys.shutdown().await;
     Ok(())
@@ -259,7 +259,7 @@ async fn run_node(opts: NodeOptions) -> Result<(), CliError> {
     }
     let agent = system::start_node_agent(&node, client).await?;
     println!("skiff node {} joined {}", opts.node.name, opts.server);
-    tokio::signal::ctrl_c().await?;
+    stop_signal().await?;
     tracing::info!("interrupted; stopping the node");
     agent.stop();
     Ok(())
@@ -406,5 +406,15 @@ fn main() -> std::process::ExitCode {
             eprintln!("skiff: {msg}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Ctrl-C or SIGTERM (what `kill`, systemd and Docker send): both stop the process
+/// cleanly, so what it put in the kernel goes with it.
+async fn stop_signal() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r,
+        _ = term.recv() => Ok(()),
     }
 }

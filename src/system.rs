@@ -32,6 +32,7 @@ use skiff_actors::kubelet::runtime::docker::DockerRuntime;
 use skiff_actors::kubelet::runtime::sim::{SimConfig, SimRuntime};
 use skiff_actors::kubelet::runtime::Runtime;
 use skiff_actors::metrics::Metrics;
+use skiff_actors::proxy::kernel::{KernelProxy, KernelRules};
 use skiff_actors::proxy::ProxyReconciler;
 use skiff_actors::resource_metrics::{MetricsRegistry, MetricsSink, MetricsSource};
 use skiff_actors::runtime::{Controller, InformerFactory};
@@ -110,6 +111,9 @@ pub struct System {
     /// The kubelet and proxy of every node this process runs.
     pub nodes: Vec<NodeHandle>,
     pub scheduler: Option<Addr<SchedulerActor>>,
+    /// The ClusterIP rules of this host, when its nodes run containers.
+    pub kernel_proxy: Option<Addr<Controller<KernelProxy>>>,
+    kernel_rules: Option<Arc<KernelRules>>,
     /// The informers every component of this process shares (one per resource).
     pub informers: InformerFactory,
 }
@@ -130,6 +134,10 @@ impl System {
         let _ = self.gateway.send(gateway::Shutdown).await;
         self.nodes_arbiter.stop();
         let _ = self.nodes_arbiter.join();
+        // The host's service rules go with the nodes (the actor may outlive its arbiter).
+        if let Some(rules) = &self.kernel_rules {
+            rules.remove();
+        }
         self.control_arbiter.stop();
         let _ = self.control_arbiter.join();
         drop(self.store);
@@ -322,6 +330,7 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
         &usage,
     )
     .await?;
+    let kernel_proxy = start_kernel_proxy(cfg, &data_dir, &nodes_arbiter, &informers);
     let kubeconfig = data_dir.join("kubeconfig");
     write_kubeconfig(&kubeconfig, &cfg.cluster.name, addr, credentials.as_ref())?;
     Ok(System {
@@ -337,6 +346,8 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
         _controllers: controllers,
         nodes: kubelets,
         scheduler,
+        kernel_rules: kernel_proxy.as_ref().map(|(_, r)| r.clone()),
+        kernel_proxy: kernel_proxy.map(|(a, _)| a),
         informers,
     })
 }
@@ -379,6 +390,48 @@ pub async fn start_node_agent(
         Some(node) => Ok(NodeAgent { node, arbiter }),
         None => Err(SystemError::Bootstrap("no node started".into())),
     }
+}
+
+/// The kernel's ClusterIP rules for this host, once for all the nodes of the process (they
+/// share one kernel), when one of them runs containers. The table is named after the data
+/// directory, so a restarted process takes its own rules over and clusters sharing the
+/// machine keep out of each other's.
+fn start_kernel_proxy(
+    cfg: &Config,
+    data_dir: &std::path::Path,
+    arbiter: &Arbiter,
+    informers: &InformerFactory,
+) -> Option<(Addr<Controller<KernelProxy>>, Arc<KernelRules>)> {
+    if !cfg.nodes.iter().any(|n| n.runtime == "docker") {
+        return None;
+    }
+    match cfg.proxy.cluster_ip.as_str() {
+        "nftables" if skiff_actors::proxy::kernel::available() => {}
+        "nftables" => {
+            tracing::warn!("nft is missing or may not change the kernel's tables: ClusterIPs are not reachable on this host");
+            return None;
+        }
+        _ => return None,
+    }
+    let id = format!(
+        "{:08x}",
+        fnv1a(data_dir.display().to_string().as_bytes()) as u32
+    );
+    let cidr = cfg.gateway.service_cidr.clone();
+    let informers = informers.clone();
+    let proxy = KernelProxy::new(&id, cidr);
+    let rules = proxy.rules();
+    let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+        Controller::new(proxy, &informers)
+    });
+    Some((addr, rules))
+}
+
+/// A stable 64-bit FNV-1a hash (names derived from it must not change between runs).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// Start a kubelet and a proxy per configured node, on the nodes' arbiter, each with its

@@ -102,6 +102,9 @@ impl TestCluster {
         cfg.nodes = Vec::new();
         // Plain HTTP unless a test asks for the secure cluster (`start_secure`).
         cfg.gateway.insecure_http = true;
+        // Clusters running side by side share the machine's kernel: only the tests of the
+        // ClusterIP datapath program it, each with a service range of its own.
+        cfg.proxy.cluster_ip = "none".into();
         tweak(&mut cfg);
         Self::launch(cfg)
     }

@@ -5,6 +5,7 @@
 //! the same caches), one reconcile per Service.
 
 pub mod backends;
+pub mod kernel;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

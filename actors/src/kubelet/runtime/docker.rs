@@ -352,6 +352,16 @@ impl Runtime for DockerRuntime {
         if host_network {
             return Ok(String::new());
         }
+        if let Some(pid) = inspect
+            .state
+            .as_ref()
+            .and_then(|s| s.pid)
+            .filter(|p| *p > 0)
+        {
+            if let Err(e) = hairpin(pid) {
+                tracing::debug!(sandbox = %short(id), error = %e, "hairpin mode not set");
+            }
+        }
         ip_of(&inspect)
             .ok_or_else(|| RuntimeError::Failed(format!("sandbox {} has no IP address", short(id))))
     }
@@ -830,6 +840,29 @@ pub(crate) fn engine_error(e: EngineError, what: &str) -> RuntimeError {
 /// The first 12 characters of an id, as the engine's CLI shows them.
 fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
+}
+
+/// Hairpin mode on the bridge port of the sandbox's veth (the kubelet's `hairpin-veth`):
+/// with the bridge's netfilter on, a pod whose connection to its own Service is DNATed
+/// back to itself gets its packets back through the port they came in on, which a bridge
+/// refuses otherwise. The host's end is the interface whose index is the container's
+/// `eth0` peer (`iflink`).
+fn hairpin(pid: i64) -> std::io::Result<()> {
+    let peer = std::fs::read_to_string(format!("/proc/{pid}/root/sys/class/net/eth0/iflink"))?;
+    let peer = peer.trim();
+    for entry in std::fs::read_dir("/sys/class/net")? {
+        let dir = entry?.path();
+        let index = std::fs::read_to_string(dir.join("ifindex")).unwrap_or_default();
+        if index.trim() == peer {
+            let port = dir.join("brport/hairpin_mode");
+            return if port.exists() {
+                std::fs::write(port, "1")
+            } else {
+                Ok(())
+            };
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
