@@ -397,6 +397,23 @@ where
     }
 }
 
+/// [`eventually`] for a blocking check (a kubectl or docker run): poll `f` until it
+/// returns `Some`, or panic after `timeout`.
+pub fn eventually_blocking<T>(
+    timeout: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// A minimal valid pod.
 pub fn pod(name: &str, labels: Value) -> Value {
     serde_json::json!({

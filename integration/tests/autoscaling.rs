@@ -12,7 +12,8 @@ use skiff::config::{Config, NodeConfig};
 use skiff_actors::kubelet::runtime::sim::SimUsage;
 use skiff_actors::store::WriteOp;
 use skiff_integration::{
-    call, client, eventually, node_names, python_client, DockerCleanup, TestCluster,
+    call, client, eventually, eventually_blocking, node_names, python_client, DockerCleanup,
+    TestCluster,
 };
 
 const SYNC: Duration = Duration::from_secs(2);
@@ -848,16 +849,4 @@ fn a_v2_memory_autoscaler_scales_one_pod_per_policy_period_and_reads_back_throug
         "{described}"
     );
     python_v2(&c, &["check"]);
-}
-
-/// Poll a blocking check (a kubectl run) until it returns `Some`, or panic after `timeout`.
-fn eventually_blocking<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }

@@ -7,24 +7,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use skiff_integration::{
-    call, client, kubectl, node_names, require_docker_and_kubectl, require_kubectl, DockerCleanup,
-    Kubectl, TestCluster,
+    call, client, eventually_blocking, kubectl, node_names, require_docker_and_kubectl,
+    require_kubectl, DockerCleanup, Kubectl, TestCluster,
 };
-
-fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
 
 /// A cluster with one Docker node whose written volumes resync every second.
 fn docker_cluster(prefix: &str) -> (TestCluster, String, DockerCleanup) {
@@ -101,7 +90,7 @@ fn waiting(p: &Value, container: &str) -> Option<(String, String)> {
 }
 
 fn running(k: &Kubectl<'_>, name: &str) -> Value {
-    wait_for(
+    eventually_blocking(
         Duration::from_secs(90),
         &format!("pod {name} Running"),
         || {
@@ -317,7 +306,7 @@ fn a_pod_reads_config_maps_and_secrets_as_env_env_from_and_files_which_follow_up
     ]);
     apply(&k, READER);
     let p = running(&k, "reader");
-    let out = wait_for(Duration::from_secs(30), "the reader's output", || {
+    let out = eventually_blocking(Duration::from_secs(30), "the reader's output", || {
         let l = logs(&k, &["reader"]);
         l.contains("done").then_some(l)
     });
@@ -365,7 +354,7 @@ fn a_pod_reads_config_maps_and_secrets_as_env_env_from_and_files_which_follow_up
         "-p",
         r#"{"data":{"color":"red"}}"#,
     ]);
-    wait_for(
+    eventually_blocking(
         Duration::from_secs(60),
         "the updated ConfigMap in the pod",
         || (docker_exec(&id, &["cat", "/etc/app/color"]) == "red").then_some(()),
@@ -383,7 +372,7 @@ fn a_pod_reads_config_maps_and_secrets_as_env_env_from_and_files_which_follow_up
         .join("volumes/kubernetes.io~configmap/cfg/..data")
         .exists());
     k.ok(&["delete", "pod", "reader", "--wait=false"]);
-    wait_for(Duration::from_secs(60), "the pod's volumes removed", || {
+    eventually_blocking(Duration::from_secs(60), "the pod's volumes removed", || {
         (!pod_dir.exists()).then_some(())
     });
 }
@@ -427,7 +416,7 @@ fn an_empty_dir_on_disk_and_in_memory_is_shared_by_the_pods_containers() {
     let k = Kubectl(&c.kubeconfig);
     apply(&k, SHARED);
     let p = running(&k, "shared");
-    let out = wait_for(
+    let out = eventually_blocking(
         Duration::from_secs(60),
         "the reader seeing the writer's files",
         || {
@@ -455,7 +444,7 @@ fn an_empty_dir_on_disk_and_in_memory_is_shared_by_the_pods_containers() {
     );
 
     k.ok(&["delete", "pod", "shared", "--wait=false"]);
-    wait_for(
+    eventually_blocking(
         Duration::from_secs(60),
         "the pod's volumes unmounted and removed",
         || (!dir.exists() && mounts_under(&dir).is_empty()).then_some(()),
@@ -536,7 +525,7 @@ fn missing_config_waits_with_the_kubelets_reasons_and_starts_once_it_appears() {
     apply(&k, WAITERS);
 
     let wait_reason = |name: &str, want: &str| {
-        wait_for(
+        eventually_blocking(
             Duration::from_secs(60),
             &format!("{name} waiting with {want}"),
             || waiting(&pod(&k, name), "app").filter(|(r, _)| r == want),
@@ -547,7 +536,7 @@ fn missing_config_waits_with_the_kubelets_reasons_and_starts_once_it_appears() {
     let (_, message) = wait_reason("needs-map", "CreateContainerConfigError");
     assert_eq!(message, "secret \"nope\" not found");
     wait_reason("bad-host", "ContainerCreating");
-    wait_for(
+    eventually_blocking(
         Duration::from_secs(30),
         "the hostPath FailedMount event",
         || {
@@ -568,7 +557,7 @@ fn missing_config_waits_with_the_kubelets_reasons_and_starts_once_it_appears() {
     // A projected token comes from the TokenRequest API, with the audience and the pod
     // binding the volume asks for.
     running(&k, "needs-token");
-    let jwt = wait_for(Duration::from_secs(30), "the token in the log", || {
+    let jwt = eventually_blocking(Duration::from_secs(30), "the token in the log", || {
         let l = logs(&k, &["needs-token"]);
         (l.split('.').count() == 3).then(|| l.trim().to_string())
     });
@@ -598,7 +587,7 @@ fn missing_config_waits_with_the_kubelets_reasons_and_starts_once_it_appears() {
         r#"{"data":{"b":"two"}}"#,
     ]);
     running(&k, "needs-key");
-    wait_for(Duration::from_secs(30), "the value in the logs", || {
+    eventually_blocking(Duration::from_secs(30), "the value in the logs", || {
         (logs(&k, &["needs-key"]).trim() == "got two").then_some(())
     });
 }
@@ -741,7 +730,7 @@ fn a_local_path_claim_keeps_its_data_when_its_pod_is_deleted_and_made_again() {
     apply(&k, &claim_user("first"));
     running(&k, "first");
     let log = |pod: &str| {
-        wait_for(
+        eventually_blocking(
             Duration::from_secs(60),
             "the pod's view of the claim",
             || {
@@ -784,7 +773,7 @@ fn a_local_path_claim_keeps_its_data_when_its_pod_is_deleted_and_made_again() {
     // once no pod uses it.
     k.ok(&["delete", "pod", "second"]);
     k.ok(&["delete", "pvc", "notes"]);
-    wait_for(
+    eventually_blocking(
         Duration::from_secs(60),
         "the volume and its directory removed",
         || {
