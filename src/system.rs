@@ -419,7 +419,8 @@ fn start_kernel_proxy(
     );
     let cidr = cfg.gateway.service_cidr.clone();
     let informers = informers.clone();
-    let proxy = KernelProxy::new(&id, cidr);
+    let local = cfg.nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>();
+    let proxy = KernelProxy::new(&id, cidr, local);
     let rules = proxy.rules();
     let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
         Controller::new(proxy, &informers)

@@ -73,8 +73,35 @@ pub struct ServicePort {
     pub port: u16,
     pub protocol: Protocol,
     pub endpoints: Vec<(Ipv4Addr, u16)>,
+    /// The node of each endpoint (`nodeName` of its address), in the same order.
+    pub nodes: Vec<Option<String>>,
     /// ClientIP session affinity timeout, in seconds.
     pub affinity_seconds: Option<u64>,
+    /// `internalTrafficPolicy: Local`: only endpoints on this host's nodes.
+    pub internal_local: bool,
+    /// Local policy with endpoints elsewhere only: dropped, as kube-proxy does (not
+    /// refused: the Service has endpoints, just none here).
+    pub drop: bool,
+}
+
+impl ServicePort {
+    /// Keep, for a Local internal policy, only the endpoints of `local` nodes.
+    pub fn localize(&mut self, local: &std::collections::HashSet<String>) {
+        if !self.internal_local {
+            return;
+        }
+        let had = !self.endpoints.is_empty();
+        let (endpoints, nodes): (Vec<_>, Vec<_>) = self
+            .endpoints
+            .iter()
+            .zip(&self.nodes)
+            .filter(|(_, n)| n.as_ref().is_some_and(|n| local.contains(n)))
+            .map(|(e, n)| (*e, n.clone()))
+            .unzip();
+        self.drop = had && endpoints.is_empty();
+        self.endpoints = endpoints;
+        self.nodes = nodes;
+    }
 }
 
 /// The ClusterIP ports of a Service, with the ready endpoints of each (the Endpoints
@@ -110,6 +137,10 @@ pub fn service_ports(svc: &Value, endpoints: Option<&Value>) -> Vec<ServicePort>
         .map(Vec::as_slice)
         .unwrap_or_default();
     let single = ports.len() == 1;
+    let internal_local = svc
+        .pointer("/spec/internalTrafficPolicy")
+        .and_then(Value::as_str)
+        == Some("Local");
     ports
         .iter()
         .filter_map(|p| {
@@ -117,6 +148,9 @@ pub fn service_ports(svc: &Value, endpoints: Option<&Value>) -> Vec<ServicePort>
             let protocol =
                 Protocol::parse(p.get("protocol").and_then(Value::as_str).unwrap_or(""))?;
             let name = p.get("name").and_then(Value::as_str).unwrap_or("");
+            let (endpoints, nodes) = ready_endpoints(endpoints, name, protocol, single)
+                .into_iter()
+                .unzip();
             Some(ServicePort {
                 name: if name.is_empty() {
                     format!("{key}:{port}")
@@ -126,8 +160,11 @@ pub fn service_ports(svc: &Value, endpoints: Option<&Value>) -> Vec<ServicePort>
                 ip,
                 port,
                 protocol,
-                endpoints: ready_endpoints(endpoints, name, protocol, single),
+                endpoints,
+                nodes,
                 affinity_seconds,
+                internal_local,
+                drop: false,
             })
         })
         .collect()
@@ -138,7 +175,7 @@ fn ready_endpoints(
     name: &str,
     protocol: Protocol,
     single: bool,
-) -> Vec<(Ipv4Addr, u16)> {
+) -> Vec<((Ipv4Addr, u16), Option<String>)> {
     let mut out = Vec::new();
     let subsets = endpoints
         .and_then(|e| e.get("subsets"))
@@ -171,12 +208,13 @@ fn ready_endpoints(
                 .and_then(Value::as_str)
                 .and_then(|s| s.parse::<Ipv4Addr>().ok())
             {
-                out.push((ip, port as u16));
+                let node = addr.get("nodeName").and_then(Value::as_str);
+                out.push(((ip, port as u16), node.map(str::to_string)));
             }
         }
     }
     out.sort();
-    out.dedup();
+    out.dedup_by(|a, b| a.0 == b.0);
     out
 }
 
@@ -199,10 +237,20 @@ pub fn ruleset(table: &str, service_cidr: &str, ports: &[ServicePort]) -> String
     out.push_str(
         "  chain nat-postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n    meta mark & 0x4000 == 0x4000 masquerade\n  }\n",
     );
-    // What still goes to the service range after DNAT matched no endpoint is refused.
+    // A Local-policy port with no endpoint here is dropped; what else still goes to the
+    // service range after DNAT matched no endpoint is refused.
+    let mut drops = String::new();
+    for sp in ports.iter().filter(|p| p.drop) {
+        drops.push_str(&format!(
+            "    ip daddr {} {} dport {} drop\n",
+            sp.ip,
+            sp.protocol.nft(),
+            sp.port
+        ));
+    }
     for (chain, hook) in [("filter-forward", "forward"), ("filter-output", "output")] {
         out.push_str(&format!(
-            "  chain {chain} {{\n    type filter hook {hook} priority filter; policy accept;\n    ip daddr {service_cidr} reject\n  }}\n"
+            "  chain {chain} {{\n    type filter hook {hook} priority filter; policy accept;\n{drops}    ip daddr {service_cidr} reject\n  }}\n"
         ));
     }
     let mut services = String::new();
@@ -348,6 +396,8 @@ impl Drop for KernelRules {
 pub struct KernelProxy {
     rules: std::sync::Arc<KernelRules>,
     service_cidr: String,
+    /// The nodes whose pods this host runs (for Local traffic policies).
+    local_nodes: std::collections::HashSet<String>,
     /// The text last applied, so an unchanged ruleset is not written again.
     applied: Mutex<Option<String>>,
     /// The device could not be made (said once).
@@ -357,7 +407,11 @@ pub struct KernelProxy {
 impl KernelProxy {
     /// `id` names this cluster's table and device on the host (`skiff-<id>`), so that
     /// several clusters on one machine keep out of each other's rules.
-    pub fn new(id: &str, service_cidr: impl Into<String>) -> Self {
+    pub fn new(
+        id: &str,
+        service_cidr: impl Into<String>,
+        local_nodes: impl IntoIterator<Item = String>,
+    ) -> Self {
         let id: String = id
             .chars()
             .filter(char::is_ascii_alphanumeric)
@@ -369,6 +423,7 @@ impl KernelProxy {
                 device: format!("skiff-{id}"),
             }),
             service_cidr: service_cidr.into(),
+            local_nodes: local_nodes.into_iter().collect(),
             applied: Mutex::new(None),
             routeless: std::sync::atomic::AtomicBool::new(false),
         }
@@ -460,6 +515,10 @@ impl Reconciler for KernelProxy {
             .list()
             .iter()
             .flat_map(|s| service_ports(s, endpoints.get(&crate::runtime::key_of(s)).map(|e| &**e)))
+            .map(|mut p| {
+                p.localize(&self.local_nodes);
+                p
+            })
             .collect();
         let started = std::time::Instant::now();
         match self.sync(&ports).await {
@@ -548,8 +607,34 @@ mod tests {
     }
 
     #[test]
+    fn a_local_internal_policy_keeps_this_hosts_endpoints_or_drops() {
+        let mut svc = web();
+        svc["spec"]["internalTrafficPolicy"] = json!("Local");
+        let mut ep = endpoints();
+        ep["subsets"][0]["addresses"] = json!([{"ip": "172.17.0.2", "nodeName": "here"},
+            {"ip": "172.17.0.3", "nodeName": "there"}]);
+        let here: std::collections::HashSet<String> = ["here".to_string()].into();
+        let mut ports = service_ports(&svc, Some(&ep));
+        ports.iter_mut().for_each(|p| p.localize(&here));
+        assert_eq!(
+            ports[0].endpoints,
+            vec![("172.17.0.2".parse().unwrap(), 8080)]
+        );
+        assert!(!ports[0].drop);
+        let elsewhere: std::collections::HashSet<String> = ["other".to_string()].into();
+        let mut ports = service_ports(&svc, Some(&ep));
+        ports.iter_mut().for_each(|p| p.localize(&elsewhere));
+        assert!(ports[0].endpoints.is_empty() && ports[0].drop);
+        let text = ruleset("skiff-t", "10.96.0.0/16", &ports);
+        assert!(text.contains(
+            "    ip daddr 10.96.0.20 tcp dport 80 drop\n    ip daddr 10.96.0.20 udp dport 53 drop\n    ip daddr 10.96.0.0/16 reject"
+        ));
+        assert!(!text.contains("goto svc-"));
+    }
+
+    #[test]
     fn names_fit_the_kernels_limits() {
-        let p = KernelProxy::new("a-very-long-cluster-id", "10.96.0.0/16");
+        let p = KernelProxy::new("a-very-long-cluster-id", "10.96.0.0/16", []);
         assert!(p.rules.device.len() <= 15, "{}", p.rules.device);
         assert_eq!(p.table(), "skiff-averylong");
     }
