@@ -465,9 +465,16 @@ impl SkiffProcess {
     fn spawn(data_dir: &Path, extra_toml: &str, insecure: bool) -> SkiffProcess {
         use std::io::BufRead;
         let config = data_dir.join("test-skiff.toml");
+        // Killed with SIGKILL, the process could not take kernel rules with it: test
+        // processes leave ClusterIPs out unless the test's own configuration says so.
+        let proxy = if extra_toml.contains("[proxy]") {
+            ""
+        } else {
+            "[proxy]\ncluster_ip = \"none\"\n"
+        };
         std::fs::write(
             &config,
-            format!("[gateway]\nlisten = \"127.0.0.1:0\"\n{extra_toml}"),
+            format!("[gateway]\nlisten = \"127.0.0.1:0\"\n{proxy}{extra_toml}"),
         )
         .expect("write config");
         let mut cmd = std::process::Command::new(skiff_bin());

@@ -16,7 +16,9 @@ use skiff_integration::{
 };
 
 /// A cluster with one Docker node whose written volumes resync every second.
-fn docker_cluster(prefix: &str) -> (TestCluster, String, DockerCleanup) {
+/// The cleanup comes first so that it is dropped last, once the cluster (whose kubelet
+/// may still be making containers) has stopped.
+fn docker_cluster(prefix: &str) -> (DockerCleanup, TestCluster, String) {
     let names = node_names(prefix, 1);
     let cleanup = DockerCleanup::new(&names);
     let node = names[0].clone();
@@ -30,7 +32,7 @@ fn docker_cluster(prefix: &str) -> (TestCluster, String, DockerCleanup) {
             ..skiff::config::NodeConfig::default()
         }];
     });
-    (c, node, cleanup)
+    (cleanup, c, node)
 }
 
 /// Unmounts whatever a failed test left mounted under the cluster's directory (memory
@@ -268,7 +270,7 @@ spec:
 #[test]
 fn a_pod_reads_config_maps_and_secrets_as_env_env_from_and_files_which_follow_updates() {
     require_docker_and_kubectl();
-    let (c, node, _cleanup) = docker_cluster("vol");
+    let (_cleanup, c, node) = docker_cluster("vol");
     let _unmount = Unmount(c.data_dir.clone());
     let k = Kubectl(&c.kubeconfig);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -411,7 +413,7 @@ spec:
 #[test]
 fn an_empty_dir_on_disk_and_in_memory_is_shared_by_the_pods_containers() {
     require_docker_and_kubectl();
-    let (c, node, _cleanup) = docker_cluster("emptydir");
+    let (_cleanup, c, node) = docker_cluster("emptydir");
     let _unmount = Unmount(c.data_dir.clone());
     let k = Kubectl(&c.kubeconfig);
     apply(&k, SHARED);
@@ -518,7 +520,7 @@ spec:
 #[test]
 fn missing_config_waits_with_the_kubelets_reasons_and_starts_once_it_appears() {
     require_docker_and_kubectl();
-    let (c, _node, _cleanup) = docker_cluster("cfgerr");
+    let (_cleanup, c, _node) = docker_cluster("cfgerr");
     let _unmount = Unmount(c.data_dir.clone());
     let k = Kubectl(&c.kubeconfig);
     k.ok(&["create", "configmap", "partial", "--from-literal=a=1"]);
@@ -720,7 +722,7 @@ spec:
 #[test]
 fn a_local_path_claim_keeps_its_data_when_its_pod_is_deleted_and_made_again() {
     require_docker_and_kubectl();
-    let (c, node, _cleanup) = docker_cluster("claim");
+    let (_cleanup, c, node) = docker_cluster("claim");
     let k = Kubectl(&c.kubeconfig);
     apply(&k, CLAIM);
     // WaitForFirstConsumer: nothing is provisioned before a pod uses the claim.
