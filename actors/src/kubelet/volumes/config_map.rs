@@ -21,6 +21,44 @@ pub fn mode(m: Option<i32>) -> u32 {
     (m.unwrap_or(DEFAULT_MODE) & 0o777) as u32
 }
 
+/// The kubelet's `MakePayload`, shared by ConfigMap and Secret sources: every key of
+/// `files` (or the `items` asked for) as a file with `defaultMode` or the item's `mode`;
+/// a missing item key is skipped when `optional`, else `missing(key)`.
+pub fn key_payload(
+    files: std::collections::BTreeMap<String, Vec<u8>>,
+    items: &[KeyToPath],
+    default_mode: Option<i32>,
+    optional: bool,
+    missing: fn(String) -> VolumeError,
+) -> Result<Payload, VolumeError> {
+    if items.is_empty() {
+        return Ok(files
+            .into_iter()
+            .map(|(k, data)| {
+                let mode = mode(default_mode);
+                (k, FileProjection { data, mode })
+            })
+            .collect());
+    }
+    let mut out = Payload::new();
+    for item in items {
+        let Some(data) = files.get(&item.key) else {
+            if optional {
+                continue;
+            }
+            return Err(missing(item.key.clone()));
+        };
+        out.insert(
+            item.path.clone(),
+            FileProjection {
+                data: data.clone(),
+                mode: mode(item.mode.or(default_mode)),
+            },
+        );
+    }
+    Ok(out)
+}
+
 /// `MakePayload` for a ConfigMap: `data` and `binaryData` keys as files.
 pub fn payload(
     items: &[KeyToPath],
@@ -28,46 +66,24 @@ pub fn payload(
     default_mode: Option<i32>,
     optional: bool,
 ) -> Result<Payload, VolumeError> {
-    let text = cm.data.clone().unwrap_or_default();
-    let binary = cm.binary_data.clone().unwrap_or_default();
-    let mut out = Payload::new();
-    if items.is_empty() {
-        for (k, v) in text {
-            out.insert(
-                k,
-                FileProjection {
-                    data: v.into_bytes(),
-                    mode: mode(default_mode),
-                },
-            );
-        }
-        for (k, v) in binary {
-            out.insert(
-                k,
-                FileProjection {
-                    data: v.0,
-                    mode: mode(default_mode),
-                },
-            );
-        }
-        return Ok(out);
+    // The API refuses a key in both maps, so one map of bytes loses nothing.
+    let mut files: std::collections::BTreeMap<String, Vec<u8>> = cm
+        .binary_data
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    for (k, v) in cm.data.clone().unwrap_or_default() {
+        files.insert(k, v.into_bytes());
     }
-    for item in items {
-        let data = match (text.get(&item.key), binary.get(&item.key)) {
-            (Some(t), _) => t.clone().into_bytes(),
-            (None, Some(b)) => b.0.clone(),
-            (None, None) if optional => continue,
-            (None, None) => return Err(VolumeError::MissingConfigMapKey(item.key.clone())),
-        };
-        out.insert(
-            item.path.clone(),
-            FileProjection {
-                data,
-                mode: mode(item.mode.or(default_mode)),
-            },
-        );
-    }
-    Ok(out)
+    key_payload(
+        files,
+        items,
+        default_mode,
+        optional,
+        VolumeError::MissingConfigMapKey,
+    )
 }
 
 /// The payload of a ConfigMap source (volume or projection); an absent optional one

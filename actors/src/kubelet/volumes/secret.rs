@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{KeyToPath, Secret, SecretVolumeSource};
 
-use super::atomic_writer::{self, FileProjection, Payload};
-use super::config_map::mode;
+use super::atomic_writer::{self, Payload};
+use super::config_map::key_payload;
 use super::{SetUpContext, VolumeError, VolumePlugin};
 use crate::kubelet::env::get_typed;
 
@@ -22,36 +22,20 @@ pub fn payload(
     default_mode: Option<i32>,
     optional: bool,
 ) -> Result<Payload, VolumeError> {
-    let data = secret.data.clone().unwrap_or_default();
-    let mut out = Payload::new();
-    if items.is_empty() {
-        for (k, v) in data {
-            out.insert(
-                k,
-                FileProjection {
-                    data: v.0,
-                    mode: mode(default_mode),
-                },
-            );
-        }
-        return Ok(out);
-    }
-    for item in items {
-        let Some(v) = data.get(&item.key) else {
-            if optional {
-                continue;
-            }
-            return Err(VolumeError::MissingSecretKey(item.key.clone()));
-        };
-        out.insert(
-            item.path.clone(),
-            FileProjection {
-                data: v.0.clone(),
-                mode: mode(item.mode.or(default_mode)),
-            },
-        );
-    }
-    Ok(out)
+    let files = secret
+        .data
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    key_payload(
+        files,
+        items,
+        default_mode,
+        optional,
+        VolumeError::MissingSecretKey,
+    )
 }
 
 pub async fn fetch_payload(
