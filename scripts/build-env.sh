@@ -17,6 +17,9 @@ ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* >/de
 # ClusterIPs are kernel rules written with nft; the service range's device with ip.
 command -v nft >/dev/null 2>&1 || need_pkgs+=(nftables)
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
+# The cluster DNS tests forward to a resolver of their own on loopback (dnsmasq's binary
+# only: the package without the system service).
+command -v dnsmasq >/dev/null 2>&1 || need_pkgs+=(dnsmasq-base)
 # Test images are built from Debian's static busybox (no registry is reachable).
 [ -x /bin/busybox ] && file -L /bin/busybox 2>/dev/null | grep -q static || need_pkgs+=(busybox-static)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then

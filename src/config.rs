@@ -26,6 +26,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub storage: StorageSection,
     pub proxy: ProxySection,
+    pub dns: DnsSection,
     /// The nodes this process runs (a kubelet each).
     pub nodes: Vec<NodeConfig>,
     /// The folder the configuration file is in; relative paths in it are resolved from here.
@@ -223,6 +224,33 @@ impl Default for ProxySection {
     fn default() -> Self {
         ProxySection {
             cluster_ip: "nftables".into(),
+        }
+    }
+}
+
+/// Cluster DNS: the `kube-dns` Service and the server behind it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DnsSection {
+    pub enabled: bool,
+    /// The cluster's domain (the kubelet's `clusterDomain`).
+    pub cluster_domain: String,
+    /// Where the server listens, UDP and TCP (`ip:port`, port 0 for a free one). Unset:
+    /// the host's address on the pods' network (the Docker bridge's gateway when a Docker
+    /// node runs here, else 127.0.0.1), on a free port. The kube-dns Endpoints name it.
+    pub listen: Option<String>,
+    /// Resolvers for names outside the cluster (`ip` or `ip:port`). Empty: the host's
+    /// `/etc/resolv.conf`.
+    pub upstream: Vec<String>,
+}
+
+impl Default for DnsSection {
+    fn default() -> Self {
+        DnsSection {
+            enabled: true,
+            cluster_domain: "cluster.local".into(),
+            listen: None,
+            upstream: Vec::new(),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod bench_hollow;
+pub mod bench_rules;
 pub mod bench_scheduler;
 pub mod bench_startup;
 pub mod config;

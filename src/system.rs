@@ -15,11 +15,12 @@ use skiff_actors::api::{meta, resources, ApiError};
 use skiff_actors::client::{ApiClient, LocalClient};
 use skiff_actors::controllers::autoscaler::AutoscalerConfig;
 use skiff_actors::controllers::job::JobConfig;
-use skiff_actors::controllers::kubernetes_service::KubernetesServiceConfig;
 use skiff_actors::controllers::local_path::LocalPathConfig;
 use skiff_actors::controllers::manager::{
     ControllerManager, ControllerManagerConfig, CsrSigningConfig, ServiceAccountsConfig,
 };
+use skiff_actors::controllers::system_service::SystemService;
+use skiff_actors::dns::{DnsServer, Sockets, Upstream, ZoneHandle, ZoneReconciler};
 use skiff_actors::gateway::allocation::ServiceRanges;
 use skiff_actors::gateway::auth::serviceaccount::ServiceAccountAuthenticator;
 use skiff_actors::gateway::logs::NodeRuntimes;
@@ -27,6 +28,7 @@ use skiff_actors::gateway::objects::{PatchType, WriteOptions};
 use skiff_actors::gateway::routing::Target;
 use skiff_actors::gateway::serviceaccount::token::{TokenError, TokenIssuer};
 use skiff_actors::gateway::{self, GatewayActor, GatewayConfig, Objects};
+use skiff_actors::kubelet::dns::DnsSettings;
 use skiff_actors::kubelet::kubelet::{Kubelet, KubeletConfig};
 use skiff_actors::kubelet::runtime::docker::DockerRuntime;
 use skiff_actors::kubelet::runtime::sim::{SimConfig, SimRuntime};
@@ -114,6 +116,10 @@ pub struct System {
     /// The ClusterIP rules of this host, when its nodes run containers.
     pub kernel_proxy: Option<Addr<Controller<KernelProxy>>>,
     kernel_rules: Option<Arc<KernelRules>>,
+    /// The cluster DNS server and the reconciler keeping its zone, when `[dns] enabled`.
+    pub dns: Option<(Addr<DnsServer>, Addr<Controller<ZoneReconciler>>)>,
+    /// Where the DNS server listens (UDP and TCP).
+    pub dns_addr: Option<SocketAddr>,
     /// The informers every component of this process shares (one per resource).
     pub informers: InformerFactory,
 }
@@ -186,6 +192,7 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
     let ranges = ServiceRanges::parse(&cfg.gateway.service_cidr, &cfg.gateway.node_port_range)
         .map_err(|e| SystemError::Bootstrap(e.to_string()))?;
     let kubernetes_ip = ranges.first_address();
+    let dns_ip = ranges.dns_address();
     let pki_dir = data_dir.join("pki");
     let issuer = Arc::new(TokenIssuer::load_or_create(&pki_dir)?);
     let objects = Objects::new(store.clone())
@@ -249,18 +256,23 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
         .await
         .map_err(|e| SystemError::Bootstrap(e.to_string()))?;
     let advertise = cfg.advertise_address();
-    let kubernetes_service = KubernetesServiceConfig {
-        cluster_ip: kubernetes_ip.to_string(),
-        address: advertise.to_string(),
-        port: addr.port(),
-    };
+    let kubernetes_service = SystemService::kubernetes(
+        kubernetes_ip.to_string(),
+        advertise.to_string(),
+        addr.port(),
+    );
     issuer.set_jwks_uri(format!(
         "https://{}{}",
         SocketAddr::new(advertise, addr.port()),
         skiff_actors::gateway::serviceaccount::token::JWKS_PATH
     ));
     // Before any client can ask for a Service, so its cluster IP is the first one.
-    ensure_kubernetes_service(&objects, &kubernetes_service).await?;
+    ensure_system_service(&objects, &kubernetes_service).await?;
+    // Then the DNS's, at the tenth address (where every kubelet expects it).
+    let dns = bind_dns(cfg, dns_ip).await?;
+    if let Some((_, service)) = &dns {
+        ensure_system_service(&objects, service).await?;
+    }
     // The CA that signs the serving certificate; an insecure cluster has one too, so
     // that pods' `kube-root-ca.crt` exists wherever they run.
     let root_ca_pem = match &credentials {
@@ -293,6 +305,7 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
             root_ca_pem,
         }),
         kubernetes_service: Some(kubernetes_service),
+        dns_service: dns.as_ref().map(|(_, s)| s.clone()),
         job: JobConfig {
             backoff_base: Duration::from_millis(cfg.controllers.job_backoff_base_ms.max(1)),
             backoff_max: Duration::from_secs(cfg.controllers.job_backoff_max_seconds.max(1)),
@@ -320,6 +333,18 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
                 .with_informers(&informers)
         })
     });
+    // Pods are given the cluster DNS where they can reach its ClusterIP; elsewhere the
+    // kubelet falls back to the node's resolvers and says so (MissingClusterDNS).
+    let kernel = kernel_proxy_enabled(cfg);
+    let kubelet_dns = DnsSettings {
+        cluster_dns: if dns.is_some() && kernel {
+            vec![IpAddr::V4(dns_ip)]
+        } else {
+            Vec::new()
+        },
+        cluster_domain: cfg.dns.cluster_domain.clone(),
+        ..DnsSettings::default()
+    };
     let nodes_arbiter = Arbiter::new();
     let kubelets = start_nodes(
         &cfg.nodes,
@@ -328,9 +353,19 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
         &informers,
         &runtimes,
         &usage,
+        &NodeNetwork {
+            dns: kubelet_dns,
+            kernel,
+        },
     )
     .await?;
-    let kernel_proxy = start_kernel_proxy(cfg, &data_dir, &nodes_arbiter, &informers);
+    let kernel_proxy =
+        kernel.then(|| start_kernel_proxy(cfg, &data_dir, &nodes_arbiter, &informers));
+    let dns_addr = dns.as_ref().and_then(|(s, _)| s.local_addr());
+    let dns_server = match dns {
+        Some((sockets, _)) => Some(start_dns(cfg, sockets, &control_arbiter, &informers)?),
+        None => None,
+    };
     let kubeconfig = data_dir.join("kubeconfig");
     write_kubeconfig(&kubeconfig, &cfg.cluster.name, addr, credentials.as_ref())?;
     Ok(System {
@@ -348,6 +383,8 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
         scheduler,
         kernel_rules: kernel_proxy.as_ref().map(|(_, r)| r.clone()),
         kernel_proxy: kernel_proxy.map(|(a, _)| a),
+        dns: dns_server,
+        dns_addr,
         informers,
     })
 }
@@ -377,6 +414,8 @@ pub async fn start_node_agent(
     let usage = MetricsRegistry::default();
     // Far from the API server, the kubelet watches only its own node's pods.
     let informers = InformerFactory::node_scoped(client, Some(arbiter.handle()));
+    // A node far from the server has no ClusterIP rules yet: its pods use the node's
+    // resolvers (MissingClusterDNS says so).
     let mut started = start_nodes(
         std::slice::from_ref(node),
         None,
@@ -384,12 +423,110 @@ pub async fn start_node_agent(
         &informers,
         &runtimes,
         &usage,
+        &NodeNetwork {
+            dns: DnsSettings::default(),
+            kernel: false,
+        },
     )
     .await?;
     match started.pop() {
         Some(node) => Ok(NodeAgent { node, arbiter }),
         None => Err(SystemError::Bootstrap("no node started".into())),
     }
+}
+
+/// How the nodes of this process reach Services: the DNS their pods are given, and
+/// whether the host's kernel serves Services (else the nodes' userspace proxies do).
+struct NodeNetwork {
+    dns: DnsSettings,
+    kernel: bool,
+}
+
+/// Whether this host programs ClusterIPs into its kernel: a node here runs containers,
+/// the configuration asks for nftables, and `nft` may change the kernel's tables.
+fn kernel_proxy_enabled(cfg: &Config) -> bool {
+    if !cfg.nodes.iter().any(|n| n.runtime == "docker") {
+        return false;
+    }
+    match cfg.proxy.cluster_ip.as_str() {
+        "nftables" if skiff_actors::proxy::kernel::available() => true,
+        "nftables" => {
+            tracing::warn!("nft is missing or may not change the kernel's tables: ClusterIPs are not reachable on this host");
+            false
+        }
+        _ => false,
+    }
+}
+
+/// The cluster DNS's sockets, bound where pods reach this host, and its Service.
+async fn bind_dns(
+    cfg: &Config,
+    cluster_ip: std::net::Ipv4Addr,
+) -> Result<Option<(Sockets, SystemService)>, SystemError> {
+    if !cfg.dns.enabled {
+        return Ok(None);
+    }
+    let listen: SocketAddr = match &cfg.dns.listen {
+        Some(l) => l
+            .parse()
+            .map_err(|_| SystemError::Bootstrap(format!("[dns] listen {l:?} is not ip:port")))?,
+        None => {
+            let mut ip = IpAddr::from([127, 0, 0, 1]);
+            if cfg.nodes.iter().any(|n| n.runtime == "docker") {
+                if let Ok(docker) = DockerRuntime::connect().await {
+                    ip = docker.bridge_gateway().await.unwrap_or(ip);
+                }
+            }
+            SocketAddr::new(ip, 0)
+        }
+    };
+    let sockets = Sockets::bind(listen).map_err(|e| SystemError::Bootstrap(e.to_string()))?;
+    let bound = sockets.local_addr().unwrap_or(listen);
+    // Endpoints name an address a client can reach: not the unspecified one.
+    let address = if bound.ip().is_unspecified() {
+        cfg.advertise_address()
+    } else {
+        bound.ip()
+    };
+    let service =
+        SystemService::kube_dns(cluster_ip.to_string(), address.to_string(), bound.port());
+    Ok(Some((sockets, service)))
+}
+
+/// The DNS server and the reconciler keeping its zone, on `arbiter`.
+fn start_dns(
+    cfg: &Config,
+    sockets: Sockets,
+    arbiter: &Arbiter,
+    informers: &InformerFactory,
+) -> Result<(Addr<DnsServer>, Addr<Controller<ZoneReconciler>>), SystemError> {
+    let upstream = if cfg.dns.upstream.is_empty() {
+        Upstream::Host
+    } else {
+        let servers = cfg
+            .dns
+            .upstream
+            .iter()
+            .map(|u| {
+                u.parse::<SocketAddr>()
+                    .or_else(|_| u.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                    .map_err(|_| {
+                        SystemError::Bootstrap(format!("[dns] upstream {u:?} is not ip or ip:port"))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Upstream::Servers(servers)
+    };
+    let zone = ZoneHandle::default();
+    let reconciler = ZoneReconciler::new(cfg.dns.cluster_domain.clone(), zone.clone());
+    let informers = informers.clone();
+    let zone_addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+        Controller::new(reconciler, &informers)
+    });
+    let server_addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+        DnsServer::new(sockets, zone, upstream)
+    });
+    Ok((server_addr, zone_addr))
 }
 
 /// The kernel's ClusterIP rules for this host, once for all the nodes of the process (they
@@ -401,18 +538,7 @@ fn start_kernel_proxy(
     data_dir: &std::path::Path,
     arbiter: &Arbiter,
     informers: &InformerFactory,
-) -> Option<(Addr<Controller<KernelProxy>>, Arc<KernelRules>)> {
-    if !cfg.nodes.iter().any(|n| n.runtime == "docker") {
-        return None;
-    }
-    match cfg.proxy.cluster_ip.as_str() {
-        "nftables" if skiff_actors::proxy::kernel::available() => {}
-        "nftables" => {
-            tracing::warn!("nft is missing or may not change the kernel's tables: ClusterIPs are not reachable on this host");
-            return None;
-        }
-        _ => return None,
-    }
+) -> (Addr<Controller<KernelProxy>>, Arc<KernelRules>) {
     let id = format!(
         "{:08x}",
         fnv1a(data_dir.display().to_string().as_bytes()) as u32
@@ -425,7 +551,7 @@ fn start_kernel_proxy(
     let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
         Controller::new(proxy, &informers)
     });
-    Some((addr, rules))
+    (addr, rules)
 }
 
 /// A stable 64-bit FNV-1a hash (names derived from it must not change between runs).
@@ -444,7 +570,9 @@ async fn start_nodes(
     informers: &InformerFactory,
     runtimes: &NodeRuntimes,
     usage: &MetricsRegistry,
+    net: &NodeNetwork,
 ) -> Result<Vec<NodeHandle>, SystemError> {
+    let (dns, kernel) = (&net.dns, net.kernel);
     let mut docker: Option<Arc<dyn Runtime>> = None;
     let mut started = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
@@ -510,6 +638,7 @@ async fn start_nodes(
                 .clone()
                 .or_else(|| nodes_dir.map(|d| d.join(&node.name))),
             volume_sync_interval: Duration::from_secs(node.volume_sync_seconds.max(1)),
+            dns: dns.clone(),
             ..KubeletConfig::default()
         };
         let kubelet_informers = informers.clone();
@@ -522,7 +651,10 @@ async fn start_nodes(
         let proxy_informers = informers.clone();
         let name = node.name.clone();
         let proxy = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
-            Controller::new(ProxyReconciler::new(name, address), &proxy_informers)
+            Controller::new(
+                ProxyReconciler::new(name, address, kernel),
+                &proxy_informers,
+            )
         });
         started.push(NodeHandle {
             name: node.name.clone(),
@@ -617,20 +749,17 @@ fn autoupdate(objects: &Objects, doc: &Value) -> bool {
     })
 }
 
-/// The `kubernetes` Service and its Endpoints, as kube-apiserver creates them at start
-/// (the `kubernetes-service` controller keeps them afterwards).
-async fn ensure_kubernetes_service(
-    objects: &Objects,
-    k: &KubernetesServiceConfig,
-) -> Result<(), SystemError> {
-    for doc in [k.service(), k.endpoints()] {
-        let what = format!("{} kubernetes", doc["kind"]);
+/// A system Service (`kubernetes`, `kube-dns`) and its Endpoints, as the control plane
+/// creates them at start (its controller keeps them afterwards).
+async fn ensure_system_service(objects: &Objects, k: &SystemService) -> Result<(), SystemError> {
+    for doc in [k.service(), k.endpoints(), k.endpoint_slice()] {
+        let what = format!("{} {}", doc["kind"], k.name);
         match ensure_created_in(objects, doc).await {
             Ok(()) | Err(ApiError::AlreadyExists { .. }) => {}
             // Someone holds the address (a data directory from before this Service
             // existed): the cluster runs, without it.
             Err(e @ ApiError::Invalid { .. }) => {
-                tracing::warn!(error = %e, "cannot create the kubernetes service")
+                tracing::warn!(service = k.name, error = %e, "cannot create the system service")
             }
             Err(e) => return Err(SystemError::Bootstrap(format!("{what}: {e}"))),
         }

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod client;
 pub mod controllers;
+pub mod dns;
 pub mod gateway;
 pub mod kubelet;
 pub mod metrics;

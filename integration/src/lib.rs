@@ -27,6 +27,8 @@ pub struct TestCluster {
     /// The informers the cluster's components share (to inspect them, or to build another
     /// controller on them).
     pub informers: InformerFactory,
+    /// Where the cluster DNS listens (UDP and TCP), when `[dns] enabled`.
+    pub dns_addr: Option<std::net::SocketAddr>,
     config: Config,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -129,6 +131,7 @@ impl TestCluster {
                             sys.credentials.clone(),
                             sims,
                             sys.informers.clone(),
+                            sys.dns_addr,
                         )));
                         let _ = stop_rx.await;
                         sys.shutdown().await;
@@ -139,7 +142,7 @@ impl TestCluster {
                 }
             });
         });
-        let (url, kubeconfig, store, credentials, sims, informers) = ready_rx
+        let (url, kubeconfig, store, credentials, sims, informers, dns_addr) = ready_rx
             .recv_timeout(Duration::from_secs(60))
             .expect("cluster start timed out")
             .expect("cluster failed to start");
@@ -151,6 +154,7 @@ impl TestCluster {
             data_dir: config.cluster.data_dir.clone(),
             credentials,
             informers,
+            dns_addr,
             config,
             stop: Some(stop_tx),
             thread: Some(thread),

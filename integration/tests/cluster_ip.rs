@@ -249,3 +249,129 @@ async fn cluster_ips_reach_ready_pods_from_the_host_and_from_pods_and_refuse_wit
         .expect("ip link");
     assert!(!link.status.success(), "{device} is still there");
 }
+
+/// The host's address on Docker's bridge: an address of this machine that is not loopback.
+async fn bridge_address() -> String {
+    let docker = skiff_actors::kubelet::runtime::docker::DockerRuntime::connect()
+        .await
+        .expect("docker");
+    docker
+        .bridge_gateway()
+        .await
+        .expect("the bridge's gateway")
+        .to_string()
+}
+
+fn listening_on(port: u64) -> bool {
+    let out = Command::new("ss")
+        .args(["-Hltn", &format!("sport = :{port}")])
+        .output()
+        .expect("ss");
+    !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_ports_and_load_balancers_are_served_by_the_kernel_on_the_nodes_address() {
+    skiff_integration::require_docker_and_kubectl();
+    let names = node_names("nlb", 1);
+    let _cleanup = DockerCleanup::new(&names);
+    let n = names[0].clone();
+    let address = bridge_address().await;
+    let node_address = address.clone();
+    let range = format!("10.99.{}.0/24", std::process::id() % 250);
+    let c = TestCluster::start_with(move |cfg| {
+        cfg.gateway.service_cidr = range;
+        cfg.proxy.cluster_ip = "nftables".into();
+        cfg.nodes = vec![skiff::config::NodeConfig {
+            name: n,
+            runtime: "docker".into(),
+            heartbeat_seconds: 2,
+            address: Some(node_address),
+            ..skiff::config::NodeConfig::default()
+        }];
+    });
+    post(&c, &format!("{NS}/replicationcontrollers"), rc("web", 2)).await;
+    // A free port of this host for the balancer.
+    let lb_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let kubectl = skiff_integration::Kubectl(&c.kubeconfig);
+    kubectl.ok(&[
+        "expose",
+        "rc",
+        "web",
+        "--type=LoadBalancer",
+        &format!("--port={lb_port}"),
+        "--target-port=8080",
+    ]);
+    // The balancer's ingress is the node's address.
+    let svc = eventually(WAIT, "the load balancer's ingress", || async {
+        let (_, svc) = call(client().get(c.url(&format!("{NS}/services/web")))).await;
+        (svc["status"]["loadBalancer"]["ingress"][0]["ip"] == address.as_str()).then_some(svc)
+    })
+    .await;
+    let node_port = svc["spec"]["ports"][0]["nodePort"]
+        .as_u64()
+        .expect("nodePort");
+    let external = kubectl.ok(&[
+        "get",
+        "svc",
+        "web",
+        "-o",
+        "jsonpath={.status.loadBalancer.ingress[0].ip}",
+    ]);
+    assert_eq!(external.trim(), address);
+
+    // Both the balancer's port and the node port reach both pods, through the kernel:
+    // no process listens on them.
+    for port in [u64::from(lb_port), node_port] {
+        let url = format!("http://{address}:{port}/");
+        let seen = eventually(WAIT, &format!("both pods on {url}"), || async {
+            let seen = answers(&url, 20).await;
+            (seen.len() == 2).then_some(seen)
+        })
+        .await;
+        assert!(seen.iter().all(|s| s.starts_with("web-")), "{seen:?}");
+        assert!(
+            !listening_on(port),
+            "port {port} is the kernel's, not a listener's"
+        );
+    }
+
+    // externalTrafficPolicy Local: the pods are on this node, so outside traffic still
+    // reaches them.
+    kubectl.ok(&[
+        "patch",
+        "svc",
+        "web",
+        "-p",
+        r#"{"spec":{"externalTrafficPolicy":"Local"}}"#,
+    ]);
+    let url = format!("http://{address}:{node_port}/");
+    eventually(WAIT, "the node port with a Local policy", || async {
+        (answers(&url, 10).await.len() == 2).then_some(())
+    })
+    .await;
+
+    // Back to ClusterIP: the balancer's status is cleared and its port closes.
+    kubectl.ok(&[
+        "patch",
+        "svc",
+        "web",
+        "-p",
+        r#"{"spec":{"type":"ClusterIP"}}"#,
+    ]);
+    eventually(WAIT, "the ingress cleared", || async {
+        let (_, svc) = call(client().get(c.url(&format!("{NS}/services/web")))).await;
+        svc["status"]["loadBalancer"]["ingress"]
+            .is_null()
+            .then_some(())
+    })
+    .await;
+    let lb_url = format!("http://{address}:{lb_port}/");
+    eventually(WAIT, "the balancer's port closed", || async {
+        fetch(&lb_url).await.is_err().then_some(())
+    })
+    .await;
+}

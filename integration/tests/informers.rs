@@ -96,7 +96,7 @@ async fn one_process_with_several_nodes_lists_and_watches_pods_once() {
             "one watch of pods in the process: {pods:?}"
         );
         assert!(pods.synced);
-        for resource in ["services", "endpoints", "nodes"] {
+        for resource in ["services", "endpoints", "endpointslices", "nodes"] {
             assert_eq!(
                 informers_of(stats, resource).len(),
                 1,
@@ -108,13 +108,13 @@ async fn one_process_with_several_nodes_lists_and_watches_pods_once() {
     assert_eq!(one.len(), three.len(), "{one:?} vs {three:?}");
     let subscribers = |stats: &[InformerStats], r: &str| informers_of(stats, r)[0].subscribers;
     assert_eq!(subscribers(&three, "pods"), subscribers(&one, "pods") + 2);
-    // Each node's proxy reads services and endpoints from the shared caches too.
+    // Each node's proxy reads services and endpoint slices from the shared caches too.
     assert_eq!(
         subscribers(&three, "services"),
         subscribers(&one, "services") + 2
     );
     assert_eq!(
-        subscribers(&three, "endpoints"),
-        subscribers(&one, "endpoints") + 2
+        subscribers(&three, "endpointslices"),
+        subscribers(&one, "endpointslices") + 2
     );
 }

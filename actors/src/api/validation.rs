@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
+pub(crate) mod dns;
 pub(crate) mod env;
 pub(crate) mod podspec;
 pub(crate) mod rbac;
@@ -44,6 +45,7 @@ pub enum FieldErrorKind {
     NotSupported,
     Forbidden,
     TooLong,
+    TooMany,
     NotFound,
 }
 
@@ -56,6 +58,7 @@ impl FieldErrorKind {
             FieldErrorKind::NotSupported => "Unsupported value",
             FieldErrorKind::Forbidden => "Forbidden",
             FieldErrorKind::TooLong => "Too long",
+            FieldErrorKind::TooMany => "Too many",
             FieldErrorKind::NotFound => "Not found",
         }
     }
@@ -86,6 +89,21 @@ impl FieldError {
         too_long(field, max)
     }
 
+    /// A list longer than `max` items (Kubernetes' `TooMany`: shows the count).
+    pub fn too_many(field: impl Into<String>, actual: usize, max: usize) -> Self {
+        FieldError {
+            field: field.into(),
+            kind: FieldErrorKind::TooMany,
+            value: Some(actual.to_string()),
+            detail: format!("must have at most {max} items"),
+        }
+    }
+
+    /// A field that must be unique, given twice.
+    pub fn duplicate(field: impl Into<String>, value: &Value) -> Self {
+        duplicate(field, value)
+    }
+
     /// A field an update may not change.
     pub fn immutable(field: impl Into<String>, value: &Value) -> Self {
         invalid(field, value, IMMUTABLE_MSG)
@@ -100,6 +118,7 @@ impl FieldError {
             FieldErrorKind::NotSupported => "FieldValueNotSupported",
             FieldErrorKind::Forbidden => "FieldValueForbidden",
             FieldErrorKind::TooLong => "FieldValueTooLong",
+            FieldErrorKind::TooMany => "FieldValueTooMany",
             FieldErrorKind::NotFound => "FieldValueNotFound",
         }
     }
@@ -1045,6 +1064,7 @@ fn validate_pod_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
     validate_containers(init, &child(path, "initContainers"), &mut names, errs);
     validate_enum(spec, "restartPolicy", path, RESTART_POLICIES, errs);
     validate_enum(spec, "dnsPolicy", path, DNS_POLICIES, errs);
+    dns::validate_pod_dns(spec, path, errs);
     validate_pod_spec_numbers(spec, path, errs);
     if let Some(selector) = get_object(spec, "nodeSelector") {
         validate_labels(selector, &child(path, "nodeSelector"), errs);

@@ -58,7 +58,7 @@ fn protocol_of(port: &Value) -> &str {
 /// The port number a service port reaches on one pod: a numeric `targetPort` is taken as
 /// is, a named one is looked up among the pod's container ports (same name and protocol,
 /// as Kubernetes' `FindPort`), and a missing one means "same as `port`".
-fn resolve_port(svc_port: &Value, pod: &Value) -> Option<i64> {
+pub(crate) fn resolve_port(svc_port: &Value, pod: &Value) -> Option<i64> {
     match svc_port.get("targetPort") {
         Some(Value::Number(n)) => n.as_i64().filter(|p| *p > 0),
         Some(Value::String(name)) if !name.is_empty() => {
@@ -101,7 +101,7 @@ fn is_eligible(pod: &Value, publish_not_ready: bool) -> bool {
     has_ip && !pods::is_terminated(pod) && (publish_not_ready || !pods::is_deleting(pod))
 }
 
-fn address_of(pod: &Value) -> Value {
+fn address_of(pod: &Value, service: &str) -> Value {
     let mut address = json!({
         "ip": pod.pointer("/status/podIP").and_then(Value::as_str).unwrap_or_default(),
         "targetRef": {
@@ -113,6 +113,18 @@ fn address_of(pod: &Value) -> Value {
     });
     if let Some(node) = pods::node_name(pod) {
         address["nodeName"] = json!(node);
+    }
+    // A pod naming this service as its subdomain is known by its hostname under it
+    // (`<hostname>.<service>.<namespace>.svc`), as the endpoints controller records it.
+    let text = |p: &str| {
+        pod.pointer(p)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    if let (Some(host), Some(sub)) = (text("/spec/hostname"), text("/spec/subdomain")) {
+        if sub == service {
+            address["hostname"] = json!(host);
+        }
     }
     address
 }
@@ -167,9 +179,13 @@ fn desired_subsets(service: &Value, selected: &[Arc<Value>]) -> Desired {
             ..Subset::default()
         });
         if publish_not_ready || pods::is_ready(pod) {
-            group.ready.push(address_of(pod));
+            group
+                .ready
+                .push(address_of(pod, meta::name(service).unwrap_or_default()));
         } else {
-            group.not_ready.push(address_of(pod));
+            group
+                .not_ready
+                .push(address_of(pod, meta::name(service).unwrap_or_default()));
         }
     }
     let by_ip = |a: &Value, b: &Value| {

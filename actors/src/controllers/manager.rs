@@ -12,10 +12,11 @@ use super::csr_signing::CsrSigningController;
 use super::daemon_set::DaemonSetController;
 use super::deployment::DeploymentController;
 use super::disruption::DisruptionController;
+use super::endpoint_slice::EndpointSliceController;
+use super::endpoint_slice_mirroring::EndpointSliceMirroringController;
 use super::endpoints::EndpointsController;
 use super::garbage_collector::GarbageCollector;
 use super::job::{JobConfig, JobController};
-use super::kubernetes_service::{KubernetesServiceConfig, KubernetesServiceController};
 use super::local_path::{LocalPathConfig, LocalPathProvisioner};
 use super::namespace::NamespaceController;
 use super::node_lifecycle::{NodeLifecycleConfig, NodeLifecycleController};
@@ -25,8 +26,10 @@ use super::resource_quota::ResourceQuotaController;
 use super::root_ca_publisher::RootCaPublisher;
 use super::service_account::ServiceAccountController;
 use super::service_account_token::TokenController;
+use super::service_lb::ServiceLbController;
 use super::stateful_set::StatefulSetController;
 use super::storage_protection::StorageProtectionController;
+use super::system_service::{SystemService, SystemServiceController};
 use super::ttl_after_finished::TtlAfterFinishedController;
 use crate::gateway::serviceaccount::token::TokenIssuer;
 use crate::pki::ClusterCa;
@@ -65,7 +68,10 @@ pub struct ControllerManagerConfig {
     pub service_accounts: Option<ServiceAccountsConfig>,
     /// For `kubernetes-service` (the `kubernetes` Service and Endpoints), which runs only
     /// when given.
-    pub kubernetes_service: Option<KubernetesServiceConfig>,
+    pub kubernetes_service: Option<SystemService>,
+    /// `kube-system/kube-dns`, when the cluster serves DNS (kept whatever `enabled` says:
+    /// it follows `[dns] enabled`).
+    pub dns_service: Option<SystemService>,
     /// The Job controller's back-off.
     pub job: JobConfig,
     /// The time the job, cronjob and ttl-after-finished controllers go by (a fake one in
@@ -91,6 +97,7 @@ impl Default for ControllerManagerConfig {
             csr_signing: None,
             service_accounts: None,
             kubernetes_service: None,
+            dns_service: None,
             job: JobConfig::default(),
             clock: SharedClock::default(),
             local_path: LocalPathConfig::default(),
@@ -169,6 +176,21 @@ impl ControllerManager {
         if cfg.runs("endpoints") {
             running.push(Box::new(
                 Controller::new(EndpointsController::new(), c()).start_supervised(),
+            ));
+        }
+        if cfg.runs("endpointslice") {
+            running.push(Box::new(
+                Controller::new(EndpointSliceController::default(), c()).start_supervised(),
+            ));
+        }
+        if cfg.runs("servicelb") {
+            running.push(Box::new(
+                Controller::new(ServiceLbController, c()).start_supervised(),
+            ));
+        }
+        if cfg.runs("endpointslicemirroring") {
+            running.push(Box::new(
+                Controller::new(EndpointSliceMirroringController, c()).start_supervised(),
             ));
         }
         if cfg.runs("nodelifecycle") {
@@ -253,7 +275,20 @@ impl ControllerManager {
             cfg.kubernetes_service.clone(),
         ) {
             running.push(Box::new(
-                Controller::new(KubernetesServiceController::new(k), c()).start_supervised(),
+                Controller::new(
+                    SystemServiceController::new("kubernetes-service-controller", k),
+                    c(),
+                )
+                .start_supervised(),
+            ));
+        }
+        if let Some(d) = cfg.dns_service.clone() {
+            running.push(Box::new(
+                Controller::new(
+                    SystemServiceController::new("kube-dns-service-controller", d),
+                    c(),
+                )
+                .start_supervised(),
             ));
         }
         self.running = running;

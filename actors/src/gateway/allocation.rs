@@ -63,6 +63,11 @@ impl ServiceRanges {
         Ipv4Addr::from(self.network + 1)
     }
 
+    /// The tenth address of the range: the `kube-dns` Service's (kubeadm's choice).
+    pub fn dns_address(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.network + 10)
+    }
+
     fn contains(&self, ip: Ipv4Addr) -> bool {
         let ip = u32::from(ip);
         ip > self.network && ip < self.network + self.size - 1

@@ -9,6 +9,7 @@
 //! Nothing important lives only in memory: a restarted kubelet re-registers, is told its
 //! pods again by the informer, and its new workers adopt the containers still running.
 
+use crate::kubelet::dns::DnsSettings;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,6 +72,9 @@ pub struct KubeletConfig {
     /// How often configMap, secret, downwardAPI and projected volumes of running pods are
     /// brought up to date (the kubelet's sync period).
     pub volume_sync_interval: Duration,
+    /// The cluster's DNS for pods' resolv.conf (the kubelet's `clusterDNS`,
+    /// `clusterDomain` and `resolvConf`).
+    pub dns: DnsSettings,
 }
 
 impl Default for KubeletConfig {
@@ -92,6 +96,7 @@ impl Default for KubeletConfig {
             stats_interval: Duration::from_secs(5),
             data_dir: None,
             volume_sync_interval: Duration::from_secs(10),
+            dns: DnsSettings::default(),
         }
     }
 }
@@ -109,7 +114,7 @@ impl KubeletConfig {
             // The kubelet's files of each pod (/etc/hosts, termination messages) beside its
             // volumes: `<root>/pods/<uid>/`.
             pods_dir: self.root_dir().join("pods"),
-            cluster_domain: "cluster.local".into(),
+            dns: self.dns.clone(),
         }
     }
 

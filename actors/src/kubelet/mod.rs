@@ -2,6 +2,7 @@
 //! container [`runtime::Runtime`].
 
 pub mod backoff;
+pub mod dns;
 pub mod env;
 #[cfg(test)]
 mod fake;

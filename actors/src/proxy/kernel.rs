@@ -12,7 +12,6 @@
 //! Kernel rules are per host, not per node: nodes run in one process share one kernel, so
 //! the process runs one of these for all of them.
 
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::process::Stdio;
 use std::sync::Mutex;
@@ -24,6 +23,7 @@ use crate::runtime::{Action, Change, Context, InformerSpec, ReconcileError, Reco
 
 /// The one key every change maps to: the whole ruleset is rebuilt per sync.
 const KEY: &str = "ruleset";
+const SLICES: &str = crate::api::kinds::endpoint_slice::RESOURCE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -64,7 +64,8 @@ impl Protocol {
     }
 }
 
-/// One ClusterIP:port of a Service and the ready endpoints behind it.
+/// One port of a Service: its ClusterIP:port, the node port and balancer addresses it
+/// is reached at from outside, and the endpoints behind it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServicePort {
     /// `<namespace>/<name>:<port name or number>`, for the rules' comments.
@@ -77,36 +78,53 @@ pub struct ServicePort {
     pub nodes: Vec<Option<String>>,
     /// ClientIP session affinity timeout, in seconds.
     pub affinity_seconds: Option<u64>,
-    /// `internalTrafficPolicy: Local`: only endpoints on this host's nodes.
+    /// `internalTrafficPolicy: Local`: ClusterIP traffic only to this host's endpoints.
     pub internal_local: bool,
-    /// Local policy with endpoints elsewhere only: dropped, as kube-proxy does (not
-    /// refused: the Service has endpoints, just none here).
-    pub drop: bool,
+    /// `externalTrafficPolicy: Local`: node port and balancer traffic only to this host's
+    /// endpoints.
+    pub external_local: bool,
+    /// The node port (NodePort and LoadBalancer Services), served on the host's
+    /// addresses but loopback ones.
+    pub node_port: Option<u16>,
+    /// The balancer's addresses (`status.loadBalancer.ingress`), served on `port`.
+    pub balancer_ips: Vec<Ipv4Addr>,
+    /// Indices of the endpoints ClusterIP traffic goes to, and outside traffic.
+    pub internal: Vec<usize>,
+    pub external: Vec<usize>,
 }
 
 impl ServicePort {
-    /// Keep, for a Local internal policy, only the endpoints of `local` nodes.
+    /// Choose the endpoints each kind of traffic goes to: all, or for a Local policy
+    /// those of `local` nodes.
     pub fn localize(&mut self, local: &std::collections::HashSet<String>) {
-        if !self.internal_local {
-            return;
-        }
-        let had = !self.endpoints.is_empty();
-        let (endpoints, nodes): (Vec<_>, Vec<_>) = self
-            .endpoints
-            .iter()
-            .zip(&self.nodes)
-            .filter(|(_, n)| n.as_ref().is_some_and(|n| local.contains(n)))
-            .map(|(e, n)| (*e, n.clone()))
-            .unzip();
-        self.drop = had && endpoints.is_empty();
-        self.endpoints = endpoints;
-        self.nodes = nodes;
+        let here = |j: &usize| self.nodes[*j].as_ref().is_some_and(|n| local.contains(n));
+        let all = 0..self.endpoints.len();
+        self.internal = if self.internal_local {
+            all.clone().filter(here).collect()
+        } else {
+            all.clone().collect()
+        };
+        self.external = if self.external_local {
+            all.filter(here).collect()
+        } else {
+            all.collect()
+        };
+    }
+
+    /// A Local policy with endpoints elsewhere only: dropped, as kube-proxy does (not
+    /// refused: the Service has endpoints, just none here).
+    fn drops_internal(&self) -> bool {
+        !self.endpoints.is_empty() && self.internal.is_empty()
+    }
+
+    fn drops_external(&self) -> bool {
+        !self.endpoints.is_empty() && self.external.is_empty()
     }
 }
 
-/// The ClusterIP ports of a Service, with the ready endpoints of each (the Endpoints
-/// object of the same name; ports matched by name, or the only one).
-pub fn service_ports(svc: &Value, endpoints: Option<&Value>) -> Vec<ServicePort> {
+/// The ClusterIP ports of a Service, with the endpoints each sends traffic to (from the
+/// Service's EndpointSlices; ports matched by name and protocol, or the only one).
+pub fn service_ports(svc: &Value, endpoints: &[super::slices::SliceEndpoint]) -> Vec<ServicePort> {
     let Some(ip) = svc
         .pointer("/spec/clusterIP")
         .and_then(Value::as_str)
@@ -141,16 +159,53 @@ pub fn service_ports(svc: &Value, endpoints: Option<&Value>) -> Vec<ServicePort>
         .pointer("/spec/internalTrafficPolicy")
         .and_then(Value::as_str)
         == Some("Local");
+    let kind = svc
+        .pointer("/spec/type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP");
+    let external = matches!(kind, "NodePort" | "LoadBalancer");
+    let external_local = external
+        && svc
+            .pointer("/spec/externalTrafficPolicy")
+            .and_then(Value::as_str)
+            == Some("Local");
+    // Loopback addresses are not DNATed to pods (that would take route_localnet on the
+    // host): the node's userspace proxy serves those.
+    let balancer_ips: Vec<Ipv4Addr> = if kind == "LoadBalancer" {
+        svc.pointer("/status/loadBalancer/ingress")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.get("ip")?.as_str()?.parse::<Ipv4Addr>().ok())
+            .filter(|ip| !ip.is_loopback())
+            .collect()
+    } else {
+        Vec::new()
+    };
     ports
         .iter()
         .filter_map(|p| {
             let port = p.get("port").and_then(Value::as_u64)? as u16;
-            let protocol =
-                Protocol::parse(p.get("protocol").and_then(Value::as_str).unwrap_or(""))?;
+            let proto_name = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+            let protocol = Protocol::parse(proto_name)?;
             let name = p.get("name").and_then(Value::as_str).unwrap_or("");
-            let (endpoints, nodes) = ready_endpoints(endpoints, name, protocol, single)
-                .into_iter()
-                .unzip();
+            let mut targets: Vec<((Ipv4Addr, u16), Option<String>)> =
+                super::slices::targets(endpoints, name, proto_name, single)
+                    .into_iter()
+                    .filter_map(|(ip, port, node)| match ip {
+                        std::net::IpAddr::V4(v4) => Some(((v4, port), node)),
+                        std::net::IpAddr::V6(_) => None,
+                    })
+                    .collect();
+            targets.sort();
+            targets.dedup_by(|a, b| a.0 == b.0);
+            let (endpoints, nodes): (Vec<_>, Vec<_>) = targets.into_iter().unzip();
+            let all: Vec<usize> = (0..endpoints.len()).collect();
+            let node_port = p
+                .get("nodePort")
+                .and_then(Value::as_u64)
+                .filter(|n| external && *n > 0)
+                .map(|n| n as u16);
             Some(ServicePort {
                 name: if name.is_empty() {
                     format!("{key}:{port}")
@@ -164,58 +219,14 @@ pub fn service_ports(svc: &Value, endpoints: Option<&Value>) -> Vec<ServicePort>
                 nodes,
                 affinity_seconds,
                 internal_local,
-                drop: false,
+                external_local,
+                node_port,
+                balancer_ips: balancer_ips.clone(),
+                internal: all.clone(),
+                external: all,
             })
         })
         .collect()
-}
-
-fn ready_endpoints(
-    endpoints: Option<&Value>,
-    name: &str,
-    protocol: Protocol,
-    single: bool,
-) -> Vec<((Ipv4Addr, u16), Option<String>)> {
-    let mut out = Vec::new();
-    let subsets = endpoints
-        .and_then(|e| e.get("subsets"))
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    for subset in subsets {
-        let port = subset
-            .get("ports")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .find(|p| {
-                let same_name = p.get("name").and_then(Value::as_str).unwrap_or("") == name;
-                let same_protocol =
-                    Protocol::parse(p.get("protocol").and_then(Value::as_str).unwrap_or(""))
-                        == Some(protocol);
-                (same_name || single) && same_protocol
-            })
-            .and_then(|p| p.get("port").and_then(Value::as_u64));
-        let Some(port) = port else { continue };
-        for addr in subset
-            .get("addresses")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(ip) = addr
-                .get("ip")
-                .and_then(Value::as_str)
-                .and_then(|s| s.parse::<Ipv4Addr>().ok())
-            {
-                let node = addr.get("nodeName").and_then(Value::as_str);
-                out.push(((ip, port as u16), node.map(str::to_string)));
-            }
-        }
-    }
-    out.sort();
-    out.dedup_by(|a, b| a.0 == b.0);
-    out
 }
 
 /// The whole table, as one `nft -f` transaction: the table is created (so that deleting
@@ -240,20 +251,40 @@ pub fn ruleset(table: &str, service_cidr: &str, ports: &[ServicePort]) -> String
     // A Local-policy port with no endpoint here is dropped; what else still goes to the
     // service range after DNAT matched no endpoint is refused.
     let mut drops = String::new();
-    for sp in ports.iter().filter(|p| p.drop) {
-        drops.push_str(&format!(
-            "    ip daddr {} {} dport {} drop\n",
-            sp.ip,
-            sp.protocol.nft(),
-            sp.port
-        ));
+    let mut input_drops = String::new();
+    for sp in ports {
+        let (proto, port) = (sp.protocol.nft(), sp.port);
+        if sp.drops_internal() {
+            drops.push_str(&format!(
+                "    ip daddr {} {proto} dport {port} drop\n",
+                sp.ip
+            ));
+        }
+        if sp.drops_external() {
+            if let Some(np) = sp.node_port {
+                input_drops.push_str(&format!(
+                    "    fib daddr type local ip daddr != 127.0.0.0/8 {proto} dport {np} drop\n"
+                ));
+            }
+            for ip in &sp.balancer_ips {
+                input_drops.push_str(&format!("    ip daddr {ip} {proto} dport {port} drop\n"));
+            }
+        }
     }
     for (chain, hook) in [("filter-forward", "forward"), ("filter-output", "output")] {
         out.push_str(&format!(
             "  chain {chain} {{\n    type filter hook {hook} priority filter; policy accept;\n{drops}    ip daddr {service_cidr} reject\n  }}\n"
         ));
     }
-    let mut services = String::new();
+    if !input_drops.is_empty() {
+        out.push_str(&format!(
+            "  chain filter-input {{\n    type filter hook input priority filter; policy accept;\n{input_drops}  }}\n"
+        ));
+    }
+    // Dispatch is by verdict maps keyed by address . protocol . port (one lookup per
+    // packet, however many Services), to a chain per service port and traffic kind.
+    let mut by_address: Vec<String> = Vec::new();
+    let mut by_node_port: Vec<String> = Vec::new();
     let mut chains = String::new();
     // Deterministic chain names: the same services give the same text, so an unchanged
     // ruleset is not applied again.
@@ -265,48 +296,64 @@ pub fn ruleset(table: &str, service_cidr: &str, ports: &[ServicePort]) -> String
         }
         let proto = sp.protocol.nft();
         let comment = sp.name.replace('"', "");
-        services.push_str(&format!(
-            "    ip daddr {} {proto} dport {} goto svc-{i} comment \"{comment}\"\n",
-            sp.ip, sp.port
-        ));
-        let mut svc = format!("  chain svc-{i} {{\n");
         if let Some(secs) = sp.affinity_seconds {
-            // A client seen within the timeout goes back to its endpoint.
+            // Sets before the chains that name them.
             for (j, _) in sp.endpoints.iter().enumerate() {
                 chains.push_str(&format!(
                     "  set aff-{i}-{j} {{\n    type ipv4_addr\n    flags dynamic,timeout\n    timeout {secs}s\n  }}\n"
                 ));
-                svc.push_str(&format!("    ip saddr @aff-{i}-{j} goto ep-{i}-{j}\n"));
             }
         }
-        let n = sp.endpoints.len();
-        if n == 1 {
-            svc.push_str(&format!("    goto ep-{i}-0\n"));
-        } else {
-            let arms: Vec<String> = (0..n).map(|j| format!("{j} : goto ep-{i}-{j}")).collect();
-            svc.push_str(&format!(
-                "    numgen random mod {n} vmap {{ {} }}\n",
-                arms.join(", ")
+        if !sp.internal.is_empty() {
+            by_address.push(format!("{} . {proto} . {} : goto svc-{i}", sp.ip, sp.port));
+            chains.push_str(&pick_chain(
+                &format!("svc-{i}"),
+                i,
+                sp,
+                &sp.internal,
+                &comment,
             ));
         }
-        svc.push_str("  }\n");
-        chains.push_str(&svc);
-        for (j, (ip, port)) in sp.endpoints.iter().enumerate() {
-            let mut ep = format!("  chain ep-{i}-{j} {{\n");
-            // A pod reaching itself through its Service, and the host (whose source
-            // address the pod could not answer), are masqueraded.
-            ep.push_str(&format!(
-                "    ip saddr {ip} meta mark set meta mark | 0x4000\n"
-            ));
-            ep.push_str("    fib saddr type local meta mark set meta mark | 0x4000\n");
-            if sp.affinity_seconds.is_some() {
-                ep.push_str(&format!("    update @aff-{i}-{j} {{ ip saddr }}\n"));
+        if !sp.external.is_empty() && (sp.node_port.is_some() || !sp.balancer_ips.is_empty()) {
+            // Outside traffic shares the ClusterIP's chain unless its policy differs.
+            let ext = if sp.external == sp.internal {
+                format!("svc-{i}")
+            } else {
+                let name = format!("ext-{i}");
+                chains.push_str(&pick_chain(&name, i, sp, &sp.external, &comment));
+                name
+            };
+            if let Some(np) = sp.node_port {
+                by_node_port.push(format!("{proto} . {np} : goto {ext}"));
             }
-            ep.push_str(&format!(
-                "    meta l4proto {proto} dnat to {ip}:{port}\n  }}\n"
-            ));
-            chains.push_str(&ep);
+            for ip in &sp.balancer_ips {
+                by_address.push(format!("{ip} . {proto} . {} : goto {ext}", sp.port));
+            }
         }
+        if sp.affinity_seconds.is_some() {
+            // With affinity each endpoint has its chain, to remember its clients.
+            for (j, (ip, port)) in sp.endpoints.iter().enumerate() {
+                chains.push_str(&format!(
+                    "  chain ep-{i}-{j} {{\n{}    update @aff-{i}-{j} {{ ip saddr }}\n    meta l4proto {proto} dnat to {ip}:{port}\n  }}\n",
+                    masquerade_marks(std::slice::from_ref(ip))
+                ));
+            }
+        }
+    }
+    let mut services = String::new();
+    if !by_address.is_empty() {
+        services.push_str(&format!(
+            "    ip daddr . meta l4proto . th dport vmap {{ {} }}\n",
+            by_address.join(", ")
+        ));
+    }
+    if !by_node_port.is_empty() {
+        // Node ports on every address of the host but loopback ones (which the kernel
+        // will not route to a pod).
+        services.push_str(&format!(
+            "    fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap {{ {} }}\n",
+            by_node_port.join(", ")
+        ));
     }
     out.push_str("  chain services {\n");
     out.push_str(&services);
@@ -314,6 +361,71 @@ pub fn ruleset(table: &str, service_cidr: &str, ports: &[ServicePort]) -> String
     out.push_str(&chains);
     out.push_str("}\n");
     out
+}
+
+/// The marks that have a connection masqueraded: from a pod to itself through its Service
+/// (hairpin), and from the host (whose source address a pod could not answer).
+fn masquerade_marks(ips: &[Ipv4Addr]) -> String {
+    let own = match ips {
+        [one] => one.to_string(),
+        many => format!(
+            "{{ {} }}",
+            many.iter()
+                .map(Ipv4Addr::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    format!(
+        "    ip saddr {own} meta mark set meta mark | 0x4000\n    fib saddr type local meta mark set meta mark | 0x4000\n"
+    )
+}
+
+/// A chain sending a connection to one of the endpoints `subset` of service port `i`, at
+/// random with equal weights; with affinity, a client seen within the timeout goes back
+/// to its endpoint (each endpoint then has a chain of its own, `ep-<i>-<j>`).
+fn pick_chain(name: &str, i: usize, sp: &ServicePort, subset: &[usize], comment: &str) -> String {
+    let mut chain = format!("  chain {name} {{\n    comment \"{comment}\"\n");
+    let proto = sp.protocol.nft();
+    if sp.affinity_seconds.is_some() {
+        for j in subset {
+            chain.push_str(&format!("    ip saddr @aff-{i}-{j} goto ep-{i}-{j}\n"));
+        }
+        if let [only] = subset {
+            chain.push_str(&format!("    goto ep-{i}-{only}\n"));
+        } else {
+            let arms: Vec<String> = subset
+                .iter()
+                .enumerate()
+                .map(|(k, j)| format!("{k} : goto ep-{i}-{j}"))
+                .collect();
+            chain.push_str(&format!(
+                "    numgen random mod {} vmap {{ {} }}\n",
+                subset.len(),
+                arms.join(", ")
+            ));
+        }
+    } else {
+        let targets: Vec<(Ipv4Addr, u16)> = subset.iter().map(|j| sp.endpoints[*j]).collect();
+        let ips: Vec<Ipv4Addr> = targets.iter().map(|t| t.0).collect();
+        chain.push_str(&masquerade_marks(&ips));
+        if let [(ip, port)] = targets.as_slice() {
+            chain.push_str(&format!("    meta l4proto {proto} dnat to {ip}:{port}\n"));
+        } else {
+            let arms: Vec<String> = targets
+                .iter()
+                .enumerate()
+                .map(|(k, (ip, port))| format!("{k} : {ip} . {port}"))
+                .collect();
+            chain.push_str(&format!(
+                "    meta l4proto {proto} dnat ip to numgen random mod {} map {{ {} }}\n",
+                targets.len(),
+                arms.join(", ")
+            ));
+        }
+    }
+    chain.push_str("  }\n");
+    chain
 }
 
 /// Run a tool, feeding `input` on stdin.
@@ -488,10 +600,7 @@ impl Reconciler for KernelProxy {
     }
 
     fn informers(&self) -> Vec<InformerSpec> {
-        vec![
-            InformerSpec::all("services"),
-            InformerSpec::all("endpoints"),
-        ]
+        vec![InformerSpec::all("services"), InformerSpec::all(SLICES)]
     }
 
     fn keys_for(&self, _resource: &str, _change: &Change, _ctx: &Context) -> Vec<String> {
@@ -504,17 +613,18 @@ impl Reconciler for KernelProxy {
     }
 
     async fn reconcile(&self, _key: &str, ctx: &Context) -> Result<Action, ReconcileError> {
-        let endpoints: BTreeMap<String, std::sync::Arc<Value>> = ctx
-            .cache("endpoints")
-            .list()
-            .into_iter()
-            .map(|e| (crate::runtime::key_of(&e), e))
-            .collect();
+        let slices = super::slices::by_service(&ctx.cache(SLICES).list());
         let ports: Vec<ServicePort> = ctx
             .cache("services")
             .list()
             .iter()
-            .flat_map(|s| service_ports(s, endpoints.get(&crate::runtime::key_of(s)).map(|e| &**e)))
+            .flat_map(|s| {
+                let eps = slices
+                    .get(&crate::runtime::key_of(s))
+                    .map(|list| super::slices::endpoints(list))
+                    .unwrap_or_default();
+                service_ports(s, &eps)
+            })
             .map(|mut p| {
                 p.localize(&self.local_nodes);
                 p
@@ -547,16 +657,28 @@ mod tests {
                 {"name": "dns", "port": 53, "protocol": "UDP"}]}})
     }
 
-    fn endpoints() -> Value {
-        json!({"subsets": [{"addresses": [{"ip": "172.17.0.3"}, {"ip": "172.17.0.2"}],
-            "notReadyAddresses": [{"ip": "172.17.0.9"}],
+    fn slice(addresses: Value) -> Value {
+        json!({"metadata": {"name": "web-x", "namespace": "default",
+                "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4", "endpoints": addresses,
             "ports": [{"name": "http", "port": 8080, "protocol": "TCP"},
-                {"name": "dns", "port": 5353, "protocol": "UDP"}]}]})
+                {"name": "dns", "port": 5353, "protocol": "UDP"}]})
+    }
+
+    fn endpoints_of(slice: Value) -> Vec<crate::proxy::slices::SliceEndpoint> {
+        crate::proxy::slices::endpoints(&[std::sync::Arc::new(slice)])
+    }
+
+    fn endpoints() -> Vec<crate::proxy::slices::SliceEndpoint> {
+        endpoints_of(slice(json!([
+            {"addresses": ["172.17.0.3"], "conditions": {"ready": true}},
+            {"addresses": ["172.17.0.2"], "conditions": {"ready": true}},
+            {"addresses": ["172.17.0.9"], "conditions": {"ready": false}}])))
     }
 
     #[test]
     fn ports_take_the_ready_endpoints_of_their_name_and_protocol() {
-        let ports = service_ports(&web(), Some(&endpoints()));
+        let ports = service_ports(&web(), &endpoints());
         assert_eq!(ports.len(), 2);
         assert_eq!(ports[0].name, "default/web:http");
         assert_eq!(
@@ -569,21 +691,25 @@ mod tests {
         assert_eq!(ports[1].protocol, Protocol::Udp);
         assert_eq!(ports[1].endpoints[0].1, 5353);
         let headless = json!({"spec": {"clusterIP": "None", "ports": [{"port": 80}]}});
-        assert!(service_ports(&headless, None).is_empty());
+        assert!(service_ports(&headless, &[]).is_empty());
     }
 
     #[test]
     fn the_ruleset_balances_at_random_and_rejects_what_has_no_endpoint() {
-        let mut ports = service_ports(&web(), Some(&endpoints()));
+        let mut ports = service_ports(&web(), &endpoints());
         ports[1].endpoints.clear();
         let text = ruleset("skiff-t", "10.96.0.0/16", &ports);
         assert!(text.starts_with("table ip skiff-t {\n}\ndelete table ip skiff-t\n"));
-        assert!(text
-            .contains("ip daddr 10.96.0.20 tcp dport 80 goto svc-1 comment \"default/web:http\""));
-        assert!(text.contains("numgen random mod 2 vmap { 0 : goto ep-1-0, 1 : goto ep-1-1 }"));
-        assert!(text.contains("meta l4proto tcp dnat to 172.17.0.2:8080"));
+        assert!(text.contains(
+            "ip daddr . meta l4proto . th dport vmap { 10.96.0.20 . tcp . 80 : goto svc-1 }"
+        ));
+        assert!(text.contains("  chain svc-1 {\n    comment \"default/web:http\"\n"));
+        assert!(text.contains("meta l4proto tcp dnat ip to numgen random mod 2 map { 0 : 172.17.0.2 . 8080, 1 : 172.17.0.3 . 8080 }"), "{text}");
+        assert!(
+            text.contains("ip saddr { 172.17.0.2, 172.17.0.3 } meta mark set meta mark | 0x4000")
+        );
         // The UDP port has no endpoint: no DNAT, so the range's reject refuses it.
-        assert!(!text.contains("udp dport 53"));
+        assert!(!text.contains(". udp . 53"));
         assert!(text.contains("type filter hook forward priority filter; policy accept;\n    ip daddr 10.96.0.0/16 reject"));
         // The same input gives the same text (no needless re-apply).
         assert_eq!(text, ruleset("skiff-t", "10.96.0.0/16", &ports));
@@ -597,7 +723,7 @@ mod tests {
         let text = ruleset(
             "skiff-t",
             "10.96.0.0/16",
-            &service_ports(&svc, Some(&endpoints())),
+            &service_ports(&svc, &endpoints()),
         );
         assert!(text.contains(
             "set aff-1-0 {\n    type ipv4_addr\n    flags dynamic,timeout\n    timeout 60s\n  }"
@@ -610,26 +736,56 @@ mod tests {
     fn a_local_internal_policy_keeps_this_hosts_endpoints_or_drops() {
         let mut svc = web();
         svc["spec"]["internalTrafficPolicy"] = json!("Local");
-        let mut ep = endpoints();
-        ep["subsets"][0]["addresses"] = json!([{"ip": "172.17.0.2", "nodeName": "here"},
-            {"ip": "172.17.0.3", "nodeName": "there"}]);
+        let ep = endpoints_of(slice(json!([
+            {"addresses": ["172.17.0.2"], "nodeName": "here"},
+            {"addresses": ["172.17.0.3"], "nodeName": "there"}])));
         let here: std::collections::HashSet<String> = ["here".to_string()].into();
-        let mut ports = service_ports(&svc, Some(&ep));
+        let mut ports = service_ports(&svc, &ep);
         ports.iter_mut().for_each(|p| p.localize(&here));
-        assert_eq!(
-            ports[0].endpoints,
-            vec![("172.17.0.2".parse().unwrap(), 8080)]
-        );
-        assert!(!ports[0].drop);
+        assert_eq!(ports[0].internal, [0], "172.17.0.2 is here");
+        assert!(!ports[0].drops_internal());
         let elsewhere: std::collections::HashSet<String> = ["other".to_string()].into();
-        let mut ports = service_ports(&svc, Some(&ep));
+        let mut ports = service_ports(&svc, &ep);
         ports.iter_mut().for_each(|p| p.localize(&elsewhere));
-        assert!(ports[0].endpoints.is_empty() && ports[0].drop);
+        assert!(ports[0].internal.is_empty() && ports[0].drops_internal());
         let text = ruleset("skiff-t", "10.96.0.0/16", &ports);
         assert!(text.contains(
             "    ip daddr 10.96.0.20 tcp dport 80 drop\n    ip daddr 10.96.0.20 udp dport 53 drop\n    ip daddr 10.96.0.0/16 reject"
         ));
         assert!(!text.contains("goto svc-"));
+    }
+
+    #[test]
+    fn node_ports_and_balancer_addresses_lead_to_the_endpoints_and_local_keeps_them_here() {
+        let mut svc = web();
+        svc["spec"]["type"] = json!("LoadBalancer");
+        svc["spec"]["ports"][0]["nodePort"] = json!(30080);
+        svc["spec"]["externalTrafficPolicy"] = json!("Local");
+        svc["status"] =
+            json!({"loadBalancer": {"ingress": [{"ip": "192.0.2.7"}, {"ip": "127.0.0.1"}]}});
+        let ep = endpoints_of(slice(json!([
+            {"addresses": ["172.17.0.2"], "nodeName": "here"},
+            {"addresses": ["172.17.0.3"], "nodeName": "there"}])));
+        let here: std::collections::HashSet<String> = ["here".to_string()].into();
+        let mut ports = service_ports(&svc, &ep);
+        ports.iter_mut().for_each(|p| p.localize(&here));
+        let text = ruleset("skiff-t", "10.96.0.0/16", &ports);
+        assert!(text.contains("fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap { tcp . 30080 : goto ext-1 }"), "{text}");
+        assert!(text.contains("192.0.2.7 . tcp . 80 : goto ext-1"));
+        assert!(
+            !text.contains("127.0.0.1 . tcp"),
+            "loopback is the userspace proxy's"
+        );
+        assert!(text.contains("  chain ext-1 {\n    comment \"default/web:http\"\n    ip saddr 172.17.0.2 meta mark set meta mark | 0x4000\n    fib saddr type local meta mark set meta mark | 0x4000\n    meta l4proto tcp dnat to 172.17.0.2:8080\n  }"), "{text}");
+        // ClusterIP traffic still goes to both.
+        assert!(text
+            .contains("numgen random mod 2 map { 0 : 172.17.0.2 . 8080, 1 : 172.17.0.3 . 8080 }"));
+        // With no endpoint here, outside traffic is dropped.
+        let elsewhere: std::collections::HashSet<String> = ["other".to_string()].into();
+        let mut ports = service_ports(&svc, &ep);
+        ports.iter_mut().for_each(|p| p.localize(&elsewhere));
+        let text = ruleset("skiff-t", "10.96.0.0/16", &ports);
+        assert!(text.contains("type filter hook input priority filter; policy accept;\n    fib daddr type local ip daddr != 127.0.0.0/8 tcp dport 30080 drop\n    ip daddr 192.0.2.7 tcp dport 80 drop"), "{text}");
     }
 
     #[test]

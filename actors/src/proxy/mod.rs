@@ -1,11 +1,13 @@
 //! The node proxy (kube-proxy): for every port of a NodePort Service, listen on the node's
-//! address at the node port and forward each TCP connection to a ready endpoint of the
-//! service, round-robin. It runs as a reconciler in the runtime's controller loop, on the
-//! process's shared Service and Endpoints informers (every in-process node's proxy reads
-//! the same caches), one reconcile per Service.
+//! address at the node port and forward each TCP connection to an endpoint of the
+//! service (ready ones, or terminating ones still serving when none is), round-robin. It
+//! runs as a reconciler in the runtime's controller loop, on the process's shared Service
+//! and EndpointSlice informers (every in-process node's proxy reads the same caches), one
+//! reconcile per Service.
 
 pub mod backends;
 pub mod kernel;
+pub mod slices;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -20,6 +22,7 @@ use backends::{Backends, Connector};
 
 /// How long a backend connect may take before the next backend is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const SLICES: &str = crate::api::kinds::endpoint_slice::RESOURCE;
 /// A port that could not be bound is tried again this often.
 const REBIND_AFTER: Duration = Duration::from_secs(10);
 
@@ -55,14 +58,36 @@ pub struct ProxyReconciler {
     address: IpAddr,
     /// (service key, port identity) → listener.
     listeners: Mutex<HashMap<(String, String), Listener>>,
+    /// The host's kernel rules serve this node's address: nothing to listen for.
+    kernel_serves: bool,
+    /// Why this node's ports are served here rather than by the kernel, said once (a
+    /// log line at start, an Event on the Node at the first sync).
+    userspace_reason: Mutex<Option<String>>,
 }
 
 impl ProxyReconciler {
-    pub fn new(node: impl Into<String>, address: IpAddr) -> Self {
+    /// A proxy for `node` at `address`. `kernel`: whether this host programs Services
+    /// into its kernel; then the kernel serves node ports on every address but loopback
+    /// ones, and this proxy only those.
+    pub fn new(node: impl Into<String>, address: IpAddr, kernel: bool) -> Self {
+        let node = node.into();
+        let kernel_serves = kernel && !address.is_loopback();
+        let reason = if kernel_serves {
+            None
+        } else if kernel {
+            Some(format!("node {node}: its address {address} is a loopback address, which the kernel does not forward to pods; its node ports and load balancer ports are served by the userspace proxy"))
+        } else {
+            Some(format!("node {node}: Services are not programmed into this host's kernel (no nft, or [proxy] cluster_ip = \"none\"); its node ports and load balancer ports are served by the userspace proxy"))
+        };
+        if let Some(r) = &reason {
+            tracing::info!(node = %node, "{r}");
+        }
         ProxyReconciler {
-            node: node.into(),
+            node,
             address,
             listeners: Mutex::new(HashMap::new()),
+            kernel_serves,
+            userspace_reason: Mutex::new(reason),
         }
     }
 
@@ -84,8 +109,30 @@ pub struct PortPlan {
     pub backends: Vec<SocketAddr>,
 }
 
-/// The service ports to listen on, with the ready endpoints behind each.
-pub fn plan(svc: &Value, endpoints: Option<&Value>) -> Vec<PortPlan> {
+/// Whether the service load balancer lists `address` in the Service's ingress.
+fn balanced_on(svc: &Value, address: IpAddr) -> bool {
+    svc.pointer("/status/loadBalancer/ingress")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|i| {
+            i.get("ip")
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse::<IpAddr>().ok())
+                == Some(address)
+        })
+}
+
+/// The service ports to listen on at `address`, with the endpoints behind each: the node
+/// port of NodePort and LoadBalancer Services, and the port itself of LoadBalancer
+/// Services whose ingress names this address.
+/// With `externalTrafficPolicy: Local`, only the endpoints on `node` are used.
+pub fn plan(
+    svc: &Value,
+    endpoints: &[slices::SliceEndpoint],
+    node: &str,
+    address: IpAddr,
+) -> Vec<PortPlan> {
     let kind = svc
         .pointer("/spec/type")
         .and_then(Value::as_str)
@@ -93,72 +140,52 @@ pub fn plan(svc: &Value, endpoints: Option<&Value>) -> Vec<PortPlan> {
     if !matches!(kind, "NodePort" | "LoadBalancer") {
         return Vec::new();
     }
+    let balanced = kind == "LoadBalancer" && balanced_on(svc, address);
+    let local = svc
+        .pointer("/spec/externalTrafficPolicy")
+        .and_then(Value::as_str)
+        == Some("Local");
     let ports = svc
         .pointer("/spec/ports")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
     let single = ports.len() == 1;
-    ports
+    let mut out = Vec::new();
+    for p in ports
         .iter()
         .filter(|p| p.get("protocol").and_then(Value::as_str).unwrap_or("TCP") == "TCP")
-        .filter_map(|p| {
-            let node_port = p
-                .get("nodePort")
-                .and_then(Value::as_u64)
-                .filter(|n| *n > 0)? as u16;
-            let name = p.get("name").and_then(Value::as_str).unwrap_or("");
-            let id = if name.is_empty() {
-                node_port.to_string()
+    {
+        let name = p.get("name").and_then(Value::as_str).unwrap_or("");
+        let mut backends: Vec<SocketAddr> = slices::targets(endpoints, name, "TCP", single)
+            .into_iter()
+            .filter(|(_, _, n)| !local || n.as_deref() == Some(node))
+            .map(|(ip, port, _)| SocketAddr::new(ip, port))
+            .collect();
+        backends.sort();
+        let node_port = p.get("nodePort").and_then(Value::as_u64).filter(|n| *n > 0);
+        let label = |n: u64| {
+            if name.is_empty() {
+                n.to_string()
             } else {
                 name.to_string()
-            };
-            Some(PortPlan {
-                id,
-                node_port,
-                backends: endpoint_addresses(endpoints, name, single),
-            })
-        })
-        .collect()
-}
-
-/// Ready addresses of the endpoints port named `name` (or the only port of a single-port
-/// service).
-fn endpoint_addresses(endpoints: Option<&Value>, name: &str, single: bool) -> Vec<SocketAddr> {
-    let Some(ep) = endpoints else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for subset in ep
-        .get("subsets")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let port = subset
-            .get("ports")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .find(|p| p.get("name").and_then(Value::as_str).unwrap_or("") == name || single)
-            .and_then(|p| p.get("port").and_then(Value::as_u64));
-        let Some(port) = port else { continue };
-        for addr in subset
-            .get("addresses")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(ip) = addr
-                .get("ip")
-                .and_then(Value::as_str)
-                .and_then(|s| s.parse::<IpAddr>().ok())
-            {
-                out.push(SocketAddr::new(ip, port as u16));
             }
+        };
+        if let Some(np) = node_port {
+            out.push(PortPlan {
+                id: label(np),
+                node_port: np as u16,
+                backends: backends.clone(),
+            });
+        }
+        if let (true, Some(port)) = (balanced, p.get("port").and_then(Value::as_u64)) {
+            out.push(PortPlan {
+                id: format!("lb/{}", label(port)),
+                node_port: port as u16,
+                backends,
+            });
         }
     }
-    out.sort();
     out
 }
 
@@ -240,14 +267,14 @@ impl Reconciler for ProxyReconciler {
     }
 
     fn informers(&self) -> Vec<InformerSpec> {
-        vec![
-            InformerSpec::all("services"),
-            InformerSpec::all("endpoints"),
-        ]
+        vec![InformerSpec::all("services"), InformerSpec::all(SLICES)]
     }
 
-    fn keys_for(&self, _resource: &str, change: &Change, _ctx: &Context) -> Vec<String> {
-        // Endpoints share their service's namespace and name.
+    fn keys_for(&self, resource: &str, change: &Change, _ctx: &Context) -> Vec<String> {
+        if resource == SLICES {
+            // A slice names its Service in a label.
+            return slices::service_key(&change.object).into_iter().collect();
+        }
         vec![key_of(&change.object)]
     }
 
@@ -256,11 +283,31 @@ impl Reconciler for ProxyReconciler {
     }
 
     async fn reconcile(&self, key: &str, ctx: &Context) -> Result<Action, ReconcileError> {
+        if self.kernel_serves {
+            return Ok(Action::Done);
+        }
+        let reason = self
+            .userspace_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(reason) = reason {
+            let node = serde_json::json!({"apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": self.node}});
+            ctx.recorder.normal(&node, "UserspaceProxy", &reason).await;
+        }
         let svc = ctx.cache("services").get(key);
-        let endpoints = ctx.cache("endpoints").get(key);
+        let ns = crate::runtime::split_key(key).0.unwrap_or_default();
+        let mine: Vec<Arc<Value>> = ctx
+            .cache(SLICES)
+            .list_namespace(ns)
+            .into_iter()
+            .filter(|s| slices::service_key(s).as_deref() == Some(key))
+            .collect();
+        let endpoints = slices::endpoints(&mine);
         let wanted = svc
             .as_deref()
-            .map(|s| plan(s, endpoints.as_deref()))
+            .map(|s| plan(s, &endpoints, &self.node, self.address))
             .unwrap_or_default();
         let affinity = svc.as_deref().and_then(affinity);
         let mut failed = Vec::new();
@@ -326,10 +373,16 @@ mod tests {
         let svc = json!({"spec": {"type": "NodePort", "ports": [
             {"name": "http", "port": 80, "nodePort": 30080, "protocol": "TCP"},
             {"name": "metrics", "port": 9090, "nodePort": 30090}]}});
-        let ep = json!({"subsets": [{"addresses": [{"ip": "172.17.0.2"}, {"ip": "172.17.0.3"}],
-            "notReadyAddresses": [{"ip": "172.17.0.9"}],
-            "ports": [{"name": "http", "port": 8080}, {"name": "metrics", "port": 9100}]}]});
-        let plans = plan(&svc, Some(&ep));
+        let slice = json!({"metadata": {"name": "s", "namespace": "default",
+                "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4", "endpoints": [
+                {"addresses": ["172.17.0.2"], "conditions": {"ready": true}},
+                {"addresses": ["172.17.0.3"]},
+                {"addresses": ["172.17.0.9"], "conditions": {"ready": false}}],
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"},
+                {"name": "metrics", "port": 9100, "protocol": "TCP"}]});
+        let here: IpAddr = "127.0.0.1".parse().unwrap();
+        let plans = plan(&svc, &slices::endpoints(&[Arc::new(slice)]), "n1", here);
         assert_eq!(plans.len(), 2);
         assert_eq!(plans[0].node_port, 30080);
         assert_eq!(
@@ -345,7 +398,22 @@ mod tests {
     #[test]
     fn cluster_ip_services_are_not_listened_for() {
         let svc = json!({"spec": {"type": "ClusterIP", "ports": [{"port": 80}]}});
-        assert!(plan(&svc, None).is_empty());
+        assert!(plan(&svc, &[], "n1", "127.0.0.1".parse().unwrap()).is_empty());
+    }
+
+    #[test]
+    fn a_balanced_service_is_listened_for_on_its_port_where_its_ingress_says() {
+        let svc = json!({"spec": {"type": "LoadBalancer", "ports": [
+                {"name": "http", "port": 8080, "nodePort": 30080}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "127.0.0.1"}]}}});
+        let here: IpAddr = "127.0.0.1".parse().unwrap();
+        let ports: Vec<(String, u16)> = plan(&svc, &[], "n1", here)
+            .into_iter()
+            .map(|p| (p.id, p.node_port))
+            .collect();
+        assert_eq!(ports, [("http".into(), 30080), ("lb/http".into(), 8080)]);
+        let elsewhere: IpAddr = "127.0.0.2".parse().unwrap();
+        assert_eq!(plan(&svc, &[], "n1", elsewhere).len(), 1);
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod cron_job;
 pub mod csr;
 pub mod daemon_set;
 pub mod deployment;
+pub mod endpoint_slice;
 pub mod endpoints;
 pub mod event;
 pub mod event_v1;
@@ -36,7 +37,7 @@ pub mod workload;
 use super::resources::ResourceInfo;
 
 /// The kinds served from the start, in discovery order (core first).
-pub fn builtin() -> [&'static ResourceInfo; 39] {
+pub fn builtin() -> [&'static ResourceInfo; 40] {
     [
         &namespace::INFO,
         &node::INFO,
@@ -70,6 +71,7 @@ pub fn builtin() -> [&'static ResourceInfo; 39] {
         &cron_job::INFO,
         &csr::INFO,
         &priority_class::INFO,
+        &endpoint_slice::INFO,
         &storage_class::INFO,
         &reviews::SELF_SUBJECT_REVIEW,
         &reviews::SELF_SUBJECT_ACCESS_REVIEW,

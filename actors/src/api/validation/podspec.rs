@@ -50,7 +50,6 @@ pub(crate) fn validate_pod_spec_support(spec: &Value, path: &str, errs: &mut Vec
         "resourceClaims",
         "resources",
         "schedulingGates",
-        "dnsConfig",
     ] {
         refuse_if_set(spec, name, path, errs);
     }

@@ -105,6 +105,7 @@ pub fn view_rules() -> Vec<PolicyRule> {
             &["poddisruptionbudgets", "poddisruptionbudgets/status"],
             READ,
         ),
+        PolicyRule::resource(&["discovery.k8s.io"], &["endpointslices"], READ),
         PolicyRule::resource(
             &["batch"],
             &["jobs", "jobs/status", "cronjobs", "cronjobs/status"],

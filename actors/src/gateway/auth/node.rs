@@ -54,6 +54,8 @@ pub fn node_rules() -> Vec<PolicyRule> {
             &["nodes", "pods", "services", "endpoints", "namespaces"],
             READ,
         ),
+        // Its proxy reads the Services' endpoints as slices (kube-proxy's node-proxier).
+        PolicyRule::resource(&["discovery.k8s.io"], &["endpointslices"], READ),
         PolicyRule::resource(&[""], &["pods/status"], &["get"]),
         PolicyRule::resource(&[""], &["events"], &["create", "update", "patch"]),
         PolicyRule::resource(
@@ -310,6 +312,7 @@ mod tests {
         allow("get", "", "namespaces/default/pods/theirs");
         allow("list", "", "services");
         allow("watch", "", "endpoints");
+        allow("watch", "discovery.k8s.io", "endpointslices");
         allow("create", "", "namespaces/default/events");
         allow("patch", "", "namespaces/kube-system/events/x");
         allow(

@@ -334,7 +334,7 @@ pub(super) async fn ensure_sandbox(
         report.wake(state.sandbox_backoff.until());
         return Ok(());
     }
-    let sandbox = spec::sandbox(pod, &deps.config.node_name, &deps.config.cluster_domain)
+    let sandbox = spec::sandbox(pod, &deps.config.node_name, &deps.config.dns.cluster_domain)
         .map_err(|e| RuntimeError::Failed(e.to_string()));
     let run = match sandbox {
         Ok(spec) => deps.runtime.run_sandbox(&spec).await,
@@ -346,6 +346,15 @@ pub(super) async fn ensure_sandbox(
     }) {
         Ok(sb) => {
             tracing::debug!(sandbox = %sb.id, ip = %sb.ip, "sandbox running");
+            // The pod's resolv.conf is formed once per sandbox, as the kubelet does.
+            match files::write_resolv_conf(&deps.config, pod) {
+                Ok(warnings) => {
+                    for w in warnings {
+                        event(deps, pod, "Warning", w.reason, w.message);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "resolv.conf not written"),
+            }
             state.sandbox = Some(sb);
             state.sandbox_backoff.reset();
             state.sandbox_error = None;

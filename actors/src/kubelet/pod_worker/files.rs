@@ -1,7 +1,7 @@
 //! The kubelet's own files of a pod, under `<pods dir>/<pod uid>/` as the kubelet keeps
-//! them under `/var/lib/kubelet/pods/<uid>/`: the managed `etc-hosts` and one termination
-//! message file per container attempt, bind-mounted into the containers; removed with the
-//! pod.
+//! them under `/var/lib/kubelet/pods/<uid>/`: the managed `etc-hosts`, the pod's
+//! `resolv.conf` and one termination message file per container attempt, bind-mounted
+//! into the containers; removed with the pod.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::PermissionsExt;
@@ -27,13 +27,34 @@ fn termination_log(cfg: &WorkerConfig, uid: &str, container: &str, attempt: u32)
         .join(format!("{attempt}-termination-log"))
 }
 
+fn resolv_conf_path(cfg: &WorkerConfig, uid: &str) -> PathBuf {
+    pod_dir(cfg, uid).join("resolv.conf")
+}
+
+/// Form and write the pod's resolv.conf (at sandbox creation), with the warnings forming
+/// it gave.
+pub(super) fn write_resolv_conf(
+    cfg: &WorkerConfig,
+    pod: &Value,
+) -> Result<Vec<crate::kubelet::dns::DnsWarning>, RuntimeError> {
+    let uid = meta::uid(pod).unwrap_or_default();
+    let dir = pod_dir(cfg, uid);
+    std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
+    let (conf, warnings) = crate::kubelet::dns::pod_resolv_conf(pod, &cfg.dns);
+    let path = resolv_conf_path(cfg, uid);
+    std::fs::write(&path, conf.render()).map_err(|e| io_error(&path, e))?;
+    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644));
+    Ok(warnings)
+}
+
 fn io_error(what: &std::path::Path, e: std::io::Error) -> RuntimeError {
     RuntimeError::Failed(format!("{}: {e}", what.display()))
 }
 
 /// The files one attempt of `container` mounts: the pod's `/etc/hosts` (written now, with
-/// the pod's address) and an empty, world-writable termination message file (the process
-/// may run as any user).
+/// the pod's address), its `/etc/resolv.conf` (written with the sandbox; now if a
+/// restarted kubelet adopted a sandbox without one) and an empty, world-writable
+/// termination message file (the process may run as any user).
 pub(super) fn mounts(
     cfg: &WorkerConfig,
     pod: &Value,
@@ -48,7 +69,7 @@ pub(super) fn mounts(
         .network
         .then(|| std::fs::read_to_string("/etc/hosts").unwrap_or_default());
     let hosts = dir.join("etc-hosts");
-    let content = spec::hosts_file(pod, pod_ip, &cfg.cluster_domain, node_hosts.as_deref());
+    let content = spec::hosts_file(pod, pod_ip, &cfg.dns.cluster_domain, node_hosts.as_deref());
     std::fs::write(&hosts, content).map_err(|e| io_error(&hosts, e))?;
     let _ = std::fs::set_permissions(&hosts, std::fs::Permissions::from_mode(0o644));
     let log = termination_log(cfg, uid, name_of(container), attempt);
@@ -63,10 +84,20 @@ pub(super) fn mounts(
         .and_then(Value::as_str)
         .filter(|p| !p.is_empty())
         .unwrap_or(DEFAULT_MESSAGE_PATH);
+    let resolv = resolv_conf_path(cfg, uid);
+    if !resolv.exists() {
+        write_resolv_conf(cfg, pod)?;
+    }
     Ok(vec![
         Mount {
             host_path: hosts,
             container_path: "/etc/hosts".into(),
+            read_only: false,
+            propagation: Propagation::Private,
+        },
+        Mount {
+            host_path: resolv,
+            container_path: "/etc/resolv.conf".into(),
             read_only: false,
             propagation: Propagation::Private,
         },
@@ -167,10 +198,14 @@ mod tests {
     }
 
     #[test]
-    fn mounts_write_the_hosts_file_and_an_empty_writable_message_file() {
+    fn mounts_write_the_hosts_file_the_resolv_conf_and_an_empty_writable_message_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = WorkerConfig {
             pods_dir: dir.path().to_path_buf(),
+            dns: crate::kubelet::dns::DnsSettings {
+                cluster_dns: vec!["10.96.0.10".parse().expect("ip")],
+                ..Default::default()
+            },
             ..WorkerConfig::default()
         };
         let pod = json!({"metadata": {"name": "p", "namespace": "ns", "uid": "u1"}, "spec": {}});
@@ -180,8 +215,15 @@ mod tests {
         let hosts = std::fs::read_to_string(&m[0].host_path).expect("hosts");
         assert!(hosts.starts_with("# Kubernetes-managed hosts file.\n"));
         assert!(hosts.ends_with("10.0.0.3\tp\n"));
-        assert_eq!(m[1].container_path, "/tmp/msg");
-        let mode = std::fs::metadata(&m[1].host_path)
+        assert_eq!(m[1].container_path, "/etc/resolv.conf");
+        let resolv = std::fs::read_to_string(&m[1].host_path).expect("resolv.conf");
+        assert!(resolv.contains("nameserver 10.96.0.10\n"), "{resolv}");
+        assert!(
+            resolv.starts_with("search ns.svc.cluster.local "),
+            "{resolv}"
+        );
+        assert_eq!(m[2].container_path, "/tmp/msg");
+        let mode = std::fs::metadata(&m[2].host_path)
             .expect("log")
             .permissions()
             .mode();

@@ -36,6 +36,7 @@ use serde_json::{json, Value};
 use tracing::Instrument;
 
 use super::backoff::{go_duration, Backoff};
+use super::dns::DnsSettings;
 use super::probe::{self, Outcome, ProbeKind, ProbeSpec, Tracker};
 use super::runtime::{
     ContainerInfo, ContainerState, PullPolicy, Runtime, RuntimeError, SandboxInfo,
@@ -113,8 +114,9 @@ pub struct WorkerConfig {
     pub id_scheme: String,
     /// Where each pod's kubelet files live (`<pods_dir>/<uid>/`).
     pub pods_dir: PathBuf,
-    /// The cluster's DNS domain, for pod FQDNs in `/etc/hosts`.
-    pub cluster_domain: String,
+    /// The cluster's DNS: its domain (pod FQDNs in `/etc/hosts`) and what pods'
+    /// `/etc/resolv.conf` is formed from.
+    pub dns: DnsSettings,
 }
 
 impl Default for WorkerConfig {
@@ -128,7 +130,7 @@ impl Default for WorkerConfig {
             resync_interval: Duration::from_secs(10),
             id_scheme: "docker".into(),
             pods_dir: std::env::temp_dir().join("skiff-kubelet").join("pods"),
-            cluster_domain: "cluster.local".into(),
+            dns: DnsSettings::default(),
         }
     }
 }

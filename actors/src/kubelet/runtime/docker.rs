@@ -99,6 +99,30 @@ impl DockerRuntime {
         &self.pause_image
     }
 
+    /// The host's address on the pods' network (the default bridge's gateway): where a
+    /// pod reaches a server of this host, such as the cluster DNS.
+    pub async fn bridge_gateway(&self) -> Option<std::net::IpAddr> {
+        let net = self
+            .docker
+            .inspect_network(
+                "bridge",
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+            .ok()?;
+        // The engine may leave the gateway unsaid: it is then the subnet's first address.
+        net.ipam?.config?.iter().find_map(|c| {
+            if let Some(gw) = c.gateway.as_deref().and_then(|g| g.parse().ok()) {
+                return Some(gw);
+            }
+            let (net, _) = c.subnet.as_deref()?.split_once('/')?;
+            let net: std::net::Ipv4Addr = net.parse().ok()?;
+            Some(std::net::IpAddr::V4(std::net::Ipv4Addr::from(
+                u32::from(net) + 1,
+            )))
+        })
+    }
+
     /// The underlying client, for building images (`images::build_busybox_image`).
     pub fn docker(&self) -> &Docker {
         &self.docker

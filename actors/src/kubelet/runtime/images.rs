@@ -164,8 +164,42 @@ pub async fn build_busybox_image(docker: &Docker, busybox_path: &Path) -> Result
             busybox_path.display()
         ))
     })?;
-    let (files, config) = busybox_image(busybox);
+    let (mut files, config) = busybox_image(busybox);
+    files.extend(libc_resolver().await);
     build_image(docker, BUSYBOX_IMAGE, &files, &config).await
+}
+
+/// The host's C library and its `getent`, where present: busybox resolves names with its
+/// own code, while applications in pods use the C library's resolver (search path,
+/// `ndots`), which a test then exercises with `getent hosts <name>`.
+async fn libc_resolver() -> Vec<ImageFile> {
+    // (host path, image path): getent goes where the image's PATH finds it.
+    const FILES: &[(&str, &str)] = &[
+        ("/usr/bin/getent", "/bin/getent"),
+        (
+            "/lib/x86_64-linux-gnu/libc.so.6",
+            "/lib/x86_64-linux-gnu/libc.so.6",
+        ),
+        ("/lib64/ld-linux-x86-64.so.2", "/lib64/ld-linux-x86-64.so.2"),
+    ];
+    let mut files = Vec::new();
+    for (host, image) in FILES {
+        match tokio::fs::read(host).await {
+            Ok(contents) => files.push(ImageFile::File {
+                path: image.to_string(),
+                contents,
+                mode: 0o755,
+            }),
+            // Another architecture or C library: busybox alone.
+            Err(_) => return Vec::new(),
+        }
+    }
+    files.push(ImageFile::File {
+        path: "/etc/nsswitch.conf".into(),
+        contents: b"hosts: files dns\n".to_vec(),
+        mode: 0o644,
+    });
+    files
 }
 
 /// Builds [`BUSYBOX_IMAGE`] only when the engine lacks it.
