@@ -59,14 +59,47 @@ impl Drop for Upstream {
     }
 }
 
+impl Upstream {
+    /// Wait (with a deadline) until dnsmasq answers, so that no test query meets it still
+    /// starting (the resolver would wait out its retries).
+    async fn ready(&self) {
+        let addr = self.addr;
+        eventually(WAIT, "dnsmasq answering", || async move {
+            try_ask(
+                addr,
+                "probe.example.internal.",
+                RecordType::A,
+                false,
+                Duration::from_millis(500),
+            )
+            .await
+            .filter(|m| m.metadata.response_code == ResponseCode::NoError)
+        })
+        .await;
+    }
+}
+
 /// Ask `server` one question, over UDP or TCP.
 async fn ask(server: SocketAddr, name: &str, qtype: RecordType, tcp: bool) -> Message {
+    try_ask(server, name, qtype, tcp, Duration::from_secs(5))
+        .await
+        .expect("an answer within 5 s")
+}
+
+/// One question, or None when no answer came within `timeout`.
+async fn try_ask(
+    server: SocketAddr,
+    name: &str,
+    qtype: RecordType,
+    tcp: bool,
+    timeout: Duration,
+) -> Option<Message> {
     let mut msg = Message::query();
     msg.metadata.id = 4242;
     msg.metadata.recursion_desired = true;
     msg.add_query(Query::query(Name::from_ascii(name).expect("name"), qtype));
     let bytes = msg.to_vec().expect("encode");
-    let reply = tokio::time::timeout(Duration::from_secs(5), async {
+    let reply = tokio::time::timeout(timeout, async {
         if tcp {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let mut s = tokio::net::TcpStream::connect(server).await.expect("tcp");
@@ -91,8 +124,8 @@ async fn ask(server: SocketAddr, name: &str, qtype: RecordType, tcp: bool) -> Me
         }
     })
     .await
-    .expect("an answer within 5 s");
-    Message::from_vec(&reply).expect("decode")
+    .ok()?;
+    Some(Message::from_vec(&reply).expect("decode"))
 }
 
 /// The answers' data, as text (`10.96.0.20`, `0 100 80 web....`).
@@ -109,6 +142,7 @@ async fn post(c: &TestCluster, path: &str, body: Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_dns_answers_services_endpoints_and_pods_and_forwards_the_rest() {
     let upstream = Upstream::start();
+    upstream.ready().await;
     let up = upstream.addr.to_string();
     let c = TestCluster::start_with(move |cfg| {
         cfg.dns.upstream = vec![up];
@@ -333,6 +367,7 @@ async fn pods_resolve_services_by_short_name_namespace_and_fqdn_and_reach_them()
     // The pods' resolvers try their search path and the bare name: what is not the
     // cluster's goes to this test's own resolver, not the machine's.
     let upstream = Upstream::start();
+    upstream.ready().await;
     let up = upstream.addr.to_string();
     let c = TestCluster::start_with(move |cfg| {
         cfg.dns.upstream = vec![up];

@@ -72,10 +72,10 @@ impl ClusterDns {
         if query.query_class() != DNSClass::IN {
             return Reply::code(ResponseCode::Refused);
         }
-        let qname = query.name().to_string();
+        let owner = query.original().name();
         let qtype = query.query_type();
         let zone = self.zone.get();
-        match zone.answer(&qname, qtype) {
+        match zone.answer_name(owner, qtype) {
             Answer::Records {
                 mut answers,
                 additionals,
@@ -112,7 +112,7 @@ impl ClusterDns {
                 authorities: vec![zone.soa()],
                 additionals: Vec::new(),
             },
-            Answer::Outside => self.forward(&qname, qtype).await,
+            Answer::Outside => self.forward(&owner.to_ascii(), qtype).await,
         }
     }
 

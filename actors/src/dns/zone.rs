@@ -84,7 +84,10 @@ pub enum Answer {
 pub struct Zone {
     /// Lowercase, without the trailing dot.
     domain: String,
-    services: HashMap<(String, String), Service>,
+    /// Namespace → name → Service (looked up by `&str`, with no key to allocate).
+    services: HashMap<String, HashMap<String, Service>>,
+    /// `.<domain>`, to strip from query names.
+    suffix: String,
     namespaces: HashSet<String>,
     /// Address → the name it is known by.
     reverse: HashMap<IpAddr, String>,
@@ -228,6 +231,7 @@ impl Zone {
     ) -> Zone {
         let mut zone = Zone {
             domain: domain.trim_end_matches('.').to_ascii_lowercase(),
+            suffix: format!(".{}", domain.trim_end_matches('.').to_ascii_lowercase()),
             serial,
             ..Zone::default()
         };
@@ -280,8 +284,8 @@ impl Zone {
                 Target::Alias(_) => {}
             }
             zone.namespaces.insert(ns.to_string());
-            zone.services.insert(
-                key,
+            zone.services.entry(key.0).or_default().insert(
+                key.1,
                 Service {
                     target,
                     ports: ports_of(svc.pointer("/spec/ports")),
@@ -310,27 +314,41 @@ impl Zone {
 
     /// Answer `qname` (any case, with or without the trailing dot) for `qtype`.
     pub fn answer(&self, qname: &str, qtype: RecordType) -> Answer {
-        let q = qname.trim_end_matches('.').to_ascii_lowercase();
+        match name(qname) {
+            Some(owner) => self.answer_name(&owner, qtype),
+            None => Answer::NxDomain,
+        }
+    }
+
+    /// Answer a query's name, which becomes the answers' owner name as asked.
+    pub fn answer_name(&self, owner: &Name, qtype: RecordType) -> Answer {
+        let mut q = owner.to_ascii();
+        q.make_ascii_lowercase();
+        let q = q.trim_end_matches('.');
         if q.ends_with(".in-addr.arpa") || q.ends_with(".ip6.arpa") {
-            return self.reverse(&q, qtype);
+            return self.reverse(q, qtype);
         }
         let rest = if q == self.domain {
             ""
-        } else if let Some(r) = q.strip_suffix(&format!(".{}", self.domain)) {
+        } else if let Some(r) = q.strip_suffix(self.suffix.as_str()) {
             r
         } else {
             return Answer::Outside;
         };
-        let labels: Vec<&str> = if rest.is_empty() {
-            Vec::new()
-        } else {
-            rest.split('.').collect()
-        };
-        let owner = match name(&q) {
-            Some(n) => n,
-            None => return Answer::NxDomain,
-        };
-        match labels.as_slice() {
+        let mut parts = [""; 6];
+        let mut n = 0;
+        if !rest.is_empty() {
+            for label in rest.split('.') {
+                if n == parts.len() {
+                    return Answer::NxDomain;
+                }
+                parts[n] = label;
+                n += 1;
+            }
+        }
+        let labels = &parts[..n];
+        let owner = owner.clone();
+        match labels {
             [] if qtype == RecordType::SOA => records(vec![self.soa()], Vec::new()),
             [] => Answer::NoData,
             ["svc"] | ["pod"] => Answer::NoData,
@@ -361,7 +379,7 @@ impl Zone {
     }
 
     fn lookup(&self, ns: &str, svc: &str) -> Option<&Service> {
-        self.services.get(&(ns.to_string(), svc.to_string()))
+        self.services.get(ns)?.get(svc)
     }
 
     fn service(&self, owner: &Name, ns: &str, svc: &str, qtype: RecordType) -> Answer {
