@@ -20,9 +20,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use serde_json::Value;
 use tracing::Instrument;
 
+use super::endpoints::selector_of;
 use super::pods;
 use crate::api::kinds::endpoint_slice::{MANAGED_BY_LABEL, RESOURCE, SERVICE_NAME_LABEL};
-use crate::api::selector::LabelSelector;
 use crate::api::{meta, ApiError};
 use crate::client::EventKind;
 use crate::runtime::{
@@ -487,18 +487,6 @@ impl EndpointSliceController {
             generate_name: format!("{name}-"),
         }
     }
-}
-
-fn selector_of(service: &Value) -> Option<LabelSelector> {
-    let map = service.pointer("/spec/selector")?.as_object()?;
-    if map.is_empty() {
-        return None;
-    }
-    let labels: BTreeMap<String, String> = map
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-        .collect();
-    Some(LabelSelector::from_match_labels(&labels))
 }
 
 /// The Service a managed slice belongs to.

@@ -29,7 +29,7 @@ impl EndpointsController {
 
 /// The selector of a service, or `None` when it has none: such a service's Endpoints are
 /// written by the user, and this controller must leave them alone.
-fn selector_of(service: &Value) -> Option<LabelSelector> {
+pub(crate) fn selector_of(service: &Value) -> Option<LabelSelector> {
     let map = service.pointer("/spec/selector")?.as_object()?;
     if map.is_empty() {
         return None;
