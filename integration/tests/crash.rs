@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use skiff_integration::{call, client, pod, SkiffProcess};
+use skiff_integration::{call, client, eventually, pod, SkiffProcess};
 
 #[tokio::test]
 async fn every_acknowledged_write_survives_sigkill_mid_stream() {
@@ -38,14 +38,12 @@ async fn every_acknowledged_write_survives_sigkill_mid_stream() {
         }));
     }
     // Let a good number of writes through, then kill the server while writes are in flight.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while acked.lock().unwrap().len() < 400 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "server acknowledged too few writes"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(
+        Duration::from_secs(60),
+        "400 acknowledged writes",
+        || async { (acked.lock().unwrap().len() >= 400).then_some(()) },
+    )
+    .await;
     server.kill9();
     for w in writers {
         let _ = w.await;

@@ -15,6 +15,7 @@ use skiff_actors::kubelet::runtime::{
     ContainerSpec, ContainerState, LogOptions, PodRef, PullPolicy, Runtime, RuntimeError,
     SandboxSpec,
 };
+use skiff_integration::eventually;
 
 const SOCKET: &str = "/var/run/docker.sock";
 
@@ -130,15 +131,11 @@ fn busybox(pod: &PodRef, sandbox_id: &str, name: &str, command: &[&str]) -> Cont
 }
 
 async fn wait_exited(rt: &DockerRuntime, id: &str) -> ContainerState {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually(Duration::from_secs(20), &format!("{id} exited"), || async {
         let state = rt.inspect(id).await.expect("inspect").state;
-        if matches!(state, ContainerState::Exited { .. }) {
-            return state;
-        }
-        assert!(Instant::now() < deadline, "{id} still {state:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        matches!(state, ContainerState::Exited { .. }).then_some(state)
+    })
+    .await
 }
 
 async fn http_get(url: &str) -> String {
@@ -147,18 +144,13 @@ async fn http_get(url: &str) -> String {
         .timeout(Duration::from_secs(2))
         .build()
         .expect("http client");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
+    eventually(Duration::from_secs(15), &format!("GET {url}"), || async {
         match client.get(url).send().await {
-            Ok(resp) if resp.status().is_success() => {
-                return resp.text().await.expect("body");
-            }
-            other => {
-                assert!(Instant::now() < deadline, "GET {url}: {other:?}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            Ok(resp) if resp.status().is_success() => Some(resp.text().await.expect("body")),
+            _ => None,
         }
-    }
+    })
+    .await
 }
 
 #[tokio::test]

@@ -81,22 +81,12 @@ pub fn chunk(groups: Groups, max: usize) -> Vec<DesiredSlice> {
     out
 }
 
-fn address_type(ip: &str) -> Option<&'static str> {
+/// The slice address type of an address.
+pub fn address_type(ip: &str) -> Option<&'static str> {
     match ip.parse::<std::net::IpAddr>().ok()? {
         std::net::IpAddr::V4(_) => Some("IPv4"),
         std::net::IpAddr::V6(_) => Some("IPv6"),
     }
-}
-
-fn is_pod_ready(pod: &Value) -> bool {
-    pod.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .any(|c| {
-            c.get("type").and_then(Value::as_str) == Some("Ready")
-                && c.get("status").and_then(Value::as_str) == Some("True")
-        })
 }
 
 /// One pod as an endpoint of `service`, with the zone of its node.
@@ -109,7 +99,7 @@ pub fn pod_endpoint(service: &Value, pod: &Value, zone: Option<String>) -> Optio
         .pointer("/spec/publishNotReadyAddresses")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let serving = is_pod_ready(pod);
+    let serving = pods::is_ready(pod);
     let terminating = pods::is_deleting(pod);
     let ready = publish_not_ready || (serving && !terminating);
     let text = |p: &str| {
@@ -331,18 +321,7 @@ impl SliceSet<'_> {
                 .await?;
             tracing::debug!(service = %self.service, endpoints = want.endpoints.len(), "created endpoint slice");
         }
-        for slice in leftovers {
-            let name = slice.metadata.name.unwrap_or_default();
-            match ctx
-                .client
-                .delete(RESOURCE, Some(self.namespace), &name, None)
-                .await
-            {
-                Ok(_) | Err(ApiError::NotFound { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        self.delete_all(ctx, leftovers).await
     }
 
     /// Delete every slice of the set.

@@ -14,7 +14,7 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort
 use serde_json::Value;
 
 use super::endpoint_slice::{
-    chunk, owner_of, service_key_of_slice, DesiredSlice, Groups, SliceSet,
+    address_type, chunk, owner_of, service_key_of_slice, DesiredSlice, Groups, SliceSet,
 };
 use crate::api::kinds::endpoint_slice::{MANAGED_BY_LABEL, RESOURCE, SERVICE_NAME_LABEL};
 use crate::client::EventKind;
@@ -26,13 +26,6 @@ pub const CONTROLLER_NAME: &str = "endpointslicemirroring-controller.k8s.io";
 const SKIP_MIRROR_LABEL: &str = "endpointslice.kubernetes.io/skip-mirror";
 /// kube-controller-manager's `--mirroring-max-endpoints-per-subset` default.
 const MAX_PER_SLICE: usize = 1000;
-
-fn address_type(ip: &str) -> Option<&'static str> {
-    match ip.parse::<std::net::IpAddr>().ok()? {
-        std::net::IpAddr::V4(_) => Some("IPv4"),
-        std::net::IpAddr::V6(_) => Some("IPv6"),
-    }
-}
 
 fn mirrored_endpoint(addr: &Value, ready: bool) -> Option<(String, Endpoint)> {
     let text = |k: &str| {

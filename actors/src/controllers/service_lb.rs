@@ -30,17 +30,6 @@ fn node_address(node: &Value) -> Option<String> {
     of("ExternalIP").or_else(|| of("InternalIP"))
 }
 
-fn node_ready(node: &Value) -> bool {
-    node.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .any(|c| {
-            c.get("type").and_then(Value::as_str) == Some("Ready")
-                && c.get("status").and_then(Value::as_str) == Some("True")
-        })
-}
-
 pub fn is_managed(svc: &Value) -> bool {
     svc.pointer("/spec/type").and_then(Value::as_str) == Some("LoadBalancer")
         && svc
@@ -92,7 +81,7 @@ pub fn serving_addresses(svc: &Value, others: &[&Value], nodes: &[&Value]) -> Ve
     }
     let set: BTreeSet<String> = nodes
         .iter()
-        .filter(|n| node_ready(n))
+        .filter(|n| super::pods::condition_true(n, "Ready"))
         .filter(|n| n.pointer("/spec/unschedulable").and_then(Value::as_bool) != Some(true))
         .filter_map(|n| node_address(n))
         .collect();
