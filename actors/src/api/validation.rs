@@ -1464,6 +1464,27 @@ pub(crate) fn validate_service(obj: &Value, old: Option<&Value>, errs: &mut Vec<
         validate_labels(selector, "spec.selector", errs);
     }
     validate_enum(spec, "sessionAffinity", "spec", &["ClientIP", "None"], errs);
+    // Parts of a Service no part of skiff carries out yet: refused rather than ignored.
+    for name in [
+        "externalIPs",
+        "loadBalancerSourceRanges",
+        "loadBalancerIP",
+        "healthCheckNodePort",
+        "trafficDistribution",
+    ] {
+        let set = get(spec, name).is_some_and(|v| {
+            !(v.as_array().is_some_and(Vec::is_empty) || v.as_str() == Some("") || v == 0)
+        });
+        if set {
+            errs.push(forbidden(child("spec", name), podspec::UNSUPPORTED));
+        }
+    }
+    if get(spec, "allocateLoadBalancerNodePorts").and_then(Value::as_bool) == Some(false) {
+        errs.push(forbidden(
+            "spec.allocateLoadBalancerNodePorts",
+            "skiff's load balancer reaches Services through their node ports: must be true",
+        ));
+    }
     if let Some(old) = old {
         validate_service_update(spec, old, errs);
     }
@@ -2572,6 +2593,24 @@ mod tests {
             messages(&errs),
             vec!["spec.type: Unsupported value: \"Magic\": supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\""]
         );
+    }
+
+    #[test]
+    fn service_fields_skiff_does_not_carry_out_are_refused() {
+        let spec = json!({"type": "LoadBalancer", "ports": [{"port": 80}],
+            "externalIPs": ["192.0.2.1"], "loadBalancerSourceRanges": ["10.0.0.0/8"],
+            "allocateLoadBalancerNodePorts": false});
+        let errs = messages(&validate("Service", &service(spec), None));
+        assert_eq!(
+            errs,
+            vec![
+                "spec.externalIPs: Forbidden: not supported by skiff",
+                "spec.loadBalancerSourceRanges: Forbidden: not supported by skiff",
+                "spec.allocateLoadBalancerNodePorts: Forbidden: skiff's load balancer reaches Services through their node ports: must be true",
+            ]
+        );
+        let plain = json!({"type": "LoadBalancer", "ports": [{"port": 80}], "externalIPs": []});
+        assert!(validate("Service", &service(plain), None).is_empty());
     }
 
     #[test]
