@@ -107,22 +107,26 @@ async fn rc_spreads_three_replicas_over_three_nodes_and_scales_up_and_down() {
     })
     .await;
 
-    // The story is told in Events.
-    let (_, events) =
-        call(client().get(
-            c.url("/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dweb"),
-        ))
-        .await;
-    let reasons: Vec<&str> = events["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["reason"].as_str())
-        .collect();
-    assert!(
-        reasons.contains(&"SuccessfulCreate") && reasons.contains(&"SuccessfulDelete"),
-        "{reasons:?}"
-    );
+    // The story is told in Events, which the recorder writes after the pods change.
+    eventually(
+        Duration::from_secs(20),
+        "SuccessfulCreate and SuccessfulDelete events",
+        || async {
+            let (_, events) = call(client().get(c.url(
+                "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dweb",
+            )))
+            .await;
+            let reasons: Vec<String> = events["items"]
+                .as_array()?
+                .iter()
+                .filter_map(|e| e["reason"].as_str().map(str::to_string))
+                .collect();
+            (reasons.iter().any(|r| r == "SuccessfulCreate")
+                && reasons.iter().any(|r| r == "SuccessfulDelete"))
+            .then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
