@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use skiff_actors::runtime::InformerSpec;
 use skiff_integration::{
     call, client, eventually, kubectl, node_names, DockerCleanup, Kubectl, TestCluster,
 };
@@ -324,6 +325,18 @@ async fn a_replica_set_adopts_matching_orphans_and_releases_pods_that_stop_match
         "spec": {"containers": [{"name": "c", "image": "i"}]}});
     let (code, _) = call(client().post(c.url(pods)).json(&orphan)).await;
     assert_eq!(code, 201);
+    // The controller must know the orphan before it sees the ReplicaSet: otherwise it
+    // creates two pods, adopts the orphan and then deletes one of three, which may be the
+    // orphan (created in the same second, as Kubernetes' ranking allows). Kubernetes'
+    // informers give no order across resources either; the shared pod informer the
+    // controller reads is the one to wait on.
+    let shared = c.informers.informer(InformerSpec::all("pods"));
+    eventually(
+        Duration::from_secs(20),
+        "the orphan in the pod informer",
+        || async { shared.cache().get("default/orphan").map(|_| ()) },
+    )
+    .await;
     let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "rs"},
         "spec": {"replicas": 2, "selector": {"matchExpressions": [
             {"key": "app", "operator": "In", "values": ["rs"]}]},

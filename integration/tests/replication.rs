@@ -112,9 +112,9 @@ async fn rc_spreads_three_replicas_over_three_nodes_and_scales_up_and_down() {
         Duration::from_secs(20),
         "SuccessfulCreate and SuccessfulDelete events",
         || async {
-            let (_, events) = call(client().get(c.url(
-                "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dweb",
-            )))
+            let (_, events) = call(client().get(
+                c.url("/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dweb"),
+            ))
             .await;
             let reasons: Vec<String> = events["items"]
                 .as_array()?
