@@ -30,8 +30,7 @@ pub fn defaults_for_create(strategy: &dyn Strategy, obj: &mut Value, namespace: 
     } else {
         m.remove("generation");
     }
-    strategy.default(obj);
-    strategy.prepare_for_create(obj);
+    strategy.default_for_create(obj);
 }
 
 /// Pod spec defaults (`SetDefaults_PodSpec`, `SetDefaults_Container`) on the stored JSON

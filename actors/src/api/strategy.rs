@@ -70,6 +70,13 @@ pub trait Strategy: Send + Sync + Debug + 'static {
     /// What a new object starts with beyond its defaults: create strategies reset status.
     fn prepare_for_create(&self, _obj: &mut Value) {}
 
+    /// [`Strategy::default`] then [`Strategy::prepare_for_create`], as a create runs them;
+    /// typed strategies decode the object once for both.
+    fn default_for_create(&self, obj: &mut Value) {
+        self.default(obj);
+        self.prepare_for_create(obj);
+    }
+
     /// What an update through `part` may not change, beyond the generic split between
     /// the main resource and `status`.
     fn prepare_for_update(&self, _old: &Value, _new: &mut Value, _part: Part) {}
@@ -188,12 +195,23 @@ pub trait TypedStrategy: Send + Sync + Debug + 'static {
 
 /// Decode the stored JSON as `T`; apiVersion and kind are the gateway's to check.
 pub fn typed<T: DeserializeOwned>(obj: &Value) -> Option<T> {
-    let mut input = obj.clone();
-    if let Some(map) = input.as_object_mut() {
-        map.remove("apiVersion");
-        map.remove("kind");
+    decode_ref(obj).ok()
+}
+
+/// Decode `obj` as `T` by reference, without its apiVersion and kind (the typed structs
+/// insist on their own, while a stored object may be another version's view): no copy of
+/// the JSON is made, which on the write path costs as much as the decode itself.
+pub fn decode_ref<T: DeserializeOwned>(obj: &Value) -> Result<T, serde_json::Error> {
+    match obj {
+        Value::Object(map) => {
+            let fields = map
+                .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "apiVersion" | "kind"))
+                .map(|(k, v)| (k.as_str(), v));
+            T::deserialize(serde::de::value::MapDeserializer::<_, serde_json::Error>::new(fields))
+        }
+        other => T::deserialize(other),
     }
-    serde_json::from_value(input).ok()
 }
 
 /// Encode `typed` back into `obj`, keeping its apiVersion and kind.
@@ -236,6 +254,12 @@ impl<S: TypedStrategy> Strategy for Typed<S> {
     }
     fn prepare_for_create(&self, obj: &mut Value) {
         with_typed(obj, |t| TypedStrategy::prepare_for_create(&self.0, t));
+    }
+    fn default_for_create(&self, obj: &mut Value) {
+        with_typed(obj, |t| {
+            TypedStrategy::default(&self.0, t);
+            TypedStrategy::prepare_for_create(&self.0, t);
+        });
     }
     fn prepare_for_update(&self, old: &Value, new: &mut Value, part: Part) {
         if let Some(old) = typed::<S::Object>(old) {

@@ -715,13 +715,14 @@ pub(crate) fn round_trip<T: DeserializeOwned + Serialize>(
     version: &str,
     obj: &Value,
 ) -> Result<Vec<String>, DecodeError> {
-    // The typed structs insist on their own apiVersion/kind; the gateway checks those itself.
-    let mut input = obj.clone();
-    if let Some(map) = input.as_object_mut() {
-        map.remove("apiVersion");
-        map.remove("kind");
-    }
-    let typed: T = serde_json::from_value(input.clone()).map_err(|e| {
+    // The typed structs insist on their own apiVersion/kind; the gateway checks those
+    // itself, so they are left out of the decode and of the comparison.
+    let typed: T = super::strategy::decode_ref(obj).map_err(|e| {
+        let mut input = obj.clone();
+        if let Some(map) = input.as_object_mut() {
+            map.remove("apiVersion");
+            map.remove("kind");
+        }
         let field = locate_decode_error::<T>(&input);
         DecodeError::Invalid {
             kind: kind.to_string(),
@@ -730,14 +731,21 @@ pub(crate) fn round_trip<T: DeserializeOwned + Serialize>(
             field,
         }
     })?;
-    let back = serde_json::to_value(&typed).map_err(|e| DecodeError::Invalid {
+    let mut back = serde_json::to_value(&typed).map_err(|e| DecodeError::Invalid {
         kind: kind.to_string(),
         version: version.to_string(),
         field: None,
         reason: e.to_string(),
     })?;
+    if let (Some(b), Some(o)) = (back.as_object_mut(), obj.as_object()) {
+        for k in ["apiVersion", "kind"] {
+            if let Some(v) = o.get(k) {
+                b.insert(k.to_string(), v.clone());
+            }
+        }
+    }
     let mut unknown = Vec::new();
-    collect_unknown(&input, &back, "", &mut unknown);
+    collect_unknown(obj, &back, &mut Vec::new(), &mut unknown);
     Ok(unknown)
 }
 
@@ -838,27 +846,54 @@ fn render_lines(v: &Value, path: &str, out: &mut String, lines: &mut Vec<String>
 }
 
 /// Input members (non-null) that the typed round trip lost are unknown fields.
-fn collect_unknown(input: &Value, typed: &Value, path: &str, out: &mut Vec<String>) {
+/// The members of `input` that `typed` (its decode, encoded back) lost. The path is built
+/// only for what is reported: most objects have no unknown field at all.
+fn collect_unknown<'a>(
+    input: &'a Value,
+    typed: &Value,
+    path: &mut Vec<Segment<'a>>,
+    out: &mut Vec<String>,
+) {
     match (input, typed) {
         (Value::Object(a), Value::Object(b)) => {
             for (k, v) in a {
                 if v.is_null() {
                     continue;
                 }
-                let p = child(path, k);
+                path.push(Segment::Field(k));
                 match b.get(k) {
-                    None | Some(Value::Null) => out.push(p),
-                    Some(bv) => collect_unknown(v, bv, &p, out),
+                    None | Some(Value::Null) => out.push(render_path(path)),
+                    Some(bv) => collect_unknown(v, bv, path, out),
                 }
+                path.pop();
             }
         }
         (Value::Array(a), Value::Array(b)) => {
             for (i, (x, y)) in a.iter().zip(b).enumerate() {
-                collect_unknown(x, y, &index(path, i), out);
+                path.push(Segment::Index(i));
+                collect_unknown(x, y, path, out);
+                path.pop();
             }
         }
         _ => {}
     }
+}
+
+#[derive(Clone, Copy)]
+enum Segment<'a> {
+    Field(&'a str),
+    Index(usize),
+}
+
+fn render_path(path: &[Segment]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        out = match seg {
+            Segment::Field(k) => child(&out, k),
+            Segment::Index(i) => index(&out, *i),
+        };
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------

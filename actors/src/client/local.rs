@@ -1,5 +1,7 @@
 //! The in-process client: calls the gateway's object logic directly, no HTTP.
 
+use std::sync::Arc;
+
 use futures::StreamExt;
 use serde_json::{json, Value};
 
@@ -158,11 +160,12 @@ impl ApiClient for LocalClient {
         object: Value,
     ) -> Result<Value, ApiError> {
         let t = target(resource, namespace, None, None)?;
-        Ok(self
-            .objects
-            .create(&t, object, &self.write_options())
-            .await?
-            .object)
+        Ok(Arc::unwrap_or_clone(
+            self.objects
+                .create(&t, object, &self.write_options())
+                .await?
+                .object,
+        ))
     }
 
     async fn update(
@@ -174,11 +177,12 @@ impl ApiClient for LocalClient {
         object: Value,
     ) -> Result<Value, ApiError> {
         let t = target(resource, namespace, Some(name), subresource)?;
-        Ok(self
-            .objects
-            .update(&t, object, &self.write_options())
-            .await?
-            .object)
+        Ok(Arc::unwrap_or_clone(
+            self.objects
+                .update(&t, object, &self.write_options())
+                .await?
+                .object,
+        ))
     }
 
     async fn patch(
@@ -191,11 +195,12 @@ impl ApiClient for LocalClient {
         patch: Value,
     ) -> Result<Value, ApiError> {
         let t = target(resource, namespace, Some(name), subresource)?;
-        Ok(self
-            .objects
-            .patch(&t, kind, patch, &self.write_options())
-            .await?
-            .object)
+        Ok(Arc::unwrap_or_clone(
+            self.objects
+                .patch(&t, kind, patch, &self.write_options())
+                .await?
+                .object,
+        ))
     }
 
     async fn delete(

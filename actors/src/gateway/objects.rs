@@ -113,7 +113,8 @@ enum Check {
 /// A successful write and the warnings the client should see.
 #[derive(Debug)]
 pub struct Written {
-    pub object: Value,
+    /// Shared with the store's snapshot: answering does not copy it.
+    pub object: Arc<Value>,
     pub warnings: Vec<String>,
     /// `true` when a PUT created the object (answered 201).
     pub created: bool,
@@ -282,14 +283,15 @@ impl Objects {
         obj: &Value,
         ns: &str,
     ) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, ApiError> {
-        let delta = quota::usage_of(kind, obj);
-        if delta.is_empty() {
-            return Ok(None);
-        }
+        // Most namespaces have no quota: look for one before computing the usage.
         let (quotas, _) = self
             .store
             .list(&resources::prefix("resourcequotas", Some(ns)));
         if quotas.is_empty() {
+            return Ok(None);
+        }
+        let delta = quota::usage_of(kind, obj);
+        if delta.is_empty() {
             return Ok(None);
         }
         let lock = self
@@ -488,7 +490,7 @@ impl Objects {
         };
         if opts.dry_run {
             return Ok(Written {
-                object: view_of(info, obj),
+                object: Arc::new(view_of(info, obj)),
                 warnings,
                 created: true,
             });
@@ -501,7 +503,7 @@ impl Objects {
             self.create_default_account(&name).await;
         }
         Ok(Written {
-            object: view_of(info, (*out.object).clone()),
+            object: view_of_arc(info, out.object),
             warnings,
             created: true,
         })
@@ -746,7 +748,7 @@ impl Objects {
                 Decision::Put(new)
             })
         });
-        let object = view_of(info, self.apply(&key, f, info.name, name).await?);
+        let object = view_of_arc(info, self.apply(&key, f, info.name, name).await?);
         let warnings = std::mem::take(&mut *warnings.lock().unwrap_or_else(|e| e.into_inner()));
         Ok(Written {
             object,
@@ -762,10 +764,10 @@ impl Objects {
         f: UpdateFn<ApiError>,
         resource: &str,
         name: &str,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Arc<Value>, ApiError> {
         match self.store.guaranteed_update(key, f).await {
-            Ok(Ok(Updated::Written(out))) => Ok((*out.object).clone()),
-            Ok(Ok(Updated::Kept(v))) => Ok(v),
+            Ok(Ok(Updated::Written(out))) => Ok(out.object),
+            Ok(Ok(Updated::Kept(v))) => Ok(Arc::new(v)),
             Ok(Err(e)) => Err(e),
             Err(e) => Err(store_error(e, resource, name)),
         }
@@ -814,7 +816,7 @@ impl Objects {
             )
             .await?;
         Ok(Written {
-            object: scale_of(mapping, &written.object),
+            object: Arc::new(scale_of(mapping, &written.object)),
             ..written
         })
     }
@@ -837,7 +839,10 @@ impl Objects {
         let (opts_owned, name_owned) = (opts.clone(), name.clone());
         let f: UpdateFn<ApiError> =
             Box::new(move |old: &Object| plan_delete(info, &name_owned, old, &opts_owned));
-        Ok(view_of(info, self.apply(&key, f, info.name, &name).await?))
+        Ok(view_of(
+            info,
+            Arc::unwrap_or_clone(self.apply(&key, f, info.name, &name).await?),
+        ))
     }
 
     pub async fn delete_collection(

@@ -81,22 +81,23 @@ pub fn keep_on_update(resource: &str, old: &Value, new: &mut Value) {
     }
 }
 
-fn all_classes(store: &StoreHandle) -> Vec<Value> {
+/// The stored classes, shared rather than copied (every pod create looks at them).
+fn all_classes(store: &StoreHandle) -> Vec<std::sync::Arc<Value>> {
     store
         .list(&prefix(CLASSES, None))
         .0
         .into_iter()
-        .map(|(_, o)| (*o.value).clone())
+        .map(|(_, o)| o.value)
         .collect()
 }
 
 /// The default class: of those marked globalDefault, the lowest value (Kubernetes' rule
 /// should several exist, e.g. created concurrently).
-fn default_class(classes: &[Value]) -> Option<Class> {
+fn default_class(classes: &[std::sync::Arc<Value>]) -> Option<Class> {
     classes
         .iter()
         .filter(|c| is_global_default(c))
-        .map(Class::of)
+        .map(|c| Class::of(c))
         .min_by_key(|c| c.value)
 }
 

@@ -502,7 +502,7 @@ fn validate_mounts(
 /// A pod spec's volumes and every container's mounts and environment (at `path`, the
 /// spec's). Skipped when the spec does not decode: the decoder has answered already.
 pub fn validate_pod_volumes(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
-    let Ok(spec) = serde_json::from_value::<PodSpec>(spec.clone()) else {
+    let Ok(spec) = crate::api::strategy::decode_ref::<PodSpec>(spec) else {
         return;
     };
     let names = validate_volumes(
