@@ -13,6 +13,8 @@ pub const DEFAULT_TOML: &str = include_str!("../config/skiff.toml");
 pub enum ConfigError {
     #[error("cannot load configuration")]
     Load(#[source] config::ConfigError),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -27,6 +29,7 @@ pub struct Config {
     pub storage: StorageSection,
     pub proxy: ProxySection,
     pub dns: DnsSection,
+    pub network: NetworkSection,
     /// The nodes this process runs (a kubelet each).
     pub nodes: Vec<NodeConfig>,
     /// The folder the configuration file is in; relative paths in it are resolved from here.
@@ -127,8 +130,8 @@ pub struct StoreConfig {
 #[serde(default)]
 pub struct ControllersConfig {
     /// Controllers to run, by name (`replication`, `endpoints`, `nodelifecycle`,
-    /// `namespace`, `resourcequota`, `garbagecollector`, `horizontalpodautoscaling`,
-    /// `csrsigning`), or `*` for all of them.
+    /// `nodeipam`, `namespace`, `resourcequota`, `garbagecollector`,
+    /// `horizontalpodautoscaling`, `csrsigning`, ...), or `*` for all of them.
     pub enabled: Vec<String>,
     /// A node that has not heartbeated for this long is marked Unknown and tainted.
     pub node_grace_period_seconds: u64,
@@ -225,6 +228,57 @@ impl Default for ProxySection {
         ProxySection {
             cluster_ip: "nftables".into(),
         }
+    }
+}
+
+/// The pod network: each node's block of the cluster's pod range, and how the hosts
+/// reach each other's blocks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct NetworkSection {
+    /// The cluster's pod range (kube-controller-manager's `--cluster-cidr`); each node is
+    /// given a block of it as its `podCIDR`. Empty: nodes get none and Docker pods stay on
+    /// the engine's default bridge.
+    pub cluster_cidr: String,
+    /// The size of each node's block (`--node-cidr-mask-size`).
+    pub node_cidr_mask_size: u8,
+    /// How hosts reach each other's blocks: `host-gw` (routes through the nodes'
+    /// addresses, which share a link) or `vxlan` (a VXLAN overlay over any IP network).
+    pub backend: String,
+}
+
+impl Default for NetworkSection {
+    fn default() -> Self {
+        NetworkSection {
+            cluster_cidr: "10.42.0.0/16".into(),
+            node_cidr_mask_size: 24,
+            backend: "host-gw".into(),
+        }
+    }
+}
+
+impl NetworkSection {
+    pub fn backend(&self) -> Result<skiff_actors::podnet::Backend, ConfigError> {
+        self.backend
+            .parse()
+            .map_err(|e| ConfigError::Invalid(format!("[network] {e}")))
+    }
+
+    /// The pod range, checked against the service range; `None` when allocation is off.
+    pub fn pod_range(
+        &self,
+        service_cidr: &str,
+    ) -> Result<Option<skiff_actors::controllers::node_ipam::PodRange>, ConfigError> {
+        if self.cluster_cidr.trim().is_empty() {
+            return Ok(None);
+        }
+        let range = skiff_actors::controllers::node_ipam::PodRange::parse(
+            self.cluster_cidr.trim(),
+            self.node_cidr_mask_size,
+        )
+        .and_then(|r| r.check_apart_from(service_cidr).map(|()| r))
+        .map_err(|e| ConfigError::Invalid(format!("[network] {e}")))?;
+        Ok(Some(range))
     }
 }
 

@@ -26,6 +26,8 @@ enum LogFormat {
     Json,
 }
 
+// Parsed once at start: the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Bring a cluster up in this process and serve the Kubernetes API until interrupted.
@@ -87,6 +89,20 @@ enum Command {
         /// Labels as key=value, repeatable.
         #[arg(long = "label", value_parser = parse_label)]
         labels: Vec<(String, String)>,
+        /// The cluster's pod range (the server's `[network] cluster_cidr`): this node's
+        /// pods run on a bridge holding its block of it, and the other nodes' blocks are
+        /// routed through them. Empty: pods stay on the engine's default bridge.
+        #[arg(long, default_value = "10.42.0.0/16")]
+        cluster_cidr: String,
+        /// How this host reaches the other nodes' pods: `host-gw` (routes through their
+        /// addresses, on a shared link) or `vxlan` (an overlay over any IP network).
+        #[arg(long, default_value = "host-gw")]
+        network_backend: String,
+        /// The cluster's service range (the server's `[gateway] service_cidr`): ClusterIPs
+        /// and node ports are programmed into this host's kernel (nftables). Empty: node
+        /// ports are served by the userspace proxy and ClusterIPs are not reachable here.
+        #[arg(long, default_value = "10.96.0.0/16")]
+        service_cidr: String,
     },
     /// Create pods through the HTTP API with concurrent clients; print creates/s and latency.
     Bench {
@@ -272,7 +288,7 @@ async fn run_node(opts: NodeOptions) -> Result<(), CliError> {
     if node.data_dir.is_none() {
         node.data_dir = Some(opts.data_dir.join("kubelet"));
     }
-    let agent = system::start_node_agent(&node, client).await?;
+    let agent = system::start_node_agent(&node, client, opts.network).await?;
     println!("skiff node {} joined {}", opts.node.name, opts.server);
     stop_signal().await?;
     tracing::info!("interrupted; stopping the node");
@@ -281,6 +297,7 @@ async fn run_node(opts: NodeOptions) -> Result<(), CliError> {
 }
 
 struct NodeOptions {
+    network: skiff::system::NodeAgentNetwork,
     server: String,
     token: Option<String>,
     ca_file: Option<PathBuf>,
@@ -362,7 +379,21 @@ fn main() -> std::process::ExitCode {
                 address,
                 heartbeat_seconds,
                 labels,
+                cluster_cidr,
+                network_backend,
+                service_cidr,
             } => {
+                let backend: skiff_actors::podnet::Backend =
+                    network_backend.parse().map_err(CliError::Node)?;
+                let pod_range = match cluster_cidr.trim() {
+                    "" => None,
+                    c => Some((
+                        c.parse::<ipnet::Ipv4Net>().map_err(|_| {
+                            CliError::Node(format!("--cluster-cidr {c:?} is not an IPv4 a.b.c.d/n"))
+                        })?,
+                        backend,
+                    )),
+                };
                 let node = skiff::config::NodeConfig {
                     name,
                     runtime,
@@ -372,6 +403,11 @@ fn main() -> std::process::ExitCode {
                     ..Default::default()
                 };
                 run_node(NodeOptions {
+                    network: skiff::system::NodeAgentNetwork {
+                        pod_range,
+                        service_cidr: Some(service_cidr.trim().to_string())
+                            .filter(|c| !c.is_empty()),
+                    },
                     server,
                     token,
                     ca_file,

@@ -34,6 +34,7 @@ use skiff_actors::kubelet::runtime::docker::DockerRuntime;
 use skiff_actors::kubelet::runtime::sim::{SimConfig, SimRuntime};
 use skiff_actors::kubelet::runtime::Runtime;
 use skiff_actors::metrics::Metrics;
+use skiff_actors::podnet::{host::PodNetHost, Backend, PodNetAgent};
 use skiff_actors::proxy::kernel::{KernelProxy, KernelRules};
 use skiff_actors::proxy::ProxyReconciler;
 use skiff_actors::resource_metrics::{MetricsRegistry, MetricsSink, MetricsSource};
@@ -116,6 +117,9 @@ pub struct System {
     /// The ClusterIP rules of this host, when its nodes run containers.
     pub kernel_proxy: Option<Addr<Controller<KernelProxy>>>,
     kernel_rules: Option<Arc<KernelRules>>,
+    /// The pod network's rules and routes on this host, when its nodes run containers on
+    /// pod networks of their own.
+    pub pod_network: Option<PodNetworkHandle>,
     /// The cluster DNS server and the reconciler keeping its zone, when `[dns] enabled`.
     pub dns: Option<(Addr<DnsServer>, Addr<Controller<ZoneReconciler>>)>,
     /// Where the DNS server listens (UDP and TCP).
@@ -143,6 +147,9 @@ impl System {
         // The host's service rules go with the nodes (the actor may outlive its arbiter).
         if let Some(rules) = &self.kernel_rules {
             rules.remove();
+        }
+        if let Some(net) = &self.pod_network {
+            net.host.remove();
         }
         self.control_arbiter.stop();
         let _ = self.control_arbiter.join();
@@ -315,6 +322,10 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
             dir: cfg.local_path_dir(),
             nodes: cfg.nodes.iter().map(|n| n.name.clone()).collect(),
         },
+        pod_range: cfg
+            .network
+            .pod_range(&cfg.gateway.service_cidr)
+            .map_err(|e| SystemError::Bootstrap(e.to_string()))?,
     };
     // One informer per resource for the whole process: the controllers, the scheduler and
     // every in-process kubelet and proxy read the same caches. They run on the control
@@ -346,6 +357,25 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
         ..DnsSettings::default()
     };
     let nodes_arbiter = Arbiter::new();
+    let pod_range = cfg
+        .network
+        .pod_range(&cfg.gateway.service_cidr)
+        .map_err(|e| SystemError::Bootstrap(e.to_string()))?;
+    let docker_nodes = cfg.nodes.iter().any(|n| n.runtime == "docker");
+    let backend = cfg
+        .network
+        .backend()
+        .map_err(|e| SystemError::Bootstrap(e.to_string()))?;
+    let pod_network = pod_range.filter(|_| docker_nodes).map(|range| {
+        start_pod_network(
+            &host_id(&data_dir),
+            range.cluster(),
+            backend,
+            cfg.nodes.iter().map(|n| n.name.clone()),
+            &nodes_arbiter,
+            &informers,
+        )
+    });
     let kubelets = start_nodes(
         &cfg.nodes,
         Some(&data_dir.join("nodes")),
@@ -356,6 +386,13 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
         &NodeNetwork {
             dns: kubelet_dns,
             kernel,
+            // Nodes wait for podCIDRs only from a controller manager that gives them.
+            pod_cidrs: pod_range.is_some()
+                && cfg
+                    .controllers
+                    .enabled
+                    .iter()
+                    .any(|c| c == "*" || c == "nodeipam"),
         },
     )
     .await?;
@@ -383,6 +420,7 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
         scheduler,
         kernel_rules: kernel_proxy.as_ref().map(|(_, r)| r.clone()),
         kernel_proxy: kernel_proxy.map(|(a, _)| a),
+        pod_network,
         dns: dns_server,
         dns_addr,
         informers,
@@ -393,12 +431,20 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
 pub struct NodeAgent {
     pub node: NodeHandle,
     arbiter: Arbiter,
+    pod_network: Option<PodNetworkHandle>,
+    kernel_rules: Option<Arc<KernelRules>>,
 }
 
 impl NodeAgent {
     pub fn stop(self) {
         self.arbiter.stop();
         let _ = self.arbiter.join();
+        if let Some(net) = &self.pod_network {
+            net.host.remove();
+        }
+        if let Some(rules) = &self.kernel_rules {
+            rules.remove();
+        }
     }
 }
 
@@ -406,6 +452,7 @@ impl NodeAgent {
 pub async fn start_node_agent(
     node: &NodeConfig,
     client: Arc<dyn ApiClient>,
+    net: NodeAgentNetwork,
 ) -> Result<NodeAgent, SystemError> {
     let arbiter = Arbiter::new();
     // Pod logs and resource metrics are served by the gateway from in-process nodes only;
@@ -414,8 +461,13 @@ pub async fn start_node_agent(
     let usage = MetricsRegistry::default();
     // Far from the API server, the kubelet watches only its own node's pods.
     let informers = InformerFactory::node_scoped(client, Some(arbiter.handle()));
-    // A node far from the server has no ClusterIP rules yet: its pods use the node's
-    // resolvers (MissingClusterDNS says so).
+    let docker = node.runtime == "docker";
+    let kernel = docker && net.service_cidr.is_some() && skiff_actors::proxy::kernel::available();
+    if docker && net.service_cidr.is_some() && !kernel {
+        tracing::warn!("nft is missing or may not change the kernel's tables: ClusterIPs are not reachable on this host");
+    }
+    // The cluster DNS listens on the server's host, which a node elsewhere need not
+    // reach: its pods use the node's resolvers (MissingClusterDNS says so).
     let mut started = start_nodes(
         std::slice::from_ref(node),
         None,
@@ -425,14 +477,53 @@ pub async fn start_node_agent(
         &usage,
         &NodeNetwork {
             dns: DnsSettings::default(),
-            kernel: false,
+            kernel,
+            pod_cidrs: net.pod_range.is_some(),
         },
     )
     .await?;
+    let id = host_id(&node.data_dir.clone().unwrap_or_default());
+    let pod_network = net.pod_range.filter(|_| docker).map(|(range, backend)| {
+        start_pod_network(
+            &id,
+            range,
+            backend,
+            [node.name.clone()],
+            &arbiter,
+            &informers,
+        )
+    });
+    let kernel_rules = match (&net.service_cidr, kernel) {
+        (Some(cidr), true) => {
+            let proxy = KernelProxy::new(&id, cidr.clone(), [node.name.clone()]);
+            let rules = proxy.rules();
+            let informers = informers.clone();
+            Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+                Controller::new(proxy, &informers)
+            });
+            Some(rules)
+        }
+        _ => None,
+    };
     match started.pop() {
-        Some(node) => Ok(NodeAgent { node, arbiter }),
+        Some(node) => Ok(NodeAgent {
+            node,
+            arbiter,
+            pod_network,
+            kernel_rules,
+        }),
         None => Err(SystemError::Bootstrap("no node started".into())),
     }
+}
+
+/// How a node started alone reaches pods and Services.
+#[derive(Debug, Clone, Default)]
+pub struct NodeAgentNetwork {
+    /// The cluster's pod range and backend: the node waits for its podCIDR, runs its pods
+    /// on a network holding it and routes the other nodes' blocks.
+    pub pod_range: Option<(ipnet::Ipv4Net, Backend)>,
+    /// The cluster's service range: ClusterIPs and node ports in this host's kernel.
+    pub service_cidr: Option<String>,
 }
 
 /// How the nodes of this process reach Services: the DNS their pods are given, and
@@ -440,6 +531,42 @@ pub async fn start_node_agent(
 struct NodeNetwork {
     dns: DnsSettings,
     kernel: bool,
+    /// The cluster gives nodes podCIDRs: Docker nodes wait for theirs and run their pods
+    /// on a network holding it.
+    pod_cidrs: bool,
+}
+
+/// The pod network agent of this host and what it put in the kernel.
+pub struct PodNetworkHandle {
+    pub agent: Addr<Controller<PodNetAgent>>,
+    pub host: Arc<PodNetHost>,
+}
+
+/// The pod network agent for the nodes of this process, on the nodes' arbiter.
+fn start_pod_network(
+    id: &str,
+    cluster: ipnet::Ipv4Net,
+    backend: Backend,
+    local: impl IntoIterator<Item = String>,
+    arbiter: &Arbiter,
+    informers: &InformerFactory,
+) -> PodNetworkHandle {
+    let host = Arc::new(PodNetHost::new(id, cluster));
+    let agent = PodNetAgent::new(host.clone(), backend, local);
+    let informers = informers.clone();
+    let agent = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+        Controller::new(agent, &informers)
+    });
+    PodNetworkHandle { agent, host }
+}
+
+/// A name for this cluster's rules on the host, stable across restarts of the same data
+/// directory and different between clusters sharing the machine.
+fn host_id(data_dir: &std::path::Path) -> String {
+    format!(
+        "{:08x}",
+        fnv1a(data_dir.display().to_string().as_bytes()) as u32
+    )
 }
 
 /// Whether this host programs ClusterIPs into its kernel: a node here runs containers,
@@ -539,10 +666,7 @@ fn start_kernel_proxy(
     arbiter: &Arbiter,
     informers: &InformerFactory,
 ) -> (Addr<Controller<KernelProxy>>, Arc<KernelRules>) {
-    let id = format!(
-        "{:08x}",
-        fnv1a(data_dir.display().to_string().as_bytes()) as u32
-    );
+    let id = host_id(data_dir);
     let cidr = cfg.gateway.service_cidr.clone();
     let informers = informers.clone();
     let local = cfg.nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>();
@@ -639,6 +763,7 @@ async fn start_nodes(
                 .or_else(|| nodes_dir.map(|d| d.join(&node.name))),
             volume_sync_interval: Duration::from_secs(node.volume_sync_seconds.max(1)),
             dns: dns.clone(),
+            require_pod_cidr: net.pod_cidrs && node.runtime == "docker",
             ..KubeletConfig::default()
         };
         let kubelet_informers = informers.clone();

@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod kubelet;
 pub mod metrics;
 pub mod pki;
+pub mod podnet;
 pub mod proxy;
 pub mod resource_metrics;
 pub mod runtime;

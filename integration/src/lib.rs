@@ -1,6 +1,8 @@
 //! Test harness: a real cluster (real RocksDB in a temporary directory, real HTTP on an
 //! ephemeral port) running on its own thread, and small helpers to talk to it.
 
+pub mod hosts;
+
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -33,6 +35,17 @@ pub struct TestCluster {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
     _tmp: Option<tempfile::TempDir>,
+}
+
+/// A pod range (`10.<n>.0.0/16`) no other cluster of this test run has: clusters side by
+/// side share the Docker Engine, whose networks may not overlap.
+pub fn unique_pod_range() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!(
+        "10.{}.0.0/16",
+        100 + (std::process::id().wrapping_mul(7) + n) % 120
+    )
 }
 
 impl TestCluster {
@@ -107,6 +120,8 @@ impl TestCluster {
         // Clusters running side by side share the machine's kernel: only the tests of the
         // ClusterIP datapath program it, each with a service range of its own.
         cfg.proxy.cluster_ip = "none".into();
+        // Their Docker nodes' pod networks must not overlap either.
+        cfg.network.cluster_cidr = unique_pod_range();
         tweak(&mut cfg);
         Self::launch(cfg)
     }
@@ -288,7 +303,7 @@ impl TestCluster {
                         return;
                     }
                 };
-                match system::start_node_agent(&node, Arc::new(client)).await {
+                match system::start_node_agent(&node, Arc::new(client), Default::default()).await {
                     Ok(agent) => {
                         let _ = ready_tx.send(Ok(()));
                         let _ = stop_rx.await;
@@ -476,9 +491,14 @@ impl SkiffProcess {
         } else {
             "[proxy]\ncluster_ip = \"none\"\n"
         };
+        let network = if extra_toml.contains("[network]") {
+            String::new()
+        } else {
+            format!("[network]\ncluster_cidr = \"{}\"\n", unique_pod_range())
+        };
         std::fs::write(
             &config,
-            format!("[gateway]\nlisten = \"127.0.0.1:0\"\n{proxy}{extra_toml}"),
+            format!("[gateway]\nlisten = \"127.0.0.1:0\"\n{proxy}{network}{extra_toml}"),
         )
         .expect("write config");
         let mut cmd = std::process::Command::new(skiff_bin());
@@ -565,6 +585,10 @@ impl DockerCleanup {
                     .args(&ids)
                     .output();
             }
+            // The node's pod network (the kubelet makes it again if the node still runs).
+            let _ = std::process::Command::new("docker")
+                .args(["network", "rm", &format!("skiff-{node}")])
+                .output();
         }
     }
 }

@@ -420,7 +420,7 @@ fn run_node_agent(
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::spawn(move || {
         actix_rt::System::new().block_on(async move {
-            let agent = skiff::system::start_node_agent(&node, client)
+            let agent = skiff::system::start_node_agent(&node, client, Default::default())
                 .await
                 .expect("node agent");
             let _ = stop_rx.await;

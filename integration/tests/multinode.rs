@@ -103,6 +103,10 @@ impl Server {
             "node", "--server", &self.url, "--token", token, "--name", name,
         ])
         .args(["--address", address, "--heartbeat-seconds", "1"])
+        // SIGKILLed by the test, a node could not take kernel rules or routes with it:
+        // these nodes keep to the engine's default bridge and the userspace proxy (the pod
+        // network has its own test, on hosts the test makes).
+        .args(["--cluster-cidr", "", "--service-cidr", ""])
         .arg("--ca-file")
         .arg(self.ca_file())
         .arg("--data-dir")

@@ -19,6 +19,7 @@ use super::garbage_collector::GarbageCollector;
 use super::job::{JobConfig, JobController};
 use super::local_path::{LocalPathConfig, LocalPathProvisioner};
 use super::namespace::NamespaceController;
+use super::node_ipam::{NodeIpamController, PodRange};
 use super::node_lifecycle::{NodeLifecycleConfig, NodeLifecycleController};
 use super::persistent_volume::PersistentVolumeController;
 use super::replica_set::{ReplicaKind, ReplicaSetController};
@@ -79,6 +80,10 @@ pub struct ControllerManagerConfig {
     pub clock: SharedClock,
     /// Where the local-path provisioner makes volumes, and for which nodes.
     pub local_path: LocalPathConfig,
+    /// The cluster's pod range, from which `nodeipam` gives each node its podCIDR (no
+    /// allocation when `None`, as kube-controller-manager without
+    /// `--allocate-node-cidrs`).
+    pub pod_range: Option<PodRange>,
 }
 
 impl ControllerManagerConfig {
@@ -101,6 +106,7 @@ impl Default for ControllerManagerConfig {
             job: JobConfig::default(),
             clock: SharedClock::default(),
             local_path: LocalPathConfig::default(),
+            pod_range: None,
         }
     }
 }
@@ -196,6 +202,11 @@ impl ControllerManager {
         if cfg.runs("nodelifecycle") {
             running.push(Box::new(
                 Controller::new(NodeLifecycleController::new(node_cfg), c()).start_supervised(),
+            ));
+        }
+        if let (true, Some(range)) = (cfg.runs("nodeipam"), cfg.pod_range) {
+            running.push(Box::new(
+                Controller::new(NodeIpamController::new(range), c()).start_supervised(),
             ));
         }
         if cfg.runs("namespace") {

@@ -20,6 +20,7 @@ pub mod job_tracking;
 pub mod local_path;
 pub mod manager;
 pub mod namespace;
+pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod owned;
 pub mod persistent_volume;

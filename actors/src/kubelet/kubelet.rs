@@ -24,7 +24,7 @@ use super::pod_worker::{
     PodRemoved, PodWorker, RuntimeChanged, Shutdown, UpdatePod, WorkerConfig, WorkerDeps,
     WorkerFinished,
 };
-use super::runtime::{ContainerInfo, ContainerState, Runtime, RuntimeError};
+use super::runtime::{ContainerInfo, ContainerState, PodNetwork, Runtime, RuntimeError};
 use super::stats::{self, Sampler};
 use super::volumes::{self, VolumeConfig, VolumeManager};
 use crate::api::{meta, ApiError};
@@ -75,6 +75,10 @@ pub struct KubeletConfig {
     /// The cluster's DNS for pods' resolv.conf (the kubelet's `clusterDNS`,
     /// `clusterDomain` and `resolvConf`).
     pub dns: DnsSettings,
+    /// Pods run on a network of the node's own holding its podCIDR, so the node waits for
+    /// the controller manager to give it one before it runs pods (as a kubelet waits for
+    /// its network plugin). Off: pods run on the runtime's default network.
+    pub require_pod_cidr: bool,
 }
 
 impl Default for KubeletConfig {
@@ -97,13 +101,15 @@ impl Default for KubeletConfig {
             data_dir: None,
             volume_sync_interval: Duration::from_secs(10),
             dns: DnsSettings::default(),
+            require_pod_cidr: false,
         }
     }
 }
 
 impl KubeletConfig {
-    fn worker_config(&self, id_scheme: &str) -> WorkerConfig {
+    fn worker_config(&self, id_scheme: &str, network: Option<PodNetwork>) -> WorkerConfig {
         WorkerConfig {
+            network,
             node_name: self.node_name.clone(),
             host_ip: self.address.clone(),
             backoff_base: self.backoff_base,
@@ -162,6 +168,8 @@ pub enum KubeletError {
     Lease(#[source] ApiError),
     #[error("runtime call failed: {0}")]
     Runtime(#[from] RuntimeError),
+    #[error("the node has no podCIDR yet (the controller manager's nodeipam gives it one)")]
+    NoPodCidr,
 }
 
 /// A change to one of the node's pods.
@@ -233,7 +241,7 @@ impl Kubelet {
         ));
         Kubelet {
             volumes,
-            worker_config: Arc::new(config.worker_config("docker")),
+            worker_config: Arc::new(config.worker_config("docker", None)),
             client,
             runtime,
             config,
@@ -285,7 +293,7 @@ impl Kubelet {
         );
         let fut = async move { register(&*client, &*runtime, &config).await };
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| match res {
-            Ok(version) => act.registered(version, ctx),
+            Ok((version, network)) => act.registered(version, network, ctx),
             Err(e) => {
                 let wait = act.register_backoff.start(std::time::Instant::now());
                 tracing::warn!(node = %act.config.node_name, error = %e, retry_in = ?wait, "node registration failed");
@@ -295,7 +303,12 @@ impl Kubelet {
     }
 
     /// The node exists: run its pods.
-    fn registered(&mut self, runtime_version: String, ctx: &mut Context<Self>) {
+    fn registered(
+        &mut self,
+        runtime_version: String,
+        network: Option<PodNetwork>,
+        ctx: &mut Context<Self>,
+    ) {
         self.register_backoff.reset();
         if self.registered {
             return;
@@ -305,8 +318,12 @@ impl Kubelet {
             .split("://")
             .next()
             .filter(|s| !s.is_empty() && *s != runtime_version);
-        self.worker_config = Arc::new(self.config.worker_config(scheme.unwrap_or("docker")));
-        tracing::info!(node = %self.config.node_name, runtime = %runtime_version, "node registered");
+        tracing::info!(node = %self.config.node_name, runtime = %runtime_version,
+            pod_network = ?network.as_ref().map(|n| n.subnet), "node registered");
+        self.worker_config = Arc::new(
+            self.config
+                .worker_config(scheme.unwrap_or("docker"), network),
+        );
 
         ctx.run_interval(self.config.heartbeat_interval, |act, ctx| {
             act.heartbeat(ctx)
@@ -542,13 +559,13 @@ fn signature(state: &ContainerState) -> String {
     }
 }
 
-/// Create the node, or bring an existing one up to date; then post its full status.
-/// Returns the runtime's version.
+/// Create the node, or bring an existing one up to date; then post its full status and
+/// make its pod network. Returns the runtime's version and the pod network.
 async fn register(
     client: &dyn ApiClient,
     runtime: &dyn Runtime,
     config: &KubeletConfig,
-) -> Result<String, KubeletError> {
+) -> Result<(String, Option<PodNetwork>), KubeletError> {
     let version = match runtime.version().await {
         Ok(v) => v,
         Err(e) => {
@@ -594,7 +611,44 @@ async fn register(
         )
         .await
         .map_err(KubeletError::Register)?;
-    Ok(version)
+    let network = pod_network(client, config, &existing).await?;
+    if let Some(net) = &network {
+        runtime.ensure_network(net).await?;
+    }
+    Ok((version, network))
+}
+
+/// The node's pod network from its podCIDR. When the node must have one, its allocation
+/// (by the controller manager, right after the node is created) is waited for a moment
+/// before registration is tried again.
+async fn pod_network(
+    client: &dyn ApiClient,
+    config: &KubeletConfig,
+    node: &Value,
+) -> Result<Option<PodNetwork>, KubeletError> {
+    let of = |node: &Value| {
+        serde_json::from_value::<k8s_openapi::api::core::v1::Node>(node.clone())
+            .ok()
+            .and_then(|n| crate::controllers::node_ipam::pod_cidr(&n).and_then(|c| c.parse().ok()))
+            .map(|subnet| PodNetwork::for_node(&config.node_name, subnet))
+    };
+    if !config.require_pod_cidr {
+        return Ok(None);
+    }
+    if let Some(net) = of(node) {
+        return Ok(Some(net));
+    }
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let node = client
+            .get("nodes", None, &config.node_name)
+            .await
+            .map_err(KubeletError::Register)?;
+        if let Some(net) = of(&node) {
+            return Ok(Some(net));
+        }
+    }
+    Err(KubeletError::NoPodCidr)
 }
 
 /// Post the node's conditions with a fresh heartbeat, and renew the node's Lease.
@@ -758,7 +812,7 @@ mod tests {
     #[test]
     fn workers_use_the_runtimes_scheme_for_container_ids() {
         let cfg = KubeletConfig::default();
-        assert_eq!(cfg.worker_config("docker").id_scheme, "docker");
-        assert_eq!(cfg.worker_config("docker").host_ip, "127.0.0.1");
+        assert_eq!(cfg.worker_config("docker", None).id_scheme, "docker");
+        assert_eq!(cfg.worker_config("docker", None).host_ip, "127.0.0.1");
     }
 }

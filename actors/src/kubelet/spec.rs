@@ -247,6 +247,7 @@ pub fn sandbox(pod: &Value, node: &str, cluster_domain: &str) -> Result<SandboxS
         host_ports: host_ports(pod),
         namespaces: namespaces(pod),
         sysctls: sysctls(pod),
+        network: None,
     })
 }
 

@@ -431,7 +431,11 @@ fn pick_chain(name: &str, i: usize, sp: &ServicePort, subset: &[usize], comment:
 }
 
 /// Run a tool, feeding `input` on stdin.
-async fn run(tool: &'static str, args: &[&str], input: Option<&str>) -> Result<(), KernelError> {
+pub(crate) async fn run(
+    tool: &'static str,
+    args: &[&str],
+    input: Option<&str>,
+) -> Result<(), KernelError> {
     let mut child = tokio::process::Command::new(tool)
         .args(args)
         .stdin(if input.is_some() {

@@ -335,6 +335,10 @@ pub(super) async fn ensure_sandbox(
         return Ok(());
     }
     let sandbox = spec::sandbox(pod, &deps.config.node_name, &deps.config.dns.cluster_domain)
+        .map(|mut spec| {
+            spec.network = deps.config.network.clone();
+            spec
+        })
         .map_err(|e| RuntimeError::Failed(e.to_string()));
     let run = match sandbox {
         Ok(spec) => deps.runtime.run_sandbox(&spec).await,

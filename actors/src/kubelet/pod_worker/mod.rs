@@ -39,7 +39,7 @@ use super::backoff::{go_duration, Backoff};
 use super::dns::DnsSettings;
 use super::probe::{self, Outcome, ProbeKind, ProbeSpec, Tracker};
 use super::runtime::{
-    ContainerInfo, ContainerState, PullPolicy, Runtime, RuntimeError, SandboxInfo,
+    ContainerInfo, ContainerState, PodNetwork, PullPolicy, Runtime, RuntimeError, SandboxInfo,
 };
 use super::spec::{self, Placement};
 use super::status::{self, ContainerView, Phase, RestartPolicy, State, StatusInput, Terminated};
@@ -117,6 +117,8 @@ pub struct WorkerConfig {
     /// The cluster's DNS: its domain (pod FQDNs in `/etc/hosts`) and what pods'
     /// `/etc/resolv.conf` is formed from.
     pub dns: DnsSettings,
+    /// The node's pod network its sandboxes join (`None`: the runtime's default).
+    pub network: Option<PodNetwork>,
 }
 
 impl Default for WorkerConfig {
@@ -131,6 +133,7 @@ impl Default for WorkerConfig {
             id_scheme: "docker".into(),
             pods_dir: std::env::temp_dir().join("skiff-kubelet").join("pods"),
             dns: DnsSettings::default(),
+            network: None,
         }
     }
 }

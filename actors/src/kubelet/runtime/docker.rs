@@ -13,13 +13,13 @@ use bollard::errors::Error as EngineError;
 use bollard::exec::StartExecResults;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerState as EngineState,
-    ContainerStateStatusEnum, ContainerStatsResponse, ExecConfig, HostConfig, PortBinding,
-    RestartPolicy, RestartPolicyNameEnum,
+    ContainerStateStatusEnum, ContainerStatsResponse, ExecConfig, HostConfig, Ipam, IpamConfig,
+    NetworkCreateRequest, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
-    StatsOptionsBuilder, StopContainerOptionsBuilder,
+    ListNetworksOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveImageOptionsBuilder, StatsOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures::{StreamExt, TryStreamExt};
@@ -28,9 +28,9 @@ use tracing::{debug, info, instrument, warn};
 use super::images::{self, PAUSE_IMAGE};
 use super::{
     ContainerInfo, ContainerSpec, ContainerState, ContainerStats, ExecResult, LogOptions,
-    LogStream, Mount, PodRef, PullPolicy, Runtime, RuntimeError, SandboxInfo, SandboxSpec,
-    LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_NODE, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID,
-    SANDBOX_CONTAINER,
+    LogStream, Mount, PodNetwork, PodRef, PullPolicy, Runtime, RuntimeError, SandboxInfo,
+    SandboxSpec, LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_NODE, LABEL_POD_NAME, LABEL_POD_NAMESPACE,
+    LABEL_POD_UID, SANDBOX_CONTAINER,
 };
 
 /// How long a pull may take before the pod worker is told `ErrImagePull`.
@@ -41,6 +41,9 @@ const EXEC_OUTPUT_LIMIT: usize = 64 * 1024;
 const LIST_INSPECT_CONCURRENCY: usize = 16;
 /// Docker's hostname limit (a DNS label).
 const HOSTNAME_MAX: usize = 63;
+/// Labels on the pod networks skiff makes: whose node, and which block.
+const LABEL_NETWORK_NODE: &str = "io.skiff.network.node";
+const LABEL_NETWORK_SUBNET: &str = "io.skiff.network.subnet";
 
 /// The local Docker Engine as a skiff container runtime.
 pub struct DockerRuntime {
@@ -50,6 +53,8 @@ pub struct DockerRuntime {
     /// Set once the pause image is known to exist, so concurrent sandboxes build it once
     /// and later sandboxes skip the lookup.
     pause_ready: tokio::sync::Mutex<bool>,
+    /// Pod networks known to exist (name → subnet).
+    networks: tokio::sync::Mutex<HashMap<String, String>>,
 }
 
 impl std::fmt::Debug for DockerRuntime {
@@ -81,6 +86,7 @@ impl DockerRuntime {
             pause_image: PAUSE_IMAGE.to_string(),
             pull_timeout: DEFAULT_PULL_TIMEOUT,
             pause_ready: tokio::sync::Mutex::new(false),
+            networks: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -259,16 +265,99 @@ impl Runtime for DockerRuntime {
         }
     }
 
+    #[instrument(skip(self, network), fields(network = %network.name, subnet = %network.subnet))]
+    async fn ensure_network(&self, network: &PodNetwork) -> Result<(), RuntimeError> {
+        let subnet = network.subnet.to_string();
+        let mut ensured = self.networks.lock().await;
+        if ensured.get(&network.name) == Some(&subnet) {
+            return Ok(());
+        }
+        let filters = HashMap::from([("label", vec![LABEL_NETWORK_NODE])]);
+        let ours = self
+            .docker
+            .list_networks(Some(
+                ListNetworksOptionsBuilder::new().filters(&filters).build(),
+            ))
+            .await
+            .map_err(|e| engine_error(e, "pod networks"))?;
+        for net in ours {
+            let Some(name) = net.name.clone() else {
+                continue;
+            };
+            let labels = net.labels.unwrap_or_default();
+            let theirs = labels
+                .get(LABEL_NETWORK_SUBNET)
+                .cloned()
+                .unwrap_or_default();
+            if name == network.name && theirs == subnet {
+                ensured.insert(name, subnet);
+                return Ok(());
+            }
+            let overlaps = theirs.parse::<ipnet::Ipv4Net>().is_ok_and(|t| {
+                t.contains(&network.subnet.network()) || network.subnet.contains(&t.network())
+            });
+            if name == network.name || overlaps {
+                // A stale network in the way: gone if no container uses it, else the
+                // engine's refusal says which one is in the way.
+                info!(stale = %name, subnet = %theirs, "removing a pod network in the way");
+                self.docker
+                    .remove_network(&name)
+                    .await
+                    .map_err(|e| engine_error(e, &format!("pod network {name}")))?;
+                ensured.remove(&name);
+            }
+        }
+        let request = NetworkCreateRequest {
+            name: network.name.clone(),
+            driver: Some("bridge".into()),
+            ipam: Some(Ipam {
+                config: Some(vec![IpamConfig {
+                    subnet: Some(subnet.clone()),
+                    gateway: Some(network.gateway().to_string()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            // Pods reach each other and other nodes' pods by their own addresses (a flat
+            // network, no NAT); the network agent masquerades what leaves the cluster.
+            options: Some(HashMap::from([(
+                "com.docker.network.bridge.enable_ip_masquerade".to_string(),
+                "false".to_string(),
+            )])),
+            labels: Some(HashMap::from([
+                (LABEL_NETWORK_NODE.to_string(), network.node.clone()),
+                (LABEL_NETWORK_SUBNET.to_string(), subnet.clone()),
+            ])),
+            ..Default::default()
+        };
+        match self.docker.create_network(request).await {
+            Ok(_) => info!("pod network created"),
+            // Made meanwhile by another kubelet of this engine under the same name.
+            Err(e) if status_of(&e) == Some(409) => {}
+            Err(e) => return Err(engine_error(e, &format!("pod network {}", network.name))),
+        }
+        ensured.insert(network.name.clone(), subnet);
+        Ok(())
+    }
+
     #[instrument(skip(self, spec), fields(pod = %spec.pod.name, ns = %spec.pod.namespace, node = %spec.pod.node))]
     async fn run_sandbox(&self, spec: &SandboxSpec) -> Result<SandboxInfo, RuntimeError> {
         self.ensure_pause().await?;
+        if let Some(net) = &spec.network {
+            self.ensure_network(net).await?;
+        }
         let name = container_name(&spec.pod, SANDBOX_CONTAINER, 0);
         let body = sandbox_body(spec, &self.pause_image);
         let id = match self.create_and_start(&name, body.clone()).await {
-            // Someone removed the pause image since we checked: build it again, once.
+            // Someone removed the pause image or the pod network since we checked: make
+            // them again, once.
             Err(RuntimeError::NotFound(_)) => {
                 *self.pause_ready.lock().await = false;
                 self.ensure_pause().await?;
+                if let Some(net) = &spec.network {
+                    self.networks.lock().await.remove(&net.name);
+                    self.ensure_network(net).await?;
+                }
                 self.create_and_start(&name, body).await?
             }
             other => other?,
@@ -610,7 +699,11 @@ pub fn sandbox_body(spec: &SandboxSpec, pause_image: &str) -> ContainerCreateBod
         exposed_ports: (!exposed.is_empty() && !ns.network).then_some(exposed),
         host_config: Some(HostConfig {
             port_bindings: (!bindings.is_empty() && !ns.network).then_some(bindings),
-            network_mode: ns.network.then(|| "host".to_string()),
+            network_mode: if ns.network {
+                Some("host".to_string())
+            } else {
+                spec.network.as_ref().map(|n| n.name.clone())
+            },
             // App containers join this IPC namespace, which the engine allows only from
             // a `shareable` one (20.10 defaults to `private`).
             ipc_mode: Some(if ns.ipc { "host" } else { "shareable" }.into()),
@@ -721,7 +814,8 @@ fn pod_hostname(hostname: &str) -> String {
     cut.trim_end_matches(['-', '.']).to_string()
 }
 
-/// The pod IP: the address on the default bridge, else on any attached network.
+/// The pod IP: the address on the network the sandbox was started in (the node's pod
+/// network, or the default bridge), else on any attached network.
 fn ip_of(inspect: &ContainerInspectResponse) -> Option<String> {
     let networks = inspect.network_settings.as_ref()?.networks.as_ref()?;
     let usable = |name: &str| {
@@ -730,11 +824,18 @@ fn ip_of(inspect: &ContainerInspectResponse) -> Option<String> {
             .and_then(|n| n.ip_address.clone())
             .filter(|ip| !ip.is_empty())
     };
-    usable("bridge").or_else(|| {
-        let mut names: Vec<&String> = networks.keys().collect();
-        names.sort();
-        names.into_iter().find_map(|n| usable(n))
-    })
+    let mode = inspect
+        .host_config
+        .as_ref()
+        .and_then(|h| h.network_mode.as_deref())
+        .filter(|m| !matches!(*m, "default" | "host" | "none") && !m.starts_with("container:"));
+    mode.and_then(usable)
+        .or_else(|| usable("bridge"))
+        .or_else(|| {
+            let mut names: Vec<&String> = networks.keys().collect();
+            names.sort();
+            names.into_iter().find_map(|n| usable(n))
+        })
 }
 
 /// Maps an engine inspect onto the runtime's view of a container.

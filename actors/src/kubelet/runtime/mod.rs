@@ -78,6 +78,35 @@ pub struct SandboxSpec {
     /// Namespaced kernel parameters (`securityContext.sysctls`), set in the sandbox whose
     /// network and IPC namespaces the containers join.
     pub sysctls: Vec<(String, String)>,
+    /// The node's pod network the sandbox is attached to (its address from the node's
+    /// podCIDR); `None`: the runtime's default network.
+    pub network: Option<PodNetwork>,
+}
+
+/// A node's pod network: a bridge of its own holding the node's block of the cluster's
+/// pod range, the bridge itself on the block's first address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodNetwork {
+    /// The runtime's name for it (`skiff-<node>`).
+    pub name: String,
+    /// The node's podCIDR.
+    pub subnet: ipnet::Ipv4Net,
+    pub node: String,
+}
+
+impl PodNetwork {
+    pub fn for_node(node: &str, subnet: ipnet::Ipv4Net) -> Self {
+        PodNetwork {
+            name: format!("skiff-{node}"),
+            subnet: subnet.trunc(),
+            node: node.to_string(),
+        }
+    }
+
+    /// The bridge's address: the pods' gateway.
+    pub fn gateway(&self) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::from(u32::from(self.subnet.network()) + 1)
+    }
 }
 
 /// Which of the host's namespaces a pod shares, and whether its containers share one
@@ -255,6 +284,13 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Make `image` present according to `policy`; returns its image id.
     async fn ensure_image(&self, image: &str, policy: PullPolicy) -> Result<String, RuntimeError>;
+
+    /// Make the node's pod network exist with `network`'s block, replacing one of the same
+    /// name with another block and unused pod networks that overlap it (left by a node of
+    /// another cluster, or of this one before its podCIDR changed).
+    async fn ensure_network(&self, _network: &PodNetwork) -> Result<(), RuntimeError> {
+        Ok(())
+    }
 
     /// Create and start the pod's pause container (building the pause image first if the
     /// engine lacks it).

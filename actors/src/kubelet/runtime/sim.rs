@@ -274,6 +274,15 @@ impl SimRuntime {
         }
     }
 
+    /// Next host address of the node's pod block (after its gateway), wrapping around.
+    fn allocate_in(&self, net: &super::PodNetwork) -> Ipv4Addr {
+        let hosts = (1u32 << (32 - u32::from(net.subnet.prefix_len())))
+            .saturating_sub(3)
+            .max(1);
+        let n = self.next_ip.fetch_add(1, Ordering::Relaxed) % hosts;
+        Ipv4Addr::from(u32::from(net.subnet.network()) + 2 + n)
+    }
+
     fn insert(&self, container: SimContainer) -> String {
         let id = format!("sim{:013x}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
         self.lock().insert(id.clone(), container);
@@ -310,7 +319,10 @@ impl Runtime for SimRuntime {
     #[instrument(skip(self, spec), fields(pod = %spec.pod.name, node = %spec.pod.node))]
     async fn run_sandbox(&self, spec: &SandboxSpec) -> Result<SandboxInfo, RuntimeError> {
         self.start_latency().await;
-        let ip = self.allocate_ip();
+        let ip = match &spec.network {
+            Some(net) => self.allocate_in(net),
+            None => self.allocate_ip(),
+        };
         let id = self.insert(SimContainer {
             ip: Some(ip),
             ..SimContainer::new(
