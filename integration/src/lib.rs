@@ -491,10 +491,12 @@ impl SkiffProcess {
         } else {
             "[proxy]\ncluster_ip = \"none\"\n"
         };
+        // Nor its pod network's rules and routes: its Docker nodes keep to the engine's
+        // default bridge.
         let network = if extra_toml.contains("[network]") {
-            String::new()
+            ""
         } else {
-            format!("[network]\ncluster_cidr = \"{}\"\n", unique_pod_range())
+            "[network]\ncluster_cidr = \"\"\n"
         };
         std::fs::write(
             &config,

@@ -110,10 +110,19 @@ pub fn gateway_of(block: &Ipv4Net) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(block.network()) + 1)
 }
 
+/// A block handed out to one node (by UID: a node deleted and made again under the same
+/// name is another node), and whether the node was patched with it.
+#[derive(Debug, Clone)]
+struct Assigned {
+    uid: String,
+    block: Ipv4Net,
+    patched: bool,
+}
+
 pub struct NodeIpamController {
     range: PodRange,
-    /// Blocks handed out by name, until the cache shows them on the node.
-    assigned: Mutex<HashMap<String, Ipv4Net>>,
+    /// Blocks handed out, by node name, until the cache shows them on the node.
+    assigned: Mutex<HashMap<String, Assigned>>,
 }
 
 impl NodeIpamController {
@@ -132,12 +141,14 @@ impl NodeIpamController {
             .filter_map(|n| pod_cidr(n).and_then(|c| self.range.block_of(c)))
             .collect();
         let mut assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
-        assigned.retain(|name, _| {
-            nodes
-                .iter()
-                .any(|n| n.metadata.name.as_deref() == Some(name) && pod_cidr(n).is_none())
+        assigned.retain(|name, a| {
+            nodes.iter().any(|n| {
+                n.metadata.name.as_deref() == Some(name)
+                    && n.metadata.uid.as_deref() == Some(a.uid.as_str())
+                    && pod_cidr(n).is_none()
+            })
         });
-        taken.extend(assigned.values().copied());
+        taken.extend(assigned.values().map(|a| a.block));
         taken
     }
 }
@@ -173,14 +184,18 @@ impl Reconciler for NodeIpamController {
             return Ok(Action::Done);
         }
         let nodes: Vec<core::Node> = cache.list().iter().filter_map(|n| typed(n)).collect();
+        let uid = node.metadata.uid.clone().unwrap_or_default();
         let pending = self
             .assigned
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(key)
-            .copied();
+            .filter(|a| a.uid == uid)
+            .map(|a| (a.block, a.patched));
         let block = match pending {
-            Some(b) => b,
+            // Patched already; the cache has not caught up with it yet.
+            Some((_, true)) => return Ok(Action::Done),
+            Some((b, false)) => b,
             None => match self.range.first_free(&self.taken(&nodes)) {
                 Some(b) => b,
                 None => {
@@ -196,7 +211,14 @@ impl Reconciler for NodeIpamController {
         self.assigned
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key.to_string(), block);
+            .insert(
+                key.to_string(),
+                Assigned {
+                    uid: uid.clone(),
+                    block,
+                    patched: false,
+                },
+            );
         let cidr = block.to_string();
         let patch = json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}});
         match ctx
@@ -205,6 +227,17 @@ impl Reconciler for NodeIpamController {
             .await
         {
             Ok(_) => {
+                self.assigned
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(
+                        key.to_string(),
+                        Assigned {
+                            uid,
+                            block,
+                            patched: true,
+                        },
+                    );
                 tracing::info!(node = %key, pod_cidr = %cidr, "pod CIDR allocated");
                 ctx.recorder
                     .normal(
@@ -232,8 +265,10 @@ mod tests {
     use super::*;
 
     fn node(name: &str, cidr: Option<&str>) -> core::Node {
-        serde_json::from_value(json!({"metadata": {"name": name},
-            "spec": cidr.map(|c| json!({"podCIDR": c, "podCIDRs": [c]})).unwrap_or(json!({}))}))
+        serde_json::from_value(
+            json!({"metadata": {"name": name, "uid": format!("uid-{name}")},
+            "spec": cidr.map(|c| json!({"podCIDR": c, "podCIDRs": [c]})).unwrap_or(json!({}))}),
+        )
         .expect("node")
     }
 
@@ -255,21 +290,36 @@ mod tests {
     fn a_block_handed_out_is_taken_until_its_node_is_gone() {
         let range = PodRange::parse("10.42.0.0/23", 24).expect("range");
         let ipam = NodeIpamController::new(range);
-        ipam.assigned
-            .lock()
-            .expect("lock")
-            .insert("a".into(), "10.42.0.0/24".parse().expect("net"));
+        ipam.assigned.lock().expect("lock").insert(
+            "a".into(),
+            Assigned {
+                uid: "uid-a".into(),
+                block: "10.42.0.0/24".parse().expect("net"),
+                patched: true,
+            },
+        );
         let with_a = vec![node("a", None), node("b", None)];
         assert_eq!(
             range.first_free(&ipam.taken(&with_a)),
             Some("10.42.1.0/24".parse().expect("net"))
         );
-        // `a` deleted: its block is free again.
-        let without_a = vec![node("b", None)];
-        assert_eq!(
-            range.first_free(&ipam.taken(&without_a)),
-            Some("10.42.0.0/24".parse().expect("net"))
-        );
+        // `a` deleted, or made again (another UID): its block is free again.
+        let mut again = node("a", None);
+        again.metadata.uid = Some("uid-a2".into());
+        for nodes in [vec![node("b", None)], vec![again, node("b", None)]] {
+            ipam.assigned.lock().expect("lock").insert(
+                "a".into(),
+                Assigned {
+                    uid: "uid-a".into(),
+                    block: "10.42.0.0/24".parse().expect("net"),
+                    patched: true,
+                },
+            );
+            assert_eq!(
+                range.first_free(&ipam.taken(&nodes)),
+                Some("10.42.0.0/24".parse().expect("net"))
+            );
+        }
     }
 
     #[test]

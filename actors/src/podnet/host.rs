@@ -55,6 +55,9 @@ impl NextHop {
 }
 
 pub struct PodNetHost {
+    /// Set by [`PodNetHost::remove`]: whatever an agent still had under way is taken out
+    /// again when it finishes.
+    removed: std::sync::atomic::AtomicBool,
     cluster: Ipv4Net,
     chain: String,
     table: String,
@@ -70,6 +73,7 @@ impl PodNetHost {
             .take(9)
             .collect();
         PodNetHost {
+            removed: std::sync::atomic::AtomicBool::new(false),
             cluster,
             chain: format!("SKIFF-PODS-{id}"),
             table: format!("skiffnet-{id}"),
@@ -123,6 +127,11 @@ impl PodNetHost {
                 tool: "ip",
                 stderr: format!("{dev} has no MAC address"),
             })
+    }
+
+    /// Whether the host's rules were removed (the process is stopping).
+    pub fn removed(&self) -> bool {
+        self.removed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn cluster(&self) -> Ipv4Net {
@@ -309,6 +318,8 @@ impl PodNetHost {
     /// Take everything of this cluster's out of the kernel (blocking: also called from
     /// `Drop` and at shutdown, when no runtime may be left).
     pub fn remove(&self) {
+        self.removed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let quiet = |tool: &str, args: &[&str]| {
             let _ = std::process::Command::new(tool)
                 .args(args)

@@ -210,6 +210,20 @@ impl Reconciler for PodNetAgent {
     }
 
     async fn reconcile(&self, _key: &str, ctx: &Context) -> Result<Action, ReconcileError> {
+        if self.host.removed() {
+            return Ok(Action::Done);
+        }
+        let action = self.sync(ctx).await;
+        // Stopped meanwhile: what this pass put in the kernel goes too.
+        if self.host.removed() {
+            self.host.remove();
+        }
+        action
+    }
+}
+
+impl PodNetAgent {
+    async fn sync(&self, ctx: &Context) -> Result<Action, ReconcileError> {
         let retry = Ok(Action::RequeueAfter(Duration::from_secs(1)));
         if !self.installed.load(Ordering::Relaxed) {
             if let Err(e) = self.host.install().await {
