@@ -466,8 +466,17 @@ pub async fn start_node_agent(
     if docker && net.service_cidr.is_some() && !kernel {
         tracing::warn!("nft is missing or may not change the kernel's tables: ClusterIPs are not reachable on this host");
     }
-    // The cluster DNS listens on the server's host, which a node elsewhere need not
-    // reach: its pods use the node's resolvers (MissingClusterDNS says so).
+    // Pods ask the cluster DNS at the kube-dns Service's address (the tenth of the
+    // service range, as the server gives it), which this host's kernel rules lead to the
+    // server; without those rules, the node's resolvers (MissingClusterDNS says so).
+    let cluster_dns = match (&net.service_cidr, kernel) {
+        (Some(cidr), true) => {
+            skiff_actors::gateway::allocation::ServiceRanges::parse(cidr, "30000-32767")
+                .map(|r| vec![IpAddr::V4(r.dns_address())])
+                .map_err(|e| SystemError::Bootstrap(e.to_string()))?
+        }
+        _ => Vec::new(),
+    };
     let mut started = start_nodes(
         std::slice::from_ref(node),
         None,
@@ -476,7 +485,10 @@ pub async fn start_node_agent(
         &runtimes,
         &usage,
         &NodeNetwork {
-            dns: DnsSettings::default(),
+            dns: DnsSettings {
+                cluster_dns,
+                ..DnsSettings::default()
+            },
             kernel,
             pod_cidrs: net.pod_range.is_some(),
         },
@@ -603,6 +615,10 @@ async fn bind_dns(
                 if let Ok(docker) = DockerRuntime::connect().await {
                     ip = docker.bridge_gateway().await.unwrap_or(ip);
                 }
+            } else if !cfg.advertise_address().is_loopback() {
+                // A control plane without nodes of its own (`skiff server`): its nodes'
+                // pods are elsewhere and reach it at the address it is advertised at.
+                ip = cfg.advertise_address();
             }
             SocketAddr::new(ip, 0)
         }

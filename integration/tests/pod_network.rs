@@ -4,7 +4,7 @@
 //! a bridge holding it, and routes the other node's block through that node: a pod on one
 //! host reaches a pod on the other by its own address, and is seen there by its own
 //! address (no NAT between pods), directly and through a Service's ClusterIP (each node
-//! programs its own kernel). A node deleted takes its route with it, and a node stopped
+//! programs its own kernel), whose name the pod resolves through the cluster DNS. A node deleted takes its route with it, and a node stopped
 //! leaves nothing of skiff's in its host's kernel.
 
 use std::time::Duration;
@@ -225,6 +225,20 @@ async fn across_hosts(backend: &str, tag: &str, net: u8) {
     )
     .await;
     assert_eq!(seen, client_ip, "through {cluster_ip}");
+    // And by name: the cluster DNS on the server's host answers the pod, reached through
+    // the kube-dns ClusterIP its node's kernel leads there.
+    eventually(
+        WAIT,
+        "the Service's name resolved in the client pod",
+        || async {
+            let fqdn = "addr.default.svc.cluster.local";
+            let out = hosts[0].docker(&["exec", &container, "nslookup", "-timeout=2", fqdn]);
+            String::from_utf8_lossy(&out.stdout)
+                .contains(&cluster_ip)
+                .then_some(())
+        },
+    )
+    .await;
 
     // A node deleted takes its route with it.
     hosts[1].stop_node();
