@@ -43,7 +43,9 @@ done
 
 SKIFF_LOG=warn "$bin" up --config "$dir/skiff.toml" >"$dir/log" 2>&1 &
 pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
+# The Docker nodes' pod networks go too (the kubelets make them; skiff leaves them, as a
+# network plugin leaves its bridge).
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"; [ "$runtime" = docker ] && for i in 1 2 3; do docker network rm "skiff-node-$i" >/dev/null 2>&1; done' EXIT
 
 rss() { awk '/^VmRSS:/ {printf "%.1f MiB", $2 / 1024}' "/proc/$pid/status"; }
 # Wait (with a deadline) until `$1` prints at least `$2`.

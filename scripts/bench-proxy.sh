@@ -16,7 +16,10 @@ cleanup() {
     kill "${pid:-0}" 2>/dev/null || true
     wait "${pid:-0}" 2>/dev/null || true
     ids="$(docker ps -aq --filter label=io.skiff.node=bench-proxy-1 --filter label=io.skiff.node=bench-proxy-2 --filter label=io.skiff.node=bench-proxy-3)"
-    for n in 1 2 3; do docker ps -aq --filter "label=io.skiff.node=bench-proxy-$n" | xargs -r docker rm -f >/dev/null; done
+    for n in 1 2 3; do
+        docker ps -aq --filter "label=io.skiff.node=bench-proxy-$n" | xargs -r docker rm -f >/dev/null
+        docker network rm "skiff-bench-proxy-$n" >/dev/null 2>&1 || true
+    done
     rm -rf "$work"
 }
 trap cleanup EXIT
