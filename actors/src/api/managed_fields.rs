@@ -142,14 +142,7 @@ pub fn record(kind: &str, old: Option<&Value>, new: &mut Value, writer: &Writer,
             };
             let (entry, set) = &mut entries[idx];
             set.extend(changed.iter().cloned());
-            entry.insert("manager".into(), json!(writer.manager));
-            entry.insert("operation".into(), json!("Update"));
-            entry.insert("apiVersion".into(), json!(writer.api_version));
-            entry.insert("time".into(), json!(now));
-            entry.insert("fieldsType".into(), json!("FieldsV1"));
-            if let Some(sub) = writer.subresource {
-                entry.insert("subresource".into(), json!(sub));
-            }
+            stamp(entry, writer, now);
         }
         entries.retain(|(_, set)| !set.is_empty());
     }
@@ -180,6 +173,18 @@ pub fn record(kind: &str, old: Option<&Value>, new: &mut Value, writer: &Writer,
     }
 }
 
+/// The writer's entry, but for its fields: manager, Update, apiVersion, time, subresource.
+fn stamp(entry: &mut Map<String, Value>, writer: &Writer, now: &str) {
+    entry.insert("manager".into(), json!(writer.manager));
+    entry.insert("operation".into(), json!("Update"));
+    entry.insert("apiVersion".into(), json!(writer.api_version));
+    entry.insert("time".into(), json!(now));
+    entry.insert("fieldsType".into(), json!("FieldsV1"));
+    if let Some(sub) = writer.subresource {
+        entry.insert("subresource".into(), json!(sub));
+    }
+}
+
 /// A create: the writer owns every field it wrote, and nobody else owns anything.
 fn record_create(kind: &str, new: &mut Value, writer: &Writer, now: &str) {
     let tree = tree_of_object(kind, new, writer.scope);
@@ -191,14 +196,7 @@ fn record_create(kind: &str, new: &mut Value, writer: &Writer, now: &str) {
         return;
     }
     let mut entry = Map::new();
-    entry.insert("manager".into(), json!(writer.manager));
-    entry.insert("operation".into(), json!("Update"));
-    entry.insert("apiVersion".into(), json!(writer.api_version));
-    entry.insert("time".into(), json!(now));
-    entry.insert("fieldsType".into(), json!("FieldsV1"));
-    if let Some(sub) = writer.subresource {
-        entry.insert("subresource".into(), json!(sub));
-    }
+    stamp(&mut entry, writer, now);
     entry.insert("fieldsV1".into(), tree);
     // Moved in, not `json!`: that would serialize the whole tree again.
     m.insert(

@@ -290,14 +290,17 @@ mod tests {
     fn a_block_handed_out_is_taken_until_its_node_is_gone() {
         let range = PodRange::parse("10.42.0.0/23", 24).expect("range");
         let ipam = NodeIpamController::new(range);
-        ipam.assigned.lock().expect("lock").insert(
-            "a".into(),
-            Assigned {
-                uid: "uid-a".into(),
-                block: "10.42.0.0/24".parse().expect("net"),
-                patched: true,
-            },
-        );
+        let hand_out_to_a = || {
+            ipam.assigned.lock().expect("lock").insert(
+                "a".into(),
+                Assigned {
+                    uid: "uid-a".into(),
+                    block: "10.42.0.0/24".parse().expect("net"),
+                    patched: true,
+                },
+            )
+        };
+        hand_out_to_a();
         let with_a = vec![node("a", None), node("b", None)];
         assert_eq!(
             range.first_free(&ipam.taken(&with_a)),
@@ -307,14 +310,7 @@ mod tests {
         let mut again = node("a", None);
         again.metadata.uid = Some("uid-a2".into());
         for nodes in [vec![node("b", None)], vec![again, node("b", None)]] {
-            ipam.assigned.lock().expect("lock").insert(
-                "a".into(),
-                Assigned {
-                    uid: "uid-a".into(),
-                    block: "10.42.0.0/24".parse().expect("net"),
-                    patched: true,
-                },
-            );
+            hand_out_to_a();
             assert_eq!(
                 range.first_free(&ipam.taken(&nodes)),
                 Some("10.42.0.0/24".parse().expect("net"))

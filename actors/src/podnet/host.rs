@@ -20,7 +20,7 @@ use std::process::Stdio;
 
 use ipnet::Ipv4Net;
 
-use crate::proxy::kernel::{run, KernelError};
+use crate::proxy::kernel::{output, run, KernelError};
 
 /// The routing protocol number skiff's routes carry (`ip route ... proto 83`), so they are
 /// told apart from everyone else's; within it, a cluster's are those inside its range.
@@ -29,6 +29,16 @@ pub const ROUTE_PROTO: &str = "83";
 /// The VXLAN network identifier and UDP port (flannel's defaults).
 pub const VXLAN_ID: &str = "1";
 pub const VXLAN_PORT: &str = "8472";
+
+/// How skiff's routes are listed.
+const LIST_ROUTES: [&str; 5] = ["-j", "route", "show", "proto", ROUTE_PROTO];
+
+/// One of this cluster's routes, as the kernel lists it.
+struct Route {
+    dst: Ipv4Net,
+    unreachable: bool,
+    gateway: String,
+}
 
 /// A route to another node's pod block.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -116,7 +126,7 @@ impl PodNetHost {
             let addr = format!("{vtep}/32");
             run("ip", &["addr", "replace", &addr, "dev", dev], None).await?;
         }
-        let out = output("ip", &["-j", "link", "show", dev]).await?;
+        let out = output("ip", &["-j", "link", "show", dev], None).await?;
         let links: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
         links
             .first()
@@ -206,33 +216,44 @@ impl PodNetHost {
         }
     }
 
-    /// The blocks routed by this cluster's rules now (other than its unreachable range).
+    /// The blocks routed by this cluster's rules now (other than its unreachable range),
+    /// with their gateways.
     pub async fn routes(&self) -> Result<BTreeMap<Ipv4Net, String>, KernelError> {
-        let out = output("ip", &["-j", "route", "show", "proto", ROUTE_PROTO]).await?;
-        let listed: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
-        Ok(listed
+        let out = output("ip", &LIST_ROUTES, None).await?;
+        Ok(self
+            .ours(&out)
+            .into_iter()
+            .filter(|r| !r.unreachable)
+            .map(|r| (r.dst, r.gateway))
+            .collect())
+    }
+
+    /// The routes of this cluster's range among `ip -j route show proto 83`'s.
+    fn ours(&self, listed: &str) -> Vec<Route> {
+        let listed: Vec<serde_json::Value> = serde_json::from_str(listed).unwrap_or_default();
+        listed
             .iter()
             .filter_map(|r| {
                 let dst: Ipv4Net = r.get("dst")?.as_str()?.parse().ok()?;
                 let kind = r.get("type").and_then(|t| t.as_str()).unwrap_or("unicast");
-                (dst != self.cluster && kind != "unreachable" && self.cluster.contains(&dst)).then(
-                    || {
-                        let via = r
-                            .get("gateway")
-                            .and_then(|g| g.as_str())
-                            .unwrap_or_default();
-                        (dst, via.to_string())
-                    },
-                )
+                let gateway = r
+                    .get("gateway")
+                    .and_then(|g| g.as_str())
+                    .unwrap_or_default();
+                self.cluster.contains(&dst).then(|| Route {
+                    dst,
+                    unreachable: kind == "unreachable",
+                    gateway: gateway.to_string(),
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// This host's IPv4 addresses (the nodes and bridges that are here).
     pub async fn local_addresses(
         &self,
     ) -> Result<std::collections::HashSet<Ipv4Addr>, KernelError> {
-        let out = output("ip", &["-j", "-4", "addr", "show"]).await?;
+        let out = output("ip", &["-j", "-4", "addr", "show"], None).await?;
         let links: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
         Ok(links
             .iter()
@@ -335,29 +356,20 @@ impl PodNetHost {
         quiet("nft", &["delete", "table", "ip", &self.table]);
         // With the device go its neighbours, forwarding entries and routes.
         quiet("ip", &["link", "delete", &self.device]);
-        let routes = std::process::Command::new("ip")
-            .args(["-j", "route", "show", "proto", ROUTE_PROTO])
+        let listed = std::process::Command::new("ip")
+            .args(LIST_ROUTES)
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
             .unwrap_or_default();
-        let listed: Vec<serde_json::Value> = serde_json::from_str(&routes).unwrap_or_default();
-        for r in listed {
-            let Some(dst) = r.get("dst").and_then(|d| d.as_str()) else {
-                continue;
-            };
-            if dst
-                .parse::<Ipv4Net>()
-                .is_ok_and(|d| self.cluster.contains(&d))
-            {
-                let kind = r.get("type").and_then(|t| t.as_str()).unwrap_or("unicast");
-                if kind == "unreachable" {
-                    quiet(
-                        "ip",
-                        &["route", "del", "unreachable", dst, "proto", ROUTE_PROTO],
-                    );
-                } else {
-                    quiet("ip", &["route", "del", dst, "proto", ROUTE_PROTO]);
-                }
+        for r in self.ours(&listed) {
+            let dst = r.dst.to_string();
+            if r.unreachable {
+                quiet(
+                    "ip",
+                    &["route", "del", "unreachable", &dst, "proto", ROUTE_PROTO],
+                );
+            } else {
+                quiet("ip", &["route", "del", &dst, "proto", ROUTE_PROTO]);
             }
         }
     }
@@ -378,24 +390,6 @@ pub fn masquerade_table(table: &str, cluster: &Ipv4Net) -> String {
     )
 }
 
-/// Run a tool and return what it printed.
-pub(crate) async fn output(tool: &'static str, args: &[&str]) -> Result<String, KernelError> {
-    let out = tokio::process::Command::new(tool)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(|source| KernelError::Spawn { tool, source })?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).to_string())
-    } else {
-        Err(KernelError::Failed {
-            tool,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -408,6 +402,27 @@ mod tests {
         assert_eq!(host.chain(), "SKIFF-PODS-012345678");
         assert_eq!(host.table(), "skiffnet-012345678");
         assert!(host.device().len() <= 15, "{}", host.device());
+        std::mem::forget(host);
+    }
+
+    #[test]
+    fn only_this_clusters_routes_are_its_own() {
+        let host = PodNetHost::new("t", "10.42.0.0/16".parse().expect("net"));
+        let listed = r#"[{"type":"unreachable","dst":"10.42.0.0/16","flags":[]},
+            {"dst":"10.42.1.0/24","gateway":"10.0.0.2","dev":"eth0","flags":[]},
+            {"dst":"10.43.1.0/24","gateway":"10.0.0.3","dev":"eth0","flags":[]}]"#;
+        let ours: Vec<(String, bool, String)> = host
+            .ours(listed)
+            .into_iter()
+            .map(|r| (r.dst.to_string(), r.unreachable, r.gateway))
+            .collect();
+        assert_eq!(
+            ours,
+            vec![
+                ("10.42.0.0/16".into(), true, String::new()),
+                ("10.42.1.0/24".into(), false, "10.0.0.2".into())
+            ]
+        );
         std::mem::forget(host);
     }
 

@@ -28,7 +28,7 @@ use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1 as core;
 
 use crate::api::strategy::typed;
-use crate::controllers::node_ipam::pod_cidr;
+use crate::controllers::node_ipam::{gateway_of, pod_cidr};
 use crate::runtime::{Action, Change, Context, InformerSpec, ReconcileError, Reconciler};
 use host::{NextHop, PodNetHost};
 
@@ -112,8 +112,7 @@ impl PodNetAgent {
             .filter_map(|n| {
                 let block = self.block_of(n)?;
                 let ip = internal_ip(n)?;
-                let gateway = Ipv4Addr::from(u32::from(block.network()) + 1);
-                if ip.is_loopback() || here.contains(&ip) || here.contains(&gateway) {
+                if ip.is_loopback() || here.contains(&ip) || here.contains(&gateway_of(&block)) {
                     return None;
                 }
                 let hop = match self.backend {

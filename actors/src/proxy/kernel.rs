@@ -436,6 +436,15 @@ pub(crate) async fn run(
     args: &[&str],
     input: Option<&str>,
 ) -> Result<(), KernelError> {
+    output(tool, args, input).await.map(|_| ())
+}
+
+/// Run a tool, feeding `input` on stdin; what it printed.
+pub(crate) async fn output(
+    tool: &'static str,
+    args: &[&str],
+    input: Option<&str>,
+) -> Result<String, KernelError> {
     let mut child = tokio::process::Command::new(tool)
         .args(args)
         .stdin(if input.is_some() {
@@ -443,7 +452,7 @@ pub(crate) async fn run(
         } else {
             Stdio::null()
         })
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|source| KernelError::Spawn { tool, source })?;
@@ -458,7 +467,7 @@ pub(crate) async fn run(
         .await
         .map_err(|source| KernelError::Spawn { tool, source })?;
     if out.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
     } else {
         Err(KernelError::Failed {
             tool,

@@ -105,7 +105,7 @@ impl PodNetwork {
 
     /// The bridge's address: the pods' gateway.
     pub fn gateway(&self) -> std::net::Ipv4Addr {
-        std::net::Ipv4Addr::from(u32::from(self.subnet.network()) + 1)
+        crate::controllers::node_ipam::gateway_of(&self.subnet)
     }
 }
 
