@@ -233,7 +233,7 @@ impl Host {
 
     /// Copy images from this machine's engine into the host's.
     pub fn load_images(&self, images: &[&str]) {
-        let save = Command::new("docker")
+        let mut save = Command::new("docker")
             .arg("save")
             .args(images)
             .stdout(Stdio::piped())
@@ -241,9 +241,11 @@ impl Host {
             .expect("docker save");
         let out = Command::new("docker")
             .args(["-H", &self.docker_host(), "load"])
-            .stdin(save.stdout.expect("pipe"))
+            .stdin(save.stdout.take().expect("pipe"))
             .output()
             .expect("docker load");
+        let saved = save.wait().expect("docker save");
+        assert!(saved.success(), "docker save {images:?}: {saved}");
         assert!(
             out.status.success(),
             "docker load into {}: {}",
