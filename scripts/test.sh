@@ -14,6 +14,22 @@ if ! python3 -c "import kubernetes" >/dev/null 2>&1; then
         || { echo "could not install the Kubernetes Python client (pip install kubernetes)" >&2; exit 1; }
 fi
 
+# Debian's kubectl 1.20 (SPDY only) for the exec and port-forward tests of older clients,
+# unpacked beside the cache: installed, its package would replace the machine's kubectl.
+OLD_KUBECTL_DIR="${SKIFF_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/skiff}/kubectl-1.20"
+if [ ! -x "$OLD_KUBECTL_DIR/kubectl" ]; then
+    echo "==> fetching Debian's kubernetes-client (kubectl 1.20)" >&2
+    tmp="$(mktemp -d)"
+    (cd "$tmp" && apt-get download kubernetes-client >/dev/null 2>&1 \
+        || { apt-get update -qq && apt-get download kubernetes-client >/dev/null; }) \
+        || { echo "could not download Debian's kubernetes-client" >&2; exit 1; }
+    dpkg -x "$tmp"/kubernetes-client_*.deb "$tmp/x"
+    mkdir -p "$OLD_KUBECTL_DIR"
+    cp "$tmp/x/usr/bin/kubectl" "$OLD_KUBECTL_DIR/kubectl"
+    rm -rf "$tmp"
+fi
+export SKIFF_OLD_KUBECTL="$OLD_KUBECTL_DIR/kubectl"
+
 # Pods run on the local Docker Engine: make sure it is up.
 if ! docker info >/dev/null 2>&1; then
     echo "==> starting the Docker Engine" >&2

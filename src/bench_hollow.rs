@@ -51,6 +51,7 @@ fn config(dir: &std::path::Path, nodes: usize) -> Result<Config, std::io::Error>
             runtime: "sim".into(),
             heartbeat_seconds: 30,
             address: Some("127.0.0.1".into()),
+            server_port: 0,
             ..NodeConfig::default()
         })
         .collect();

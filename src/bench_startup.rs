@@ -64,6 +64,7 @@ async fn through_skiff(pods: usize) -> Result<Latencies, StartupBenchError> {
     cfg.gateway.insecure_http = true;
     cfg.nodes = vec![NodeConfig {
         name: node.clone(),
+        server_port: 0,
         ..NodeConfig::default()
     }];
     let sys = system::start(&cfg).await?;

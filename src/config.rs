@@ -87,6 +87,9 @@ pub struct GatewayConfig {
     /// Endpoints (kube-apiserver's `--advertise-address`). Unset: the listen address, or
     /// when that is a wildcard, the host's address on its default route.
     pub advertise_address: Option<String>,
+    /// How often every node's server is scraped for `metrics.k8s.io` and the autoscaler
+    /// (metrics-server's `--metric-resolution`).
+    pub metrics_resolution_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -193,6 +196,9 @@ pub struct NodeConfig {
     /// How often configMap, secret, downwardAPI and projected volumes of running pods are
     /// brought up to date.
     pub volume_sync_seconds: u64,
+    /// The port of the node's server (the kubelet's API: logs, exec, port-forward,
+    /// stats) on the node's address; 0: any free port (published in the node's status).
+    pub server_port: u16,
 }
 
 impl Default for NodeConfig {
@@ -210,6 +216,7 @@ impl Default for NodeConfig {
             stats_interval_seconds: 5,
             data_dir: None,
             volume_sync_seconds: 10,
+            server_port: 10250,
         }
     }
 }
@@ -362,6 +369,7 @@ impl Default for GatewayConfig {
             insecure_http: false,
             tls_sans: Vec::new(),
             advertise_address: None,
+            metrics_resolution_seconds: 15,
         }
     }
 }

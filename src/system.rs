@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 use skiff_actors::api::{meta, resources, ApiError};
-use skiff_actors::client::{ApiClient, LocalClient};
+use skiff_actors::client::{ApiClient, LocalClient, LocalReviewers};
 use skiff_actors::controllers::autoscaler::AutoscalerConfig;
 use skiff_actors::controllers::job::JobConfig;
 use skiff_actors::controllers::local_path::LocalPathConfig;
@@ -23,7 +23,7 @@ use skiff_actors::controllers::system_service::SystemService;
 use skiff_actors::dns::{DnsServer, Sockets, Upstream, ZoneHandle, ZoneReconciler};
 use skiff_actors::gateway::allocation::ServiceRanges;
 use skiff_actors::gateway::auth::serviceaccount::ServiceAccountAuthenticator;
-use skiff_actors::gateway::logs::NodeRuntimes;
+use skiff_actors::gateway::node_proxy::NodeDialer;
 use skiff_actors::gateway::objects::{PatchType, WriteOptions};
 use skiff_actors::gateway::routing::Target;
 use skiff_actors::gateway::serviceaccount::token::{TokenError, TokenIssuer};
@@ -33,12 +33,16 @@ use skiff_actors::kubelet::kubelet::{Kubelet, KubeletConfig};
 use skiff_actors::kubelet::runtime::docker::DockerRuntime;
 use skiff_actors::kubelet::runtime::sim::{SimConfig, SimRuntime};
 use skiff_actors::kubelet::runtime::Runtime;
+use skiff_actors::kubelet::server::{
+    self as node_server, NodeServer, NodeServerConfig, ServerSecurity,
+};
 use skiff_actors::metrics::Metrics;
+use skiff_actors::metrics_scraper::Scraper;
 use skiff_actors::podnet::{host::PodNetHost, Backend, PodNetAgent};
 use skiff_actors::proxy::kernel::{KernelProxy, KernelRules};
 use skiff_actors::proxy::ProxyReconciler;
 use skiff_actors::resource_metrics::{MetricsRegistry, MetricsSink, MetricsSource};
-use skiff_actors::runtime::{Controller, InformerFactory};
+use skiff_actors::runtime::{Controller, InformerFactory, InformerSpec};
 use skiff_actors::scheduler::{SchedulerActor, SchedulerConfig};
 use skiff_actors::store::{self, StoreConfig, StoreHandle};
 
@@ -94,6 +98,10 @@ pub struct NodeHandle {
     pub name: String,
     pub kubelet: Addr<Kubelet>,
     pub proxy: Addr<Controller<ProxyReconciler>>,
+    /// The node's server (the API server's way to its logs, exec and port-forward).
+    pub server: Addr<NodeServer>,
+    /// The port it listens on.
+    pub server_port: u16,
     /// The simulated runtime of a hollow node, so tests can set its containers' usage.
     pub sim: Option<Arc<SimRuntime>>,
 }
@@ -244,16 +252,40 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
         ),
         None => (None, None),
     };
-    let runtimes = NodeRuntimes::default();
-    // Kubelets in this process report usage here; the gateway (metrics.k8s.io) and the
-    // autoscaler read it.
+    // The API server reaches node servers as `kube-apiserver-kubelet-client`, an
+    // administrator (as kubeadm's certificate of that name).
+    let dialer = match &credentials {
+        Some(c) => {
+            let now = std::time::SystemTime::now();
+            let client =
+                c.ca.issue_client(
+                    "kube-apiserver-kubelet-client",
+                    &["system:masters"],
+                    now - Duration::from_secs(300),
+                    now + Duration::from_secs(365 * 24 * 3600),
+                )
+                .map_err(SystemError::Ca)?;
+            NodeDialer::tls(c.ca.cert_pem(), &client)
+                .map_err(|e| SystemError::Bootstrap(e.to_string()))?
+        }
+        None => NodeDialer::plain(),
+    };
+    // Kubelets in this process report usage here, for their node servers' summaries.
     let usage = MetricsRegistry::default();
+    // What the scraper read from every node's server: the gateway (metrics.k8s.io) and the
+    // autoscaler read this.
+    let scraped = MetricsRegistry::default();
     let authorization = gateway::auth::Authorization::node_and_rbac(store.clone());
+    // Node servers in this process ask the gateway's own chains for their reviews.
+    let reviewers = LocalReviewers {
+        authorization: authorization.clone(),
+        authentication: gw_security.as_ref().map(|s| s.authenticator.clone()),
+    };
     let gateway = gateway::start(
         &gw_cfg,
         objects.clone(),
-        runtimes.clone(),
-        Arc::new(usage.clone()),
+        dialer.clone(),
+        Arc::new(scraped.clone()),
         metrics,
         authorization,
         gw_security,
@@ -332,7 +364,17 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
     // arbiter, and stop with it.
     let informers = InformerFactory::on_arbiter(client.clone(), control_arbiter.handle());
     let scheduler_client = client.clone();
-    let hpa_metrics: Arc<dyn MetricsSource> = Arc::new(usage.clone());
+    let hpa_metrics: Arc<dyn MetricsSource> = Arc::new(scraped.clone());
+    control_arbiter.spawn(
+        Scraper {
+            client: client.clone(),
+            dialer,
+            registry: scraped,
+            pods: informers.informer(InformerSpec::all("pods")),
+            period: Duration::from_secs(cfg.gateway.metrics_resolution_seconds.max(1)),
+        }
+        .run(),
+    );
     let cm_informers = informers.clone();
     let controllers = ControllerManager::start_in_arbiter(&control_arbiter.handle(), move |_| {
         ControllerManager::new(cm_informers, cm_cfg).with_metrics(hpa_metrics)
@@ -376,12 +418,20 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
             &informers,
         )
     });
+    let serving = NodeServing {
+        client: Arc::new(
+            LocalClient::new(objects.clone())
+                .with_manager("kubelet")
+                .with_reviewers(reviewers),
+        ),
+        ca_pem: credentials.as_ref().map(|c| c.ca.cert_pem().to_string()),
+    };
     let kubelets = start_nodes(
         &cfg.nodes,
         Some(&data_dir.join("nodes")),
         &nodes_arbiter,
         &informers,
-        &runtimes,
+        &serving,
         &usage,
         &NodeNetwork {
             dns: kubelet_dns,
@@ -453,12 +503,17 @@ pub async fn start_node_agent(
     node: &NodeConfig,
     client: Arc<dyn ApiClient>,
     net: NodeAgentNetwork,
+    ca_pem: Option<String>,
 ) -> Result<NodeAgent, SystemError> {
     let arbiter = Arbiter::new();
-    // Pod logs and resource metrics are served by the gateway from in-process nodes only;
-    // a remote node's registries stay local to it.
-    let runtimes = NodeRuntimes::default();
+    // The node's usage samples, served by its server for the API server's scraper.
     let usage = MetricsRegistry::default();
+    // With the cluster's CA its server serves TLS (a certificate from the kubelet-serving
+    // signer) to callers it checks; without, plain HTTP (an insecure cluster).
+    let serving = NodeServing {
+        client: client.clone(),
+        ca_pem,
+    };
     // Far from the API server, the kubelet watches only its own node's pods.
     let informers = InformerFactory::node_scoped(client, Some(arbiter.handle()));
     let docker = node.runtime == "docker";
@@ -482,7 +537,7 @@ pub async fn start_node_agent(
         None,
         &arbiter,
         &informers,
-        &runtimes,
+        &serving,
         &usage,
         &NodeNetwork {
             dns: DnsSettings {
@@ -701,14 +756,22 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// Start a kubelet and a proxy per configured node, on the nodes' arbiter, each with its
-/// runtime registered for the gateway's log requests, all reading `informers`.
+/// How the node servers of a process reach the API server and prove themselves.
+struct NodeServing {
+    /// For their serving certificate's request and their callers' reviews.
+    client: Arc<dyn ApiClient>,
+    /// The cluster CA (PEM); `None`: plain HTTP, nobody checked (insecure cluster).
+    ca_pem: Option<String>,
+}
+
+/// Start a kubelet, a node server and a proxy per configured node, on the nodes'
+/// arbiter, all reading `informers`.
 async fn start_nodes(
     nodes: &[NodeConfig],
     nodes_dir: Option<&std::path::Path>,
     arbiter: &Arbiter,
     informers: &InformerFactory,
-    runtimes: &NodeRuntimes,
+    serving: &NodeServing,
     usage: &MetricsRegistry,
     net: &NodeNetwork,
 ) -> Result<Vec<NodeHandle>, SystemError> {
@@ -747,7 +810,6 @@ async fn start_nodes(
                 })
             }
         };
-        runtimes.register(&node.name, runtime.clone());
         let address: IpAddr = match &node.address {
             Some(a) => a.parse().map_err(|_| SystemError::Node {
                 node: node.name.clone(),
@@ -755,6 +817,36 @@ async fn start_nodes(
             })?,
             None => IpAddr::from([127, 0, 0, (i % 254) as u8 + 1]),
         };
+        let listener =
+            node_server::bind(address, node.server_port).map_err(|e| SystemError::Node {
+                node: node.name.clone(),
+                detail: format!(
+                    "{e}: {}",
+                    std::error::Error::source(&e)
+                        .map(|s| s.to_string())
+                        .unwrap_or_default()
+                ),
+            })?;
+        let server_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let data_dir = node
+            .data_dir
+            .clone()
+            .or_else(|| nodes_dir.map(|d| d.join(&node.name)));
+        let server_config = NodeServerConfig {
+            node_name: node.name.clone(),
+            listener,
+            security: serving.ca_pem.as_ref().map(|ca| ServerSecurity {
+                ca_pem: ca.clone(),
+                sans: vec![node.name.clone(), address.to_string()],
+                cert_dir: data_dir.as_ref().map(|d| d.join("pki")),
+            }),
+            samples: Some(usage.clone()),
+        };
+        let (server_client, server_runtime) = (serving.client.clone(), runtime.clone());
+        let server_pods = informers.pods_on_node(&node.name);
+        let server = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+            NodeServer::new(server_config, server_client, server_runtime, server_pods)
+        });
         let kcfg = KubeletConfig {
             address: address.to_string(),
             node_name: node.name.clone(),
@@ -773,13 +865,11 @@ async fn start_nodes(
             max_pods: node.pods,
             heartbeat_interval: Duration::from_secs(node.heartbeat_seconds.max(1)),
             stats_interval: Duration::from_secs(node.stats_interval_seconds.max(1)),
-            data_dir: node
-                .data_dir
-                .clone()
-                .or_else(|| nodes_dir.map(|d| d.join(&node.name))),
+            data_dir,
             volume_sync_interval: Duration::from_secs(node.volume_sync_seconds.max(1)),
             dns: dns.clone(),
             require_pod_cidr: net.pod_cidrs && node.runtime == "docker",
+            server_port,
             ..KubeletConfig::default()
         };
         let kubelet_informers = informers.clone();
@@ -801,6 +891,8 @@ async fn start_nodes(
             name: node.name.clone(),
             kubelet: addr,
             proxy,
+            server,
+            server_port,
             sim,
         });
     }

@@ -8,6 +8,7 @@ pub mod dns;
 pub mod gateway;
 pub mod kubelet;
 pub mod metrics;
+pub mod metrics_scraper;
 pub mod pki;
 pub mod podnet;
 pub mod proxy;

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SerialNumber,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer};
@@ -208,6 +208,23 @@ impl ClusterCa {
         })
     }
 
+    /// Sign a certificate signing request (PEM) as a serving certificate valid for
+    /// `validity` from now, for the subject and names it asks for (the approver has judged
+    /// them); server authentication only, never a CA.
+    pub fn sign_serving_csr(&self, csr_pem: &str, validity: Duration) -> Result<String, PkiError> {
+        let requested = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| PkiError::BadCsr(e.to_string()))?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = requested.params.distinguished_name.clone();
+        params.subject_alt_names = requested.params.subject_alt_names.clone();
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.sign_request(params, requested.public_key, validity)
+    }
+
     /// Sign a certificate signing request (PEM) as a client certificate valid for
     /// `validity` from now. Only the request's subject and key are taken from it: the
     /// usages are client authentication whatever it asked for, and it is never a CA.
@@ -221,15 +238,21 @@ impl ClusterCa {
             KeyUsagePurpose::KeyEncipherment,
         ];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign_request(params, requested.public_key, validity)
+    }
+
+    fn sign_request(
+        &self,
+        mut params: CertificateParams,
+        public_key: rcgen::PublicKey,
+        validity: Duration,
+    ) -> Result<String, PkiError> {
         let now = SystemTime::now();
         params.not_before = (now - BACKDATE).into();
         params.not_after = (now + validity).into();
         params.serial_number = Some(random_serial()?);
         params.use_authority_key_identifier_extension = true;
-        let to_sign = CertificateSigningRequestParams {
-            params,
-            public_key: requested.public_key,
-        };
+        let to_sign = CertificateSigningRequestParams { params, public_key };
         let cert = to_sign
             .signed_by(&self.issuer)
             .map_err(PkiError::Generate)?;
@@ -275,16 +298,27 @@ pub fn cert_not_after(cert_pem: &str) -> Result<SystemTime, PkiError> {
 }
 
 fn serving_still_good(cert_pem: &str, ca: &ClusterCa, sans: &[String]) -> Result<bool, PkiError> {
+    serving_cert_fits(cert_pem, ca.cert_der(), sans, RENEW_BEFORE)
+}
+
+/// Whether a serving certificate (PEM) is signed by the CA (DER), covers every name in
+/// `sans`, and stays valid for at least `margin` more.
+pub fn serving_cert_fits(
+    cert_pem: &str,
+    ca_der: &[u8],
+    sans: &[String],
+    margin: Duration,
+) -> Result<bool, PkiError> {
     let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
         .map_err(|e| PkiError::BadCertificate(e.to_string()))?;
     let (_, cert) =
         X509Certificate::from_der(&der).map_err(|e| PkiError::BadCertificate(e.to_string()))?;
-    let (_, ca_cert) = X509Certificate::from_der(ca.cert_der())
-        .map_err(|e| PkiError::BadCertificate(e.to_string()))?;
+    let (_, ca_cert) =
+        X509Certificate::from_der(ca_der).map_err(|e| PkiError::BadCertificate(e.to_string()))?;
     if cert.verify_signature(Some(ca_cert.public_key())).is_err() {
         return Ok(false);
     }
-    let renew_at = SystemTime::now() + RENEW_BEFORE;
+    let renew_at = SystemTime::now() + margin;
     let not_after = SystemTime::UNIX_EPOCH
         + Duration::from_secs(cert.validity().not_after.timestamp().max(0) as u64);
     if not_after < renew_at {
@@ -341,6 +375,37 @@ pub fn client_csr(
     let csr = params.serialize_request(&key).map_err(PkiError::Generate)?;
     let pem = csr.pem().map_err(PkiError::Generate)?;
     Ok((key.serialize_pem(), pem))
+}
+
+/// A new key and a certificate signing request for node `node_name`'s serving
+/// certificate, as a kubelet makes them for the `kubernetes.io/kubelet-serving` signer:
+/// CN `system:node:<name>`, O `system:nodes`, server authentication, for `sans` (DNS
+/// names and IP addresses). Returns (key PEM, CSR PEM).
+pub fn node_serving_csr(node_name: &str, sans: &[String]) -> Result<(String, String), PkiError> {
+    let key = KeyPair::generate().map_err(PkiError::Generate)?;
+    let mut params = CertificateParams::new(sans.to_vec()).map_err(PkiError::Generate)?;
+    params.distinguished_name = dn(&format!("system:node:{node_name}"), &["system:nodes"]);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let csr = params.serialize_request(&key).map_err(PkiError::Generate)?;
+    let pem = csr.pem().map_err(PkiError::Generate)?;
+    Ok((key.serialize_pem(), pem))
+}
+
+/// The DNS names and IP addresses a certificate signing request (PEM) asks for.
+pub fn csr_sans(csr_pem: &str) -> Result<Vec<String>, PkiError> {
+    let requested = CertificateSigningRequestParams::from_pem(csr_pem)
+        .map_err(|e| PkiError::BadCsr(e.to_string()))?;
+    Ok(requested
+        .params
+        .subject_alt_names
+        .iter()
+        .filter_map(|san| match san {
+            SanType::DnsName(d) => Some(d.as_str().to_string()),
+            SanType::IpAddress(ip) => Some(ip.to_string()),
+            _ => None,
+        })
+        .collect())
 }
 
 /// What a certificate signing request (PEM) asks for: its subject, and whether its

@@ -10,13 +10,20 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 /// One container's usage over a sampling window.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ContainerUsage {
     pub name: String,
     /// Average CPU over the window, in billionths of a core.
     pub cpu_nanocores: u64,
     /// Working set at the end of the window.
     pub memory_bytes: u64,
+    /// CPU time used since the container started, in nanoseconds (the counter the rate
+    /// was taken from; Prometheus' `container_cpu_usage_seconds_total`).
+    pub cpu_total_ns: u64,
+    /// The runtime's id and image of the container, where the sampling node knows them
+    /// (empty in what a scraper read from a Summary).
+    pub runtime_id: String,
+    pub image: String,
 }
 
 /// One pod's usage: every app container that runs in it.
@@ -108,6 +115,16 @@ impl MetricsRegistry {
     }
 }
 
+impl MetricsRegistry {
+    /// The latest report of `node`, while it is fresh.
+    pub fn node_report(&self, node: &str) -> Option<NodeReport> {
+        self.read()
+            .get(node)
+            .filter(|r| self.fresh(r.node.timestamp, Utc::now()))
+            .cloned()
+    }
+}
+
 impl MetricsSink for MetricsRegistry {
     fn report(&self, report: NodeReport) {
         self.reports
@@ -159,6 +176,8 @@ mod tests {
                 name: "c".into(),
                 cpu_nanocores: 5,
                 memory_bytes: 7,
+                cpu_total_ns: 9,
+                ..Default::default()
             }],
             timestamp: at,
             window: Duration::from_secs(5),

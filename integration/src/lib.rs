@@ -3,6 +3,7 @@
 
 pub mod hosts;
 
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -123,6 +124,10 @@ impl TestCluster {
         // Their Docker nodes' pod networks must not overlap either.
         cfg.network.cluster_cidr = unique_pod_range();
         tweak(&mut cfg);
+        // Node servers of clusters side by side: any free port each.
+        for node in &mut cfg.nodes {
+            node.server_port = 0;
+        }
         Self::launch(cfg)
     }
 
@@ -289,7 +294,8 @@ impl Drop for JoinedNode {
 
 impl TestCluster {
     /// Start one more node against this (plain HTTP) cluster while it runs.
-    pub fn join_node(&self, node: skiff::config::NodeConfig) -> JoinedNode {
+    pub fn join_node(&self, mut node: skiff::config::NodeConfig) -> JoinedNode {
+        node.server_port = 0;
         let url = self.url.clone();
         let name = node.name.clone();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -303,7 +309,9 @@ impl TestCluster {
                         return;
                     }
                 };
-                match system::start_node_agent(&node, Arc::new(client), Default::default()).await {
+                match system::start_node_agent(&node, Arc::new(client), Default::default(), None)
+                    .await
+                {
                     Ok(agent) => {
                         let _ = ready_tx.send(Ok(()));
                         let _ = stop_rx.await;
@@ -740,4 +748,79 @@ pub fn python_client(script: &str, kubeconfig: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
+}
+
+/// A `kubectl port-forward` running until dropped, and the local ports it chose.
+pub struct PortForward {
+    child: std::process::Child,
+    /// The local ports kubectl chose, in the order of the remote ones.
+    pub ports: Vec<u16>,
+}
+
+impl PortForward {
+    /// `bin port-forward target :p...` against `kubeconfig`, once it says where it listens.
+    pub fn start(bin: &str, kubeconfig: &Path, target: &str, remote: &[u16]) -> PortForward {
+        let mut args = vec![
+            "--kubeconfig".to_string(),
+            kubeconfig.display().to_string(),
+            "port-forward".into(),
+            target.into(),
+        ];
+        args.extend(remote.iter().map(|p| format!(":{p}")));
+        let mut child = std::process::Command::new(bin)
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("kubectl port-forward");
+        let mut stdout = child.stdout.take().expect("stdout");
+        let mut seen = String::new();
+        let mut ports = Vec::new();
+        let mut buf = [0u8; 256];
+        // "Forwarding from 127.0.0.1:41234 -> 8080", once per port (and once for [::1]).
+        while ports.len() < remote.len() {
+            let n = stdout.read(&mut buf).expect("read port-forward output");
+            assert!(n > 0, "kubectl port-forward ended: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            ports = seen
+                .lines()
+                .filter(|l| l.starts_with("Forwarding from 127.0.0.1:"))
+                .filter_map(|l| {
+                    l.trim_start_matches("Forwarding from 127.0.0.1:")
+                        .split_whitespace()
+                        .next()?
+                        .parse()
+                        .ok()
+                })
+                .collect();
+        }
+        // Keep draining its output so it never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = stdout.read_to_end(&mut sink);
+        });
+        PortForward { child, ports }
+    }
+}
+
+impl Drop for PortForward {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The body of `GET path` (HTTP/1.0) from 127.0.0.1:`port`.
+pub fn http_get(port: u16, path: &str) -> Vec<u8> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").expect("request");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("response");
+    let at = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    out.split_off(at + 4)
 }

@@ -23,7 +23,7 @@ async fn sigkilled_skiff_adopts_running_pods_without_restarting_them() {
     let node = node_names("adopt", 1).remove(0);
     let _cleanup = DockerCleanup::new(std::slice::from_ref(&node));
     let dir = tempfile::tempdir().unwrap();
-    let nodes = format!("[[nodes]]\nname = \"{node}\"\nheartbeat_seconds = 2\n");
+    let nodes = format!("[[nodes]]\nname = \"{node}\"\nheartbeat_seconds = 2\nserver_port = 0\n");
     let mut first = SkiffProcess::start_with(dir.path(), &nodes);
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sleeper"},
         "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "app",

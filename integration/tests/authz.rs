@@ -415,12 +415,13 @@ fn run_node_agent(
         runtime: "sim".into(),
         heartbeat_seconds: 1,
         address: Some("127.0.0.1".into()),
+        server_port: 0,
         ..skiff::config::NodeConfig::default()
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::spawn(move || {
         actix_rt::System::new().block_on(async move {
-            let agent = skiff::system::start_node_agent(&node, client, Default::default())
+            let agent = skiff::system::start_node_agent(&node, client, Default::default(), None)
                 .await
                 .expect("node agent");
             let _ = stop_rx.await;

@@ -33,6 +33,7 @@ fn kubectl_ok(kubeconfig: &Path, args: &[&str]) -> String {
 /// Short periods so that a test sees several syncs and a whole window in seconds.
 fn fast_autoscaling(cfg: &mut Config, nodes: &[String], runtime: &str) {
     cfg.controllers.hpa_sync_period_seconds = SYNC.as_secs();
+    cfg.gateway.metrics_resolution_seconds = 1;
     cfg.controllers.hpa_downscale_stabilization_seconds = WINDOW.as_secs();
     cfg.nodes = nodes
         .iter()

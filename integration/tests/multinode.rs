@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use skiff_actors::pki::{self, ClusterCa};
-use skiff_integration::{call, eventually, node_names, skiff_bin, tls_client, DockerCleanup};
+use skiff_integration::{
+    call, eventually, http_get, kubectl, node_names, skiff_bin, tls_client, DockerCleanup,
+    PortForward,
+};
 
 /// Node heartbeats every second; NotReady after 3 s of silence, pods evicted 4 s later.
 const GRACE_SECONDS: u64 = 3;
@@ -42,7 +45,7 @@ impl Server {
         std::fs::write(
             &config,
             format!(
-                "[gateway]\nlisten = \"{listen}\"\n[controllers]\nnode_grace_period_seconds = {grace}\nnode_eviction_timeout_seconds = {eviction}\n"
+                "[gateway]\nlisten = \"{listen}\"\nmetrics_resolution_seconds = 1\n[controllers]\nhpa_sync_period_seconds = 2\nnode_grace_period_seconds = {grace}\nnode_eviction_timeout_seconds = {eviction}\n"
             ),
         )
         .expect("write config");
@@ -103,6 +106,8 @@ impl Server {
             "node", "--server", &self.url, "--token", token, "--name", name,
         ])
         .args(["--address", address, "--heartbeat-seconds", "1"])
+        // Node servers of nodes side by side on one machine: any free port each.
+        .args(["--server-port", "0"])
         // SIGKILLed by the test, a node could not take kernel rules or routes with it:
         // these nodes keep to the engine's default bridge and the userspace proxy (the pod
         // network has its own test, on hosts the test makes).
@@ -423,4 +428,128 @@ async fn a_node_whose_kept_certificate_expired_joins_again_with_its_token() {
         "the expired certificate was replaced"
     );
     assert!(pki::cert_not_after(&kept).unwrap() > std::time::SystemTime::now());
+}
+
+#[tokio::test]
+async fn a_remote_nodes_pods_are_reached_for_exec_logs_port_forward_top_and_autoscaling() {
+    skiff_integration::require_docker();
+    let name = node_names("remote", 1).remove(0);
+    let _cleanup = DockerCleanup::new(std::slice::from_ref(&name));
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let admin = server.admin();
+    let url = server.url.clone();
+    let node_dir = tempfile::tempdir().unwrap();
+    let _node = Proc(
+        server
+            .node(&name, "127.0.0.6", &server.join_token(), node_dir.path())
+            .spawn()
+            .expect("spawn skiff node"),
+    );
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "far"},
+        "spec": {"nodeName": name, "terminationGracePeriodSeconds": 1, "containers": [{
+            "name": "app", "image": "skiff/busybox:latest", "imagePullPolicy": "Never",
+            "command": ["sh", "-c", "mkdir -p /www && echo far > /www/index.html && httpd -p 8080 -h /www; i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"]}]}});
+    let (code, body) = call(
+        admin
+            .post(format!("{url}/api/v1/namespaces/default/pods"))
+            .json(&pod),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    eventually(Duration::from_secs(60), "far Running", || {
+        running_container(&admin, &url, "far")
+    })
+    .await;
+    let kc = dir.path().join("kubeconfig");
+    let run = |args: &[&str]| kubectl(&kc, args);
+    let (code, out, err) = run(&["exec", "far", "--", "echo", "from", "afar"]);
+    assert_eq!((code, out.as_str()), (0, "from afar\n"), "{err}");
+    let (code, _, _) = run(&["exec", "far", "--", "sh", "-c", "exit 5"]);
+    assert_eq!(code, 5);
+    let (code, out, err) = run(&["logs", "--tail=2", "far"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().all(|l| l.starts_with("tick ")), "{out}");
+    let pf = PortForward::start("kubectl", &kc, "pod/far", &[8080]);
+    assert_eq!(http_get(pf.ports[0], "/index.html"), b"far\n");
+    drop(pf);
+    // Its usage, scraped from its node server, is what `kubectl top` shows.
+    eventually(
+        Duration::from_secs(60),
+        "kubectl top lists the remote pod",
+        || async {
+            let (code, out, _) = kubectl(&kc, &["top", "pod", "far", "--no-headers"]);
+            (code == 0 && out.starts_with("far ")).then_some(())
+        },
+    )
+    .await;
+    let (code, out, err) = run(&["top", "node", &name, "--no-headers"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with(&name), "{out}");
+    // The node's own endpoints through `nodes/<name>/proxy`.
+    let raw = format!("/api/v1/nodes/{name}/proxy/metrics/resource");
+    let (code, out, err) = run(&["get", "--raw", &raw]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(
+            r#"container_cpu_usage_seconds_total{container="app",namespace="default",pod="far"}"#
+        ),
+        "{out}"
+    );
+    let raw = format!("/api/v1/nodes/{name}/proxy/metrics/cadvisor");
+    let (code, out, err) = run(&["get", "--raw", &raw]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines().any(|l| l
+            .starts_with(r#"container_memory_working_set_bytes{container="app","#)
+            && l.contains(r#"namespace="default",pod="far"}"#)),
+        "{out}"
+    );
+    let raw = format!("/api/v1/nodes/{name}/proxy/pods");
+    let (code, out, err) = run(&["get", "--raw", &raw]);
+    assert_eq!(code, 0, "{err}");
+    let pods: Value = serde_json::from_str(&out).expect("a PodList");
+    assert_eq!(pods["items"][0]["metadata"]["name"], "far");
+
+    // An autoscaler reads the remote pods' usage from the scrape and scales them: one
+    // pod burning its 200m limit against a 100m request is at 200% of a 50% target.
+    let burn = json!({"apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": "burn"},
+        "spec": {"replicas": 1, "selector": {"app": "burn"}, "template": {
+            "metadata": {"labels": {"app": "burn"}},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "app",
+                "image": "skiff/busybox:latest", "imagePullPolicy": "Never",
+                "resources": {"requests": {"cpu": "100m"}, "limits": {"cpu": "200m"}},
+                "command": ["sh", "-c", "while :; do :; done"]}]}}}});
+    let (code, body) = call(
+        admin
+            .post(format!(
+                "{url}/api/v1/namespaces/default/replicationcontrollers"
+            ))
+            .json(&burn),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let (code, _, err) = run(&[
+        "autoscale",
+        "rc",
+        "burn",
+        "--cpu-percent=50",
+        "--min=1",
+        "--max=2",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    eventually(
+        Duration::from_secs(120),
+        "the autoscaler to scale burn to 2",
+        || async {
+            let (_, out, _) = kubectl(
+                &kc,
+                &["get", "rc", "burn", "-o", "jsonpath={.spec.replicas}"],
+            );
+            (out == "2").then_some(())
+        },
+    )
+    .await;
+    let (code, _, err) = run(&["delete", "rc", "burn", "--wait=false"]);
+    assert_eq!(code, 0, "{err}");
 }

@@ -68,14 +68,27 @@ pub fn default_pod_spec_typed(spec: &mut PodSpec) {
     for c in spec.containers.iter_mut().chain(init) {
         default_container(c);
     }
+    for c in spec.ephemeral_containers.iter_mut().flatten() {
+        c.image_pull_policy
+            .get_or_insert_with(|| pull_policy_of(c.image.as_deref()).into());
+        c.termination_message_path
+            .get_or_insert_with(|| "/dev/termination-log".into());
+        c.termination_message_policy
+            .get_or_insert_with(|| "File".into());
+    }
+}
+
+/// `Always` for an untagged or `:latest` image, else `IfNotPresent`.
+fn pull_policy_of(image: Option<&str>) -> &'static str {
+    match image {
+        Some(image) if image_tag(image).is_none_or(|t| t == "latest") => "Always",
+        _ => "IfNotPresent",
+    }
 }
 
 fn default_container(c: &mut Container) {
-    let policy = match c.image.as_deref() {
-        Some(image) if image_tag(image).is_none_or(|t| t == "latest") => "Always",
-        _ => "IfNotPresent",
-    };
-    c.image_pull_policy.get_or_insert_with(|| policy.into());
+    c.image_pull_policy
+        .get_or_insert_with(|| pull_policy_of(c.image.as_deref()).into());
     c.termination_message_path
         .get_or_insert_with(|| "/dev/termination-log".into());
     c.termination_message_policy

@@ -253,6 +253,12 @@ pub fn lookup(name: &str) -> Option<&'static ResourceInfo> {
     registry().find(|r| r.name == name && r.storage == Storage::Stored)
 }
 
+/// A stored resource, or else a review (created, never stored), by its plural name: what
+/// API clients may address.
+pub fn lookup_client(name: &str) -> Option<&'static ResourceInfo> {
+    lookup(name).or_else(|| registry().find(|r| r.name == name && r.storage == Storage::Review))
+}
+
 /// Look a resource up by its plural name within one group and version.
 pub fn lookup_in(group: &str, version: &str, name: &str) -> Option<&'static ResourceInfo> {
     registry().find(|r| r.group == group && r.version == version && r.name == name)

@@ -28,6 +28,8 @@ pub enum Part {
     Finalizers,
     /// A CSR's `status.conditions` (the `approval` subresource).
     Approval,
+    /// A pod's `spec.ephemeralContainers` (the `ephemeralcontainers` subresource).
+    EphemeralContainers,
 }
 
 /// The names an object of the kind may have (`ValidateObjectMeta`'s name function).

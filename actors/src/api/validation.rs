@@ -12,6 +12,7 @@ use std::net::IpAddr;
 
 pub(crate) mod dns;
 pub(crate) mod env;
+pub(crate) mod ephemeral;
 pub(crate) mod podspec;
 pub(crate) mod rbac;
 pub(crate) mod scheduling;
@@ -1081,10 +1082,35 @@ const UPDATABLE_POD_FIELDS: &[&str] = &[
 pub(crate) fn validate_pod(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
     let spec = obj.get("spec").unwrap_or(&Value::Null);
     validate_pod_spec(spec, "spec", errs);
-    if let Some(old) = old {
-        let old_spec = old.get("spec").unwrap_or(&Value::Null);
-        validate_pod_spec_update(spec, old_spec, errs);
+    match old {
+        Some(old) => {
+            let old_spec = old.get("spec").unwrap_or(&Value::Null);
+            validate_pod_spec_update(spec, old_spec, errs);
+        }
+        None => ephemeral::validate_none_on_create(spec, "spec", errs),
     }
+}
+
+/// A write of the pod's `ephemeralcontainers` subresource: the object's metadata and its
+/// whole spec as for any pod, and ephemeral containers only added
+/// (`ValidatePodEphemeralContainersUpdate`); the rest of the spec is the old one.
+pub fn validate_pod_ephemeral_containers_update(
+    info: &ResourceInfo,
+    obj: &Value,
+    old: &Value,
+) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    validate_meta(
+        obj,
+        Some(old),
+        info.strategy.name_rule(),
+        Scope::Namespaced,
+        &mut errs,
+    );
+    let spec = obj.get("spec").unwrap_or(&Value::Null);
+    validate_pod_spec(spec, "spec", &mut errs);
+    ephemeral::validate_only_added(spec, old.get("spec").unwrap_or(&Value::Null), &mut errs);
+    errs
 }
 
 fn validate_pod_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
@@ -1097,6 +1123,7 @@ fn validate_pod_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
     validate_containers(containers, &containers_path, &mut names, errs);
     let init = get_array(spec, "initContainers");
     validate_containers(init, &child(path, "initContainers"), &mut names, errs);
+    ephemeral::validate_ephemeral_containers(spec, path, &mut names, errs);
     validate_enum(spec, "restartPolicy", path, RESTART_POLICIES, errs);
     validate_enum(spec, "dnsPolicy", path, DNS_POLICIES, errs);
     dns::validate_pod_dns(spec, path, errs);
@@ -1712,6 +1739,7 @@ pub(crate) fn validate_pod_template_spec(template: &Value, path: &str, errs: &mu
     }
     let spec = template.get("spec").unwrap_or(&Value::Null);
     validate_pod_spec(spec, &format!("{path}.spec"), errs);
+    ephemeral::validate_none_in_template(spec, &format!("{path}.spec"), errs);
 }
 
 // ---------------------------------------------------------------------------

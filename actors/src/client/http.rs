@@ -80,7 +80,7 @@ impl HttpClient {
         name: Option<&str>,
         sub: Option<&str>,
     ) -> String {
-        let info = resources::lookup(resource);
+        let info = resources::lookup_client(resource);
         let namespaced = info.is_some_and(|r| r.namespaced);
         let base = info.map_or_else(|| "/api/v1".to_string(), |r| r.base_path());
         let mut url = format!("{}{base}", self.base);

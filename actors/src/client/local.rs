@@ -10,7 +10,10 @@ use crate::api::resources;
 use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::api::strategy::current_form;
 use crate::api::ApiError;
+use crate::gateway::auth::authn::Authenticator;
+use crate::gateway::auth::{Authorization, UserInfo};
 use crate::gateway::objects::{store_error, DeleteOptions, ListOptions, Objects, WriteOptions};
+use crate::gateway::reviews::{self, Reviewers};
 use crate::gateway::routing::Target;
 use crate::gateway::watch::WatchFilter;
 
@@ -19,6 +22,16 @@ pub struct LocalClient {
     objects: Objects,
     /// The field manager its writes are recorded under in managedFields.
     manager: String,
+    /// Who answers TokenReviews and SubjectAccessReviews (the gateway's chains), for
+    /// components that ask them (node servers); none: reviews are not served.
+    reviewers: Option<Arc<LocalReviewers>>,
+}
+
+/// The gateway's authorizer and authenticator, as reviews see them.
+pub struct LocalReviewers {
+    pub authorization: Authorization,
+    /// `None` on the insecure path.
+    pub authentication: Option<Arc<Authenticator>>,
 }
 
 impl LocalClient {
@@ -26,7 +39,14 @@ impl LocalClient {
         LocalClient {
             objects,
             manager: "skiff".into(),
+            reviewers: None,
         }
+    }
+
+    /// The same client, answering reviews with these chains.
+    pub fn with_reviewers(mut self, reviewers: LocalReviewers) -> Self {
+        self.reviewers = Some(Arc::new(reviewers));
+        self
     }
 
     /// The same client, recording its writes under another field manager.
@@ -49,7 +69,7 @@ fn target(
     name: Option<&str>,
     subresource: Option<&str>,
 ) -> Result<Target, ApiError> {
-    let info = resources::lookup(resource).ok_or(ApiError::NoRoute)?;
+    let info = resources::lookup_client(resource).ok_or(ApiError::NoRoute)?;
     Ok(Target {
         resource: info,
         namespace: namespace.filter(|_| info.namespaced).map(str::to_string),
@@ -160,6 +180,16 @@ impl ApiClient for LocalClient {
         object: Value,
     ) -> Result<Value, ApiError> {
         let t = target(resource, namespace, None, None)?;
+        if resources::is_review(t.resource) {
+            // Answered by the gateway's chains, never stored; as the control plane itself.
+            let by = self.reviewers.as_ref().ok_or(ApiError::MethodNotAllowed)?;
+            let by = Reviewers {
+                authz: &by.authorization,
+                authn: by.authentication.as_deref(),
+            };
+            let user = UserInfo::insecure_admin();
+            return reviews::review(t.resource, &user, &by, t.namespace.as_deref(), object);
+        }
         Ok(Arc::unwrap_or_clone(
             self.objects
                 .create(&t, object, &self.write_options())
@@ -246,7 +276,7 @@ impl ApiClient for LocalClient {
             Some("token"),
         )?;
         // The in-process client is the control plane's own: trusted, like the insecure path.
-        let user = crate::gateway::auth::UserInfo::insecure_admin();
+        let user = UserInfo::insecure_admin();
         self.objects.create_token(&t, request, &user)
     }
 

@@ -12,7 +12,7 @@ use futures::stream::BoxStream;
 use serde_json::Value;
 
 pub use http::{Credentials, HttpClient};
-pub use local::LocalClient;
+pub use local::{LocalClient, LocalReviewers};
 
 use crate::api::ApiError;
 pub use crate::gateway::objects::PatchType;

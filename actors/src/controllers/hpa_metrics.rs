@@ -294,6 +294,7 @@ mod tests {
                     name: (*n).into(),
                     cpu_nanocores: cpu_millis * 1_000_000,
                     memory_bytes: *mem,
+                    ..Default::default()
                 })
                 .collect(),
             timestamp: Utc::now(),

@@ -15,6 +15,8 @@ pub const RESOURCE: &str = "certificatesigningrequests";
 /// Signer names of client certificates the cluster CA issues (kube's built-in signers).
 pub const KUBELET_CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 pub const CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client";
+/// The signer of kubelets' serving certificates (their :10250 server).
+pub const KUBELET_SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
 
 /// Fill in the requester and check the request before a CSR is created.
 pub fn admit_create(body: &mut Value, user: &UserInfo) -> Result<(), ApiError> {

@@ -183,6 +183,17 @@ fn subresource(info: &ResourceInfo, sub: &str) -> Subresource {
             &["create"],
         ),
         "log" => ("Pod", None, &["get"]),
+        // Kubernetes' discovery: the streaming subresources answer connect options kinds.
+        "exec" => ("PodExecOptions", None, &["create", "get"]),
+        "attach" => ("PodAttachOptions", None, &["create", "get"]),
+        "portforward" => ("PodPortForwardOptions", None, &["create", "get"]),
+        "proxy" if info.name == "nodes" => (
+            "NodeProxyOptions",
+            None,
+            &[
+                "create", "delete", "get", "head", "options", "patch", "update",
+            ],
+        ),
         "finalize" => (info.kind, None, &["update"]),
         _ => (info.kind, None, &["get", "patch", "update"]),
     };

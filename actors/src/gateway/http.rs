@@ -16,7 +16,7 @@ use super::read_options::{self, ReadAt, WatchStart, FRESHNESS_WAIT};
 use super::render::{self, Format};
 use super::routing::{self, Target};
 use super::watch::{self, WatchSpec};
-use super::{auth, csr, eviction, logs, reviews, AppState};
+use super::{auth, csr, eviction, node_proxy, reviews, streams, AppState};
 use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::api::{managed_fields, meta, protobuf, resources, ApiError};
 
@@ -97,6 +97,16 @@ async fn serve(
 }
 
 fn verb_of(method: &Method, t: &Target, q: &Query) -> &'static str {
+    // Opening a stream into a pod is a create, whichever method the upgrade came with
+    // (kube-apiserver's AuthorizePodWebsocketUpgradeCreatePermission).
+    if t.resource.name == "pods"
+        && matches!(
+            t.subresource.as_deref(),
+            Some("exec" | "attach" | "portforward")
+        )
+    {
+        return "create";
+    }
     let watching = t.legacy_watch || q.get("watch").is_some_and(|w| w == "true" || w == "1");
     match (method.as_str(), t.name.is_some()) {
         ("GET", true) if watching => "watch",
@@ -120,6 +130,12 @@ async fn handle(
     verb: &str,
     q: Query,
 ) -> Result<HttpResponse, ApiError> {
+    if node_proxy::is_streaming(&target) {
+        if target.subresource.as_deref() == Some("log") && verb != "get" {
+            return Err(ApiError::MethodNotAllowed);
+        }
+        return streams::serve(req, payload, state, &target).await;
+    }
     let format = Format::negotiate(
         header(req, "accept"),
         q.get("includeObject").map(String::as_str),
@@ -152,12 +168,6 @@ async fn handle(
     // An eviction and a token request are only ever created.
     if matches!(target.subresource.as_deref(), Some("eviction" | "token")) && verb != "create" {
         return Err(ApiError::MethodNotAllowed);
-    }
-    if target.subresource.as_deref() == Some("log") {
-        if verb != "get" {
-            return Err(ApiError::MethodNotAllowed);
-        }
-        return logs::pod_logs(objects, &state.runtimes, &target, log_query(&q)?).await;
     }
     match verb {
         "get" => {
@@ -407,24 +417,6 @@ async fn open_watch(
         WatchStart::Now => Some(store.revision()),
     };
     store.watch(prefix, from).await
-}
-
-fn log_query(q: &Query) -> Result<logs::LogQuery, ApiError> {
-    let flag = |k: &str| q.get(k).is_some_and(|v| v == "true" || v == "1");
-    let tail_lines = match q.get("tailLines") {
-        Some(t) => Some(
-            t.parse::<u64>()
-                .map_err(|_| ApiError::BadRequest(format!("invalid tailLines: {t}")))?,
-        ),
-        None => None,
-    };
-    Ok(logs::LogQuery {
-        container: q.get("container").filter(|c| !c.is_empty()).cloned(),
-        follow: flag("follow"),
-        previous: flag("previous"),
-        timestamps: flag("timestamps"),
-        tail_lines,
-    })
 }
 
 fn list_options(q: &Query) -> Result<ListOptions, ApiError> {

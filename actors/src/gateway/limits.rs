@@ -80,7 +80,8 @@ pub enum Class {
     Mutating,
     /// A watch: counted against the client's watch cap, not the in-flight caps.
     Watch,
-    /// A followed log: long-running, exempt like a watch but not counted as one.
+    /// A followed log, an exec, attach or port-forward, a node proxy: long-running, exempt
+    /// like a watch but not counted as one.
     LongRunning,
 }
 
@@ -101,7 +102,11 @@ impl Class {
         };
         if is_get && (legacy_watch || flag("watch")) {
             Class::Watch
-        } else if is_get && segs.last() == Some(&"log") && flag("follow") {
+        } else if (is_get && segs.last() == Some(&"log") && flag("follow"))
+            || matches!(segs.last(), Some(&("exec" | "attach" | "portforward")))
+            || (segs.get(..3) == Some(&["api", "v1", "nodes"]) && segs.get(4) == Some(&"proxy"))
+        {
+            // Streams to a node's server: as long as the user keeps them open.
             Class::LongRunning
         } else if matches!(method, "GET" | "HEAD" | "OPTIONS") {
             Class::ReadOnly

@@ -302,6 +302,7 @@ mod tests {
                 name: "httpd".into(),
                 cpu_nanocores: 250_000_000,
                 memory_bytes: 3 << 20,
+                ..Default::default()
             }],
             timestamp: chrono::Utc::now(),
             window: Duration::from_millis(5004),

@@ -5,19 +5,21 @@ pub mod auth;
 pub mod csr;
 mod discovery;
 mod eviction;
+mod front;
 mod http;
 pub mod limits;
-pub mod logs;
 pub mod metrics_api;
+pub mod node_proxy;
 pub mod objects;
 mod openapi;
 pub mod priority;
 pub mod read_options;
 mod render;
-mod reviews;
+pub(crate) mod reviews;
 pub mod routing;
 pub mod serviceaccount;
 pub mod storage;
+mod streams;
 pub mod tls;
 pub mod watch;
 
@@ -26,8 +28,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_web::dev::ServerHandle;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactoryExt};
+use actix_web::dev::{AppConfig, ServerHandle};
+use actix_web::{web, App, HttpResponse};
 
 use crate::api::ApiError;
 use crate::metrics::Metrics;
@@ -81,7 +84,8 @@ impl Default for GatewayConfig {
 /// Shared by every HTTP worker.
 pub struct AppState {
     pub objects: Objects,
-    pub runtimes: logs::NodeRuntimes,
+    /// How node servers are reached (logs, exec, attach, port-forward, node proxy).
+    pub nodes: node_proxy::NodeDialer,
     /// Node and pod usage for `metrics.k8s.io`.
     pub resource_metrics: Arc<dyn MetricsSource>,
     pub metrics: Arc<Metrics>,
@@ -131,7 +135,7 @@ async fn not_found() -> HttpResponse {
 pub fn start(
     config: &GatewayConfig,
     objects: Objects,
-    runtimes: logs::NodeRuntimes,
+    nodes: node_proxy::NodeDialer,
     resource_metrics: Arc<dyn MetricsSource>,
     metrics: Arc<Metrics>,
     authorization: auth::Authorization,
@@ -143,7 +147,7 @@ pub fn start(
     };
     let state = web::Data::new(AppState {
         objects,
-        runtimes,
+        nodes,
         resource_metrics,
         metrics,
         max_body: config.max_body_bytes,
@@ -154,7 +158,7 @@ pub fn start(
     });
     let limits = web::Data::new(limits::Limits::new(config.limits.clone()));
     let timeouts = config.limits.clone();
-    let server = HttpServer::new(move || {
+    let make_app = move || {
         App::new()
             .app_data(state.clone())
             .app_data(limits.clone())
@@ -210,26 +214,94 @@ pub fn start(
                 web::route().to(http::apis),
             )
             .default_service(web::route().to(not_found))
-    })
-    .workers(config.workers.max(1))
-    // Slow clients: a head that does not arrive in time gets 408 and the connection is
-    // closed; idle keep-alive connections are dropped.
-    .client_request_timeout(timeouts.client_request_timeout)
-    .client_disconnect_timeout(timeouts.client_disconnect_timeout)
-    .keep_alive(timeouts.keep_alive)
-    .disable_signals()
-    .shutdown_timeout(1)
-    .on_connect(tls::capture_peer_certificates);
-    let bound = match tls {
-        Some(tls) => server.bind_rustls_0_23(&config.listen, tls),
-        None => server.bind(&config.listen),
     };
-    let server = bound.map_err(|source| GatewayError::Bind {
-        addr: config.listen.clone(),
-        source,
-    })?;
-    let addr = *server.addrs().first().ok_or(GatewayError::NoAddress)?;
-    let server = server.run();
+    let listener = std::net::TcpListener::bind(&config.listen)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|source| GatewayError::Bind {
+            addr: config.listen.clone(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|_| GatewayError::NoAddress)?;
+    let head_timeout = timeouts.client_request_timeout;
+    // actix-web's HttpServer, assembled by hand so that each connection's first request
+    // head passes `front::sniff` (SPDY upgrades) before actix-http serves it. A macro, as
+    // the service's type depends on the connection's (TLS or plain).
+    macro_rules! http {
+        () => {
+            actix_http::HttpService::build()
+                // Slow clients: a head that does not arrive in time gets 408 and the
+                // connection is closed; idle keep-alive connections are dropped.
+                .keep_alive(timeouts.keep_alive)
+                .client_request_timeout(timeouts.client_request_timeout)
+                .client_disconnect_timeout(timeouts.client_disconnect_timeout)
+                .on_connect_ext(|io: &_, ext: &mut actix_web::dev::Extensions| {
+                    tls::capture_peer_certificates(io as &dyn std::any::Any, ext)
+                })
+                .finish(map_config(
+                    make_app()
+                        .into_factory()
+                        .map_err(|e: actix_web::Error| e.error_response()),
+                    |_| AppConfig::default(),
+                ))
+                .map_err(|e| tracing::debug!(error = %e, "connection ended"))
+        };
+    }
+    let builder = actix_server::Server::build()
+        .workers(config.workers.max(1))
+        .disable_signals()
+        .shutdown_timeout(1);
+    let bound = match tls {
+        Some(mut tls) => {
+            tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            let tls = Arc::new(tls);
+            builder.listen("skiff-gateway", listener, move || {
+                use actix_tls::accept::rustls_0_23::{Acceptor, TlsStream};
+                let mut acceptor = Acceptor::new((*tls).clone());
+                acceptor.set_handshake_timeout(Duration::from_secs(10));
+                acceptor
+                    .map_err(|e| tracing::debug!(error = ?e, "TLS handshake failed"))
+                    .and_then(fn_service(
+                        move |io: TlsStream<actix_web::rt::net::TcpStream>| async move {
+                            let peer = io.get_ref().0.peer_addr().ok();
+                            let _ = io.get_ref().0.set_nodelay(true);
+                            let h2 = io.get_ref().1.alpn_protocol() == Some(b"h2");
+                            Ok::<_, ()>(if h2 {
+                                (
+                                    front::Sniffed::passthrough(io),
+                                    actix_http::Protocol::Http2,
+                                    peer,
+                                )
+                            } else {
+                                (
+                                    front::sniff(io, head_timeout).await,
+                                    actix_http::Protocol::Http1,
+                                    peer,
+                                )
+                            })
+                        },
+                    ))
+                    .and_then(http!())
+            })
+        }
+        None => builder.listen("skiff-gateway", listener, move || {
+            fn_service(move |io: actix_web::rt::net::TcpStream| async move {
+                let peer = io.peer_addr().ok();
+                let _ = io.set_nodelay(true);
+                Ok::<_, ()>((
+                    front::sniff(io, head_timeout).await,
+                    actix_http::Protocol::Http1,
+                    peer,
+                ))
+            })
+            .and_then(http!())
+        }),
+    };
+    let server = bound
+        .map_err(|source| GatewayError::Bind {
+            addr: config.listen.clone(),
+            source,
+        })?
+        .run();
     let handle = server.handle();
     actix::spawn(async move {
         if let Err(e) = server.await {

@@ -471,7 +471,7 @@ impl Objects {
             super::serviceaccount::admission::admit_pod(&self.store, ns, &mut obj).await?;
         }
         super::storage::admit_create(&self.store, info.name, &mut obj)?;
-        validate(info, &obj, None)?;
+        validate(info, &obj, None, None)?;
         opts.admit(&obj)?;
         opts.record_fields(t, None, &mut obj);
         if let Some(ns) = &ns {
@@ -590,6 +590,7 @@ impl Objects {
                 return self.update_scale(t, &name, body, precondition, opts).await;
             }
             Some("status") | Some("finalize") | Some("approval") | None => {}
+            Some("ephemeralcontainers") if info_is_pods(t) => {}
             Some(_) => return Err(ApiError::MethodNotAllowed),
         }
         let info = t.resource;
@@ -602,6 +603,7 @@ impl Objects {
             Some("status") => Part::Status,
             Some("finalize") => Part::Finalizers,
             Some("approval") => Part::Approval,
+            Some("ephemeralcontainers") => Part::EphemeralContainers,
             _ => Part::Main,
         };
         let written = self
@@ -640,6 +642,7 @@ impl Objects {
             }
             Some("status") => Part::Status,
             Some("approval") => Part::Approval,
+            Some("ephemeralcontainers") if info_is_pods(t) => Part::EphemeralContainers,
             None => Part::Main,
             Some(_) => return Err(ApiError::MethodNotAllowed),
         };
@@ -729,7 +732,7 @@ impl Objects {
             super::priority::keep_on_update(info.name, &current, &mut new);
             bump_generation(&current, &mut new);
             if check == Check::Validate {
-                validate(info, &new, Some(&current))?;
+                validate(info, &new, Some(&current), target.subresource.as_deref())?;
                 super::priority::admit_update(&this.store, info.name, &new)?;
                 super::storage::admit_update(&this.store, info.name, &current, &new)?;
                 opts.admit(&new)?;
@@ -1272,8 +1275,23 @@ fn resolve_generate_name(obj: &mut Value) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn validate(info: &ResourceInfo, obj: &Value, old: Option<&Value>) -> Result<(), ApiError> {
-    let causes = validation::validate_object(info, obj, old);
+/// The `ephemeralcontainers` subresource is the pods' own.
+fn info_is_pods(t: &Target) -> bool {
+    t.resource.name == "pods" && t.resource.group.is_empty()
+}
+
+fn validate(
+    info: &ResourceInfo,
+    obj: &Value,
+    old: Option<&Value>,
+    subresource: Option<&str>,
+) -> Result<(), ApiError> {
+    let causes = match (subresource, old) {
+        (Some("ephemeralcontainers"), Some(old)) => {
+            validation::validate_pod_ephemeral_containers_update(info, obj, old)
+        }
+        _ => validation::validate_object(info, obj, old),
+    };
     if causes.is_empty() {
         Ok(())
     } else {
@@ -1303,6 +1321,18 @@ fn merge_update(info: &ResourceInfo, old: &Value, new: Value, part: Part) -> Val
             .pointer("/status/conditions")
             .cloned()
             .unwrap_or(json!([]));
+        m
+    } else if part == Part::EphemeralContainers {
+        // Everything but the ephemeral containers is kept as it was.
+        let mut m = old.clone();
+        match new.pointer("/spec/ephemeralContainers") {
+            Some(list) => m["spec"]["ephemeralContainers"] = list.clone(),
+            None => {
+                if let Some(spec) = m.get_mut("spec").and_then(Value::as_object_mut) {
+                    spec.remove("ephemeralContainers");
+                }
+            }
+        }
         m
     } else if part == Part::Finalizers {
         let mut m = old.clone();

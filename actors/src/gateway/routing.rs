@@ -39,6 +39,10 @@ pub fn parse_in(group: &str, version: &str, path: &str) -> Result<Target, ApiErr
         ["namespaces", ns, res, name, sub] => target(lookup(res), Some(ns), Some(name), Some(sub))?,
         [res, name] => target(lookup(res), None, Some(name), None)?,
         [res, name, sub] => target(lookup(res), None, Some(name), Some(sub))?,
+        // `nodes/<name>/proxy/<path on the node's server>`.
+        [res, name, "proxy", ..] if lookup(res).is_some_and(|r| r.name == "nodes") => {
+            target(lookup(res), None, Some(name), Some("proxy"))?
+        }
         _ => return Err(ApiError::NoRoute),
     };
     Ok(Target {

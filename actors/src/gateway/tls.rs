@@ -126,11 +126,11 @@ impl ClientCertVerifier for DeferredClientAuth {
     }
 }
 
-/// `HttpServer::on_connect` hook: keep the client's certificate chain with the connection.
+/// The connection hook: keep the client's certificate chain with the connection.
 pub fn capture_peer_certificates(conn: &dyn Any, ext: &mut Extensions) {
     type Tls = actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>;
-    if let Some(tls) = conn.downcast_ref::<Tls>() {
-        let (_, session) = tls.get_ref();
+    if let Some(tls) = conn.downcast_ref::<super::front::Sniffed<Tls>>() {
+        let (_, session) = tls.inner.get_ref();
         if let Some(certs) = session.peer_certificates() {
             let chain = certs.iter().map(|c| c.clone().into_owned()).collect();
             ext.insert(PeerCertificates(chain));

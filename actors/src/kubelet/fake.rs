@@ -176,6 +176,9 @@ impl Runtime for FakeRuntime {
             let mut s = self.lock();
             s.calls
                 .push(format!("start_container {} {}", spec.name, spec.attempt));
+            if let Some(target) = &spec.pid_target {
+                s.calls.push(format!("pid_target {} {target}", spec.name));
+            }
             if s.panics > 0 {
                 s.panics -= 1;
                 drop(s);
@@ -270,6 +273,49 @@ impl Runtime for FakeRuntime {
             memory_working_set_bytes: 0,
             at: chrono::Utc::now(),
         })
+    }
+
+    async fn exec_start(&self, id: &str, req: &ExecRequest) -> Result<ExecSession, RuntimeError> {
+        self.lock()
+            .calls
+            .push(format!("exec_start {id} {}", req.command.join(" ")));
+        Err(RuntimeError::Failed(
+            "the fake runtime runs no commands".into(),
+        ))
+    }
+
+    async fn exec_resize(&self, _exec_id: &str, _w: u16, _h: u16) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    async fn exec_exit_code(&self, exec_id: &str) -> Result<i64, RuntimeError> {
+        Err(RuntimeError::NotFound(exec_id.into()))
+    }
+
+    async fn exec_kill(&self, _exec_id: &str) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    async fn attach_start(
+        &self,
+        id: &str,
+        _req: &ExecRequest,
+    ) -> Result<ExecSession, RuntimeError> {
+        self.lock().calls.push(format!("attach_start {id}"));
+        Err(RuntimeError::Failed(
+            "the fake runtime runs no processes".into(),
+        ))
+    }
+
+    async fn attach_resize(&self, _id: &str, _w: u16, _h: u16) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    async fn network_namespace(
+        &self,
+        _sandbox_id: &str,
+    ) -> Result<Option<std::path::PathBuf>, RuntimeError> {
+        Ok(None)
     }
 }
 

@@ -79,6 +79,8 @@ pub struct KubeletConfig {
     /// the controller manager to give it one before it runs pods (as a kubelet waits for
     /// its network plugin). Off: pods run on the runtime's default network.
     pub require_pod_cidr: bool,
+    /// The port the node's server listens on, published in the node's status.
+    pub server_port: u16,
 }
 
 impl Default for KubeletConfig {
@@ -102,6 +104,7 @@ impl Default for KubeletConfig {
             volume_sync_interval: Duration::from_secs(10),
             dns: DnsSettings::default(),
             require_pod_cidr: false,
+            server_port: 10250,
         }
     }
 }
@@ -154,6 +157,7 @@ impl KubeletConfig {
             max_pods: self.max_pods,
             address: self.address.clone(),
             runtime_version,
+            server_port: self.server_port,
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod node;
 pub mod pod_worker;
 pub mod probe;
 pub mod runtime;
+pub mod server;
 pub mod service_env;
 pub mod spec;
 pub mod stats;

@@ -16,6 +16,8 @@ pub struct NodeFacts {
     pub max_pods: u32,
     pub address: String,
     pub runtime_version: String,
+    /// The port of the node's server (`status.daemonEndpoints.kubeletEndpoint.Port`).
+    pub server_port: u16,
 }
 
 /// The kubelet version skiff reports.
@@ -187,7 +189,7 @@ pub fn status(existing: &Value, facts: &NodeFacts, now: &str) -> Value {
             "bootID": read_trimmed("/proc/sys/kernel/random/boot_id"),
             "systemUUID": "",
         },
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": facts.server_port}},
         "conditions": conditions(existing, now),
     }})
 }
@@ -251,6 +253,7 @@ mod tests {
             max_pods: 110,
             address: "127.0.0.1".into(),
             runtime_version: "docker://20.10.24".into(),
+            server_port: 10250,
         }
     }
 

@@ -112,6 +112,13 @@ fn flag(pod: &Value, field: &str) -> bool {
         .unwrap_or(false)
 }
 
+fn container_flag(container: &Value, field: &str) -> bool {
+    container
+        .get(field)
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
 /// The host namespaces the pod shares.
 pub fn namespaces(pod: &Value) -> HostNamespaces {
     HostNamespaces {
@@ -421,6 +428,10 @@ pub fn container(
         security,
         namespaces: namespaces(pod),
         mounts: Vec::new(),
+        stdin: container_flag(container, "stdin"),
+        stdin_once: container_flag(container, "stdinOnce"),
+        tty: container_flag(container, "tty"),
+        pid_target: None,
     })
 }
 
@@ -453,9 +464,9 @@ mod tests {
     }
 
     #[test]
-    fn the_container_spec_carries_command_args_and_attempt() {
+    fn the_container_spec_carries_command_args_attempt_and_terminal() {
         let c = json!({"name": "app", "image": "busybox", "command": ["sh", "-c"],
-            "args": ["echo $(POD) $$(POD)"], "workingDir": "/tmp"});
+            "args": ["echo $(POD) $$(POD)"], "workingDir": "/tmp", "stdin": true, "tty": true});
         let env = Resolved {
             env: vec![("POD".into(), "web".into())],
             skipped: vec![],
@@ -466,6 +477,7 @@ mod tests {
         assert_eq!(s.working_dir.as_deref(), Some("/tmp"));
         assert_eq!((s.sandbox_id.as_str(), s.attempt), ("sb-1", 3));
         assert_eq!(s.pod.map(|p| p.uid), Some("u-1".to_string()));
+        assert_eq!((s.stdin, s.stdin_once, s.tty), (true, false, true));
     }
 
     #[test]

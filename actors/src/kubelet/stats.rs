@@ -154,6 +154,9 @@ fn pod_usage(uid: &str, containers: &[(Reading, Option<Rate>)], pods: &Cache) ->
             name: r.container.container_name().unwrap_or_default().to_string(),
             cpu_nanocores: cpu,
             memory_bytes: r.stats.memory_working_set_bytes,
+            cpu_total_ns: r.stats.cpu_usage_ns,
+            runtime_id: r.container.id.clone(),
+            image: r.container.image.clone(),
         });
     }
     usage.containers.sort_by(|a, b| a.name.cmp(&b.name));

@@ -16,6 +16,7 @@ const OWNED_FIELDS: &[&str] = &[
     "startTime",
     "containerStatuses",
     "initContainerStatuses",
+    "ephemeralContainerStatuses",
     "reason",
     "message",
 ];
@@ -428,6 +429,8 @@ pub fn phase_with_init(
 pub struct StatusInput<'a> {
     pub pod: &'a Value,
     pub containers: &'a [ContainerView],
+    /// `ephemeralContainerStatuses`; they count for neither phase nor readiness.
+    pub ephemeral: &'a [ContainerView],
     pub init: Init<'a>,
     /// Why the kubelet ended the pod itself (`DeadlineExceeded`), and its message.
     pub failure: Option<(&'a str, &'a str)>,
@@ -512,6 +515,12 @@ pub fn build(input: &StatusInput<'_>) -> Value {
                     .map(ContainerView::to_json)
                     .collect(),
             ),
+        );
+    }
+    if !input.ephemeral.is_empty() {
+        s.insert(
+            "ephemeralContainerStatuses".into(),
+            Value::Array(input.ephemeral.iter().map(ContainerView::to_json).collect()),
         );
     }
     Value::Object(s)
@@ -688,6 +697,7 @@ mod tests {
         let built = build(&StatusInput {
             pod: &pod,
             containers: &cs,
+            ephemeral: &[],
             init: Init {
                 views: &[],
                 initialized: true,
@@ -721,6 +731,7 @@ mod tests {
         let input = StatusInput {
             pod: &pod,
             containers: &cs,
+            ephemeral: &[],
             init: Init {
                 views: &[],
                 initialized: true,
@@ -840,6 +851,7 @@ mod tests {
         let built = build(&StatusInput {
             pod: &pod,
             containers: &cs,
+            ephemeral: &[],
             init: init(&inits, true),
             failure: Some((
                 "DeadlineExceeded",

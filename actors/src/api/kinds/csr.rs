@@ -44,7 +44,7 @@ impl Strategy for CsrStrategy {
         let write = match part {
             Part::Status => CsrWrite::Status,
             Part::Approval => CsrWrite::Approval,
-            Part::Main | Part::Finalizers => CsrWrite::Main,
+            Part::Main | Part::Finalizers | Part::EphemeralContainers => CsrWrite::Main,
         };
         restrict_update(old, new, write);
     }

@@ -19,7 +19,7 @@ pub static INFO: ResourceInfo = ResourceInfo {
     kind: "Node",
     namespaced: false,
     short_names: &["no"],
-    subresources: &["status"],
+    subresources: &["status", "proxy"],
     has_status_subresource: true,
     field_selectors: &["spec.unschedulable"],
     categories: &[],

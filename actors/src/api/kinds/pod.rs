@@ -19,7 +19,16 @@ pub static INFO: ResourceInfo = ResourceInfo {
     kind: "Pod",
     namespaced: true,
     short_names: &["po"],
-    subresources: &["status", "binding", "log", "eviction"],
+    subresources: &[
+        "status",
+        "binding",
+        "log",
+        "eviction",
+        "exec",
+        "attach",
+        "portforward",
+        "ephemeralcontainers",
+    ],
     has_status_subresource: true,
     field_selectors: &[
         "spec.nodeName",

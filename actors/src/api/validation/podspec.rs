@@ -44,7 +44,6 @@ fn refuse_if_set(obj: &Value, name: &str, path: &str, errs: &mut Vec<FieldError>
 /// Everything of a pod spec (at `path`) the kubelet's support depends on.
 pub(crate) fn validate_pod_spec_support(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
     for name in [
-        "ephemeralContainers",
         "runtimeClassName",
         "overhead",
         "resourceClaims",
@@ -116,6 +115,10 @@ pub(crate) fn validate_pod_spec_support(spec: &Value, path: &str, errs: &mut Vec
         validate_container(c, &p, role, errs);
         validate_host_network_ports(c, &p, host_network, errs);
     }
+    let ephemeral_path = child(path, "ephemeralContainers");
+    for (i, c) in get_array(spec, "ephemeralContainers").iter().enumerate() {
+        validate_container(c, &index(&ephemeral_path, i), Role::Ephemeral, errs);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +128,9 @@ enum Role {
     Init,
     /// An init container with a `restartPolicy` (only `Always` is valid): a sidecar.
     Sidecar,
+    /// Added to a running pod for debugging; the fields it may not have are refused by
+    /// the ephemeral containers' own rules.
+    Ephemeral,
 }
 
 fn validate_container(c: &Value, path: &str, role: Role, errs: &mut Vec<FieldError>) {
@@ -134,14 +140,6 @@ fn validate_container(c: &Value, path: &str, role: Role, errs: &mut Vec<FieldErr
     // Host ports are published on every address of the node.
     for (i, port) in get_array(c, "ports").iter().enumerate() {
         refuse_if_set(port, "hostIP", &index(&child(path, "ports"), i), errs);
-    }
-    for name in ["stdin", "stdinOnce", "tty"] {
-        if get(c, name).and_then(Value::as_bool) == Some(true) {
-            errs.push(forbidden(
-                child(path, name),
-                "attaching to a container is not supported by skiff",
-            ));
-        }
     }
     if let Some(resources) = get(c, "resources") {
         refuse_if_set(resources, "claims", &child(path, "resources"), errs);
@@ -400,14 +398,12 @@ mod tests {
     #[test]
     fn fields_skiff_does_not_run_are_refused_by_name() {
         let spec = json!({
-            "ephemeralContainers": [{"name": "debug", "image": "busybox"}],
             "runtimeClassName": "gvisor",
             "hostUsers": false,
             "os": {"name": "windows"},
             "securityContext": {"seLinuxOptions": {"level": "s0"}},
             "containers": [app(json!({
                 "resizePolicy": [{"resourceName": "cpu", "restartPolicy": "NotRequired"}],
-                "tty": true,
                 "securityContext": {"procMount": "Unmasked",
                     "seccompProfile": {"type": "Localhost", "localhostProfile": "p.json"}},
                 "livenessProbe": {"grpc": {"port": 9000}}
@@ -415,13 +411,11 @@ mod tests {
         });
         let errs = errors(spec);
         for expected in [
-            "spec.ephemeralContainers: Forbidden: not supported by skiff",
             "spec.runtimeClassName: Forbidden: not supported by skiff",
             "spec.hostUsers: Forbidden: user namespaces are not supported by skiff",
             "spec.os.name: Unsupported value: \"windows\": supported values: \"linux\"",
             "spec.securityContext.seLinuxOptions: Forbidden: not supported by skiff",
             "spec.containers[0].resizePolicy: Forbidden: not supported by skiff",
-            "spec.containers[0].tty: Forbidden: attaching to a container is not supported by skiff",
             "spec.containers[0].securityContext.procMount: Unsupported value: \"Unmasked\": supported values: \"Default\"",
             "spec.containers[0].securityContext.seccompProfile.type: Unsupported value: \"Localhost\": supported values: \"RuntimeDefault\", \"Unconfined\"",
             "spec.containers[0].livenessProbe.grpc: Forbidden: not supported by skiff",

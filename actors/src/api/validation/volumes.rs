@@ -510,12 +510,20 @@ pub fn validate_pod_volumes(spec: &Value, path: &str, errs: &mut Vec<FieldError>
         &child(path, "volumes"),
         errs,
     );
+    // An ephemeral container mounts and reads its environment as any other does.
+    let ephemeral: Vec<k8s_openapi::api::core::v1::Container> = spec
+        .ephemeral_containers
+        .iter()
+        .flatten()
+        .filter_map(|e| serde_json::from_value(serde_json::to_value(e).ok()?).ok())
+        .collect();
     let lists = [
         ("containers", spec.containers.as_slice()),
         (
             "initContainers",
             spec.init_containers.as_deref().unwrap_or_default(),
         ),
+        ("ephemeralContainers", ephemeral.as_slice()),
     ];
     for (list, containers) in lists {
         for (i, c) in containers.iter().enumerate() {

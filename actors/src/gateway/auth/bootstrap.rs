@@ -171,6 +171,14 @@ pub fn edit_rules() -> Vec<PolicyRule> {
     ));
     // `kubectl drain` evicts.
     rules.push(PolicyRule::resource(&[""], &["pods/eviction"], &["create"]));
+    // exec, attach, cp and port-forward (Kubernetes' `edit` aggregates them).
+    let mut streams = READ.to_vec();
+    streams.extend_from_slice(WRITE);
+    rules.push(PolicyRule::resource(
+        &[""],
+        &["pods/attach", "pods/exec", "pods/portforward", "pods/proxy"],
+        &streams,
+    ));
     rules
 }
 

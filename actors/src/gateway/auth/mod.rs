@@ -20,7 +20,7 @@ use super::routing::Target;
 use crate::api::ApiError;
 
 /// The authenticated identity of a request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct UserInfo {
     pub name: String,
     pub uid: String,

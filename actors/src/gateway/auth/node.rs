@@ -63,6 +63,13 @@ pub fn node_rules() -> Vec<PolicyRule> {
             &["certificatesigningrequests"],
             &["create", "get", "list", "watch"],
         ),
+        // Its server authenticates and authorizes callers against the API server.
+        PolicyRule::resource(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
+        PolicyRule::resource(
+            &["authorization.k8s.io"],
+            &["subjectaccessreviews", "localsubjectaccessreviews"],
+            &["create"],
+        ),
     ]
 }
 

@@ -538,6 +538,20 @@ pub(super) async fn start_container(
         .to_string();
     let sandbox = state.sandbox.clone();
     let sandbox_error = state.sandbox_error.clone();
+    // An ephemeral container's target: the container whose processes it sees.
+    let target = container
+        .get("targetContainerName")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            let running = state
+                .containers
+                .get(t)
+                .and_then(|r| r.current.as_ref())
+                .filter(|i| i.running())
+                .map(|i| i.id.clone());
+            (t.to_string(), running)
+        });
     let Some(rec) = state.containers.get_mut(&name) else {
         return Ok(());
     };
@@ -636,6 +650,19 @@ pub(super) async fn start_container(
             return Ok(());
         }
     };
+    match target {
+        Some((_, Some(id))) => spec.pid_target = Some(id),
+        Some((t, None)) => {
+            fail(
+                rec,
+                "CreateContainerError",
+                format!("target container {t} is not running"),
+                report,
+            );
+            return Ok(());
+        }
+        None => {}
+    }
     match files::mounts(cfg, pod, container, &sandbox.ip, attempt) {
         Ok(m) => spec.mounts.extend(prepared.mounts.into_iter().chain(m)),
         Err(e) => {

@@ -160,6 +160,7 @@ pub(super) async fn termination_message(
         follow: false,
         tail_lines: Some(FALLBACK_LOG_LINES),
         timestamps: false,
+        since: None,
     };
     let mut stream = deps.runtime.logs(&instance.id, &opts).await.ok()?;
     let mut out = Vec::new();

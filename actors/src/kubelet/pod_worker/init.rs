@@ -17,11 +17,20 @@ pub(super) fn is_sidecar(container: &Value) -> bool {
     container.get("restartPolicy").and_then(Value::as_str) == Some("Always")
 }
 
-/// The init container or container of that name.
+/// The ephemeral containers added to the running pod (`kubectl debug`).
+pub(super) fn ephemeral_containers(pod: &Value) -> &[Value] {
+    pod.pointer("/spec/ephemeralContainers")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+}
+
+/// The init container, container or ephemeral container of that name.
 pub(super) fn find_container<'a>(pod: &'a Value, name: &str) -> Option<&'a Value> {
     containers(pod)
         .iter()
         .chain(init_containers(pod))
+        .chain(ephemeral_containers(pod))
         .find(|c| name_of(c) == name)
 }
 

@@ -294,6 +294,22 @@ async fn sync_pod(
             .await?;
         }
     }
+    // Ephemeral containers start once, even while the pod initializes, and are never
+    // restarted.
+    for c in ephemeral_containers(pod) {
+        sync_container(
+            deps,
+            pod,
+            c,
+            state,
+            input,
+            RestartPolicy::Never,
+            terminal,
+            now,
+            &mut report,
+        )
+        .await?;
+    }
     read_messages(deps, pod, state).await;
     write_status(deps, pod, state, input, initialized, &mut report).await?;
     Ok(report)

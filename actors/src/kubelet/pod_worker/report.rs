@@ -20,6 +20,26 @@ pub(super) fn views(
     views_of(containers(pod), state, input, scheme, pending)
 }
 
+/// The ephemeral containers as `ephemeralContainerStatuses` reports them: never ready.
+pub(super) fn ephemeral_views(
+    pod: &Value,
+    state: &PodState,
+    input: &SyncInput,
+    scheme: &str,
+) -> Vec<ContainerView> {
+    let mut views = views_of(
+        ephemeral_containers(pod),
+        state,
+        input,
+        scheme,
+        "ContainerCreating",
+    );
+    for v in &mut views {
+        v.ready = false;
+    }
+    views
+}
+
 /// The init containers as `initContainerStatuses` reports them.
 pub(super) fn init_views(
     pod: &Value,
@@ -119,6 +139,7 @@ pub(super) async fn write_status(
     let cfg = &deps.config;
     let views = views(pod, state, input, &cfg.id_scheme, initialized);
     let inits = init_views(pod, state, input, &cfg.id_scheme);
+    let ephemeral = ephemeral_views(pod, state, input, &cfg.id_scheme);
     let now = meta::now_rfc3339();
     let existing = pod.get("status").cloned().unwrap_or_else(|| json!({}));
     // A finished pod whose sandbox is gone keeps reporting the IP it had.
@@ -132,6 +153,7 @@ pub(super) async fn write_status(
     let built = status::build(&StatusInput {
         pod,
         containers: &views,
+        ephemeral: &ephemeral,
         init: status::Init {
             views: &inits,
             initialized,

@@ -226,9 +226,9 @@ pub(super) async fn stop_running(
         .map(|c| name_of(c).to_string())
         .collect();
     order.extend(
-        init_containers(pod)
+        ephemeral_containers(pod)
             .iter()
-            .rev()
+            .chain(init_containers(pod).iter().rev())
             .map(|c| name_of(c).to_string()),
     );
     for name in order {

@@ -564,6 +564,56 @@ fn condition<'a>(p: &'a Value, kind: &str) -> &'a Value {
 }
 
 #[tokio::test]
+async fn an_ephemeral_container_starts_once_in_its_targets_processes_and_is_never_restarted() {
+    let runtime = Arc::new(FakeRuntime::default());
+    let client = Arc::new(FakeClient::with_pod(pod(
+        "Always",
+        json!([{"name": "app", "image": "img:1"}]),
+    )));
+    let d = deps(runtime.clone(), client.clone(), Duration::from_millis(1));
+    let mut state = PodState::new(&d.config);
+    sync(&d, &mut state, &client).await;
+    let app = runtime.instances("app")[0].id.clone();
+
+    // `kubectl debug --target=app` adds one to the running pod.
+    let mut debugged = client.pod("ns", "p").expect("pod");
+    debugged["spec"]["ephemeralContainers"] =
+        json!([{"name": "dbg", "image": "img:1", "targetContainerName": "app"}]);
+    client.put(debugged);
+    let p = sync(&d, &mut state, &client).await;
+    assert!(
+        runtime.calls().contains(&format!("pid_target dbg {app}")),
+        "{:?}",
+        runtime.calls()
+    );
+    let status = &p["status"]["ephemeralContainerStatuses"][0];
+    assert_eq!(status["name"], "dbg");
+    assert!(status["state"]["running"].is_object(), "{status}");
+    assert_eq!(
+        status["ready"], false,
+        "an ephemeral container is never ready"
+    );
+    assert_eq!(
+        p["status"]["containerStatuses"].as_array().map(Vec::len),
+        Some(1)
+    );
+
+    let dbg = runtime.instances("dbg")[0].id.clone();
+    runtime.exit(&dbg, 1);
+    sync(&d, &mut state, &client).await;
+    let p = sync(&d, &mut state, &client).await;
+    assert_eq!(runtime.instances("dbg").len(), 1, "not restarted");
+    assert_eq!(
+        p["status"]["ephemeralContainerStatuses"][0]["state"]["terminated"]["exitCode"],
+        1
+    );
+    assert_eq!(
+        p["status"]["phase"], "Running",
+        "the pod's phase is its own containers'"
+    );
+}
+
+#[tokio::test]
 async fn init_containers_run_in_order_each_to_success_before_the_app_containers() {
     let runtime = Arc::new(FakeRuntime::default());
     runtime.exit_on_start("first", 0);

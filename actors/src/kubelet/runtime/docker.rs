@@ -10,16 +10,17 @@ use std::time::Duration;
 
 use bollard::container::LogOutput;
 use bollard::errors::Error as EngineError;
-use bollard::exec::StartExecResults;
+use bollard::exec::{ResizeExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerState as EngineState,
     ContainerStateStatusEnum, ContainerStatsResponse, ExecConfig, HostConfig, Ipam, IpamConfig,
     NetworkCreateRequest, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    ListNetworksOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveImageOptionsBuilder, StatsOptionsBuilder, StopContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, ResizeContainerTTYOptionsBuilder,
+    StatsOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures::{StreamExt, TryStreamExt};
@@ -27,10 +28,10 @@ use tracing::{debug, info, instrument, warn};
 
 use super::images::{self, PAUSE_IMAGE};
 use super::{
-    ContainerInfo, ContainerSpec, ContainerState, ContainerStats, ExecResult, LogOptions,
-    LogStream, Mount, PodNetwork, PodRef, PullPolicy, Runtime, RuntimeError, SandboxInfo,
-    SandboxSpec, LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_NODE, LABEL_POD_NAME, LABEL_POD_NAMESPACE,
-    LABEL_POD_UID, SANDBOX_CONTAINER,
+    ContainerInfo, ContainerSpec, ContainerState, ContainerStats, ExecRequest, ExecResult,
+    ExecSession, LogOptions, LogStream, Mount, Output, PodNetwork, PodRef, PullPolicy, Runtime,
+    RuntimeError, SandboxInfo, SandboxSpec, LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_NODE,
+    LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID, SANDBOX_CONTAINER,
 };
 
 /// How long a pull may take before the pod worker is told `ErrImagePull`.
@@ -501,7 +502,7 @@ impl Runtime for DockerRuntime {
             .map_err(|e| engine_error(e, id))?;
         let run = async {
             let output = self.exec_output(&created.id).await?;
-            let exit_code = self.exec_exit_code(&created.id).await?;
+            let exit_code = self.wait_exec_exit(&created.id).await?;
             Ok(ExecResult { exit_code, output })
         };
         tokio::time::timeout(timeout, run)
@@ -525,6 +526,10 @@ impl Runtime for DockerRuntime {
             .stdout(true)
             .stderr(true)
             .timestamps(opts.timestamps)
+            .since(
+                opts.since
+                    .map_or(0, |t| t.timestamp().clamp(0, i64::from(i32::MAX)) as i32),
+            )
             .tail(&tail)
             .build();
         let id = id.to_string();
@@ -561,6 +566,180 @@ impl Runtime for DockerRuntime {
                 short(id)
             ))
         })
+    }
+
+    #[instrument(skip(self, req), fields(container = %short(id)))]
+    async fn exec_start(&self, id: &str, req: &ExecRequest) -> Result<ExecSession, RuntimeError> {
+        let config = ExecConfig {
+            attach_stdin: Some(req.stdin),
+            attach_stdout: Some(req.stdout),
+            attach_stderr: Some(req.stderr),
+            tty: Some(req.tty),
+            cmd: Some(req.command.clone()),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_exec(id, config)
+            .await
+            .map_err(|e| engine_error(e, id))?;
+        let options = StartExecOptions {
+            detach: false,
+            tty: req.tty,
+            output_capacity: Some(64 * 1024),
+        };
+        let started = self
+            .docker
+            .start_exec(&created.id, Some(options))
+            .await
+            .map_err(|e| engine_error(e, &created.id))?;
+        let StartExecResults::Attached { output, input } = started else {
+            return Err(RuntimeError::Failed("the engine detached the exec".into()));
+        };
+        let exec_id = created.id.clone();
+        let output = output
+            .map(move |chunk| match chunk {
+                Ok(LogOutput::StdErr { message }) => Ok(Output::Stderr(message)),
+                Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
+                    Ok(Output::Stdout(message))
+                }
+                Ok(LogOutput::StdIn { message }) => Ok(Output::Stdout(message)),
+                Err(e) => Err(engine_error(e, &exec_id)),
+            })
+            .boxed();
+        Ok(ExecSession {
+            id: created.id,
+            output,
+            stdin: req.stdin.then_some(input),
+        })
+    }
+
+    async fn exec_resize(
+        &self,
+        exec_id: &str,
+        width: u16,
+        height: u16,
+    ) -> Result<(), RuntimeError> {
+        self.docker
+            .resize_exec(exec_id, ResizeExecOptions { height, width })
+            .await
+            .map_err(|e| engine_error(e, exec_id))
+    }
+
+    async fn exec_exit_code(&self, exec_id: &str) -> Result<i64, RuntimeError> {
+        self.wait_exec_exit(exec_id).await
+    }
+
+    async fn exec_kill(&self, exec_id: &str) -> Result<(), RuntimeError> {
+        let inspect = self
+            .docker
+            .inspect_exec(exec_id)
+            .await
+            .map_err(|e| engine_error(e, exec_id))?;
+        // The engine has no call to stop an exec: its process is killed by its pid, which
+        // the engine reports in the host's pid namespace (this node's).
+        match (inspect.running, inspect.pid) {
+            (Some(true), Some(pid)) if pid > 0 => {
+                // SAFETY: kill(2) with a pid the engine reported; no memory is involved.
+                let rc = unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                if rc != 0 {
+                    let err = std::io::Error::last_os_error();
+                    if err.raw_os_error() != Some(libc::ESRCH) {
+                        return Err(RuntimeError::Failed(format!(
+                            "cannot kill exec process {pid}: {err}"
+                        )));
+                    }
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    #[instrument(skip(self, req), fields(container = %short(id)))]
+    async fn attach_start(&self, id: &str, req: &ExecRequest) -> Result<ExecSession, RuntimeError> {
+        let options = AttachContainerOptionsBuilder::default()
+            .stdin(req.stdin)
+            .stdout(req.stdout)
+            .stderr(req.stderr)
+            .stream(true)
+            .logs(false)
+            .build();
+        // The engine ends an attach's output as soon as its stdin ends, unless the
+        // container closes its stdin then (`stdinOnce`); a client that closes its stdin
+        // still sees what the container answers, so for the others its end is not passed on.
+        let stdin_once = match req.stdin {
+            true => self
+                .docker
+                .inspect_container(id, None)
+                .await
+                .map_err(|e| engine_error(e, id))?
+                .config
+                .and_then(|c| c.stdin_once)
+                .unwrap_or(false),
+            false => false,
+        };
+        let attached = self
+            .docker
+            .attach_container(id, Some(options))
+            .await
+            .map_err(|e| engine_error(e, id))?;
+        let input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>> = if stdin_once {
+            attached.input
+        } else {
+            Box::pin(KeepOpen(attached.input))
+        };
+        let owner = id.to_string();
+        let output = attached
+            .output
+            .map(move |chunk| match chunk {
+                Ok(LogOutput::StdErr { message }) => Ok(Output::Stderr(message)),
+                Ok(
+                    LogOutput::StdOut { message }
+                    | LogOutput::Console { message }
+                    | LogOutput::StdIn { message },
+                ) => Ok(Output::Stdout(message)),
+                Err(e) => Err(engine_error(e, &owner)),
+            })
+            .boxed();
+        Ok(ExecSession {
+            id: id.to_string(),
+            output,
+            stdin: req.stdin.then_some(input),
+        })
+    }
+
+    async fn attach_resize(&self, id: &str, width: u16, height: u16) -> Result<(), RuntimeError> {
+        let options = ResizeContainerTTYOptionsBuilder::default()
+            .w(i32::from(width))
+            .h(i32::from(height))
+            .build();
+        self.docker
+            .resize_container_tty(id, options)
+            .await
+            .map_err(|e| engine_error(e, id))
+    }
+
+    async fn network_namespace(
+        &self,
+        sandbox_id: &str,
+    ) -> Result<Option<std::path::PathBuf>, RuntimeError> {
+        let inspect = self.inspect_raw(sandbox_id).await?;
+        let host = inspect
+            .host_config
+            .as_ref()
+            .and_then(|h| h.network_mode.as_deref())
+            == Some("host");
+        if host {
+            return Ok(None);
+        }
+        match inspect.state.as_ref().and_then(|s| s.pid) {
+            Some(pid) if pid > 0 => Ok(Some(format!("/proc/{pid}/ns/net").into())),
+            _ => Err(RuntimeError::Failed(format!(
+                "sandbox {} is not running",
+                short(sandbox_id)
+            ))),
+        }
     }
 }
 
@@ -612,7 +791,7 @@ impl DockerRuntime {
     }
 
     /// The output stream can close a moment before the engine records the exit code.
-    async fn exec_exit_code(&self, exec_id: &str) -> Result<i64, RuntimeError> {
+    async fn wait_exec_exit(&self, exec_id: &str) -> Result<i64, RuntimeError> {
         loop {
             let inspect = self
                 .docker
@@ -732,6 +911,33 @@ pub fn bind(m: &Mount) -> String {
     )
 }
 
+/// A writer whose shutdown only flushes: the connection's write side stays open.
+struct KeepOpen(std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>);
+
+impl tokio::io::AsyncWrite for KeepOpen {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.0.as_mut().poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.0.as_mut().poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.0.as_mut().poll_flush(cx)
+    }
+}
+
 /// An app container joined to its sandbox's network and IPC namespaces. The PID namespace
 /// stays private unless the pod shares one (`shareProcessNamespace`: the sandbox's) or the
 /// host's; the security context becomes the engine's user, groups, capabilities and
@@ -744,7 +950,7 @@ pub fn app_body(spec: &ContainerSpec, pod: &PodRef) -> ContainerCreateBody {
     } else if ns.share_pid {
         Some(sandbox.clone())
     } else {
-        None
+        spec.pid_target.as_ref().map(|id| format!("container:{id}"))
     };
     let sec = &spec.security;
     let mut security_opt = sec.security_opt.clone();
@@ -765,6 +971,12 @@ pub fn app_body(spec: &ContainerSpec, pod: &PodRef) -> ContainerCreateBody {
         env: (!env.is_empty()).then_some(env),
         working_dir: spec.working_dir.clone().filter(|d| !d.is_empty()),
         labels: Some(pod_labels(pod, &spec.name, spec.attempt)),
+        // `stdin`: kept open for `kubectl attach -i`; `stdinOnce`: closed when the first
+        // attached client detaches.
+        open_stdin: Some(spec.stdin),
+        stdin_once: Some(spec.stdin_once),
+        attach_stdin: Some(spec.stdin),
+        tty: Some(spec.tty),
         user: sec.user.clone(),
         host_config: Some(HostConfig {
             network_mode: Some(sandbox.clone()),

@@ -33,7 +33,7 @@ const BUSYBOX_APPLETS: &[&str] = &[
     "wc", "id", "date", "rm", "cp", "mv", "ln", "touch", "chmod", "pwd", "uname", "tr", "cut",
     "sort", "seq", "xargs", "find", "ip", "ifconfig", "netstat", "nslookup", "dd", "df", "du",
     "free", "top", "uptime", "yes", "basename", "dirname", "stat", "timeout", "whoami", "stty",
-    "tee", "vi", "ping", "pidof", "killall",
+    "tee", "vi", "ping", "pidof", "killall", "tar", "gzip", "md5sum", "tty",
 ];
 
 /// A build, even of two small files, must not hang a pod worker forever.

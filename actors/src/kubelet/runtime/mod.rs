@@ -166,6 +166,14 @@ pub struct ContainerSpec {
     /// Host paths bound into the container: the pod's volumes and the kubelet's own files
     /// (the managed `/etc/hosts`, the termination message file).
     pub mounts: Vec<Mount>,
+    /// Its stdin stays open for attaching (`stdin`); closed after the first attach ends
+    /// (`stdinOnce`); under a pseudo-terminal (`tty`).
+    pub stdin: bool,
+    pub stdin_once: bool,
+    pub tty: bool,
+    /// The runtime id of the container whose process namespace this one joins (an
+    /// ephemeral container's `targetContainerName`).
+    pub pid_target: Option<String>,
 }
 
 /// How mounts under a bind propagate between host and container (Kubernetes'
@@ -253,6 +261,8 @@ pub struct LogOptions {
     pub follow: bool,
     pub tail_lines: Option<u64>,
     pub timestamps: bool,
+    /// Only lines written at or after this time (`sinceSeconds`, `sinceTime`).
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Result of running a command in a container (exec probes).
@@ -263,6 +273,33 @@ pub struct ExecResult {
 }
 
 pub type LogStream = BoxStream<'static, Result<Bytes, RuntimeError>>;
+
+/// An interactive command in a running container (`kubectl exec`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecRequest {
+    pub command: Vec<String>,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    /// Under a pseudo-terminal: output comes as one stream (stdout) and can be resized.
+    pub tty: bool,
+}
+
+/// A chunk of a process's output, by stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Stdout(Bytes),
+    Stderr(Bytes),
+}
+
+/// A started interactive command: its output until it ends, and its input.
+pub struct ExecSession {
+    /// The engine's id of this exec, for resizing it and reading its exit code.
+    pub id: String,
+    pub output: BoxStream<'static, Result<Output, RuntimeError>>,
+    /// The process's stdin, when asked for; shutting it down closes the process's stdin.
+    pub stdin: Option<std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>>,
+}
 
 /// One reading of a container's resource counters. CPU is cumulative: the kubelet turns
 /// two readings into a rate itself, so the rate covers exactly its own sampling window.
@@ -329,4 +366,30 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Read a running container's CPU and memory counters once.
     async fn stats(&self, id: &str) -> Result<ContainerStats, RuntimeError>;
+
+    /// Start `req` in running container `id`, attached to its streams.
+    async fn exec_start(&self, id: &str, req: &ExecRequest) -> Result<ExecSession, RuntimeError>;
+
+    /// Resize an exec's terminal.
+    async fn exec_resize(&self, exec_id: &str, width: u16, height: u16)
+        -> Result<(), RuntimeError>;
+
+    /// The exit code of an exec whose output has ended.
+    async fn exec_exit_code(&self, exec_id: &str) -> Result<i64, RuntimeError>;
+
+    /// Kill an exec's process (its caller went away before it ended).
+    async fn exec_kill(&self, exec_id: &str) -> Result<(), RuntimeError>;
+
+    /// Attach to running container `id`'s own streams (`req.command` is unused).
+    async fn attach_start(&self, id: &str, req: &ExecRequest) -> Result<ExecSession, RuntimeError>;
+
+    /// Resize a container's terminal (attach).
+    async fn attach_resize(&self, id: &str, width: u16, height: u16) -> Result<(), RuntimeError>;
+
+    /// The network namespace a sandbox's containers share (`/proc/<pid>/ns/net`), for
+    /// port-forwarding into it; `None` for a sandbox in the host's network.
+    async fn network_namespace(
+        &self,
+        sandbox_id: &str,
+    ) -> Result<Option<std::path::PathBuf>, RuntimeError>;
 }

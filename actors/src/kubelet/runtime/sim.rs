@@ -15,10 +15,10 @@ use futures::StreamExt;
 use tracing::{debug, instrument};
 
 use super::{
-    ContainerInfo, ContainerSpec, ContainerState, ContainerStats, ExecResult, LogOptions,
-    LogStream, PodRef, PullPolicy, Runtime, RuntimeError, SandboxInfo, SandboxSpec, LABEL_ATTEMPT,
-    LABEL_CONTAINER, LABEL_NODE, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID,
-    SANDBOX_CONTAINER,
+    ContainerInfo, ContainerSpec, ContainerState, ContainerStats, ExecRequest, ExecResult,
+    ExecSession, LogOptions, LogStream, PodRef, PullPolicy, Runtime, RuntimeError, SandboxInfo,
+    SandboxSpec, LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_NODE, LABEL_POD_NAME, LABEL_POD_NAMESPACE,
+    LABEL_POD_UID, SANDBOX_CONTAINER,
 };
 
 /// Images whose name starts with this are "not in any registry": pulling them fails.
@@ -170,6 +170,8 @@ pub struct SimRuntime {
     config: SimConfig,
     next_ip: AtomicU32,
     containers: Mutex<HashMap<String, SimContainer>>,
+    /// Exit codes of the execs started, by exec id.
+    execs: Mutex<HashMap<String, i64>>,
     /// Usage of new app containers: `config.usage` until [`SimRuntime::set_default_usage`].
     default_usage: Mutex<SimUsage>,
 }
@@ -181,6 +183,7 @@ impl SimRuntime {
             config,
             next_ip: AtomicU32::new(0),
             containers: Mutex::new(HashMap::new()),
+            execs: Mutex::new(HashMap::new()),
         }
     }
 
@@ -434,7 +437,7 @@ impl Runtime for SimRuntime {
             let stamp = started.to_rfc3339_opts(SecondsFormat::Nanos, true);
             line = format!("{stamp} {line}");
         }
-        let lines = if opts.tail_lines == Some(0) {
+        let lines = if opts.tail_lines == Some(0) || opts.since.is_some_and(|t| t > started) {
             Vec::new()
         } else {
             vec![Ok(Bytes::from(line))]
@@ -456,6 +459,78 @@ impl Runtime for SimRuntime {
                 at: Utc::now(),
             })
         })?
+    }
+
+    /// No process runs: the output is empty, stdin is drained, and the exit code is the
+    /// one a probe would record (`false` fails, anything else succeeds).
+    async fn exec_start(&self, id: &str, req: &ExecRequest) -> Result<ExecSession, RuntimeError> {
+        if !self.with(id, |c| c.is_running())? {
+            return Err(RuntimeError::Failed(format!(
+                "container {id} is not running"
+            )));
+        }
+        let exec_id = format!("sim-exec-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
+        let code = if req.command == ["false"] { 1 } else { 0 };
+        self.execs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(exec_id.clone(), code);
+        let stdin: Option<std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>> =
+            req.stdin.then(|| Box::pin(tokio::io::sink()) as _);
+        Ok(ExecSession {
+            id: exec_id,
+            output: futures::stream::empty().boxed(),
+            stdin,
+        })
+    }
+
+    async fn exec_resize(&self, _exec_id: &str, _w: u16, _h: u16) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    async fn exec_exit_code(&self, exec_id: &str) -> Result<i64, RuntimeError> {
+        self.execs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(exec_id)
+            .ok_or_else(|| RuntimeError::NotFound(exec_id.to_string()))
+    }
+
+    async fn exec_kill(&self, exec_id: &str) -> Result<(), RuntimeError> {
+        self.execs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(exec_id);
+        Ok(())
+    }
+
+    async fn attach_start(&self, id: &str, req: &ExecRequest) -> Result<ExecSession, RuntimeError> {
+        if !self.with(id, |c| c.is_running())? {
+            return Err(RuntimeError::Failed(format!(
+                "container {id} is not running"
+            )));
+        }
+        // A simulated process writes nothing and reads its stdin to the end.
+        let stdin: Option<std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>> =
+            req.stdin.then(|| Box::pin(tokio::io::sink()) as _);
+        Ok(ExecSession {
+            id: id.to_string(),
+            output: futures::stream::pending().boxed(),
+            stdin,
+        })
+    }
+
+    async fn attach_resize(&self, _id: &str, _w: u16, _h: u16) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    async fn network_namespace(
+        &self,
+        _sandbox_id: &str,
+    ) -> Result<Option<std::path::PathBuf>, RuntimeError> {
+        Err(RuntimeError::Failed(
+            "the simulated runtime has no network namespaces to forward ports into".into(),
+        ))
     }
 }
 
