@@ -56,9 +56,9 @@ pf=$!
 for _ in $(seq 1 100); do grep -q "Forwarding from 127.0.0.1" "$work/pf" 2>/dev/null && break; sleep 0.1; done
 port="$(sed -n 's/^Forwarding from 127.0.0.1:\([0-9]*\) .*/\1/p' "$work/pf" | head -1)"
 
-python3 - "$ip" "$port" "$cid" "$runs" <<'PY'
-import socket, statistics, subprocess, sys, time
-ip, port, cid, runs = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+python3 - "$ip" "$port" "$cid" "$runs" "$pf" <<'PY'
+import os, socket, statistics, subprocess, sys, time
+ip, port, cid, runs, pf_pid = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5]
 
 def transfer(host, port):
     s = socket.create_connection((host, port))
@@ -75,25 +75,37 @@ def transfer(host, port):
     assert total == 1 << 30, f"got {total} bytes"
     return total / took / (1 << 20)
 
-direct, through = [], []
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+direct, through, client = [], [], []
 for _ in range(3):
     direct.append(transfer(ip, 9000))
+    before, start = cpu_seconds(pf_pid), time.monotonic()
     through.append(transfer("127.0.0.1", port))
+    client.append((cpu_seconds(pf_pid) - before) / (time.monotonic() - start))
 d, t = statistics.median(direct), statistics.median(through)
-print(f"port-forward 1 GiB: direct {d:.0f} MiB/s, through skiff {t:.0f} MiB/s ({t / d:.2f}x)")
+print(f"port-forward 1 GiB: direct {d:.0f} MiB/s, through skiff {t:.0f} MiB/s ({t / d:.2f}x); "
+      f"kubectl port-forward itself busy {statistics.median(client) * 100:.0f}% of a core")
 
 def timed(cmd):
     start = time.monotonic()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return (time.monotonic() - start) * 1000
 
-k, dk = [], []
+# `kubectl get pod` is the same client's start-up plus one request: what exec costs on
+# top of it is the stream through the API server and the node server.
+k, dk, kg = [], [], []
 for _ in range(runs):
     k.append(timed(["kubectl", "exec", "source", "--", "true"]))
     dk.append(timed(["docker", "exec", cid, "true"]))
+    kg.append(timed(["kubectl", "get", "pod", "source"]))
 def q(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(len(xs) * p))]
 print(f"exec round trip ({runs} each): kubectl exec p50 {q(k, .5):.0f} ms p90 {q(k, .9):.0f} ms; "
-      f"docker exec p50 {q(dk, .5):.0f} ms p90 {q(dk, .9):.0f} ms ({q(k, .5) / q(dk, .5):.2f}x at p50)")
+      f"docker exec p50 {q(dk, .5):.0f} ms p90 {q(dk, .9):.0f} ms ({q(k, .5) / q(dk, .5):.2f}x at p50); "
+      f"kubectl get pod p50 {q(kg, .5):.0f} ms")
 PY
