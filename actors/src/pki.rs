@@ -289,12 +289,20 @@ pub fn load_or_issue_serving(
 
 /// When the (first) certificate in `cert_pem` stops being valid.
 pub fn cert_not_after(cert_pem: &str) -> Result<SystemTime, PkiError> {
+    cert_validity(cert_pem).map(|(_, not_after)| not_after)
+}
+
+/// When the (first) certificate in `cert_pem` starts and stops being valid.
+pub fn cert_validity(cert_pem: &str) -> Result<(SystemTime, SystemTime), PkiError> {
     let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
         .map_err(|e| PkiError::BadCertificate(e.to_string()))?;
     let (_, cert) =
         X509Certificate::from_der(&der).map_err(|e| PkiError::BadCertificate(e.to_string()))?;
-    Ok(SystemTime::UNIX_EPOCH
-        + Duration::from_secs(cert.validity().not_after.timestamp().max(0) as u64))
+    let at = |t: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(t.max(0) as u64);
+    Ok((
+        at(cert.validity().not_before.timestamp()),
+        at(cert.validity().not_after.timestamp()),
+    ))
 }
 
 fn serving_still_good(cert_pem: &str, ca: &ClusterCa, sans: &[String]) -> Result<bool, PkiError> {

@@ -1,7 +1,9 @@
 //! The node server's serving certificate, obtained as the kubelet obtains it with
 //! `serverTLSBootstrap`: a CertificateSigningRequest for the `kubernetes.io/kubelet-serving`
 //! signer naming the node's name and addresses, approved and signed by the controller
-//! manager; kept in the node's `pki/` directory and reused while it still fits.
+//! manager; kept in the node's `pki/` directory and reused while it still fits, and
+//! requested again (rotated) once 70–90% of its lifetime has passed, as the kubelet's
+//! certificate manager does.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -56,6 +58,14 @@ pub async fn serving_credential(
     if let Some(cred) = req.dir.as_deref().and_then(|d| stored(d, req)) {
         return Ok(cred);
     }
+    renewed_credential(client, req).await
+}
+
+/// A newly signed credential, stored in place of the old one.
+pub async fn renewed_credential(
+    client: &Arc<dyn ApiClient>,
+    req: &ServingRequest,
+) -> Result<Credential, CertError> {
     let cred = request(client, req).await?;
     if let Some(dir) = &req.dir {
         let saved = std::fs::create_dir_all(dir)
@@ -70,6 +80,15 @@ pub async fn serving_credential(
         }
     }
     Ok(cred)
+}
+
+/// When to request the next certificate: at a random point between 70% and 90% of this
+/// one's lifetime (client-go's certificate manager), so that nodes started together do
+/// not all renew at once; `jitter` in [0, 1).
+pub fn rotation_deadline(cert_pem: &str, jitter: f64) -> Option<std::time::SystemTime> {
+    let (not_before, not_after) = pki::cert_validity(cert_pem).ok()?;
+    let lifetime = not_after.duration_since(not_before).ok()?;
+    Some(not_before + lifetime.mul_f64(0.7 + 0.2 * jitter.clamp(0.0, 1.0)))
 }
 
 fn stored(dir: &Path, req: &ServingRequest) -> Option<Credential> {
@@ -155,4 +174,27 @@ fn refusal(csr: &Value) -> Option<(String, String)> {
                 c["message"].as_str().unwrap_or_default().to_string(),
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_serving_certificate_is_rotated_between_70_and_90_percent_of_its_lifetime() {
+        let ca = pki::ClusterCa::generate("test-ca").expect("ca");
+        let (_, csr) = pki::node_serving_csr("n1", &["n1".to_string()]).expect("csr");
+        let cert = ca
+            .sign_serving_csr(&csr, Duration::from_secs(1000))
+            .expect("signed");
+        let (not_before, not_after) = pki::cert_validity(&cert).expect("validity");
+        let lifetime = not_after.duration_since(not_before).expect("lifetime");
+        let at = |j| rotation_deadline(&cert, j).expect("deadline");
+        let offset = |j| at(j).duration_since(not_before).expect("after not_before");
+        assert_eq!(offset(0.0), lifetime.mul_f64(0.7));
+        assert_eq!(offset(0.5), lifetime.mul_f64(0.8));
+        assert_eq!(offset(1.0), lifetime.mul_f64(0.9));
+        assert!(at(1.0) < not_after);
+        assert!(rotation_deadline("not a certificate", 0.5).is_none());
+    }
 }

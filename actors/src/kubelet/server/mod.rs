@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use futures::FutureExt;
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -160,9 +161,16 @@ impl Actor for NodeServer {
         let listener = self.listener.clone();
         ctx.spawn(
             async move {
-                let tls = match security {
-                    Some(sec) => Some(acceptor(&client, &shared.node, &sec).await),
-                    None => None,
+                let (tls, rotation) = match security {
+                    Some(sec) => {
+                        let request = serving_request(&shared.node, &sec);
+                        let (acceptor, cert_pem) = acceptor(&client, &request, &sec).await;
+                        let current = Arc::new(std::sync::RwLock::new(acceptor));
+                        let rotation =
+                            rotate(client, request, sec, cert_pem, current.clone()).boxed();
+                        (Some(current), rotation)
+                    }
+                    None => (None, futures::future::pending().boxed()),
                 };
                 let listener = match listener
                     .try_clone()
@@ -176,7 +184,8 @@ impl Actor for NodeServer {
                 };
                 tracing::info!(node = %shared.node, addr = ?listener.local_addr().ok(),
                     tls = tls.is_some(), "node server listening");
-                serve(listener, tls, shared).await;
+                // Both end with the actor, which drops this future.
+                futures::future::join(serve(listener, tls, shared), rotation).await;
             }
             .into_actor(self),
         );
@@ -185,32 +194,79 @@ impl Actor for NodeServer {
 
 impl Supervised for NodeServer {}
 
-/// The TLS acceptor, once the serving certificate is had (retrying until it is: the
-/// server is of no use without it).
-async fn acceptor(
-    client: &Arc<dyn ApiClient>,
-    node: &str,
-    sec: &ServerSecurity,
-) -> tokio_rustls::TlsAcceptor {
+/// The TLS acceptor in use; replaced when the serving certificate is rotated.
+type CurrentAcceptor = Arc<std::sync::RwLock<tokio_rustls::TlsAcceptor>>;
+
+fn serving_request(node: &str, sec: &ServerSecurity) -> certs::ServingRequest {
     let ca_der = CertificateDer::from_pem_slice(sec.ca_pem.as_bytes())
         .map(|c| c.to_vec())
         .unwrap_or_default();
-    let request = certs::ServingRequest {
+    certs::ServingRequest {
         node: node.to_string(),
         sans: sec.sans.clone(),
         ca_der,
         dir: sec.cert_dir.clone(),
-    };
+    }
+}
+
+/// The TLS acceptor and its certificate, once the serving certificate is had (retrying
+/// until it is: the server is of no use without it).
+async fn acceptor(
+    client: &Arc<dyn ApiClient>,
+    request: &certs::ServingRequest,
+    sec: &ServerSecurity,
+) -> (tokio_rustls::TlsAcceptor, String) {
     loop {
-        let built = certs::serving_credential(client, &request)
+        let built = certs::serving_credential(client, request)
             .await
             .map_err(|e| e.to_string())
-            .and_then(|cred| tls_config(&cred, &sec.ca_pem).map_err(|e| e.to_string()));
+            .and_then(|cred| {
+                let config = tls_config(&cred, &sec.ca_pem).map_err(|e| e.to_string())?;
+                Ok((config, cred.cert_pem))
+            });
         match built {
-            Ok(config) => return tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            Ok((config, pem)) => return (tokio_rustls::TlsAcceptor::from(Arc::new(config)), pem),
             Err(e) => {
-                tracing::warn!(node = %node, error = %e, retry_in = ?CERT_RETRY,
+                tracing::warn!(node = %request.node, error = %e, retry_in = ?CERT_RETRY,
                     "node server has no serving certificate yet");
+                tokio::time::sleep(CERT_RETRY).await;
+            }
+        }
+    }
+}
+
+/// Request a new serving certificate at each rotation deadline and serve new connections
+/// with it (connections already open keep theirs).
+async fn rotate(
+    client: Arc<dyn ApiClient>,
+    request: certs::ServingRequest,
+    sec: ServerSecurity,
+    mut cert_pem: String,
+    current: CurrentAcceptor,
+) {
+    loop {
+        let jitter = (uuid::Uuid::new_v4().as_u128() % 1000) as f64 / 1000.0;
+        let wait = certs::rotation_deadline(&cert_pem, jitter)
+            .and_then(|at| at.duration_since(std::time::SystemTime::now()).ok())
+            .unwrap_or(Duration::ZERO);
+        tokio::time::sleep(wait).await;
+        let renewed = certs::renewed_credential(&client, &request)
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|cred| {
+                let config = tls_config(&cred, &sec.ca_pem).map_err(|e| e.to_string())?;
+                Ok((config, cred.cert_pem))
+            });
+        match renewed {
+            Ok((config, pem)) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+                *current.write().unwrap_or_else(|e| e.into_inner()) = acceptor;
+                cert_pem = pem;
+                tracing::info!(node = %request.node, "serving certificate rotated");
+            }
+            Err(e) => {
+                tracing::warn!(node = %request.node, error = %e, retry_in = ?CERT_RETRY,
+                    "serving certificate not rotated yet");
                 tokio::time::sleep(CERT_RETRY).await;
             }
         }
@@ -252,7 +308,7 @@ fn tls_config(cred: &Credential, ca_pem: &str) -> Result<rustls::ServerConfig, S
 
 async fn serve(
     listener: tokio::net::TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<CurrentAcceptor>,
     shared: Arc<Shared>,
 ) {
     loop {
@@ -266,7 +322,10 @@ async fn serve(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let (shared, tls) = (shared.clone(), tls.clone());
+        let tls = tls
+            .as_ref()
+            .map(|t| t.read().unwrap_or_else(|e| e.into_inner()).clone());
+        let shared = shared.clone();
         tokio::spawn(async move {
             match tls {
                 Some(acceptor) => {
