@@ -90,6 +90,11 @@ pub struct GatewayConfig {
     /// How often every node's server is scraped for `metrics.k8s.io` and the autoscaler
     /// (metrics-server's `--metric-resolution`).
     pub metrics_resolution_seconds: u64,
+    /// How long a pod tolerates a not-ready and an unreachable node before it is evicted,
+    /// unless it says otherwise (kube-apiserver's `--default-not-ready-toleration-seconds`
+    /// and `--default-unreachable-toleration-seconds`).
+    pub default_not_ready_toleration_seconds: i64,
+    pub default_unreachable_toleration_seconds: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -101,6 +106,9 @@ pub struct AuthConfig {
     pub token_file: Option<PathBuf>,
     /// How long client certificates signed for nodes are valid.
     pub node_cert_validity_days: u64,
+    /// How long the join token made at first start is good for (kubeadm: 24 h; 0: for
+    /// ever). `skiff token create` makes more.
+    pub join_token_ttl_hours: u64,
 }
 
 impl Default for AuthConfig {
@@ -108,6 +116,7 @@ impl Default for AuthConfig {
         AuthConfig {
             token_file: None,
             node_cert_validity_days: 365,
+            join_token_ttl_hours: 24,
         }
     }
 }
@@ -133,13 +142,26 @@ pub struct StoreConfig {
 #[serde(default)]
 pub struct ControllersConfig {
     /// Controllers to run, by name (`replication`, `endpoints`, `nodelifecycle`,
+    /// `taint-eviction-controller`, `podgc`, `tokencleaner`,
     /// `nodeipam`, `namespace`, `resourcequota`, `garbagecollector`,
     /// `horizontalpodautoscaling`, `csrsigning`, ...), or `*` for all of them.
     pub enabled: Vec<String>,
-    /// A node that has not heartbeated for this long is marked Unknown and tainted.
+    /// A node that has not heartbeated for this long is marked Unknown and tainted
+    /// (`--node-monitor-grace-period`).
     pub node_grace_period_seconds: u64,
-    /// A node not ready for this long has its pods evicted (deleted, to be replaced).
-    pub node_eviction_timeout_seconds: u64,
+    /// How often a node that is not ready is looked at again (`--node-monitor-period`).
+    pub node_monitor_period_seconds: u64,
+    /// Nodes per second, per zone, given the NoExecute taint that evicts their pods once
+    /// their tolerations run out (`--node-eviction-rate`); in a zone where at least
+    /// `unhealthy_zone_threshold` of more than two nodes are down, the secondary rate if
+    /// it has more than `large_cluster_size_threshold` nodes, else none. When every node
+    /// is down nothing is evicted.
+    pub node_eviction_rate: f64,
+    pub secondary_node_eviction_rate: f64,
+    pub unhealthy_zone_threshold: f64,
+    pub large_cluster_size_threshold: usize,
+    /// Terminated pods kept before the oldest are deleted (0: all are kept).
+    pub terminated_pod_gc_threshold: usize,
     /// How often the horizontal pod autoscaler evaluates every HPA.
     pub hpa_sync_period_seconds: u64,
     /// A scale-down takes the highest recommendation of this window, so it does not flap.
@@ -159,7 +181,12 @@ impl Default for ControllersConfig {
         ControllersConfig {
             enabled: vec!["*".into()],
             node_grace_period_seconds: 40,
-            node_eviction_timeout_seconds: 300,
+            node_monitor_period_seconds: 5,
+            node_eviction_rate: 0.1,
+            secondary_node_eviction_rate: 0.01,
+            unhealthy_zone_threshold: 0.55,
+            large_cluster_size_threshold: 50,
+            terminated_pod_gc_threshold: 12_500,
             hpa_sync_period_seconds: 15,
             hpa_downscale_stabilization_seconds: 300,
             job_backoff_base_ms: 10_000,
@@ -370,6 +397,8 @@ impl Default for GatewayConfig {
             tls_sans: Vec::new(),
             advertise_address: None,
             metrics_resolution_seconds: 15,
+            default_not_ready_toleration_seconds: 300,
+            default_unreachable_toleration_seconds: 300,
         }
     }
 }

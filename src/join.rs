@@ -81,3 +81,57 @@ pub async fn node_identity(
     tracing::info!(node, cert = %files.cert.display(), "joined: node credential issued");
     Ok(format!("{}\n{}", issued.cert_pem, issued.key_pem))
 }
+
+/// While the node runs, renew its client certificate through a CertificateSigningRequest
+/// at 70-90% of its lifetime (as the kubelet's certificate manager does), authenticated by
+/// the certificate it has; each new one is kept in the data directory and used for new
+/// connections. A failed request is tried again shortly, well before the old one expires.
+pub async fn keep_renewing(
+    client: std::sync::Arc<skiff_actors::client::HttpClient>,
+    node: String,
+    files: NodeCredentialFiles,
+    mut cert_pem: String,
+) {
+    loop {
+        let jitter = (uuid::Uuid::new_v4().as_u128() % 1000) as f64 / 1000.0;
+        let Some(at) = pki::rotation_deadline(&cert_pem, jitter) else {
+            tracing::warn!(
+                node,
+                "the node's certificate is unreadable; not renewing it"
+            );
+            return;
+        };
+        let wait = at
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        tracing::debug!(node, ?wait, "node certificate renewal scheduled");
+        tokio::time::sleep(wait).await;
+        match renew(&client, &node, &files).await {
+            Ok(pem) => {
+                tracing::info!(node, cert = %files.cert.display(), "node certificate renewed");
+                cert_pem = pem;
+            }
+            Err(e) => {
+                tracing::warn!(node, error = %e, "renewing the node certificate failed; trying again");
+                tokio::time::sleep(RENEW_RETRY).await;
+            }
+        }
+    }
+}
+
+/// How long a failed renewal waits before the next try.
+const RENEW_RETRY: Duration = Duration::from_secs(30);
+
+async fn renew(
+    client: &skiff_actors::client::HttpClient,
+    node: &str,
+    files: &NodeCredentialFiles,
+) -> Result<String, JoinError> {
+    let issued = bootstrap::request_with(client, node, SIGN_DEADLINE).await?;
+    pki::write_secret(&files.key, &issued.key_pem).map_err(JoinError::Write)?;
+    pki::write_secret(&files.cert, &issued.cert_pem).map_err(JoinError::Write)?;
+    client
+        .renew_identity(format!("{}\n{}", issued.cert_pem, issued.key_pem).as_bytes())
+        .map_err(|e| JoinError::Bootstrap(BootstrapError::Api(e)))?;
+    Ok(issued.cert_pem)
+}

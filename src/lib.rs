@@ -10,3 +10,4 @@ pub mod config;
 pub mod join;
 pub mod security;
 pub mod system;
+pub mod token;

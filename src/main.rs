@@ -27,6 +27,32 @@ enum LogFormat {
 }
 
 // Parsed once at start: the size of its largest variant does not matter.
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Make a token and print it.
+    Create {
+        /// How long it is good for (24h, 90m, ...; 0: for ever).
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// What it may be used for: authentication, signing.
+        #[arg(long, value_delimiter = ',', default_value = "authentication,signing")]
+        usages: Vec<String>,
+        /// Extra groups it authenticates in (system:bootstrappers:...).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "system:bootstrappers:kubeadm:default-node-token"
+        )]
+        groups: Vec<String>,
+    },
+    /// List the tokens.
+    List,
+    /// Delete tokens (by id or whole token): they are refused from then on.
+    Delete { tokens: Vec<String> },
+}
+
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
@@ -118,6 +144,16 @@ enum Command {
         #[arg(long)]
         server: Option<String>,
     },
+    /// Bootstrap tokens for joining nodes (as `kubeadm token`), through the API with the
+    /// administrator's kubeconfig.
+    Token {
+        /// The administrator's kubeconfig (default: $KUBECONFIG, else the one the server
+        /// writes in its data directory).
+        #[arg(long, global = true)]
+        kubeconfig: Option<PathBuf>,
+        #[command(subcommand)]
+        action: TokenAction,
+    },
     /// Build the local images pods need, with no registry: the pause image (from skiff's
     /// own static pause program) and the test image from Debian's busybox-static.
     Images {
@@ -187,6 +223,8 @@ enum CliError {
     Join(#[from] skiff::join::JoinError),
     #[error("{0}")]
     Node(String),
+    #[error(transparent)]
+    Token(#[from] skiff::token::TokenError),
 }
 
 fn init_logging(format: LogFormat) {
@@ -241,8 +279,19 @@ async fn up(
             "TLS and authentication on"
         );
     }
+    // The join token is shown once, when it is made (never logged); `skiff token create`
+    // makes more. One write with the ready line: a reader may stop after that line.
+    let join = match sys.credentials.as_ref().filter(|c| c.join_token_new) {
+        Some(c) => format!(
+            "\njoin nodes with: skiff node --server {} --token {} --ca-cert-hash {} --name <node>",
+            sys.url(),
+            c.join_token,
+            c.ca.cert_hash().unwrap_or_default()
+        ),
+        None => String::new(),
+    };
     println!(
-        "skiff API ready at {} (kubeconfig: {})",
+        "skiff API ready at {} (kubeconfig: {}){join}",
         sys.url(),
         sys.kubeconfig.display()
     );
@@ -284,10 +333,19 @@ async fn run_node(opts: NodeOptions) -> Result<(), CliError> {
         identity_pem: Some(identity.into_bytes()),
         token: None,
     };
-    let client: Arc<dyn ApiClient> = Arc::new(
+    let http = Arc::new(
         HttpClient::with_credentials(&opts.server, &creds)
             .map_err(|e| CliError::Node(e.to_string()))?,
     );
+    // The certificate is renewed before it runs out, for as long as the node runs.
+    let cert_pem = std::fs::read_to_string(&files.cert)?;
+    actix_rt::spawn(skiff::join::keep_renewing(
+        http.clone(),
+        opts.node.name.clone(),
+        files,
+        cert_pem,
+    ));
+    let client: Arc<dyn ApiClient> = http;
     let mut node = opts.node.clone();
     if node.data_dir.is_none() {
         node.data_dir = Some(opts.data_dir.join("kubelet"));
@@ -334,6 +392,39 @@ async fn run_bench(
             let report = bench::run(&sys.url(), pods, concurrency).await;
             sys.shutdown().await;
             println!("{}", report?);
+        }
+    }
+    Ok(())
+}
+
+async fn run_token(kubeconfig: Option<PathBuf>, action: TokenAction) -> Result<(), CliError> {
+    use skiff::token;
+    let path = match kubeconfig.or_else(|| std::env::var_os("KUBECONFIG").map(PathBuf::from)) {
+        Some(p) => p,
+        None => skiff::config::Config::load(None)?
+            .cluster
+            .data_dir
+            .join("kubeconfig"),
+    };
+    let client = token::client_from_kubeconfig(&path)?;
+    let now = chrono::Utc::now();
+    match action {
+        TokenAction::Create {
+            ttl,
+            description,
+            usages,
+            groups,
+        } => {
+            let ttl = token::parse_duration(&ttl)?;
+            let t = token::create(&client, ttl, &description, &usages, &groups, now).await?;
+            println!("{t}");
+        }
+        TokenAction::List => print!("{}", token::list(&client, now).await?),
+        TokenAction::Delete { tokens } => {
+            for t in tokens {
+                let id = token::delete(&client, &t).await?;
+                println!("bootstrap token \"{id}\" deleted");
+            }
         }
     }
     Ok(())
@@ -430,6 +521,7 @@ fn main() -> std::process::ExitCode {
                 server,
             } => run_bench(pods, concurrency, server).await,
             Command::Images { busybox } => build_images(busybox).await,
+            Command::Token { kubeconfig, action } => run_token(kubeconfig, action).await,
             Command::BenchHollow { nodes } => {
                 print!("{}", skiff::bench_hollow::run(nodes).await?);
                 Ok(())

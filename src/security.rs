@@ -6,7 +6,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use skiff_actors::gateway::auth::authn::{self, Authenticator, JoinToken, TokenFile};
+use skiff_actors::gateway::auth::authn::{self, Authenticator, TokenFile};
+use skiff_actors::gateway::auth::bootstrap_token::{self, BootstrapTokenAuthenticator};
 use skiff_actors::gateway::auth::serviceaccount::ServiceAccountAuthenticator;
 use skiff_actors::gateway::{tls, GatewaySecurity};
 use skiff_actors::pki::{self, ClusterCa, Credential};
@@ -37,6 +38,9 @@ pub struct Security {
     pub ca: Arc<ClusterCa>,
     pub admin: AdminCredential,
     pub join_token: String,
+    /// The join token was made at this start: its bootstrap-token Secret is still to be
+    /// created, and then its file written (see [`keep_join_token`]).
+    pub join_token_new: bool,
     pub pki_dir: PathBuf,
     pub gateway: GatewaySecurity,
 }
@@ -46,6 +50,7 @@ pub struct Security {
 pub fn prepare(
     cfg: &Config,
     service_accounts: Option<ServiceAccountAuthenticator>,
+    bootstrap_tokens: Option<BootstrapTokenAuthenticator>,
 ) -> Result<Security, SecurityError> {
     let pki_dir = cfg.cluster.data_dir.join("pki");
     let ca = ClusterCa::load_or_create(&pki_dir)?;
@@ -88,14 +93,20 @@ pub fn prepare(
         None => AdminCredential::Certificate(admin_certificate(&pki_dir, &ca)?),
     };
 
+    // The join token is a bootstrap token, valid while its Secret is: the file only keeps
+    // the first one for the administrator. A new one is written once its Secret exists.
     let join_path = pki_dir.join(pki::JOIN_TOKEN);
-    if !join_path.exists() {
-        pki::write_secret(&join_path, &format!("{}\n", pki::new_join_token()?))?;
+    let join_token_new = !join_path.exists();
+    let join_token = if join_token_new {
+        pki::new_join_token()?
+    } else {
+        pki::read(&join_path)?.trim().to_string()
+    };
+    if bootstrap_token::parts(&join_token).is_none() {
+        return Err(SecurityError::BadJoinToken {
+            path: join_path.clone(),
+        });
     }
-    let join_token = pki::read(&join_path)?.trim().to_string();
-    let join = JoinToken::parse(&join_token).ok_or_else(|| SecurityError::BadJoinToken {
-        path: join_path.clone(),
-    })?;
 
     let verifier = tls::client_verifier(ca.cert_der())?;
     // The chain includes the CA, so a joining node holding only its pin
@@ -105,7 +116,10 @@ pub fn prepare(
         key_pem: serving.key_pem.clone(),
     };
     let server = tls::server_config(&chain, verifier.clone())?;
-    let mut authenticator = Authenticator::new(tokens, Some(join), Some(verifier));
+    let mut authenticator = Authenticator::new(tokens, Some(verifier));
+    if let Some(b) = bootstrap_tokens {
+        authenticator = authenticator.with_bootstrap_tokens(b);
+    }
     if let Some(sa) = service_accounts {
         authenticator = authenticator.with_service_accounts(sa);
     }
@@ -113,6 +127,7 @@ pub fn prepare(
         ca: Arc::new(ca),
         admin,
         join_token,
+        join_token_new,
         pki_dir,
         gateway: GatewaySecurity {
             tls: server,
@@ -147,6 +162,13 @@ fn admin_token(path: &Path) -> Result<Option<String>, SecurityError> {
         .map(|l| l.token))
 }
 
+/// Keep the first join token for the administrator (once its Secret exists), readable by
+/// its owner only.
+pub fn keep_join_token(pki_dir: &Path, token: &str) -> Result<(), SecurityError> {
+    pki::write_secret(&pki_dir.join(pki::JOIN_TOKEN), &format!("{token}\n"))?;
+    Ok(())
+}
+
 /// A client certificate for `admin` in `system:masters`, kept in the PKI folder.
 fn admin_certificate(dir: &Path, ca: &ClusterCa) -> Result<Credential, SecurityError> {
     let (cert, key) = (dir.join("admin.crt"), dir.join("admin.key"));
@@ -174,10 +196,13 @@ mod tests {
         let mut cfg = Config::load(None).expect("config");
         cfg.cluster.data_dir = dir.path().to_path_buf();
         cfg.gateway.listen = "127.0.0.1:0".into();
-        let first = prepare(&cfg, None).expect("first start");
-        let second = prepare(&cfg, None).expect("second start");
+        let first = prepare(&cfg, None, None).expect("first start");
+        assert!(first.join_token_new);
+        keep_join_token(&first.pki_dir, &first.join_token).expect("kept");
+        let second = prepare(&cfg, None, None).expect("second start");
         assert_eq!(first.ca.cert_pem(), second.ca.cert_pem());
         assert_eq!(first.join_token, second.join_token);
+        assert!(!second.join_token_new);
         let (AdminCredential::Token(a), AdminCredential::Token(b)) = (&first.admin, &second.admin)
         else {
             panic!("the default token file has an admin token");
@@ -200,7 +225,7 @@ mod tests {
         let file = dir.path().join("tokens.csv");
         std::fs::write(&file, "tok,admin,1\nonly-two,columns\n").expect("write");
         cfg.auth.token_file = Some(file);
-        let err = prepare(&cfg, None).err().expect("refused");
+        let err = prepare(&cfg, None, None).err().expect("refused");
         assert!(err.to_string().contains("line 2"), "{err}");
     }
 
@@ -212,7 +237,7 @@ mod tests {
         let file = dir.path().join("tokens.csv");
         std::fs::write(&file, "tok,bob,1\n").expect("write");
         cfg.auth.token_file = Some(file);
-        let sec = prepare(&cfg, None).expect("start");
+        let sec = prepare(&cfg, None, None).expect("start");
         assert!(matches!(sec.admin, AdminCredential::Certificate(_)));
     }
 

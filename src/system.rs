@@ -19,14 +19,18 @@ use skiff_actors::controllers::local_path::LocalPathConfig;
 use skiff_actors::controllers::manager::{
     ControllerManager, ControllerManagerConfig, CsrSigningConfig, ServiceAccountsConfig,
 };
+use skiff_actors::controllers::node_lifecycle::NodeLifecycleConfig;
+use skiff_actors::controllers::pod_gc::PodGcConfig;
 use skiff_actors::controllers::system_service::SystemService;
 use skiff_actors::dns::{DnsServer, Sockets, Upstream, ZoneHandle, ZoneReconciler};
 use skiff_actors::gateway::allocation::ServiceRanges;
+use skiff_actors::gateway::auth::bootstrap_token::{BootstrapTokenAuthenticator, TokenSpec};
 use skiff_actors::gateway::auth::serviceaccount::ServiceAccountAuthenticator;
 use skiff_actors::gateway::node_proxy::NodeDialer;
 use skiff_actors::gateway::objects::{PatchType, WriteOptions};
 use skiff_actors::gateway::routing::Target;
 use skiff_actors::gateway::serviceaccount::token::{TokenError, TokenIssuer};
+use skiff_actors::gateway::tolerations::DefaultTolerations;
 use skiff_actors::gateway::{self, GatewayActor, GatewayConfig, Objects};
 use skiff_actors::kubelet::dns::DnsSettings;
 use skiff_actors::kubelet::kubelet::{Kubelet, KubeletConfig};
@@ -89,6 +93,8 @@ pub struct Credentials {
     pub ca: Arc<skiff_actors::pki::ClusterCa>,
     pub admin: AdminCredential,
     pub join_token: String,
+    /// The join token was made at this start (so it is printed once).
+    pub join_token_new: bool,
     /// `<data_dir>/pki`.
     pub pki_dir: PathBuf,
 }
@@ -212,7 +218,11 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
     let issuer = Arc::new(TokenIssuer::load_or_create(&pki_dir)?);
     let objects = Objects::new(store.clone())
         .with_service_ranges(ranges)
-        .with_token_issuer(issuer.clone());
+        .with_token_issuer(issuer.clone())
+        .with_default_tolerations(DefaultTolerations {
+            not_ready_seconds: cfg.gateway.default_not_ready_toleration_seconds,
+            unreachable_seconds: cfg.gateway.default_unreachable_toleration_seconds,
+        });
     bootstrap(&objects).await?;
     if let Some(dir) = cfg.manifests_dir() {
         apply_manifests(&objects, &dir).await?;
@@ -232,24 +242,33 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
         None
     } else {
         let sa = ServiceAccountAuthenticator::new(issuer.clone(), store.clone());
-        Some(security::prepare(cfg, Some(sa))?)
+        let bootstrap = BootstrapTokenAuthenticator::new(store.clone());
+        Some(security::prepare(cfg, Some(sa), Some(bootstrap))?)
     };
     let (gw_security, credentials) = match security {
         Some(Security {
             ca,
             admin,
             join_token,
+            join_token_new,
             pki_dir,
             gateway,
-        }) => (
-            Some(gateway),
-            Some(Credentials {
-                ca,
-                admin,
-                join_token,
-                pki_dir,
-            }),
-        ),
+        }) => {
+            if join_token_new {
+                create_join_token(&objects, &join_token, cfg.auth.join_token_ttl_hours).await?;
+                security::keep_join_token(&pki_dir, &join_token)?;
+            }
+            (
+                Some(gateway),
+                Some(Credentials {
+                    ca,
+                    admin,
+                    join_token,
+                    join_token_new,
+                    pki_dir,
+                }),
+            )
+        }
         None => (None, None),
     };
     // The API server reaches node servers as `kube-apiserver-kubelet-client`, an
@@ -326,8 +345,18 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
     let control_arbiter = Arbiter::new();
     let client: Arc<dyn ApiClient> = Arc::new(LocalClient::new(objects.clone()));
     let cm_cfg = ControllerManagerConfig {
-        node_grace_period: Duration::from_secs(cfg.controllers.node_grace_period_seconds),
-        node_eviction_timeout: Duration::from_secs(cfg.controllers.node_eviction_timeout_seconds),
+        node_lifecycle: NodeLifecycleConfig {
+            grace_period: Duration::from_secs(cfg.controllers.node_grace_period_seconds),
+            monitor_period: Duration::from_secs(cfg.controllers.node_monitor_period_seconds.max(1)),
+            eviction_rate: cfg.controllers.node_eviction_rate,
+            secondary_eviction_rate: cfg.controllers.secondary_node_eviction_rate,
+            unhealthy_zone_threshold: cfg.controllers.unhealthy_zone_threshold,
+            large_cluster_threshold: cfg.controllers.large_cluster_size_threshold,
+        },
+        pod_gc: PodGcConfig {
+            terminated_threshold: cfg.controllers.terminated_pod_gc_threshold,
+            ..PodGcConfig::default()
+        },
         enabled: cfg.controllers.enabled.clone(),
         autoscaler: AutoscalerConfig {
             sync_period: Duration::from_secs(cfg.controllers.hpa_sync_period_seconds.max(1)),
@@ -925,6 +954,28 @@ impl Handler<GetAddr> for GatewayActor {
 
 /// The namespaces every Kubernetes cluster has from its first start, and the built-in
 /// RBAC roles and bindings.
+/// The bootstrap-token Secret of the join token made at first start.
+async fn create_join_token(
+    objects: &Objects,
+    token: &str,
+    ttl_hours: u64,
+) -> Result<(), SystemError> {
+    let expiration =
+        (ttl_hours > 0).then(|| chrono::Utc::now() + chrono::Duration::hours(ttl_hours as i64));
+    let spec = TokenSpec::for_joining(
+        token,
+        expiration,
+        "The join token skiff made at first start.",
+    )
+    .ok_or_else(|| SystemError::Bootstrap("the join token is malformed".into()))?;
+    match ensure_created_in(objects, spec.secret_object()).await {
+        Ok(_) | Err(ApiError::AlreadyExists { .. }) => Ok(()),
+        Err(e) => Err(SystemError::Bootstrap(format!(
+            "creating the join token: {e}"
+        ))),
+    }
+}
+
 async fn bootstrap(objects: &Objects) -> Result<(), SystemError> {
     for ns in gateway::objects::SYSTEM_NAMESPACES {
         let doc = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {
@@ -1185,6 +1236,7 @@ mod tests {
             ca: ca.clone(),
             admin: AdminCredential::Token("tok".into()),
             join_token: "abcdef.0123456789abcdef".into(),
+            join_token_new: false,
             pki_dir: PathBuf::from("/nonexistent"),
         };
         let addr: SocketAddr = "0.0.0.0:6443".parse().expect("addr");

@@ -91,13 +91,49 @@ impl Metrics {
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut buf)
             .map_err(MetricsError::Encode)?;
-        Ok(String::from_utf8_lossy(&buf).into_owned())
+        let mut out = String::from_utf8_lossy(&buf).into_owned();
+        out.push_str(&restarts_exposition(&crate::runtime::restarts()));
+        Ok(out)
     }
+}
+
+/// `skiff_actor_restarts_total`: kept by the runtime for the whole process (supervisors
+/// restart actors of every system in it), so it is written out here rather than
+/// registered per system.
+fn restarts_exposition(restarts: &[(&str, u64)]) -> String {
+    let mut out = String::from(
+        "# HELP skiff_actor_restarts_total Times a supervised actor was restarted after a failure.\n\
+         # TYPE skiff_actor_restarts_total counter\n",
+    );
+    for (actor, n) in restarts {
+        let actor = actor.replace('\\', "\\\\").replace('"', "\\\"");
+        out.push_str(&format!(
+            "skiff_actor_restarts_total{{actor=\"{actor}\"}} {n}\n"
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restarts_are_exposed_per_actor() {
+        let text = restarts_exposition(&[("node-lifecycle-controller", 3), ("Kubelet", 1)]);
+        assert!(
+            text.contains("# TYPE skiff_actor_restarts_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("skiff_actor_restarts_total{actor=\"node-lifecycle-controller\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("skiff_actor_restarts_total{actor=\"Kubelet\"} 1\n"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn rendered_metrics_name_requests_by_verb_resource_and_code() {

@@ -305,6 +305,15 @@ pub fn cert_validity(cert_pem: &str) -> Result<(SystemTime, SystemTime), PkiErro
     ))
 }
 
+/// When to request the next certificate: at a random point between 70% and 90% of this
+/// one's lifetime (client-go's certificate manager), so that nodes started together do
+/// not all renew at once; `jitter` in [0, 1).
+pub fn rotation_deadline(cert_pem: &str, jitter: f64) -> Option<std::time::SystemTime> {
+    let (not_before, not_after) = cert_validity(cert_pem).ok()?;
+    let lifetime = not_after.duration_since(not_before).ok()?;
+    Some(not_before + lifetime.mul_f64(0.7 + 0.2 * jitter.clamp(0.0, 1.0)))
+}
+
 fn serving_still_good(cert_pem: &str, ca: &ClusterCa, sans: &[String]) -> Result<bool, PkiError> {
     serving_cert_fits(cert_pem, ca.cert_der(), sans, RENEW_BEFORE)
 }

@@ -612,7 +612,7 @@ async fn hpa_v2(c: &TestCluster, name: &str) -> Value {
 const POLICY_PERIOD: Duration = Duration::from_secs(8);
 
 const PYTHON_V2: &str = r#"
-import json, sys
+import json, sys, time
 from kubernetes import client, config
 
 config.load_kube_config(config_file=sys.argv[1])
@@ -654,6 +654,7 @@ if mode == "create":
         except client.exceptions.ApiException as e:
             if e.status != 409 or attempt == 9:
                 raise
+            time.sleep(0.1 * (attempt + 1))
             old = v1.read_namespaced_horizontal_pod_autoscaler("mem", "default")
     again = v2.read_namespaced_horizontal_pod_autoscaler("mem", "default")
     assert again.spec.metrics[0].resource.name == "memory", again.spec.metrics

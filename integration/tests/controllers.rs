@@ -400,7 +400,8 @@ fn taint_effects(node: &Value, key: &str) -> Vec<String> {
 async fn a_node_that_stops_heartbeating_is_marked_unknown_tainted_and_its_pods_evicted() {
     let c = TestCluster::start_with(|cfg| {
         cfg.controllers.node_grace_period_seconds = 2;
-        cfg.controllers.node_eviction_timeout_seconds = 3;
+        cfg.controllers.node_monitor_period_seconds = 1;
+        cfg.gateway.default_unreachable_toleration_seconds = 3;
     });
     const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
     for n in ["alive", "lost"] {
@@ -423,11 +424,46 @@ async fn a_node_that_stops_heartbeating_is_marked_unknown_tainted_and_its_pods_e
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     });
-    for (pod, node) in [("lost-1", "lost"), ("lost-2", "lost"), ("safe", "alive")] {
+    for (pod, node) in [
+        ("lost-1", "lost"),
+        ("lost-2", "lost"),
+        ("forever", "lost"),
+        ("safe", "alive"),
+    ] {
         let mut p = web_pod(pod, json!({"app": "x"}), "http", 80);
         p["spec"]["nodeName"] = json!(node);
-        post(&c, &format!("{NS}/pods"), p).await;
+        if pod == "forever" {
+            p["spec"]["tolerations"] = json!([{"key": UNREACHABLE, "operator": "Exists",
+                "effect": "NoExecute"}]);
+        }
+        let created = post(&c, &format!("{NS}/pods"), p).await;
+        // DefaultTolerationSeconds: a bounded toleration of a lost node unless the pod
+        // has its own.
+        let tolerations = created["spec"]["tolerations"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let unreachable: Vec<&Value> = tolerations
+            .iter()
+            .filter(|t| t["key"] == UNREACHABLE)
+            .collect();
+        assert_eq!(unreachable.len(), 1, "{created}");
+        let expected = if pod == "forever" {
+            Value::Null
+        } else {
+            json!(3)
+        };
+        assert_eq!(unreachable[0]["tolerationSeconds"], expected, "{created}");
     }
+    // lost-1 reports Ready (as its kubelet did before the node went).
+    patch(
+        &c,
+        &format!("{NS}/pods/lost-1/status"),
+        STRATEGIC,
+        json!({"status": {"conditions": [
+        {"type": "Ready", "status": "True"}]}}),
+    )
+    .await;
 
     let lost = eventually(WAIT, "lost node marked Unknown and tainted", || async {
         let (_, n) = get(&c, "/api/v1/nodes/lost").await;
@@ -445,11 +481,23 @@ async fn a_node_that_stops_heartbeating_is_marked_unknown_tainted_and_its_pods_e
         items(&evs).into_iter().next()
     })
     .await;
+    // MarkPodsNotReady: the Ready pod of the lost node is marked not ready at once.
+    eventually(WAIT, "the lost node's ready pod marked not ready", || async {
+        let (_, evs) = get(&c, "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name=lost-1,reason=NodeNotReady").await;
+        items(&evs).into_iter().next()
+    })
+    .await;
 
-    // After the eviction timeout its pods are deleted; the live node's stay.
+    // When their tolerations run out the pods are evicted; the one tolerating the taint
+    // for ever and the live node's stay.
     eventually(WAIT, "pods on the lost node evicted", || async {
         let (_, pods) = get(&c, &format!("{NS}/pods")).await;
-        (names(&pods) == ["safe"]).then_some(())
+        (names(&pods) == ["forever", "safe"]).then_some(())
+    })
+    .await;
+    eventually(WAIT, "TaintManagerEviction event", || async {
+        let (_, evs) = get(&c, "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name=lost-2,reason=TaintManagerEviction").await;
+        items(&evs).into_iter().next()
     })
     .await;
     let (_, alive) = get(&c, "/api/v1/nodes/alive").await;
@@ -468,6 +516,42 @@ async fn a_node_that_stops_heartbeating_is_marked_unknown_tainted_and_its_pods_e
     )
     .await;
     beating.abort();
+
+    // PodGC: once the node is deleted, its last pod goes too, marked as why.
+    let (code, _) = call(client().delete(c.url("/api/v1/nodes/lost"))).await;
+    assert_eq!(code, 200);
+    eventually(WAIT, "the deleted node's pod collected", || async {
+        let (_, pods) = get(&c, &format!("{NS}/pods")).await;
+        (names(&pods) == ["safe"]).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn terminated_pods_beyond_the_threshold_are_collected_oldest_first() {
+    let c = TestCluster::start_with(|cfg| {
+        cfg.controllers.terminated_pod_gc_threshold = 2;
+    });
+    for name in ["done-1", "done-2", "done-3", "running"] {
+        let p = web_pod(name, json!({"app": "gc"}), "http", 80);
+        post(&c, &format!("{NS}/pods"), p).await;
+        if name != "running" {
+            patch(
+                &c,
+                &format!("{NS}/pods/{name}/status"),
+                STRATEGIC,
+                json!({"status": {"phase": "Succeeded"}}),
+            )
+            .await;
+        }
+        // Creation timestamps are whole seconds: keep the order visible.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    eventually(WAIT, "the oldest terminated pod collected", || async {
+        let (_, pods) = get(&c, &format!("{NS}/pods")).await;
+        (names(&pods) == ["done-2", "done-3", "running"]).then_some(())
+    })
+    .await;
 }
 
 fn rc(name: &str, replicas: u32) -> Value {
@@ -599,7 +683,6 @@ async fn deleting_an_rc_in_the_foreground_deletes_its_pods_before_the_rc() {
 async fn a_renewed_node_lease_keeps_a_node_ready_without_status_heartbeats() {
     let c = TestCluster::start_with(|cfg| {
         cfg.controllers.node_grace_period_seconds = 2;
-        cfg.controllers.node_eviction_timeout_seconds = 60;
     });
     for n in ["leased", "silent"] {
         post(&c, "/api/v1/nodes", node(n)).await;

@@ -1,7 +1,9 @@
 //! Nodes across processes: a control plane started with `skiff server` and two nodes
-//! started with `skiff node` join over HTTPS with the join token; an RC's pods run on both;
-//! when one node process is SIGKILLed its pods come back Running on the other within the
-//! eviction timeout. A wrong join token is refused.
+//! started with `skiff node` join over HTTPS with the join token; an RC's pods run on both
+//! behind a Service. When one node process is SIGKILLed its pods leave the Service's
+//! Endpoints once the node is found lost and come back Running on the other when their
+//! toleration runs out; deleting the dead node collects its pods; killing every node
+//! evicts nothing, and all comes back when the nodes do. A wrong join token is refused.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,9 +16,10 @@ use skiff_integration::{
     PortForward,
 };
 
-/// Node heartbeats every second; NotReady after 3 s of silence, pods evicted 4 s later.
+/// Node heartbeats every second; NotReady after 3 s of silence, pods evicted when their
+/// default toleration of it (8 s) runs out.
 const GRACE_SECONDS: u64 = 3;
-const EVICTION_SECONDS: u64 = 4;
+const EVICTION_SECONDS: u64 = 8;
 
 /// A child process killed (SIGKILL) when dropped, also when the test fails.
 struct Proc(Child);
@@ -32,6 +35,8 @@ struct Server {
     _proc: Proc,
     url: String,
     dir: PathBuf,
+    /// What the server printed with its ready line (the join command, at first start).
+    printed: String,
 }
 
 impl Server {
@@ -45,7 +50,7 @@ impl Server {
         std::fs::write(
             &config,
             format!(
-                "[gateway]\nlisten = \"{listen}\"\nmetrics_resolution_seconds = 1\n[controllers]\nhpa_sync_period_seconds = 2\nnode_grace_period_seconds = {grace}\nnode_eviction_timeout_seconds = {eviction}\n"
+                "[gateway]\nlisten = \"{listen}\"\nmetrics_resolution_seconds = 1\ndefault_not_ready_toleration_seconds = {eviction}\ndefault_unreachable_toleration_seconds = {eviction}\n[controllers]\nhpa_sync_period_seconds = 2\nnode_grace_period_seconds = {grace}\nnode_monitor_period_seconds = 1\n"
             ),
         )
         .expect("write config");
@@ -61,9 +66,10 @@ impl Server {
             .expect("spawn skiff server");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("ready line");
+        let mut reader = std::io::BufReader::new(stdout);
+        reader.read_line(&mut line).expect("ready line");
+        // Printed in the same write as the ready line, so already read.
+        let printed = String::from_utf8_lossy(reader.buffer()).to_string();
         let url = line
             .split_whitespace()
             .find(|w| w.starts_with("https://"))
@@ -73,6 +79,7 @@ impl Server {
             _proc: Proc(child),
             url,
             dir: dir.to_path_buf(),
+            printed,
         }
     }
 
@@ -173,7 +180,7 @@ async fn node_ready(client: &reqwest::Client, url: &str, node: &str) -> bool {
 }
 
 #[tokio::test]
-async fn nodes_join_a_server_over_https_and_a_killed_nodes_pods_move_to_the_other() {
+async fn nodes_join_over_https_and_a_node_failure_is_handled_as_kubernetes_does() {
     skiff_integration::require_docker();
     let names = node_names("join", 2);
     let _cleanup = DockerCleanup::new(&names);
@@ -256,10 +263,43 @@ async fn nodes_join_a_server_over_https_and_a_killed_nodes_pods_move_to_the_othe
         .map(|(p, _)| p.clone())
         .collect();
 
+    // A Service over the RC's pods: all four in its Endpoints.
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": RC},
+        "spec": {"selector": {"app": RC}, "ports": [{"port": 80}]}});
+    let (code, body) = call(
+        admin
+            .post(format!("{url}/api/v1/namespaces/default/services"))
+            .json(&svc),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let mut all: Vec<String> = placed.iter().map(|(p, _)| p.clone()).collect();
+    all.sort();
+    eventually(
+        Duration::from_secs(30),
+        "4 pods in the Endpoints",
+        || async { (endpoint_pods(&admin, &url).await == all).then_some(()) },
+    )
+    .await;
+
     // SIGKILL the first node's process: its containers keep running, but nothing reports
-    // for the node any more.
+    // for the node any more. Its pods leave the Endpoints once the node is found lost
+    // (marked not ready with it), well before they are evicted.
     let killed_at = Instant::now();
     drop(nodes[0].take());
+    eventually(
+        Duration::from_secs(GRACE_SECONDS + 5),
+        "the dead node's pods out of the Endpoints",
+        || async {
+            let ready = endpoint_pods(&admin, &url).await;
+            (!ready.is_empty() && ready.iter().all(|p| !moved.contains(p))).then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "the dead node's pods left the Endpoints {:.1} s after the node process was killed",
+        killed_at.elapsed().as_secs_f64()
+    );
     let survivor = &names[1];
     let after = eventually(
         Duration::from_secs(GRACE_SECONDS + EVICTION_SECONDS + 60),
@@ -281,7 +321,161 @@ async fn nodes_join_a_server_over_https_and_a_killed_nodes_pods_move_to_the_othe
         killed_at.elapsed().as_secs_f64()
     );
     assert!(!node_ready(&admin, &url, victim).await);
+
+    // Deleting the dead node collects its pods (evicted, they wait for a kubelet that will
+    // not come): the pod garbage collector force-deletes them.
+    let kc = server.dir.join("kubeconfig");
+    let (code, _, err) = kubectl(&kc, &["delete", "node", victim]);
+    assert_eq!(code, 0, "{err}");
+    let deleted_at = Instant::now();
+    eventually(
+        Duration::from_secs(40),
+        "the deleted node's pods gone",
+        || async { pods_on(&admin, &url, victim).await.is_empty().then_some(()) },
+    )
+    .await;
+    eprintln!(
+        "the deleted node's pods gone {:.1} s after kubectl delete node",
+        deleted_at.elapsed().as_secs_f64()
+    );
+
+    // Full disruption: with the victim back, kill every node. The control plane, cut off
+    // from all of them, evicts nothing, however long the pods' tolerations have run out.
+    nodes[0] = Some(Proc(
+        server
+            .node(victim, "127.0.0.2", &token, node_dirs[0].path())
+            .spawn()
+            .expect("respawn skiff node"),
+    ));
+    eventually(
+        Duration::from_secs(60),
+        "the victim Ready again",
+        || async { node_ready(&admin, &url, victim).await.then_some(()) },
+    )
+    .await;
+    let before = pod_uids(&admin, &url).await;
+    assert_eq!(before.len(), 4, "{before:?}");
+    for n in nodes.iter_mut() {
+        drop(n.take());
+    }
+    let all_lost = eventually(
+        Duration::from_secs(GRACE_SECONDS + 30),
+        "every node Unknown",
+        || async {
+            let mut since = Vec::new();
+            for n in &names {
+                let (_, node) = call(admin.get(format!("{url}/api/v1/nodes/{n}"))).await;
+                let ready = node["status"]["conditions"]
+                    .as_array()
+                    .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready").cloned())?;
+                (ready["status"] == "Unknown").then_some(())?;
+                since.push(Instant::now());
+            }
+            Some(since)
+        },
+    )
+    .await;
+    // Past the point where the pods' tolerations would have run out, nothing was evicted.
+    let horizon = all_lost[0] + Duration::from_secs(EVICTION_SECONDS + 4);
+    while Instant::now() < horizon {
+        assert_eq!(pod_uids(&admin, &url).await, before, "a pod was evicted");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for n in &names {
+        let (_, node) = call(admin.get(format!("{url}/api/v1/nodes/{n}"))).await;
+        let no_execute: Vec<&Value> = node["spec"]["taints"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t["effect"] == "NoExecute")
+            .collect();
+        assert!(
+            no_execute.is_empty(),
+            "{n} tainted in full disruption: {node}"
+        );
+    }
+
+    // The nodes return: the same pods Running and Ready, back in the Endpoints.
+    for (i, ((name, addr), d)) in names
+        .iter()
+        .zip(["127.0.0.2", "127.0.0.3"])
+        .zip(&node_dirs)
+        .enumerate()
+    {
+        nodes[i] = Some(Proc(
+            server
+                .node(name, addr, &token, d.path())
+                .spawn()
+                .expect("respawn skiff node"),
+        ));
+    }
+    let mut expected: Vec<String> = after.iter().map(|(p, _)| p.clone()).collect();
+    expected.sort();
+    eventually(Duration::from_secs(90), "all recovered", || async {
+        for n in &names {
+            node_ready(&admin, &url, n).await.then_some(())?;
+        }
+        (pod_uids(&admin, &url).await == before).then_some(())?;
+        (endpoint_pods(&admin, &url).await == expected).then_some(())
+    })
+    .await;
     drop(nodes);
+}
+
+/// Pods bound to `node` (any phase, terminating too).
+async fn pods_on(client: &reqwest::Client, url: &str, node: &str) -> Vec<String> {
+    let (_, list) = call(client.get(format!(
+        "{url}/api/v1/pods?fieldSelector=spec.nodeName%3D{node}"
+    )))
+    .await;
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The RC's pods that are not being deleted, as (name, uid), sorted.
+async fn pod_uids(client: &reqwest::Client, url: &str) -> Vec<(String, String)> {
+    let (_, list) = call(client.get(format!(
+        "{url}/api/v1/namespaces/default/pods?labelSelector=app%3D{RC}"
+    )))
+    .await;
+    let mut out: Vec<(String, String)> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| {
+            (
+                p["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                p["metadata"]["uid"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The pods the Service's Endpoints hold as ready addresses, sorted.
+async fn endpoint_pods(client: &reqwest::Client, url: &str) -> Vec<String> {
+    let (_, ep) = call(client.get(format!("{url}/api/v1/namespaces/default/endpoints/{RC}"))).await;
+    let mut out: Vec<String> = ep["subsets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["addresses"].as_array().into_iter().flatten())
+        .filter_map(|a| a["targetRef"]["name"].as_str().map(str::to_string))
+        .collect();
+    out.sort();
+    out
 }
 
 /// The container ID and restart count of a Running pod.
@@ -552,4 +746,153 @@ async fn a_remote_nodes_pods_are_reached_for_exec_logs_port_forward_top_and_auto
     .await;
     let (code, _, err) = run(&["delete", "rc", "burn", "--wait=false"]);
     assert_eq!(code, 0, "{err}");
+}
+
+fn skiff_token(server: &Server, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(skiff_bin())
+        .arg("token")
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(server.dir.join("kubeconfig"))
+        .env("SKIFF_LOG", "warn")
+        .output()
+        .expect("run skiff token");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// Whether a hollow node joining with `token` is let in (it gets its credential and its
+/// Node appears) or refused (the process fails with 401).
+async fn joins_with(server: &Server, admin: &reqwest::Client, name: &str, token: &str) -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Proc(
+        server
+            .node(name, "127.0.0.11", token, dir.path())
+            .args(["--runtime", "sim"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn skiff node"),
+    );
+    let url = &server.url;
+    // Polled with a deadline: the process may end (refused) or its Node turn Ready.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let verdict = loop {
+        if let Ok(Some(status)) = child.0.try_wait() {
+            break status.success();
+        }
+        if node_ready(admin, url, name).await {
+            break true;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} neither let in nor refused"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    drop(child);
+    if verdict {
+        let _ = call(admin.delete(format!("{url}/api/v1/nodes/{name}"))).await;
+    }
+    verdict
+}
+
+#[tokio::test]
+async fn bootstrap_tokens_are_secrets_that_expire_and_are_revoked_by_deletion() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let admin = server.admin();
+    let url = server.url.clone();
+
+    // The join token made at first start: printed once with the ready line, kept as a
+    // kube-system Secret of the bootstrap token type that expires in 24 h.
+    let join = server.join_token();
+    assert!(
+        server.printed.contains(&format!("--token {join}")),
+        "{}",
+        server.printed
+    );
+    let id = &join[..6];
+    let (code, secret) = call(admin.get(format!(
+        "{url}/api/v1/namespaces/kube-system/secrets/bootstrap-token-{id}"
+    )))
+    .await;
+    assert_eq!(code, 200, "{secret}");
+    assert_eq!(secret["type"], "bootstrap.kubernetes.io/token");
+    let decode = |v: &Value| {
+        use base64::Engine;
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(v.as_str().unwrap_or_default())
+                .unwrap_or_default(),
+        )
+        .unwrap_or_default()
+    };
+    let expires = chrono::DateTime::parse_from_rfc3339(&decode(&secret["data"]["expiration"]))
+        .expect("an expiration");
+    let left = expires.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    assert!(
+        left > chrono::Duration::hours(23) && left <= chrono::Duration::hours(24),
+        "{left}"
+    );
+
+    // `skiff token create` makes another; `list` shows both; a node joins with it.
+    let (ok, out, err) = skiff_token(
+        &server,
+        &["create", "--ttl", "1h", "--description", "for worker-9"],
+    );
+    assert!(ok, "{err}");
+    let made = out.trim().to_string();
+    assert_eq!(made.len(), 23, "{out}");
+    let (ok, listed, err) = skiff_token(&server, &["list"]);
+    assert!(ok, "{err}");
+    assert!(listed.starts_with("TOKEN"), "{listed}");
+    assert!(
+        listed.contains(&made) && listed.contains("for worker-9"),
+        "{listed}"
+    );
+    assert!(listed.contains(&join), "{listed}");
+    assert!(
+        joins_with(&server, &admin, "tok-a", &made).await,
+        "a new token was refused"
+    );
+
+    // Deleted, it is refused.
+    let (ok, out, err) = skiff_token(&server, &["delete", &made]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&made[..6]), "{out}");
+    assert!(
+        !joins_with(&server, &admin, "tok-b", &made).await,
+        "a deleted token let a node in"
+    );
+
+    // Expired, it is refused, and the token cleaner deletes its Secret.
+    let (ok, out, err) = skiff_token(&server, &["create", "--ttl", "2s"]);
+    assert!(ok, "{err}");
+    let short = out.trim().to_string();
+    let path = format!(
+        "{url}/api/v1/namespaces/kube-system/secrets/bootstrap-token-{}",
+        &short[..6]
+    );
+    eventually(
+        Duration::from_secs(20),
+        "the expired token's Secret deleted",
+        || async {
+            let (code, _) = call(admin.get(&path)).await;
+            (code == 404).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        !joins_with(&server, &admin, "tok-c", &short).await,
+        "an expired token let a node in"
+    );
+
+    // Bad input to the command is refused with a clear message.
+    let (ok, _, err) = skiff_token(&server, &["create", "--ttl", "1d"]);
+    assert!(!ok && err.contains("not a duration"), "{err}");
+    let (ok, _, err) = skiff_token(&server, &["create", "--groups", "system:masters"]);
+    assert!(!ok && err.contains("system:bootstrappers:"), "{err}");
 }

@@ -1,6 +1,7 @@
 //! Supervision: a store actor that panics is restarted by its supervisor; clients get a
 //! retryable error meanwhile, then carry on, with nothing acknowledged lost. A controller
-//! whose reconcile panics is restarted the same way, through the runtime's guard.
+//! whose reconcile panics is restarted the same way, through the runtime's guard; one that
+//! panics at every start backs off between restarts, which `/metrics` counts.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -147,4 +148,85 @@ async fn a_panicking_reconcile_restarts_its_controller_which_catches_up_from_the
     );
     // The restart re-subscribed; it did not make the shared informer list again.
     assert_eq!(namespaces.stats().lists, 1, "{:?}", namespaces.stats());
+}
+
+/// A controller whose every reconcile of `poison` panics: a bad object it meets at every
+/// start.
+struct PanicsAlways {
+    calls: Arc<AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl Reconciler for PanicsAlways {
+    fn name(&self) -> &'static str {
+        "panics-always"
+    }
+
+    fn informers(&self) -> Vec<InformerSpec> {
+        vec![InformerSpec::all("namespaces")]
+    }
+
+    fn keys_for(&self, _resource: &str, change: &Change, _ctx: &Context) -> Vec<String> {
+        vec![key_of(&change.object)]
+    }
+
+    async fn reconcile(&self, key: &str, _ctx: &Context) -> Result<Action, ReconcileError> {
+        if key == "poison" {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            panic!("cannot handle this object");
+        }
+        Ok(Action::Done)
+    }
+}
+
+#[actix_rt::test]
+async fn a_controller_that_panics_at_every_start_backs_off_instead_of_spinning() {
+    let c = TestCluster::api_only();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let controller = Controller::new(
+        PanicsAlways {
+            calls: calls.clone(),
+        },
+        &c.informers,
+    )
+    .start_supervised();
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "poison"}});
+    let (code, _) = call(client().post(c.url("/api/v1/namespaces")).json(&ns)).await;
+    assert_eq!(code, 201);
+    let started = std::time::Instant::now();
+    eventually(Duration::from_secs(20), "four restarts", || async {
+        let stats = controller.send(GetControllerStats).await.ok()?;
+        (stats.restarts >= 4).then_some(())
+    })
+    .await;
+    // Restarts in a row wait 0, 0.2, 0.4 and 0.8 s: four take at least 1.4 s, where a
+    // restart in a hot loop takes microseconds.
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "four restarts in {:?}",
+        started.elapsed()
+    );
+    assert!(calls.load(Ordering::SeqCst) >= 4);
+    // Each restart is counted in /metrics.
+    let text = client()
+        .get(c.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("skiff_actor_restarts_total{actor=\"panics-always\"}"))
+        .unwrap_or_else(|| panic!("no restart count in /metrics:\n{text}"));
+    let n: u64 = line
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(n >= 4, "{line}");
+    // The API server, beside it, answered throughout.
+    let (code, _) = call(client().get(c.url("/api/v1/namespaces/poison"))).await;
+    assert_eq!(code, 200);
 }

@@ -1,6 +1,6 @@
 //! The HTTP client: the same API over the network, for components in other processes.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -13,7 +13,40 @@ use crate::api::ApiError;
 #[derive(Clone)]
 pub struct HttpClient {
     base: String,
-    http: reqwest::Client,
+    /// Swapped whole when the client certificate is renewed (`renew_identity`); requests
+    /// take a handle (an `Arc` inside) and never hold the lock.
+    http: Arc<RwLock<reqwest::Client>>,
+    creds: Credentials,
+}
+
+fn build(creds: &Credentials) -> Result<reqwest::Client, ApiError> {
+    let bad = |what: &str, e: reqwest::Error| ApiError::BadRequest(format!("{what}: {e}"));
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        // The program name is the field manager kube-apiserver records for our writes.
+        .user_agent(concat!("skiff/", env!("CARGO_PKG_VERSION")));
+    if let Some(ca) = &creds.ca_pem {
+        let cert = reqwest::Certificate::from_pem(ca).map_err(|e| bad("CA certificate", e))?;
+        builder = builder
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(cert);
+    }
+    if let Some(pem) = &creds.identity_pem {
+        let id = reqwest::Identity::from_pem(pem).map_err(|e| bad("client certificate", e))?;
+        builder = builder.identity(id);
+    }
+    if let Some(token) = &creds.token {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| ApiError::BadRequest("the token is not a valid header value".into()))?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        builder = builder.default_headers(headers);
+    }
+    let http = builder
+        .build()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(http)
 }
 
 /// How a client proves the server is the cluster's and who the client is.
@@ -39,38 +72,27 @@ impl HttpClient {
         base: impl Into<String>,
         creds: &Credentials,
     ) -> Result<Self, ApiError> {
-        let bad = |what: &str, e: reqwest::Error| ApiError::BadRequest(format!("{what}: {e}"));
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            // The program name is the field manager kube-apiserver records for our writes.
-            .user_agent(concat!("skiff/", env!("CARGO_PKG_VERSION")));
-        if let Some(ca) = &creds.ca_pem {
-            let cert = reqwest::Certificate::from_pem(ca).map_err(|e| bad("CA certificate", e))?;
-            builder = builder
-                .tls_built_in_root_certs(false)
-                .add_root_certificate(cert);
-        }
-        if let Some(pem) = &creds.identity_pem {
-            let id = reqwest::Identity::from_pem(pem).map_err(|e| bad("client certificate", e))?;
-            builder = builder.identity(id);
-        }
-        if let Some(token) = &creds.token {
-            let mut headers = reqwest::header::HeaderMap::new();
-            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|_| {
-                    ApiError::BadRequest("the token is not a valid header value".into())
-                })?;
-            value.set_sensitive(true);
-            headers.insert(reqwest::header::AUTHORIZATION, value);
-            builder = builder.default_headers(headers);
-        }
-        let http = builder
-            .build()
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
         Ok(HttpClient {
             base: base.into().trim_end_matches('/').to_string(),
-            http,
+            http: Arc::new(RwLock::new(build(creds)?)),
+            creds: creds.clone(),
         })
+    }
+
+    /// Use this client certificate (PEM, followed by its key) for requests from now on:
+    /// a renewed node certificate. Connections already open keep the old one.
+    pub fn renew_identity(&self, identity_pem: &[u8]) -> Result<(), ApiError> {
+        let creds = Credentials {
+            identity_pem: Some(identity_pem.to_vec()),
+            ..self.creds.clone()
+        };
+        let client = build(&creds)?;
+        *self.http.write().unwrap_or_else(|e| e.into_inner()) = client;
+        Ok(())
+    }
+
+    fn http(&self) -> reqwest::Client {
+        self.http.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn url(
@@ -163,7 +185,7 @@ impl ApiClient for HttpClient {
         name: &str,
     ) -> Result<Value, ApiError> {
         self.send(
-            self.http
+            self.http()
                 .get(self.url(resource, namespace, Some(name), None)),
         )
         .await
@@ -177,7 +199,7 @@ impl ApiClient for HttpClient {
         subresource: &str,
     ) -> Result<Value, ApiError> {
         self.send(
-            self.http
+            self.http()
                 .get(self.url(resource, namespace, Some(name), Some(subresource))),
         )
         .await
@@ -191,7 +213,7 @@ impl ApiClient for HttpClient {
     ) -> Result<ObjectList, ApiError> {
         let mut v = self
             .send(
-                self.http
+                self.http()
                     .get(self.url(resource, namespace, None, None))
                     .query(&query(params)),
             )
@@ -223,7 +245,7 @@ impl ApiClient for HttpClient {
         q.push(("resourceVersion", resource_version.to_string()));
         q.push(("allowWatchBookmarks", "false".into()));
         let resp = self
-            .http
+            .http()
             .get(self.url(resource, namespace, None, None))
             .query(&q)
             .send()
@@ -266,7 +288,7 @@ impl ApiClient for HttpClient {
         object: Value,
     ) -> Result<Value, ApiError> {
         self.send(
-            self.http
+            self.http()
                 .post(self.url(resource, namespace, None, None))
                 .json(&object),
         )
@@ -282,7 +304,7 @@ impl ApiClient for HttpClient {
         object: Value,
     ) -> Result<Value, ApiError> {
         self.send(
-            self.http
+            self.http()
                 .put(self.url(resource, namespace, Some(name), subresource))
                 .json(&object),
         )
@@ -304,7 +326,7 @@ impl ApiClient for HttpClient {
             PatchType::Json => "application/json-patch+json",
         };
         self.send(
-            self.http
+            self.http()
                 .patch(self.url(resource, namespace, Some(name), subresource))
                 .header("content-type", ct)
                 .body(patch.to_string()),
@@ -322,7 +344,7 @@ impl ApiClient for HttpClient {
         let body = json!({"kind": "DeleteOptions", "apiVersion": "v1",
             "propagationPolicy": propagation.unwrap_or("Background")});
         self.send(
-            self.http
+            self.http()
                 .delete(self.url(resource, namespace, Some(name), None))
                 .json(&body),
         )
@@ -338,7 +360,7 @@ impl ApiClient for HttpClient {
         let body = json!({"kind": "DeleteOptions", "apiVersion": "v1",
             "propagationPolicy": "Background", "gracePeriodSeconds": 0});
         self.send(
-            self.http
+            self.http()
                 .delete(self.url(resource, namespace, Some(name), None))
                 .json(&body),
         )
@@ -357,7 +379,7 @@ impl ApiClient for HttpClient {
             Some(service_account),
             Some("token"),
         );
-        self.send(self.http.post(url).json(&request)).await
+        self.send(self.http().post(url).json(&request)).await
     }
 
     async fn bind(&self, namespace: &str, pod: &str, node: &str) -> Result<(), ApiError> {
@@ -365,7 +387,7 @@ impl ApiClient for HttpClient {
             "metadata": {"name": pod, "namespace": namespace},
             "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
         self.send(
-            self.http
+            self.http()
                 .post(self.url("pods", Some(namespace), Some(pod), Some("binding")))
                 .json(&body),
         )

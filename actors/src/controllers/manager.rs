@@ -22,6 +22,7 @@ use super::namespace::NamespaceController;
 use super::node_ipam::{NodeIpamController, PodRange};
 use super::node_lifecycle::{NodeLifecycleConfig, NodeLifecycleController};
 use super::persistent_volume::PersistentVolumeController;
+use super::pod_gc::{PodGcConfig, PodGcController};
 use super::replica_set::{ReplicaKind, ReplicaSetController};
 use super::resource_quota::ResourceQuotaController;
 use super::root_ca_publisher::RootCaPublisher;
@@ -31,6 +32,8 @@ use super::service_lb::ServiceLbController;
 use super::stateful_set::StatefulSetController;
 use super::storage_protection::StorageProtectionController;
 use super::system_service::{SystemService, SystemServiceController};
+use super::taint_eviction::TaintEvictionController;
+use super::token_cleaner::TokenCleaner;
 use super::ttl_after_finished::TtlAfterFinishedController;
 use crate::gateway::serviceaccount::token::TokenIssuer;
 use crate::pki::ClusterCa;
@@ -55,10 +58,11 @@ pub struct ServiceAccountsConfig {
 
 #[derive(Debug, Clone)]
 pub struct ControllerManagerConfig {
-    /// How long a node may go without heartbeating before it is marked Unknown.
-    pub node_grace_period: Duration,
-    /// How long a node may stay not ready before its pods are evicted.
-    pub node_eviction_timeout: Duration,
+    /// Heartbeat grace, monitor period and the eviction rates of the node lifecycle
+    /// controller.
+    pub node_lifecycle: NodeLifecycleConfig,
+    /// The pod garbage collector's threshold and quarantine.
+    pub pod_gc: PodGcConfig,
     /// Controllers to run by name, `*` for all.
     pub enabled: Vec<String>,
     /// The horizontal pod autoscaler's sync period and scale-down window.
@@ -95,8 +99,8 @@ impl ControllerManagerConfig {
 impl Default for ControllerManagerConfig {
     fn default() -> Self {
         ControllerManagerConfig {
-            node_grace_period: Duration::from_secs(40),
-            node_eviction_timeout: Duration::from_secs(300),
+            node_lifecycle: NodeLifecycleConfig::default(),
+            pod_gc: PodGcConfig::default(),
             enabled: vec!["*".into()],
             autoscaler: AutoscalerConfig::default(),
             csr_signing: None,
@@ -138,10 +142,6 @@ impl ControllerManager {
 
     fn start_all(&mut self) {
         let c = || &self.informers;
-        let node_cfg = NodeLifecycleConfig {
-            grace_period: self.config.node_grace_period,
-            eviction_timeout: self.config.node_eviction_timeout,
-        };
         let cfg = self.config.clone();
         let mut running: Vec<Box<dyn std::any::Any>> = Vec::new();
         if cfg.runs("replication") {
@@ -199,10 +199,25 @@ impl ControllerManager {
                 Controller::new(EndpointSliceMirroringController, c()).start_supervised(),
             ));
         }
+        // Heartbeats, taints and token expirations are stamped by the system's clock, so
+        // the controllers that judge them read that one, not the batch controllers' clock
+        // a test may move.
+        let system_clock = SharedClock::default;
         if cfg.runs("nodelifecycle") {
-            running.push(Box::new(
-                Controller::new(NodeLifecycleController::new(node_cfg), c()).start_supervised(),
-            ));
+            let lifecycle = NodeLifecycleController::new(cfg.node_lifecycle, system_clock());
+            running.push(Box::new(Controller::new(lifecycle, c()).start_supervised()));
+        }
+        if cfg.runs("taint-eviction-controller") {
+            let eviction = TaintEvictionController::new(system_clock());
+            running.push(Box::new(Controller::new(eviction, c()).start_supervised()));
+        }
+        if cfg.runs("tokencleaner") {
+            let cleaner = TokenCleaner::new(system_clock());
+            running.push(Box::new(Controller::new(cleaner, c()).start_supervised()));
+        }
+        if cfg.runs("podgc") {
+            let gc = PodGcController::new(cfg.pod_gc, system_clock());
+            running.push(Box::new(Controller::new(gc, c()).start_supervised()));
         }
         if let (true, Some(range)) = (cfg.runs("nodeipam"), cfg.pod_range) {
             running.push(Box::new(

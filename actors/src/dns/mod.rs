@@ -199,6 +199,7 @@ impl Actor for DnsServer {
 
 impl Supervised for DnsServer {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
+        crate::runtime::record_restart("DnsServer");
         self.shutdown();
     }
 }

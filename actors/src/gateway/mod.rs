@@ -21,6 +21,7 @@ pub mod serviceaccount;
 pub mod storage;
 mod streams;
 pub mod tls;
+pub mod tolerations;
 pub mod watch;
 
 use std::net::SocketAddr;

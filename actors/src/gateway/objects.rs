@@ -178,6 +178,8 @@ pub struct Objects {
     alloc_lock: Arc<tokio::sync::Mutex<()>>,
     /// Signs service account tokens (the TokenRequest subresource).
     token_issuer: Option<Arc<super::serviceaccount::token::TokenIssuer>>,
+    /// What the DefaultTolerationSeconds admission plugin gives pods.
+    default_tolerations: super::tolerations::DefaultTolerations,
 }
 
 pub fn store_error(err: StoreError, resource: &str, name: &str) -> ApiError {
@@ -209,7 +211,17 @@ impl Objects {
             service_ranges: Arc::default(),
             alloc_lock: Arc::default(),
             token_issuer: None,
+            default_tolerations: Default::default(),
         }
+    }
+
+    /// Give pods these not-ready and unreachable tolerations unless they have their own.
+    pub fn with_default_tolerations(
+        mut self,
+        defaults: super::tolerations::DefaultTolerations,
+    ) -> Self {
+        self.default_tolerations = defaults;
+        self
     }
 
     /// Sign service account tokens with this issuer.
@@ -465,6 +477,9 @@ impl Objects {
         meta::drop_empty_metadata(&mut obj);
         let name = meta::name(&obj).unwrap_or_default().to_string();
         super::priority::admit_create(&self.store, info.name, &mut obj)?;
+        if info.name == "pods" {
+            super::tolerations::admit_pod(&mut obj, &self.default_tolerations);
+        }
         if let (true, Some(ns)) = (info.name == "pods", ns.as_deref()) {
             // Namespace lifecycle first, as in kube-apiserver's admission chain.
             self.check_namespace_accepts(ns)?;
@@ -725,6 +740,9 @@ impl Objects {
             if check == Check::Validate {
                 // kube-apiserver defaults whatever it decodes: updates and patches too.
                 info.strategy.default(&mut new);
+                if info.name == "pods" && target.subresource.is_none() {
+                    super::tolerations::admit_pod(&mut new, &this.default_tolerations);
+                }
             }
             if info.name == "services" {
                 this.allocate_service(&mut new, Some(&current), &key_owned)?;

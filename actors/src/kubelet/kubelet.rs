@@ -32,8 +32,8 @@ use crate::client::{ApiClient, EventKind, PatchType};
 use crate::controllers::node_lifecycle::NODE_LEASE_NAMESPACE;
 use crate::resource_metrics::MetricsSink;
 use crate::runtime::{
-    guard, key_of, node_filter, Change, Informer, InformerFactory, Notification, Recorder,
-    NODE_NAME,
+    guard, key_of, node_filter, Change, Informer, InformerFactory, InformerSpec, Notification,
+    Recorder, NODE_NAME,
 };
 use tracing::Instrument;
 
@@ -50,7 +50,12 @@ pub struct KubeletConfig {
     pub cpu: String,
     pub memory: String,
     pub max_pods: u32,
+    /// How often the node's Lease is renewed and its status computed (the kubelet's
+    /// `nodeStatusUpdateFrequency`, 10 s).
     pub heartbeat_interval: Duration,
+    /// The status is written only when it changed, when the API server's copy differs
+    /// from it, or after this long (the kubelet's `nodeStatusReportFrequency`, 5 min).
+    pub status_report_interval: Duration,
     /// The node's InternalIP (`status.hostIP` of its pods).
     pub address: String,
     /// How often the runtime is listed to notice containers that exited.
@@ -93,6 +98,7 @@ impl Default for KubeletConfig {
             memory: "8Gi".into(),
             max_pods: 110,
             heartbeat_interval: Duration::from_secs(10),
+            status_report_interval: Duration::from_secs(300),
             address: "127.0.0.1".into(),
             relist_interval: Duration::from_secs(1),
             resync_interval: Duration::from_secs(10),
@@ -181,6 +187,11 @@ pub enum KubeletError {
 #[rtype(result = "()")]
 struct PodEvent(Change);
 
+/// A change of this node's Node object.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct NodeEvent(Change);
+
 /// The UIDs of the pods that have a worker (tests and diagnostics).
 #[derive(Message)]
 #[rtype(result = "Vec<String>")]
@@ -206,6 +217,11 @@ pub struct Kubelet {
     recorder: Arc<Recorder>,
     /// Where this node's pods are read (`by_index(NODE_NAME, node)`).
     pods: Arc<Informer>,
+    /// Where this node's Node object is read (`get(node)`), to see what the API server
+    /// holds of its status without asking for it.
+    node: Arc<Informer>,
+    /// The conditions last written, and when.
+    last_status: Option<(Vec<ConditionSignature>, std::time::Instant)>,
     workers: HashMap<String, WorkerEntry>,
     /// Pods whose worker finished while the pod is still in the cache (its deletion is on
     /// its way): no new worker for them.
@@ -215,6 +231,9 @@ pub struct Kubelet {
     /// Orphan containers being removed.
     removing: HashSet<String>,
     registered: bool,
+    /// Restarts in a row, and how long the current start waits before registering.
+    restart_backoff: crate::runtime::RestartBackoff,
+    resume_in: Duration,
     relisting: bool,
     heartbeating: bool,
     register_backoff: Backoff,
@@ -235,8 +254,12 @@ impl Kubelet {
         config: KubeletConfig,
     ) -> Self {
         let recorder = Arc::new(Recorder::new(client.clone(), "kubelet"));
-        let pods =
-            InformerFactory::node_scoped(client.clone(), None).pods_on_node(&config.node_name);
+        let factory = InformerFactory::node_scoped(client.clone(), None);
+        let pods = factory.pods_on_node(&config.node_name);
+        let node = factory.informer(InformerSpec::fields(
+            "nodes",
+            format!("metadata.name={}", config.node_name),
+        ));
         let volumes = Arc::new(VolumeManager::new(
             config.volume_config(),
             client.clone(),
@@ -251,11 +274,15 @@ impl Kubelet {
             config,
             recorder,
             pods,
+            node,
+            last_status: None,
             workers: HashMap::new(),
             finished: HashSet::new(),
             seen: HashMap::new(),
             removing: HashSet::new(),
             registered: false,
+            restart_backoff: Default::default(),
+            resume_in: Duration::ZERO,
             relisting: false,
             heartbeating: false,
             register_backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(10)),
@@ -274,6 +301,7 @@ impl Kubelet {
     /// Read the node's pods from the process's informers.
     pub fn with_informers(mut self, informers: &InformerFactory) -> Self {
         self.pods = informers.pods_on_node(&self.config.node_name);
+        self.node = informers.informer(InformerSpec::all("nodes"));
         self
     }
 
@@ -344,6 +372,19 @@ impl Kubelet {
             futures::future::ready(change.map(PodEvent))
         });
         ctx.add_message_stream(ours);
+        // Our own Node: when what the API server holds differs from what we last wrote
+        // (the node lifecycle controller marked it Unknown), write it again now.
+        let node = self.config.node_name.clone();
+        let own = self.node.subscribe().filter_map(move |n| {
+            let change = match n {
+                Notification::Changed(c) if meta::name(&c.object) == Some(node.as_str()) => {
+                    Some(NodeEvent(c))
+                }
+                _ => None,
+            };
+            futures::future::ready(change)
+        });
+        ctx.add_message_stream(own);
 
         ctx.run_interval(self.config.relist_interval, |act, ctx| act.relist(ctx));
         ctx.run_interval(self.volumes.sync_period(), |act, _| {
@@ -383,27 +424,71 @@ impl Kubelet {
         }));
     }
 
+    /// Renew the Lease; write the status too when it is due (changed, differing from the
+    /// API server's copy, or not written for the report interval).
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
         if self.heartbeating {
             return;
         }
         self.heartbeating = true;
         let (client, name) = (self.client.clone(), self.config.node_name.clone());
+        let held = self.node.cache().get(&name);
+        let conditions = node::conditions(
+            held.as_deref().unwrap_or(&Value::Null),
+            &meta::now_rfc3339(),
+        );
+        let signature = conditions_signature(&conditions);
+        let due = match (&self.last_status, held.as_deref()) {
+            (Some((last, at)), Some(held)) => {
+                *last != signature
+                    || at.elapsed() >= self.config.status_report_interval
+                    || signature != signature_of(held)
+            }
+            // Never written by this kubelet, or the node is not (yet) in the cache.
+            _ => true,
+        };
         // Kubernetes renews a 40 s lease every 10 s: a lease lasts four heartbeats.
         let lease_duration = self.config.heartbeat_interval * 4;
-        let fut = async move { heartbeat(&*client, &name, lease_duration).await };
-        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+        let fut = async move {
+            heartbeat(
+                &*client,
+                &name,
+                held.as_deref(),
+                lease_duration,
+                due.then_some(conditions),
+            )
+            .await
+        };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             act.heartbeating = false;
             match res {
-                Ok(()) => {}
+                Ok(wrote_status) => {
+                    if wrote_status {
+                        act.last_status = Some((signature, std::time::Instant::now()));
+                    }
+                }
                 // Someone deleted the node: register it again.
                 Err(KubeletError::Heartbeat(ApiError::NotFound { .. })) => {
                     tracing::warn!(node = %act.config.node_name, "node object is gone; registering again");
+                    act.last_status = None;
                     act.register(ctx);
                 }
                 Err(e) => tracing::warn!(node = %act.config.node_name, error = %e, "heartbeat failed"),
             }
         }));
+    }
+
+    /// Our Node changed in the API server: write our status again if its copy of the
+    /// conditions is not ours.
+    fn on_node(&mut self, change: Change, ctx: &mut Context<Self>) {
+        if change.kind == EventKind::Deleted || !self.registered {
+            return;
+        }
+        let ours = self.last_status.as_ref().map(|(s, _)| s.clone());
+        if ours.is_some_and(|s| s != signature_of(&change.object)) {
+            tracing::info!(node = %self.config.node_name, "the API server's node status is not ours; writing it again");
+            self.heartbeat(ctx);
+        }
     }
 
     fn on_pod(&mut self, change: Change, ctx: &mut Context<Self>) {
@@ -655,17 +740,56 @@ async fn pod_network(
     Err(KubeletError::NoPodCidr)
 }
 
-/// Post the node's conditions with a fresh heartbeat, and renew the node's Lease.
+/// What a condition says, without its timestamps: what decides whether the status changed.
+type ConditionSignature = (String, String, String, String);
+
+fn conditions_signature(conditions: &[Value]) -> Vec<ConditionSignature> {
+    let field = |c: &Value, f: &str| c.get(f).and_then(Value::as_str).unwrap_or("").to_string();
+    conditions
+        .iter()
+        .map(|c| {
+            (
+                field(c, "type"),
+                field(c, "status"),
+                field(c, "reason"),
+                field(c, "message"),
+            )
+        })
+        .collect()
+}
+
+/// The signature of the conditions the kubelet writes, as `node` holds them.
+fn signature_of(node: &Value) -> Vec<ConditionSignature> {
+    let held = node
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let ours = node::conditions(&Value::Null, "");
+    conditions_signature(&ours)
+        .into_iter()
+        .map(|(kind, ..)| {
+            held.iter()
+                .find(|c| c.get("type").and_then(Value::as_str) == Some(kind.as_str()))
+                .map(|c| conditions_signature(std::slice::from_ref(c)).remove(0))
+                .unwrap_or((kind, String::new(), String::new(), String::new()))
+        })
+        .collect()
+}
+
+/// Renew the node's Lease and, when given, write its conditions. Returns whether the
+/// status was written.
 async fn heartbeat(
     client: &dyn ApiClient,
     name: &str,
+    held: Option<&Value>,
     lease_duration: Duration,
-) -> Result<(), KubeletError> {
-    let node = client
-        .get("nodes", None, name)
-        .await
-        .map_err(KubeletError::Heartbeat)?;
-    let patch = node::heartbeat(&node, &meta::now_rfc3339());
+    conditions: Option<Vec<Value>>,
+) -> Result<bool, KubeletError> {
+    renew_lease(client, held, name, lease_duration).await?;
+    let Some(conditions) = conditions else {
+        return Ok(false);
+    };
     client
         .patch(
             "nodes",
@@ -673,23 +797,22 @@ async fn heartbeat(
             name,
             Some("status"),
             PatchType::Strategic,
-            patch,
+            json!({"status": {"conditions": conditions}}),
         )
         .await
         .map_err(KubeletError::Heartbeat)?;
-    renew_lease(client, &node, name, lease_duration)
-        .await
-        .map_err(KubeletError::Lease)
+    Ok(true)
 }
 
 /// Renew (or create) the node's Lease in `kube-node-lease`, owned by its Node so it goes
-/// with it.
+/// with it. A Lease that is gone is made again only while the Node exists (a deleted node
+/// is registered again first).
 async fn renew_lease(
     client: &dyn ApiClient,
-    node: &Value,
+    held: Option<&Value>,
     name: &str,
     duration: Duration,
-) -> Result<(), ApiError> {
+) -> Result<(), KubeletError> {
     let spec = node::lease_spec(name, duration, chrono::Utc::now());
     match client
         .patch(
@@ -702,15 +825,25 @@ async fn renew_lease(
         )
         .await
     {
-        Err(ApiError::NotFound { .. }) => client
-            .create(
-                "leases",
-                Some(NODE_LEASE_NAMESPACE),
-                node::lease(node, name, spec),
-            )
-            .await
-            .map(|_| ()),
-        other => other.map(|_| ()),
+        Err(ApiError::NotFound { .. }) => {
+            let current = match held {
+                Some(n) => n.clone(),
+                None => client
+                    .get("nodes", None, name)
+                    .await
+                    .map_err(KubeletError::Heartbeat)?,
+            };
+            client
+                .create(
+                    "leases",
+                    Some(NODE_LEASE_NAMESPACE),
+                    node::lease(&current, name, spec),
+                )
+                .await
+                .map(|_| ())
+                .map_err(KubeletError::Lease)
+        }
+        other => other.map(|_| ()).map_err(KubeletError::Lease),
     }
 }
 
@@ -738,13 +871,21 @@ impl Actor for Kubelet {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        tracing::info!(node = %self.config.node_name, "kubelet starting");
-        self.register(ctx);
+        tracing::info!(node = %self.config.node_name, wait = ?self.resume_in, "kubelet starting");
+        // After failures in a row, a restarted kubelet waits before it registers and
+        // syncs pods again, so one that panics at every start does not spin.
+        if self.resume_in.is_zero() {
+            self.register(ctx);
+        } else {
+            ctx.run_later(self.resume_in, |act, ctx| act.register(ctx));
+        }
     }
 }
 
 impl Supervised for Kubelet {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
+        crate::runtime::record_restart("Kubelet");
+        self.resume_in = self.restart_backoff.on_restart(std::time::Instant::now());
         // The workers go (leaving their containers running); the fresh list of pods
         // starts new ones, which adopt those containers.
         for w in self.workers.values() {
@@ -757,6 +898,7 @@ impl Supervised for Kubelet {
         self.registered = false;
         self.relisting = false;
         self.heartbeating = false;
+        self.last_status = None;
         self.sampling = false;
         self.sampler = Sampler::default();
     }
@@ -767,6 +909,14 @@ impl Handler<PodEvent> for Kubelet {
 
     fn handle(&mut self, msg: PodEvent, ctx: &mut Self::Context) {
         let _ = guard(self, ctx, |act, ctx| act.on_pod(msg.0, ctx));
+    }
+}
+
+impl Handler<NodeEvent> for Kubelet {
+    type Result = ();
+
+    fn handle(&mut self, msg: NodeEvent, ctx: &mut Self::Context) {
+        let _ = guard(self, ctx, |act, ctx| act.on_node(msg.0, ctx));
     }
 }
 

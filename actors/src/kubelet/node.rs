@@ -194,11 +194,6 @@ pub fn status(existing: &Value, facts: &NodeFacts, now: &str) -> Value {
     }})
 }
 
-/// The heartbeat: only the conditions.
-pub fn heartbeat(existing: &Value, now: &str) -> Value {
-    json!({"status": {"conditions": conditions(existing, now)}})
-}
-
 /// The spec of the node's Lease, renewed now (renewTime is a MicroTime).
 pub fn lease_spec(
     name: &str,

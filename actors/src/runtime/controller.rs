@@ -21,6 +21,7 @@ use super::guard::{guard, spawn_guarded};
 use super::informer::{Informer, InformerSpec, Notification};
 use super::queue::WorkQueue;
 use super::recorder::Recorder;
+use super::restart::{record_restart, RestartBackoff};
 use crate::api::ApiError;
 use crate::client::ApiClient;
 
@@ -137,6 +138,12 @@ pub struct Controller<R: Reconciler> {
     running: usize,
     specs: Vec<InformerSpec>,
     stats: ControllerStats,
+    /// Restarts in a row back off, so a reconcile that panics on every start (one bad
+    /// object) does not restart the controller in a hot loop.
+    backoff: RestartBackoff,
+    /// Until then a restarted controller holds off: no subscriptions, no reconciles.
+    paused_for: Duration,
+    paused: bool,
 }
 
 impl<R: Reconciler> Controller<R> {
@@ -160,6 +167,9 @@ impl<R: Reconciler> Controller<R> {
             running: 0,
             specs,
             stats: ControllerStats::default(),
+            backoff: RestartBackoff::default(),
+            paused_for: Duration::ZERO,
+            paused: false,
         }
     }
 
@@ -178,6 +188,9 @@ impl<R: Reconciler> Controller<R> {
     }
 
     fn dispatch(&mut self, ctx: &mut actix::Context<Self>) {
+        if self.paused {
+            return;
+        }
         let workers = self.reconciler.workers().max(1);
         while self.running < workers {
             let Some(key) = self.queue.pop() else { break };
@@ -240,6 +253,28 @@ impl<R: Reconciler> Actor for Controller<R> {
     type Context = actix::Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        if self.paused_for.is_zero() {
+            self.resume(ctx);
+            return;
+        }
+        self.paused = true;
+        tracing::warn!(
+            controller = self.reconciler.name(),
+            restarts_in_a_row = self.backoff.in_a_row(),
+            wait = ?self.paused_for,
+            "controller restarting after a back-off"
+        );
+        ctx.run_later(self.paused_for, |act, ctx| {
+            act.paused = false;
+            act.resume(ctx);
+            let _ = guard(act, ctx, |act, ctx| act.dispatch(ctx));
+        });
+    }
+}
+
+impl<R: Reconciler> Controller<R> {
+    /// Subscribe to the informers (their replay queues every object) and start resyncs.
+    fn resume(&mut self, ctx: &mut actix::Context<Self>) {
         for spec in &self.specs {
             let Some(informer) = self.ctx.informers.get(spec.resource) else {
                 continue;
@@ -272,6 +307,8 @@ impl<R: Reconciler> Supervised for Controller<R> {
         self.queue = WorkQueue::default();
         self.running = 0;
         self.stats.restarts += 1;
+        self.paused_for = self.backoff.on_restart(std::time::Instant::now());
+        record_restart(self.reconciler.name());
     }
 }
 

@@ -19,6 +19,7 @@ pub mod guard;
 pub mod informer;
 pub mod queue;
 pub mod recorder;
+pub mod restart;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -32,3 +33,4 @@ pub use guard::{guard, spawn_guarded, Panicked};
 pub use informer::{Informer, InformerSpec, InformerStats, Notification, Subscription};
 pub use queue::{RateLimit, WorkQueue};
 pub use recorder::Recorder;
+pub use restart::{record_restart, restarts, RestartBackoff};

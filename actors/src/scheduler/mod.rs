@@ -199,6 +199,9 @@ pub struct SchedulerActor {
     engine: Engine,
     /// Ties a bind's answer to the incarnation that sent it.
     generation: u64,
+    /// Restarts in a row, and how long the current start waits before subscribing.
+    restart_backoff: crate::runtime::RestartBackoff,
+    resume_in: Duration,
     binds_in_flight: usize,
     /// Created in `started`, with the writers that drain it.
     events: Option<EventQueue>,
@@ -236,6 +239,8 @@ impl SchedulerActor {
             volumes: informers.informer(InformerSpec::all(VOLUMES)),
             classes: informers.informer(InformerSpec::all(CLASSES)),
             generation: 0,
+            restart_backoff: Default::default(),
+            resume_in: Duration::ZERO,
             binds_in_flight: 0,
             events: None,
             batch_pending: false,
@@ -558,6 +563,19 @@ impl Actor for SchedulerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        // After failures in a row the scheduler waits before it subscribes again, so one
+        // that panics on the same pod at every start does not spin.
+        if self.resume_in.is_zero() {
+            self.resume(ctx);
+        } else {
+            tracing::warn!(wait = ?self.resume_in, "scheduler restarting after a back-off");
+            ctx.run_later(self.resume_in, |act, ctx| act.resume(ctx));
+        }
+    }
+}
+
+impl SchedulerActor {
+    fn resume(&mut self, ctx: &mut Context<Self>) {
         for (resource, informer) in [
             ("nodes", &self.nodes),
             ("pods", &self.pods),
@@ -594,6 +612,8 @@ impl Actor for SchedulerActor {
 
 impl Supervised for SchedulerActor {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
+        crate::runtime::record_restart("SchedulerActor");
+        self.resume_in = self.restart_backoff.on_restart(Instant::now());
         // Everything spawned by the old incarnation (subscriptions, binds) was dropped
         // with its context; start from an empty engine and let the informers replay.
         self.generation += 1;

@@ -443,6 +443,8 @@ impl Actor for StoreActor {
 
 impl Supervised for StoreActor {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
+        // The source of truth comes back at once (callers get 503 meanwhile): no back-off.
+        crate::runtime::record_restart("StoreActor");
         if let Err(e) = self.reload() {
             tracing::error!(error = %e, "store reload after restart failed");
         }

@@ -17,6 +17,7 @@ use rustls::server::danger::ClientCertVerifier;
 use rustls_pki_types::{CertificateDer, UnixTime};
 use subtle::ConstantTimeEq;
 
+use super::bootstrap_token::{self, BootstrapTokenAuthenticator};
 use super::serviceaccount::ServiceAccountAuthenticator;
 use super::UserInfo;
 use crate::api::ApiError;
@@ -27,7 +28,7 @@ use crate::pki;
 /// Every authenticated user is in this group.
 pub const AUTHENTICATED: &str = "system:authenticated";
 /// The group of users authenticated by a bootstrap (join) token.
-pub const BOOTSTRAPPERS: &str = "system:bootstrappers";
+pub const BOOTSTRAPPERS: &str = bootstrap_token::BOOTSTRAPPERS;
 /// The user and group of a request without credentials, where one is let through.
 pub const ANONYMOUS: &str = "system:anonymous";
 pub const UNAUTHENTICATED: &str = "system:unauthenticated";
@@ -227,71 +228,30 @@ fn split_csv(line: &str) -> Result<Vec<String>, String> {
     Ok(fields)
 }
 
-/// The join token: kubeadm's bootstrap token `<id>.<secret>`, presented by a node that
-/// has no credential of its own yet.
-pub struct JoinToken {
-    id: String,
-    digest: Digest,
-}
-
-impl std::fmt::Debug for JoinToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JoinToken").field("id", &self.id).finish()
-    }
-}
-
-impl JoinToken {
-    /// Parse a token of the bootstrap-token shape (`[a-z0-9]{6}.[a-z0-9]{16}`).
-    pub fn parse(token: &str) -> Option<JoinToken> {
-        let (id, secret) = bootstrap_token_parts(token)?;
-        let _ = secret;
-        Some(JoinToken {
-            id: id.to_string(),
-            digest: digest(token),
-        })
-    }
-
-    fn authenticate(&self, token: &str) -> Option<UserInfo> {
-        let (id, _) = bootstrap_token_parts(token)?;
-        bool::from(self.digest.ct_eq(&digest(token))).then(|| UserInfo {
-            name: format!("system:bootstrap:{id}"),
-            uid: String::new(),
-            groups: vec![BOOTSTRAPPERS.into()],
-        })
-    }
-}
-
-fn bootstrap_token_parts(token: &str) -> Option<(&str, &str)> {
-    let (id, secret) = token.split_once('.')?;
-    let ok = |s: &str, n: usize| {
-        s.len() == n
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-    };
-    (ok(id, 6) && ok(secret, 16)).then_some((id, secret))
-}
-
 /// Who a request is from.
 pub struct Authenticator {
     tokens: TokenFile,
-    join: Option<JoinToken>,
+    /// Bootstrap tokens (a joining node's), checked against their Secrets.
+    bootstrap: Option<BootstrapTokenAuthenticator>,
     /// Verifies client certificates against the cluster CA (chain and validity).
     certs: Option<Arc<dyn ClientCertVerifier>>,
     service_accounts: Option<ServiceAccountAuthenticator>,
 }
 
 impl Authenticator {
-    pub fn new(
-        tokens: TokenFile,
-        join: Option<JoinToken>,
-        certs: Option<Arc<dyn ClientCertVerifier>>,
-    ) -> Self {
+    pub fn new(tokens: TokenFile, certs: Option<Arc<dyn ClientCertVerifier>>) -> Self {
         Authenticator {
             tokens,
-            join,
+            bootstrap: None,
             certs,
             service_accounts: None,
         }
+    }
+
+    /// Also accept bootstrap tokens.
+    pub fn with_bootstrap_tokens(mut self, b: BootstrapTokenAuthenticator) -> Self {
+        self.bootstrap = Some(b);
+        self
     }
 
     /// Also accept service account tokens.
@@ -349,7 +309,7 @@ impl Authenticator {
             let user = self
                 .tokens
                 .authenticate(token)
-                .or_else(|| self.join.as_ref().and_then(|j| j.authenticate(token)))
+                .or_else(|| self.bootstrap_token(token))
                 .or_else(|| self.service_account(token));
             match user {
                 Some(user) => return Ok(with_authenticated(user)),
@@ -387,6 +347,21 @@ impl Authenticator {
 }
 
 impl Authenticator {
+    fn bootstrap_token(&self, token: &str) -> Option<UserInfo> {
+        bootstrap_token::parts(token)?;
+        match self
+            .bootstrap
+            .as_ref()?
+            .authenticate(token, chrono::Utc::now())
+        {
+            Ok(user) => Some(user),
+            Err(reason) => {
+                tracing::debug!(%reason, "bootstrap token refused");
+                None
+            }
+        }
+    }
+
     fn service_account(&self, token: &str) -> Option<UserInfo> {
         let sa = self
             .service_accounts
@@ -508,27 +483,8 @@ mod tests {
     }
 
     #[test]
-    fn join_token_authenticates_as_a_bootstrapper() {
-        let token = "abcdef.0123456789abcdef";
-        let authn = Authenticator::new(TokenFile::default(), JoinToken::parse(token), None);
-        let user = authn.authenticate(None, Some(token)).expect("user");
-        assert_eq!(user.name, "system:bootstrap:abcdef");
-        assert_eq!(user.groups, vec![BOOTSTRAPPERS, AUTHENTICATED]);
-        assert_eq!(
-            authn.authenticate(None, Some("abcdef.0123456789abcdee")),
-            Err(AuthnError::InvalidToken)
-        );
-        assert!(JoinToken::parse("ABCDEF.0123456789abcdef").is_none());
-        assert!(JoinToken::parse("abcdef0123456789abcdef").is_none());
-    }
-
-    #[test]
     fn no_credential_and_a_wrong_token_are_different_failures() {
-        let authn = Authenticator::new(
-            TokenFile::parse("good,admin,1\n").expect("parse"),
-            None,
-            None,
-        );
+        let authn = Authenticator::new(TokenFile::parse("good,admin,1\n").expect("parse"), None);
         assert_eq!(
             authn.authenticate(None, None),
             Err(AuthnError::NoCredential)
@@ -547,7 +503,7 @@ mod tests {
         use std::time::{Duration, SystemTime};
         let ca = pki::ClusterCa::generate("cluster").expect("ca");
         let verifier = crate::gateway::tls::client_verifier(ca.cert_der()).expect("verifier");
-        let authn = Authenticator::new(TokenFile::default(), None, Some(verifier));
+        let authn = Authenticator::new(TokenFile::default(), Some(verifier));
         let chain = |cred: &pki::Credential| {
             vec![CertificateDer::from_pem_slice(cred.cert_pem.as_bytes()).expect("pem")]
         };

@@ -4,6 +4,7 @@
 
 pub mod authn;
 pub mod bootstrap;
+pub mod bootstrap_token;
 pub mod escalation;
 pub mod node;
 pub mod node_refs;

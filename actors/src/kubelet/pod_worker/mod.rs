@@ -675,6 +675,7 @@ impl Actor for PodWorker {
 
 impl Supervised for PodWorker {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
+        crate::runtime::record_restart("PodWorker");
         // Whatever a panicking sync held is lost: start over from the runtime, which the
         // first sync re-reads and adopts. A pending kill and a finished worker stay so.
         self.state = Some(PodState::new(&self.deps.config));

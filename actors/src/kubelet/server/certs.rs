@@ -82,15 +82,6 @@ pub async fn renewed_credential(
     Ok(cred)
 }
 
-/// When to request the next certificate: at a random point between 70% and 90% of this
-/// one's lifetime (client-go's certificate manager), so that nodes started together do
-/// not all renew at once; `jitter` in [0, 1).
-pub fn rotation_deadline(cert_pem: &str, jitter: f64) -> Option<std::time::SystemTime> {
-    let (not_before, not_after) = pki::cert_validity(cert_pem).ok()?;
-    let lifetime = not_after.duration_since(not_before).ok()?;
-    Some(not_before + lifetime.mul_f64(0.7 + 0.2 * jitter.clamp(0.0, 1.0)))
-}
-
 fn stored(dir: &Path, req: &ServingRequest) -> Option<Credential> {
     let cred = Credential {
         cert_pem: std::fs::read_to_string(dir.join(CERT_FILE)).ok()?,
@@ -179,6 +170,7 @@ fn refusal(csr: &Value) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pki::rotation_deadline;
 
     #[test]
     fn a_serving_certificate_is_rotated_between_70_and_90_percent_of_its_lifetime() {

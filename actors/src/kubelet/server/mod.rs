@@ -32,7 +32,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::client::ApiClient;
 use crate::kubelet::runtime::Runtime;
-use crate::pki::Credential;
+use crate::pki::{self, Credential};
 use crate::runtime::Informer;
 
 pub use exec::{Outcome, TermSize};
@@ -192,7 +192,11 @@ impl Actor for NodeServer {
     }
 }
 
-impl Supervised for NodeServer {}
+impl Supervised for NodeServer {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        crate::runtime::record_restart("NodeServer");
+    }
+}
 
 /// The TLS acceptor in use; replaced when the serving certificate is rotated.
 type CurrentAcceptor = Arc<std::sync::RwLock<tokio_rustls::TlsAcceptor>>;
@@ -246,7 +250,7 @@ async fn rotate(
 ) {
     loop {
         let jitter = (uuid::Uuid::new_v4().as_u128() % 1000) as f64 / 1000.0;
-        let wait = certs::rotation_deadline(&cert_pem, jitter)
+        let wait = pki::rotation_deadline(&cert_pem, jitter)
             .and_then(|at| at.duration_since(std::time::SystemTime::now()).ok())
             .unwrap_or(Duration::ZERO);
         tokio::time::sleep(wait).await;
