@@ -109,7 +109,7 @@ pub(super) fn take_token(
     rate: f64,
     now: DateTime<Utc>,
 ) -> Result<(), Option<DateTime<Utc>>> {
-    if !(rate > 0.0) {
+    if rate.is_nan() || rate <= 0.0 {
         return Err(None);
     }
     let interval = chrono::Duration::microseconds((1e6 / rate).min(1e15) as i64);
