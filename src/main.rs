@@ -290,11 +290,21 @@ async fn up(
         ),
         None => String::new(),
     };
-    println!(
-        "skiff API ready at {} (kubeconfig: {}){join}",
+    // `println!` would write this in pieces (the join line's newline flushes the first
+    // line alone) and panic if the reader had gone by the last piece: one write, and a
+    // reader that went away is no reason to stop the server.
+    let ready = format!(
+        "skiff API ready at {} (kubeconfig: {}){join}\n",
         sys.url(),
         sys.kubeconfig.display()
     );
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = out.write_all(ready.as_bytes()).and_then(|()| out.flush()) {
+            tracing::warn!(error = %e, "could not print the ready line");
+        }
+    }
     stop_signal().await?;
     tracing::info!("interrupted; shutting down");
     sys.shutdown().await;

@@ -142,6 +142,42 @@ pub struct System {
     pub informers: InformerFactory,
 }
 
+/// Fault injection for tests: one entry per supervised actor of the process, each making
+/// that actor panic in a handler. Named as `skiff_actor_restarts_total` counts them, with
+/// `/<node>` after the actors of a node.
+#[derive(Clone, Default)]
+pub struct Faults(Vec<(String, Arc<dyn Fn() + Send + Sync>)>);
+
+impl Faults {
+    fn add<A, M>(&mut self, name: impl Into<String>, addr: &Addr<A>, msg: M)
+    where
+        A: Actor + Handler<M>,
+        A::Context: actix::dev::ToEnvelope<A, M>,
+        M: Message + Send + Sync + Copy + 'static,
+        M::Result: Send,
+    {
+        let addr = addr.clone();
+        self.0
+            .push((name.into(), Arc::new(move || addr.do_send(msg))));
+    }
+
+    /// The actors that can be made to panic.
+    pub fn names(&self) -> Vec<String> {
+        self.0.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    /// Make the actor `name` panic; false when there is none by that name.
+    pub fn inject(&self, name: &str) -> bool {
+        match self.0.iter().find(|(n, _)| n == name) {
+            Some((_, f)) => {
+                f();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 impl System {
     /// The API's URL: `https://` unless the cluster runs with `insecure_http`.
     pub fn url(&self) -> String {
@@ -151,6 +187,44 @@ impl System {
             "http"
         };
         format!("{scheme}://{}", client_addr(self.addr))
+    }
+
+    /// Every supervised actor of the process, for fault-injection tests.
+    pub fn faults(&self) -> Faults {
+        let mut f = Faults::default();
+        f.add(
+            "StoreActor",
+            &self.store.addr,
+            skiff_actors::store::InjectPanic,
+        );
+        f.add(
+            "GatewayActor",
+            &self.gateway,
+            skiff_actors::runtime::InjectPanic,
+        );
+        f.add(
+            "ControllerManager",
+            &self._controllers,
+            skiff_actors::runtime::InjectPanic,
+        );
+        if let Some(s) = &self.scheduler {
+            f.add("SchedulerActor", s, skiff_actors::scheduler::InjectPanic);
+        }
+        if let Some(p) = &self.kernel_proxy {
+            f.add("kube-proxy-nftables", p, skiff_actors::runtime::InjectPanic);
+        }
+        if let Some((server, zone)) = &self.dns {
+            f.add("DnsServer", server, skiff_actors::runtime::InjectPanic);
+            f.add("cluster-dns", zone, skiff_actors::runtime::InjectPanic);
+        }
+        for n in &self.nodes {
+            let k = skiff_actors::kubelet::kubelet::InjectPanic;
+            f.add(format!("Kubelet/{}", n.name), &n.kubelet, k);
+            let p = skiff_actors::runtime::InjectPanic;
+            f.add(format!("kube-proxy/{}", n.name), &n.proxy, p);
+            f.add(format!("NodeServer/{}", n.name), &n.server, p);
+        }
+        f
     }
 
     /// Stop serving, then stop the store so its RocksDB is closed and can be reopened.
@@ -405,7 +479,7 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
         .run(),
     );
     let cm_informers = informers.clone();
-    let controllers = ControllerManager::start_in_arbiter(&control_arbiter.handle(), move |_| {
+    let controllers = Supervisor::start_in_arbiter(&control_arbiter.handle(), move |_| {
         ControllerManager::new(cm_informers, cm_cfg).with_metrics(hpa_metrics)
     });
     let scheduler = cfg.scheduler.enabled.then(|| {

@@ -32,6 +32,8 @@ pub struct TestCluster {
     pub informers: InformerFactory,
     /// Where the cluster DNS listens (UDP and TCP), when `[dns] enabled`.
     pub dns_addr: Option<std::net::SocketAddr>,
+    /// Makes each supervised actor of the cluster panic, by name.
+    pub faults: skiff::system::Faults,
     config: Config,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -152,6 +154,7 @@ impl TestCluster {
                             sims,
                             sys.informers.clone(),
                             sys.dns_addr,
+                            sys.faults(),
                         )));
                         let _ = stop_rx.await;
                         sys.shutdown().await;
@@ -162,7 +165,7 @@ impl TestCluster {
                 }
             });
         });
-        let (url, kubeconfig, store, credentials, sims, informers, dns_addr) = ready_rx
+        let (url, kubeconfig, store, credentials, sims, informers, dns_addr, faults) = ready_rx
             .recv_timeout(Duration::from_secs(60))
             .expect("cluster start timed out")
             .expect("cluster failed to start");
@@ -175,6 +178,7 @@ impl TestCluster {
             credentials,
             informers,
             dns_addr,
+            faults,
             config,
             stop: Some(stop_tx),
             thread: Some(thread),

@@ -624,6 +624,107 @@ async fn a_node_whose_kept_certificate_expired_joins_again_with_its_token() {
     assert!(pki::cert_not_after(&kept).unwrap() > std::time::SystemTime::now());
 }
 
+/// The renewal time of the node's Lease, as the server has it.
+async fn lease_renewed(client: &reqwest::Client, url: &str, node: &str) -> Option<String> {
+    let (code, l) = call(client.get(format!(
+        "{url}/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{node}"
+    )))
+    .await;
+    (code == 200).then(|| {
+        l["spec"]["renewTime"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    })
+}
+
+#[tokio::test]
+async fn a_running_node_renews_its_certificate_before_it_expires() {
+    skiff_integration::require_docker();
+    let name = node_names("renew", 1).remove(0);
+    let _cleanup = DockerCleanup::new(std::slice::from_ref(&name));
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let admin = server.admin();
+    // The node starts with a credential from the cluster CA that is past 70% of its
+    // 100 s life and runs out 20 s from now: it must ask for a new one while it runs.
+    let read = |f: &str| std::fs::read_to_string(dir.path().join("pki").join(f)).expect(f);
+    let ca = ClusterCa::from_pem(&read("ca.crt"), &read("ca.key")).expect("the cluster CA");
+    let now = std::time::SystemTime::now();
+    let old_expiry = now + Duration::from_secs(20);
+    let ageing = ca
+        .issue_client(
+            &format!("system:node:{name}"),
+            &["system:nodes"],
+            now - Duration::from_secs(80),
+            old_expiry,
+        )
+        .expect("issue");
+    let node_dir = tempfile::tempdir().unwrap();
+    std::fs::write(node_dir.path().join("node.crt"), &ageing.cert_pem).unwrap();
+    std::fs::write(node_dir.path().join("node.key"), &ageing.key_pem).unwrap();
+    // A wrong token: the node must get on with the certificate it has, not join again.
+    let _node = Proc(
+        server
+            .node(
+                &name,
+                "127.0.0.6",
+                "abcdef.0123456789abcdef",
+                node_dir.path(),
+            )
+            .spawn()
+            .expect("spawn skiff node"),
+    );
+    let renewed = eventually(Duration::from_secs(20), "a renewed certificate", || async {
+        let kept = std::fs::read_to_string(node_dir.path().join("node.crt")).ok()?;
+        (kept != ageing.cert_pem).then_some(kept)
+    })
+    .await;
+    let not_after = pki::cert_not_after(&renewed).expect("a readable certificate");
+    assert!(
+        not_after > old_expiry + Duration::from_secs(3600),
+        "the new certificate outlives the old one"
+    );
+    // The CSR was the node's own, approved and signed by the cluster.
+    let (_, csrs) = call(admin.get(format!(
+        "{}/apis/certificates.k8s.io/v1/certificatesigningrequests",
+        server.url
+    )))
+    .await;
+    assert!(
+        csrs["items"].as_array().into_iter().flatten().any(|c| {
+            c["spec"]["username"] == format!("system:node:{name}")
+                && c["status"]["certificate"].is_string()
+        }),
+        "a CSR from the node itself was signed: {csrs}"
+    );
+    // Past the old certificate's expiry the node still heartbeats: its connections use
+    // the new one (the server refuses an expired client certificate).
+    while std::time::SystemTime::now() < old_expiry + Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let before = lease_renewed(&admin, &server.url, &name).await;
+    eventually(
+        Duration::from_secs(10),
+        "a Lease renewed after the old expiry",
+        || {
+            let admin = admin.clone();
+            let before = before.clone();
+            let url = server.url.clone();
+            let name = name.clone();
+            async move {
+                let now = lease_renewed(&admin, &url, &name).await?;
+                (Some(&now) != before.as_ref()).then_some(())
+            }
+        },
+    )
+    .await;
+    assert!(
+        node_ready(&admin, &server.url, &name).await,
+        "the node stays Ready"
+    );
+}
+
 #[tokio::test]
 async fn a_remote_nodes_pods_are_reached_for_exec_logs_port_forward_top_and_autoscaling() {
     skiff_integration::require_docker();

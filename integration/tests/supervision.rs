@@ -231,3 +231,133 @@ async fn a_controller_that_panics_at_every_start_backs_off_instead_of_spinning()
     let (code, _) = call(client().get(c.url("/api/v1/namespaces/poison"))).await;
     assert_eq!(code, 200);
 }
+
+/// `skiff_actor_restarts_total` of one actor, 0 before its first restart.
+async fn restarts_of(c: &TestCluster, actor: &str) -> u64 {
+    let text = client()
+        .get(c.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let prefix = format!("skiff_actor_restarts_total{{actor=\"{actor}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Wait until the RC `name` has a Running pod.
+async fn rc_pod_running(c: &TestCluster, name: &str) {
+    eventually(
+        Duration::from_secs(30),
+        &format!("a Running pod of {name}"),
+        || async {
+            let (_, pods) =
+                call(client().get(c.url(&format!("{PODS}?labelSelector=app%3D{name}")))).await;
+            pods["items"]
+                .as_array()?
+                .iter()
+                .any(|p| p["status"]["phase"] == "Running")
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_supervised_actor_comes_back_from_a_panic_and_clients_see_only_retryable_errors() {
+    let node = skiff_integration::node_names("faults", 1).remove(0);
+    let n = node.clone();
+    let c = TestCluster::start_with(move |cfg| {
+        cfg.nodes = vec![skiff::config::NodeConfig {
+            name: n,
+            runtime: "sim".into(),
+            heartbeat_seconds: 1,
+            ..skiff::config::NodeConfig::default()
+        }];
+    });
+    let targets = c.faults.names();
+    for expected in [
+        "StoreActor".to_string(),
+        "GatewayActor".into(),
+        "ControllerManager".into(),
+        "SchedulerActor".into(),
+        "DnsServer".into(),
+        "cluster-dns".into(),
+        format!("Kubelet/{node}"),
+        format!("kube-proxy/{node}"),
+        format!("NodeServer/{node}"),
+    ] {
+        assert!(targets.contains(&expected), "{expected} in {targets:?}");
+    }
+    // A client reading all along: every answer is a success or a retryable 503, never a
+    // refused connection, a 500 or a hang.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (url, stop) = (c.url(PODS), stop.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap();
+            let mut bad = Vec::new();
+            let mut reads = 0;
+            while !stop.load(Ordering::SeqCst) {
+                match http.get(&url).send().await {
+                    Ok(r) if r.status() == 200 || r.status() == 503 => reads += 1,
+                    Ok(r) => bad.push(format!("status {}", r.status())),
+                    Err(e) => bad.push(format!("error {e}")),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (reads, bad)
+        })
+    };
+    for (i, target) in targets.iter().enumerate() {
+        let actor = target.split('/').next().unwrap();
+        let before = restarts_of(&c, actor).await;
+        assert!(c.faults.inject(target));
+        eventually(
+            Duration::from_secs(10),
+            &format!("{target} restarted"),
+            || async { (restarts_of(&c, actor).await > before).then_some(()) },
+        )
+        .await;
+        // The cluster works on: a new workload's pod is created, scheduled and run.
+        let name = format!("after-{i}");
+        let rc = json!({
+            "apiVersion": "v1", "kind": "ReplicationController",
+            "metadata": {"name": name},
+            "spec": {"replicas": 1, "selector": {"app": name}, "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}
+        });
+        // A write may meet the store restarting: 503 is retryable, so retry it.
+        eventually(
+            Duration::from_secs(10),
+            &format!("RC {name} created"),
+            || async {
+                let (code, _) = call(
+                    client()
+                        .post(c.url("/api/v1/namespaces/default/replicationcontrollers"))
+                        .json(&rc),
+                )
+                .await;
+                assert!(
+                    code == 201 || code == 503 || code == 409,
+                    "create {name}: {code}"
+                );
+                (code == 201 || code == 409).then_some(())
+            },
+        )
+        .await;
+        rc_pod_running(&c, &name).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let (reads, bad) = reader.await.unwrap();
+    assert!(bad.is_empty(), "non-retryable answers: {bad:?}");
+    assert!(reads > 0);
+}

@@ -325,10 +325,31 @@ impl Actor for ControllerManager {
     type Context = Context<Self>;
 
     fn started(&mut self, _ctx: &mut Self::Context) {
+        // Each controller is its own supervised actor: a restart of the manager keeps
+        // them running rather than starting a second set.
+        if !self.running.is_empty() {
+            return;
+        }
         self.start_all();
         tracing::info!(
             controllers = self.running.len(),
             "controller-manager started"
         );
+    }
+}
+
+impl actix::Supervised for ControllerManager {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        crate::runtime::record_restart("ControllerManager");
+    }
+}
+
+pub use crate::runtime::InjectPanic;
+
+impl Handler<InjectPanic> for ControllerManager {
+    type Result = ();
+
+    fn handle(&mut self, _: InjectPanic, ctx: &mut Self::Context) {
+        crate::runtime::inject_panic(self, ctx);
     }
 }

@@ -204,6 +204,14 @@ impl Supervised for DnsServer {
     }
 }
 
+impl actix::Handler<crate::runtime::InjectPanic> for DnsServer {
+    type Result = ();
+
+    fn handle(&mut self, _: crate::runtime::InjectPanic, ctx: &mut Self::Context) {
+        crate::runtime::inject_panic(self, ctx);
+    }
+}
+
 /// Keeps the zone of the DNS server equal to the Services and their EndpointSlices.
 pub struct ZoneReconciler {
     domain: String,

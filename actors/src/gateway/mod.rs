@@ -14,6 +14,7 @@ pub mod objects;
 mod openapi;
 pub mod priority;
 pub mod read_options;
+pub mod recover;
 mod render;
 pub(crate) mod reviews;
 pub mod routing;
@@ -103,27 +104,98 @@ pub struct AppState {
 #[rtype(result = "()")]
 pub struct Shutdown;
 
+pub use crate::runtime::InjectPanic;
+
+/// Starts an HTTP server on (a copy of) the gateway's listening socket.
+type Serve = Box<dyn Fn(std::net::TcpListener) -> std::io::Result<actix_server::Server>>;
+
+/// Owns the HTTP server. Supervised: after a panic the server it ran stops (finishing the
+/// requests in flight) and the restarted actor serves the same socket again, so the
+/// address never stops accepting connections.
 pub struct GatewayActor {
-    handle: ServerHandle,
+    listener: std::net::TcpListener,
+    serve: Serve,
+    handle: Option<ServerHandle>,
     pub addr: SocketAddr,
+    shut_down: bool,
+    backoff: crate::runtime::RestartBackoff,
+    resume_in: Duration,
+}
+
+impl GatewayActor {
+    /// Serve the listening socket, or try again shortly when the server cannot start.
+    fn serve(&mut self, ctx: &mut Context<Self>) {
+        if self.shut_down || self.handle.is_some() {
+            return;
+        }
+        match self.listener.try_clone().and_then(|l| (self.serve)(l)) {
+            Ok(server) => {
+                self.handle = Some(server.handle());
+                actix::spawn(async move {
+                    if let Err(e) = server.await {
+                        tracing::error!(error = %e, "gateway server failed");
+                    }
+                });
+                tracing::info!(addr = %self.addr, "gateway listening");
+            }
+            Err(e) => {
+                tracing::error!(addr = %self.addr, error = %e, "cannot serve the gateway; trying again");
+                ctx.run_later(Duration::from_secs(1), |act, ctx| act.serve(ctx));
+            }
+        }
+    }
+
+    fn stop_server(&mut self) -> Option<impl std::future::Future<Output = ()>> {
+        let handle = self.handle.take()?;
+        Some(async move { handle.stop(true).await })
+    }
 }
 
 impl Actor for GatewayActor {
     type Context = Context<Self>;
 
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if self.resume_in.is_zero() {
+            self.serve(ctx);
+        } else {
+            ctx.run_later(self.resume_in, |act, ctx| act.serve(ctx));
+        }
+    }
+
     fn stopped(&mut self, _ctx: &mut Self::Context) {
-        let handle = self.handle.clone();
-        actix::spawn(async move { handle.stop(true).await });
+        if let Some(stop) = self.stop_server() {
+            actix::spawn(stop);
+        }
+    }
+}
+
+impl actix::Supervised for GatewayActor {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        crate::runtime::record_restart("GatewayActor");
+        self.resume_in = self.backoff.on_restart(std::time::Instant::now());
     }
 }
 
 impl Handler<Shutdown> for GatewayActor {
     type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, _msg: Shutdown, ctx: &mut Self::Context) -> Self::Result {
-        let handle = self.handle.clone();
-        ctx.stop();
-        Box::pin(async move { handle.stop(true).await })
+    fn handle(&mut self, _msg: Shutdown, _ctx: &mut Self::Context) -> Self::Result {
+        // The actor stays (its supervisor would only start it again); the server goes.
+        self.shut_down = true;
+        let stop = self.stop_server();
+        Box::pin(async move {
+            if let Some(stop) = stop {
+                stop.await;
+            }
+        })
+    }
+}
+
+impl Handler<InjectPanic> for GatewayActor {
+    type Result = ();
+
+    fn handle(&mut self, _: InjectPanic, ctx: &mut Self::Context) {
+        crate::runtime::inject_panic(self, ctx);
     }
 }
 
@@ -170,6 +242,8 @@ pub fn start(
             .wrap(actix_web::middleware::from_fn(auth::nonresource::authorize))
             .wrap(actix_web::middleware::from_fn(limits::enforce))
             .wrap(actix_web::middleware::from_fn(auth::authn::middleware))
+            // Outermost: a handler's panic is that request's 500, nothing more.
+            .wrap(actix_web::middleware::from_fn(recover::recover))
             // Bodies are read by hand with our own limit and a Status answer.
             .app_data(web::PayloadConfig::new(usize::MAX))
             .configure(metrics_api::routes)
@@ -224,38 +298,42 @@ pub fn start(
         })?;
     let addr = listener.local_addr().map_err(|_| GatewayError::NoAddress)?;
     let head_timeout = timeouts.client_request_timeout;
-    // actix-web's HttpServer, assembled by hand so that each connection's first request
-    // head passes `front::sniff` (SPDY upgrades) before actix-http serves it. A macro, as
-    // the service's type depends on the connection's (TLS or plain).
-    macro_rules! http {
-        () => {
-            actix_http::HttpService::build()
-                // Slow clients: a head that does not arrive in time gets 408 and the
-                // connection is closed; idle keep-alive connections are dropped.
-                .keep_alive(timeouts.keep_alive)
-                .client_request_timeout(timeouts.client_request_timeout)
-                .client_disconnect_timeout(timeouts.client_disconnect_timeout)
-                .on_connect_ext(|io: &_, ext: &mut actix_web::dev::Extensions| {
-                    tls::capture_peer_certificates(io as &dyn std::any::Any, ext)
-                })
-                .finish(map_config(
-                    make_app()
-                        .into_factory()
-                        .map_err(|e: actix_web::Error| e.error_response()),
-                    |_| AppConfig::default(),
-                ))
-                .map_err(|e| tracing::debug!(error = %e, "connection ended"))
-        };
-    }
-    let builder = actix_server::Server::build()
-        .workers(config.workers.max(1))
-        .disable_signals()
-        .shutdown_timeout(1);
-    let bound = match tls {
-        Some(mut tls) => {
-            tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-            let tls = Arc::new(tls);
-            builder.listen("skiff-gateway", listener, move || {
+    let tls = tls.map(|mut tls| {
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Arc::new(tls)
+    });
+    let workers = config.workers.max(1);
+    let serve = move |listener: std::net::TcpListener| -> std::io::Result<actix_server::Server> {
+        let (make_app, timeouts) = (make_app.clone(), timeouts.clone());
+        // actix-web's HttpServer, assembled by hand so that each connection's first request
+        // head passes `front::sniff` (SPDY upgrades) before actix-http serves it. A macro,
+        // as the service's type depends on the connection's (TLS or plain).
+        macro_rules! http {
+            () => {
+                actix_http::HttpService::build()
+                    // Slow clients: a head that does not arrive in time gets 408 and the
+                    // connection is closed; idle keep-alive connections are dropped.
+                    .keep_alive(timeouts.keep_alive)
+                    .client_request_timeout(timeouts.client_request_timeout)
+                    .client_disconnect_timeout(timeouts.client_disconnect_timeout)
+                    .on_connect_ext(|io: &_, ext: &mut actix_web::dev::Extensions| {
+                        tls::capture_peer_certificates(io as &dyn std::any::Any, ext)
+                    })
+                    .finish(map_config(
+                        make_app()
+                            .into_factory()
+                            .map_err(|e: actix_web::Error| e.error_response()),
+                        |_| AppConfig::default(),
+                    ))
+                    .map_err(|e| tracing::debug!(error = %e, "connection ended"))
+            };
+        }
+        let builder = actix_server::Server::build()
+            .workers(workers)
+            .disable_signals()
+            .shutdown_timeout(1);
+        let bound = match tls.clone() {
+            Some(tls) => builder.listen("skiff-gateway", listener, move || {
                 use actix_tls::accept::rustls_0_23::{Acceptor, TlsStream};
                 let mut acceptor = Acceptor::new((*tls).clone());
                 acceptor.set_handshake_timeout(Duration::from_secs(10));
@@ -282,33 +360,44 @@ pub fn start(
                         },
                     ))
                     .and_then(http!())
-            })
-        }
-        None => builder.listen("skiff-gateway", listener, move || {
-            fn_service(move |io: actix_web::rt::net::TcpStream| async move {
-                let peer = io.peer_addr().ok();
-                let _ = io.set_nodelay(true);
-                Ok::<_, ()>((
-                    front::sniff(io, head_timeout).await,
-                    actix_http::Protocol::Http1,
-                    peer,
-                ))
-            })
-            .and_then(http!())
-        }),
+            }),
+            None => builder.listen("skiff-gateway", listener, move || {
+                fn_service(move |io: actix_web::rt::net::TcpStream| async move {
+                    let peer = io.peer_addr().ok();
+                    let _ = io.set_nodelay(true);
+                    Ok::<_, ()>((
+                        front::sniff(io, head_timeout).await,
+                        actix_http::Protocol::Http1,
+                        peer,
+                    ))
+                })
+                .and_then(http!())
+            }),
+        };
+        Ok(bound?.run())
     };
-    let server = bound
+    // The first server starts here, so that a socket it cannot serve is the caller's error.
+    let first = listener
+        .try_clone()
+        .and_then(&serve)
         .map_err(|source| GatewayError::Bind {
             addr: config.listen.clone(),
             source,
-        })?
-        .run();
-    let handle = server.handle();
+        })?;
+    let handle = first.handle();
     actix::spawn(async move {
-        if let Err(e) = server.await {
+        if let Err(e) = first.await {
             tracing::error!(error = %e, "gateway server failed");
         }
     });
     tracing::info!(%addr, "gateway listening");
-    Ok(GatewayActor::create(|_| GatewayActor { handle, addr }))
+    Ok(actix::Supervisor::start(move |_| GatewayActor {
+        listener,
+        serve: Box::new(serve),
+        handle: Some(handle),
+        addr,
+        shut_down: false,
+        backoff: crate::runtime::RestartBackoff::default(),
+        resume_in: Duration::ZERO,
+    }))
 }

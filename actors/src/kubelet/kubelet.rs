@@ -199,7 +199,7 @@ pub struct ListPodWorkers;
 
 /// Panic inside the handler (tests of supervision).
 #[doc(hidden)]
-#[derive(Message)]
+#[derive(Message, Clone, Copy)]
 #[rtype(result = "()")]
 pub struct InjectPanic;
 
@@ -324,14 +324,14 @@ impl Kubelet {
             self.config.clone(),
         );
         let fut = async move { register(&*client, &*runtime, &config).await };
-        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| match res {
+        crate::runtime::spawn_guarded(self, ctx, fut, |res, act, ctx| match res {
             Ok((version, network)) => act.registered(version, network, ctx),
             Err(e) => {
                 let wait = act.register_backoff.start(std::time::Instant::now());
                 tracing::warn!(node = %act.config.node_name, error = %e, retry_in = ?wait, "node registration failed");
-                ctx.run_later(wait, |act, ctx| act.register(ctx));
+                crate::runtime::run_later_guarded(ctx, wait, |act, ctx| act.register(ctx));
             }
-        }));
+        });
     }
 
     /// The node exists: run its pods.
@@ -357,7 +357,7 @@ impl Kubelet {
                 .worker_config(scheme.unwrap_or("docker"), network),
         );
 
-        ctx.run_interval(self.config.heartbeat_interval, |act, ctx| {
+        crate::runtime::run_interval_guarded(ctx, self.config.heartbeat_interval, |act, ctx| {
             act.heartbeat(ctx)
         });
 
@@ -386,13 +386,17 @@ impl Kubelet {
         });
         ctx.add_message_stream(own);
 
-        ctx.run_interval(self.config.relist_interval, |act, ctx| act.relist(ctx));
-        ctx.run_interval(self.volumes.sync_period(), |act, _| {
+        crate::runtime::run_interval_guarded(ctx, self.config.relist_interval, |act, ctx| {
+            act.relist(ctx)
+        });
+        crate::runtime::run_interval_guarded(ctx, self.volumes.sync_period(), |act, _| {
             let volumes = act.volumes.clone();
             tokio::spawn(async move { volumes.sync_all().await });
         });
         if self.metrics.is_some() {
-            ctx.run_interval(self.config.stats_interval, |act, ctx| act.sample(ctx));
+            crate::runtime::run_interval_guarded(ctx, self.config.stats_interval, |act, ctx| {
+                act.sample(ctx)
+            });
         }
     }
 
@@ -406,7 +410,7 @@ impl Kubelet {
         let node = self.config.node_name.clone();
         let span = tracing::debug_span!("sample_stats", node = %node);
         let fut = stats::read_node(self.runtime.clone(), node).instrument(span);
-        ctx.spawn(fut.into_actor(self).map(|res, act, _| {
+        crate::runtime::spawn_guarded(self, ctx, fut, |res, act, _| {
             act.sampling = false;
             match res {
                 Ok(readings) => {
@@ -421,7 +425,7 @@ impl Kubelet {
                     tracing::debug!(node = %act.config.node_name, error = %e, "stats sampling failed")
                 }
             }
-        }));
+        });
     }
 
     /// Renew the Lease; write the status too when it is due (changed, differing from the
@@ -459,7 +463,7 @@ impl Kubelet {
             )
             .await
         };
-        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+        crate::runtime::spawn_guarded(self, ctx, fut, move |res, act, ctx| {
             act.heartbeating = false;
             match res {
                 Ok(wrote_status) => {
@@ -473,9 +477,11 @@ impl Kubelet {
                     act.last_status = None;
                     act.register(ctx);
                 }
-                Err(e) => tracing::warn!(node = %act.config.node_name, error = %e, "heartbeat failed"),
+                Err(e) => {
+                    tracing::warn!(node = %act.config.node_name, error = %e, "heartbeat failed")
+                }
             }
-        }));
+        });
     }
 
     /// Our Node changed in the API server: write our status again if its copy of the
@@ -560,15 +566,17 @@ impl Kubelet {
         self.relisting = true;
         let (runtime, node) = (self.runtime.clone(), self.config.node_name.clone());
         let fut = async move { runtime.list(&node).await };
-        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+        crate::runtime::spawn_guarded(self, ctx, fut, |res, act, ctx| {
             act.relisting = false;
             match res {
                 Ok(list) => {
                     let _ = guard(act, ctx, |act, ctx| act.relisted(list, ctx));
                 }
-                Err(e) => tracing::debug!(node = %act.config.node_name, error = %e, "runtime relist failed"),
+                Err(e) => {
+                    tracing::debug!(node = %act.config.node_name, error = %e, "runtime relist failed")
+                }
             }
-        }));
+        });
     }
 
     /// Tell workers whose containers changed, and remove containers nobody owns.
@@ -877,7 +885,7 @@ impl Actor for Kubelet {
         if self.resume_in.is_zero() {
             self.register(ctx);
         } else {
-            ctx.run_later(self.resume_in, |act, ctx| act.register(ctx));
+            crate::runtime::run_later_guarded(ctx, self.resume_in, |act, ctx| act.register(ctx));
         }
     }
 }

@@ -312,6 +312,14 @@ impl<R: Reconciler> Supervised for Controller<R> {
     }
 }
 
+impl<R: Reconciler> Handler<super::InjectPanic> for Controller<R> {
+    type Result = ();
+
+    fn handle(&mut self, _: super::InjectPanic, ctx: &mut Self::Context) {
+        super::inject_panic(self, ctx);
+    }
+}
+
 impl<R: Reconciler> Handler<Observed> for Controller<R> {
     type Result = ();
 

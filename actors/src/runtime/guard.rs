@@ -90,6 +90,51 @@ where
     }))
 }
 
+/// Fault injection: make a supervised actor panic inside a handler, as a bug would. Every
+/// supervised actor takes it (the store and the scheduler answer with an error of theirs),
+/// so a test can check that each comes back.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct InjectPanic;
+
+/// Handle [`InjectPanic`]: panic under the guard.
+pub fn inject_panic<A>(act: &mut A, ctx: &mut A::Context)
+where
+    A: Actor,
+    A::Context: ActorContext,
+{
+    let _ = guard(act, ctx, |_, _| panic!("injected panic"));
+}
+
+/// `ctx.run_interval` under the guard: a tick that panics stops the actor for its
+/// supervisor, like a handler that panics.
+pub fn run_interval_guarded<A>(
+    ctx: &mut Context<A>,
+    every: std::time::Duration,
+    mut tick: impl FnMut(&mut A, &mut Context<A>) + 'static,
+) -> SpawnHandle
+where
+    A: Actor<Context = Context<A>>,
+{
+    ctx.run_interval(every, move |act, ctx| {
+        let _ = guard(act, ctx, |act, ctx| tick(act, ctx));
+    })
+}
+
+/// `ctx.run_later` under the guard.
+pub fn run_later_guarded<A>(
+    ctx: &mut Context<A>,
+    after: std::time::Duration,
+    work: impl FnOnce(&mut A, &mut Context<A>) + 'static,
+) -> SpawnHandle
+where
+    A: Actor<Context = Context<A>>,
+{
+    ctx.run_later(after, move |act, ctx| {
+        let _ = guard(act, ctx, work);
+    })
+}
+
 fn stop<C: ActorContext>(ctx: &mut C, panicked: &Panicked) {
     tracing::error!(
         actor = panicked.actor,

@@ -29,7 +29,10 @@ pub use controller::{
     Action, Context, Controller, ControllerStats, GetControllerStats, ReconcileError, Reconciler,
 };
 pub use factory::{node_filter, InformerFactory};
-pub use guard::{guard, spawn_guarded, Panicked};
+pub use guard::{
+    guard, inject_panic, run_interval_guarded, run_later_guarded, spawn_guarded, InjectPanic,
+    Panicked,
+};
 pub use informer::{Informer, InformerSpec, InformerStats, Notification, Subscription};
 pub use queue::{RateLimit, WorkQueue};
 pub use recorder::Recorder;

@@ -164,7 +164,7 @@ pub struct SchedulerStats {
 pub struct GetStats;
 
 /// Panic inside the scheduler's guarded work (to test supervision with a real panic).
-#[derive(Message)]
+#[derive(Message, Clone, Copy)]
 #[rtype(result = "Result<(), SchedulerError>")]
 pub struct InjectPanic;
 

@@ -69,7 +69,7 @@ pub struct ExpireEvents {
 }
 
 /// Fault injection: make the actor panic inside a handler, as a bug would.
-#[derive(Message)]
+#[derive(Message, Clone, Copy)]
 #[rtype(result = "Result<(), StoreError>")]
 pub struct InjectPanic;
 
@@ -397,20 +397,15 @@ fn write_lock(s: &RwLock<Snapshot>) -> std::sync::RwLockWriteGuard<'_, Snapshot>
     s.write().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Run a handler body so that a panic becomes an error for the caller and a restart by the
-/// supervisor, instead of a mailbox closed for good.
+/// Run a handler body under the runtime's guard: a panic is an error for the caller (a
+/// retryable 503) and a restart by the supervisor, instead of a mailbox closed for good.
 fn guarded<R>(
+    act: &mut StoreActor,
     ctx: &mut Context<StoreActor>,
-    f: impl FnOnce() -> Result<R, StoreError>,
+    f: impl FnOnce(&mut StoreActor) -> Result<R, StoreError>,
 ) -> Result<R, StoreError> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(r) => r,
-        Err(_) => {
-            tracing::error!("store actor panicked; stopping it for the supervisor to restart");
-            ctx.stop();
-            Err(StoreError::Unavailable("store actor restarting".into()))
-        }
-    }
+    crate::runtime::guard(act, ctx, |act, _| f(act))
+        .unwrap_or_else(|_| Err(StoreError::Unavailable("store actor restarting".into())))
 }
 
 impl Actor for StoreActor {
@@ -431,10 +426,13 @@ impl Actor for StoreActor {
                 }
             }
         }
-        ctx.run_interval(HISTORY_SWEEP, |act, _ctx| act.compact_history(None));
+        ctx.run_interval(HISTORY_SWEEP, |act, ctx| {
+            let _ = crate::runtime::guard(act, ctx, |act, _| act.compact_history(None));
+        });
         if let Some(period) = self.event_ttl.sweep_period() {
-            ctx.run_interval(period, |act, _ctx| {
-                act.expire_events(chrono::Utc::now());
+            ctx.run_interval(period, |act, ctx| {
+                let _ =
+                    crate::runtime::guard(act, ctx, |act, _| act.expire_events(chrono::Utc::now()));
             });
         }
         tracing::info!(rev = self.next_rev - 1, "store started");
@@ -455,7 +453,7 @@ impl Handler<Write> for StoreActor {
     type Result = ResponseFuture<Result<WriteOutcome, StoreError>>;
 
     fn handle(&mut self, msg: Write, ctx: &mut Self::Context) -> Self::Result {
-        let started = guarded(ctx, || self.begin_write(msg.0));
+        let started = guarded(self, ctx, |act| act.begin_write(msg.0));
         Box::pin(async move {
             started?
                 .await
@@ -468,7 +466,7 @@ impl<E: Send + 'static> Handler<GuaranteedUpdate<E>> for StoreActor {
     type Result = Result<Result<Pending, E>, StoreError>;
 
     fn handle(&mut self, msg: GuaranteedUpdate<E>, ctx: &mut Self::Context) -> Self::Result {
-        guarded(ctx, || self.begin_update(msg.key, msg.f))
+        guarded(self, ctx, |act| act.begin_update(msg.key, msg.f))
     }
 }
 
@@ -476,9 +474,9 @@ impl Handler<Watch> for StoreActor {
     type Result = Result<WatchStream, StoreError>;
 
     fn handle(&mut self, msg: Watch, ctx: &mut Self::Context) -> Self::Result {
-        guarded(ctx, || {
-            let snap = read_lock(&self.snapshot);
-            self.hub.subscribe(&msg.prefix, msg.from, &snap)
+        guarded(self, ctx, |act| {
+            let snap = read_lock(&act.snapshot);
+            act.hub.subscribe(&msg.prefix, msg.from, &snap)
         })
     }
 }
@@ -486,16 +484,16 @@ impl Handler<Watch> for StoreActor {
 impl Handler<Compact> for StoreActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Compact, _ctx: &mut Self::Context) {
-        self.compact_history(Some(msg.keep));
+    fn handle(&mut self, msg: Compact, ctx: &mut Self::Context) {
+        let _ = crate::runtime::guard(self, ctx, |act, _| act.compact_history(Some(msg.keep)));
     }
 }
 
 impl Handler<ExpireEvents> for StoreActor {
     type Result = usize;
 
-    fn handle(&mut self, msg: ExpireEvents, _ctx: &mut Self::Context) -> usize {
-        self.expire_events(msg.now)
+    fn handle(&mut self, msg: ExpireEvents, ctx: &mut Self::Context) -> usize {
+        crate::runtime::guard(self, ctx, |act, _| act.expire_events(msg.now)).unwrap_or(0)
     }
 }
 
@@ -503,7 +501,7 @@ impl Handler<InjectPanic> for StoreActor {
     type Result = Result<(), StoreError>;
 
     fn handle(&mut self, _msg: InjectPanic, ctx: &mut Self::Context) -> Self::Result {
-        guarded(ctx, || panic!("injected store fault"))
+        guarded(self, ctx, |_| panic!("injected store fault"))
     }
 }
 
@@ -511,13 +509,13 @@ impl Handler<Committed> for StoreActor {
     type Result = ();
 
     fn handle(&mut self, msg: Committed, ctx: &mut Self::Context) {
-        match msg.result {
-            Ok(()) => self.finish_writes(msg.writes),
+        let _ = crate::runtime::guard(self, ctx, |act, ctx| match msg.result {
+            Ok(()) => act.finish_writes(msg.writes),
             Err(e) => {
-                self.fail_writes(msg.writes, e);
+                act.fail_writes(msg.writes, e);
                 // Later in-flight writes assumed these; restart from what is on disk.
                 ctx.stop();
             }
-        }
+        });
     }
 }

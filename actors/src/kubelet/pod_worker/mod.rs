@@ -476,7 +476,7 @@ impl PodWorker {
             ctx.cancel_future(handle);
         }
         let delay = at.saturating_duration_since(Instant::now());
-        let handle = ctx.run_later(delay, |act, ctx| {
+        let handle = crate::runtime::run_later_guarded(ctx, delay, |act, ctx| {
             act.wake = None;
             act.request_sync(ctx);
         });
@@ -590,7 +590,9 @@ impl PodWorker {
                     tracker,
                 },
             );
-            ctx.run_later(delay, move |act, ctx| act.fire_probe(key, instance, ctx));
+            crate::runtime::run_later_guarded(ctx, delay, move |act, ctx| {
+                act.fire_probe(key, instance, ctx)
+            });
         }
     }
 
@@ -647,7 +649,9 @@ impl PodWorker {
             self.request_sync(ctx);
         }
         if !startup_over {
-            ctx.run_later(period, move |act, ctx| act.fire_probe(key, instance, ctx));
+            crate::runtime::run_later_guarded(ctx, period, move |act, ctx| {
+                act.fire_probe(key, instance, ctx)
+            });
         }
     }
 }
@@ -661,7 +665,7 @@ impl Actor for PodWorker {
         if self.finishing {
             return;
         }
-        ctx.run_interval(self.deps.config.resync_interval, |act, ctx| {
+        crate::runtime::run_interval_guarded(ctx, self.deps.config.resync_interval, |act, ctx| {
             act.request_sync(ctx)
         });
         if self.pod.pointer("/metadata/deletionTimestamp").is_some() {

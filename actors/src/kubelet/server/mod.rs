@@ -198,6 +198,14 @@ impl Supervised for NodeServer {
     }
 }
 
+impl Handler<crate::runtime::InjectPanic> for NodeServer {
+    type Result = ();
+
+    fn handle(&mut self, _: crate::runtime::InjectPanic, ctx: &mut Self::Context) {
+        crate::runtime::inject_panic(self, ctx);
+    }
+}
+
 /// The TLS acceptor in use; replaced when the serving certificate is rotated.
 type CurrentAcceptor = Arc<std::sync::RwLock<tokio_rustls::TlsAcceptor>>;
 
