@@ -124,6 +124,9 @@ impl Default for AuthConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct StoreConfig {
+    /// `rocksdb` (durable, in `<data_dir>/store`) or `memory` (gone with the process:
+    /// tests and throwaway clusters).
+    pub backend: String,
     pub history: usize,
     /// Events older than this leave the watch history (0: bounded by count only).
     pub history_age_seconds: u64,
@@ -406,6 +409,7 @@ impl Default for GatewayConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
+            backend: "rocksdb".into(),
             history: 100_000,
             history_age_seconds: 300,
             watch_buffer: 20_000,

@@ -266,8 +266,14 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
             return Err(e.into());
         }
     };
+    let backend: store::Backend = cfg
+        .store
+        .backend
+        .parse()
+        .map_err(|e: String| SystemError::Bootstrap(e))?;
     let store_cfg = StoreConfig {
         path: data_dir.join("store"),
+        backend,
         encryption: Some(encryption),
         history: cfg.store.history,
         history_age: (cfg.store.history_age_seconds > 0)

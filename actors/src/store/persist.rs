@@ -1,4 +1,5 @@
-//! RocksDB persistence and the committer thread that makes writes durable in groups.
+//! Persistence (on RocksDB, or in memory: `kv.rs`) and the committer thread that makes
+//! writes durable in groups.
 //!
 //! Keys: `o/<key>` holds each object's latest state, `m/rev` the last committed
 //! revision, and `h/<revision>` (big-endian, so in revision order) one history record
@@ -18,12 +19,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix::Recipient;
-use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde_json::Value;
 
 use super::actor::{Committed, PendingWrite};
 use super::encryption::Transformer;
 use super::history::History;
+use super::kv::{Backend, Batch, Kv};
 use super::{Event, EventKind, Object, Rev, Snapshot, StoreConfig, StoreError};
 use crate::api::meta;
 use crate::metrics::Metrics;
@@ -37,15 +38,17 @@ const RECORD_VERSION: u8 = 1;
 const MAX_GROUP: usize = 4096;
 
 pub struct Persist {
-    db: DB,
+    db: Kv,
     encryption: Option<Arc<Transformer>>,
 }
 
 impl Persist {
-    pub fn open(path: &Path, encryption: Option<Arc<Transformer>>) -> Result<Self, StoreError> {
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        let db = DB::open(&opts, path).map_err(|e| StoreError::Io(e.to_string()))?;
+    pub fn open(
+        backend: &Backend,
+        path: &Path,
+        encryption: Option<Arc<Transformer>>,
+    ) -> Result<Self, StoreError> {
+        let db = Kv::open(backend, path)?;
         Ok(Persist { db, encryption })
     }
 
@@ -114,30 +117,27 @@ impl Persist {
         let mut raw: Vec<(Rev, Box<[u8]>)> = Vec::new();
         let mut expect = snap.rev;
         let from = history_key(snap.rev);
-        for item in self
-            .db
-            .iterator(IteratorMode::From(&from, Direction::Reverse))
-        {
-            let (k, v) = item.map_err(|e| StoreError::Io(e.to_string()))?;
+        self.db.scan_back_from(&from, |k, v| {
             if expect == 0 || raw.len() >= capacity || !k.starts_with(HISTORY_PREFIX) {
-                break;
+                return Ok(false);
             }
-            if rev_of_history_key(&k) != Some(expect) {
-                break;
+            if rev_of_history_key(k) != Some(expect) {
+                return Ok(false);
             }
-            let Some(rec) = Record::decode(&v) else {
+            let Some(rec) = Record::decode(v) else {
                 tracing::warn!(
                     rev = expect,
                     "unreadable history record; history starts after it"
                 );
-                break;
+                return Ok(false);
             };
             if cutoff_ms.is_some_and(|c| rec.at_ms < c) {
-                break;
+                return Ok(false);
             }
-            raw.push((expect, v));
+            raw.push((expect, v.into()));
             expect -= 1;
-        }
+            Ok(true)
+        })?;
         raw.reverse();
         let records: Vec<(Rev, Record<'_>)> = raw
             .iter()
@@ -216,11 +216,9 @@ impl Persist {
     /// Delete the history records up to and including `rev`. Not synced: records that
     /// outlive a crash are compacted again at the next start.
     pub fn compact_history(&self, rev: Rev) -> Result<(), StoreError> {
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         batch.delete_range(history_key(0), history_key(rev.saturating_add(1)));
-        self.db
-            .write(batch)
-            .map_err(|e| StoreError::Io(e.to_string()))
+        self.db.write(batch, false)
     }
 
     /// Write again, with the current key, the objects and history records read with
@@ -240,7 +238,7 @@ impl Persist {
                 detail: e.to_string(),
             })
         };
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         for key in objects {
             if let Some(obj) = snap.objects.get(key) {
                 let mut k = OBJECT_PREFIX.to_vec();
@@ -261,11 +259,7 @@ impl Persist {
             };
             batch.put(history_key(*rev), record.encode());
         }
-        let mut opts = WriteOptions::default();
-        opts.set_sync(true);
-        self.db
-            .write_opt(batch, &opts)
-            .map_err(|e| StoreError::Io(e.to_string()))?;
+        self.db.write(batch, true)?;
         tracing::info!(
             objects = objects.len(),
             history = history.len(),
@@ -280,22 +274,14 @@ impl Persist {
         &self,
         stale: &mut Vec<String>,
     ) -> Result<(Rev, BTreeMap<String, Object>), StoreError> {
-        let rev = match self
-            .db
-            .get(REV_KEY)
-            .map_err(|e| StoreError::Io(e.to_string()))?
-        {
+        let rev = match self.db.get(REV_KEY)? {
             Some(bytes) => parse_rev(&bytes)?,
             None => 0,
         };
         let mut objects = BTreeMap::new();
-        for item in self.db.prefix_iterator(OBJECT_PREFIX) {
-            let (k, v) = item.map_err(|e| StoreError::Io(e.to_string()))?;
-            if !k.starts_with(OBJECT_PREFIX) {
-                break;
-            }
+        self.db.scan_prefix(OBJECT_PREFIX, |k, v| {
             let key = String::from_utf8_lossy(&k[OBJECT_PREFIX.len()..]).into_owned();
-            let (json, resealed) = self.open_value(&key, &v)?;
+            let (json, resealed) = self.open_value(&key, v)?;
             if resealed {
                 stale.push(key.clone());
             }
@@ -315,12 +301,13 @@ impl Persist {
                     value: Arc::new(value),
                 },
             );
-        }
+            Ok(true)
+        })?;
         Ok((rev, objects))
     }
 
     fn commit(&self, writes: &[PendingWrite]) -> Result<(), StoreError> {
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         let mut last = 0;
         let at_ms = now_ms();
         let encode = |w: &PendingWrite, v: &Value| {
@@ -334,8 +321,8 @@ impl Persist {
             let mut key = OBJECT_PREFIX.to_vec();
             key.extend_from_slice(w.key.as_bytes());
             match &w.new {
-                Some(obj) => batch.put(&key, encode(w, &obj.value)?),
-                None => batch.delete(&key),
+                Some(obj) => batch.put(key, encode(w, &obj.value)?),
+                None => batch.delete(key),
             }
             // The record holds only the state the write replaced (none for a create): the
             // state it wrote is in the key's next record, or in `o/`.
@@ -352,12 +339,8 @@ impl Persist {
             batch.put(history_key(w.rev), record.encode());
             last = last.max(w.rev);
         }
-        batch.put(REV_KEY, last.to_string().as_bytes());
-        let mut opts = WriteOptions::default();
-        opts.set_sync(true);
-        self.db
-            .write_opt(batch, &opts)
-            .map_err(|e| StoreError::Io(e.to_string()))
+        batch.put(REV_KEY, last.to_string().into_bytes());
+        self.db.write(batch, true)
     }
 }
 
