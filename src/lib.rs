@@ -9,5 +9,6 @@ pub mod bench_startup;
 pub mod config;
 pub mod join;
 pub mod security;
+pub mod sim;
 pub mod system;
 pub mod token;
