@@ -311,6 +311,13 @@ struct World {
     nodes: Vec<Arc<Value>>,
 }
 
+impl World {
+    /// The RC of that name.
+    fn rc(&self, name: &str) -> Option<&Arc<Value>> {
+        self.rcs.iter().find(|r| r["metadata"]["name"] == name)
+    }
+}
+
 async fn observe(client: &dyn ApiClient) -> Result<World, ApiError> {
     let all = ListParams::default();
     let rcs = with_retries(|| client.list("replicationcontrollers", Some(NS), &all)).await?;
@@ -332,11 +339,7 @@ fn check(world: &World, desired: &BTreeMap<String, Desired>) -> Vec<String> {
         .filter_map(|n| n["metadata"]["name"].as_str())
         .collect();
     for (name, want) in desired {
-        let Some(rc) = world
-            .rcs
-            .iter()
-            .find(|r| r["metadata"]["name"] == name.as_str())
-        else {
+        let Some(rc) = world.rc(name) else {
             broken.push(format!("acknowledged RC {name} is gone"));
             continue;
         };
@@ -398,11 +401,7 @@ fn check(world: &World, desired: &BTreeMap<String, Desired>) -> Vec<String> {
 /// own no more than its replicas.
 fn settle(world: &World, desired: &mut BTreeMap<String, Desired>) {
     for (name, want) in desired.iter_mut() {
-        let Some(rc) = world
-            .rcs
-            .iter()
-            .find(|r| r["metadata"]["name"] == name.as_str())
-        else {
+        let Some(rc) = world.rc(name) else {
             continue;
         };
         let current = rc["status"]["observedGeneration"].as_i64()
@@ -419,11 +418,7 @@ fn settle(world: &World, desired: &mut BTreeMap<String, Desired>) {
 /// Whether every RC has exactly its replicas Running, on nodes that exist.
 fn converged(world: &World, desired: &BTreeMap<String, Desired>) -> Result<(), String> {
     for (name, want) in desired {
-        let rc = world
-            .rcs
-            .iter()
-            .find(|r| r["metadata"]["name"] == name.as_str())
-            .ok_or_else(|| format!("RC {name} missing"))?;
+        let rc = world.rc(name).ok_or_else(|| format!("RC {name} missing"))?;
         let running = owned_by(&world.pods, rc)
             .filter(|p| live(p) && p["status"]["phase"] == "Running")
             .count() as u64;
@@ -479,9 +474,7 @@ async fn apply(
             let owned_now = {
                 let world = observe(client).await?;
                 world
-                    .rcs
-                    .iter()
-                    .find(|r| r["metadata"]["name"] == rc.as_str())
+                    .rc(rc)
                     .map(|r| owned_by(&world.pods, r).filter(|p| live(p)).count() as u64)
                     .unwrap_or(0)
             };

@@ -87,6 +87,30 @@ impl Server {
         self.dir.join("pki/ca.crt")
     }
 
+    /// A node data directory holding a credential for `name` from the cluster CA, valid
+    /// from `from` until `until`, and its certificate (PEM).
+    fn node_dir_with_credential(
+        &self,
+        name: &str,
+        from: std::time::SystemTime,
+        until: std::time::SystemTime,
+    ) -> (tempfile::TempDir, String) {
+        let read = |f: &str| std::fs::read_to_string(self.dir.join("pki").join(f)).expect(f);
+        let ca = ClusterCa::from_pem(&read("ca.crt"), &read("ca.key")).expect("the cluster CA");
+        let issued = ca
+            .issue_client(
+                &format!("system:node:{name}"),
+                &["system:nodes"],
+                from,
+                until,
+            )
+            .expect("issue");
+        let node_dir = tempfile::tempdir().unwrap();
+        std::fs::write(node_dir.path().join("node.crt"), &issued.cert_pem).unwrap();
+        std::fs::write(node_dir.path().join("node.key"), &issued.key_pem).unwrap();
+        (node_dir, issued.cert_pem)
+    }
+
     fn join_token(&self) -> String {
         std::fs::read_to_string(self.dir.join("pki/join-token"))
             .expect("join token")
@@ -591,20 +615,12 @@ async fn a_node_whose_kept_certificate_expired_joins_again_with_its_token() {
     let admin = server.admin();
     // The node's data directory holds a credential from the cluster CA that ran out an
     // hour ago, as after a long time switched off.
-    let read = |f: &str| std::fs::read_to_string(dir.path().join("pki").join(f)).expect(f);
-    let ca = ClusterCa::from_pem(&read("ca.crt"), &read("ca.key")).expect("the cluster CA");
     let now = std::time::SystemTime::now();
-    let expired = ca
-        .issue_client(
-            &format!("system:node:{name}"),
-            &["system:nodes"],
-            now - Duration::from_secs(7200),
-            now - Duration::from_secs(3600),
-        )
-        .expect("issue");
-    let node_dir = tempfile::tempdir().unwrap();
-    std::fs::write(node_dir.path().join("node.crt"), &expired.cert_pem).unwrap();
-    std::fs::write(node_dir.path().join("node.key"), &expired.key_pem).unwrap();
+    let (node_dir, expired) = server.node_dir_with_credential(
+        &name,
+        now - Duration::from_secs(7200),
+        now - Duration::from_secs(3600),
+    );
 
     let _node = Proc(
         server
@@ -617,10 +633,7 @@ async fn a_node_whose_kept_certificate_expired_joins_again_with_its_token() {
     })
     .await;
     let kept = std::fs::read_to_string(node_dir.path().join("node.crt")).unwrap();
-    assert_ne!(
-        kept, expired.cert_pem,
-        "the expired certificate was replaced"
-    );
+    assert_ne!(kept, expired, "the expired certificate was replaced");
     assert!(pki::cert_not_after(&kept).unwrap() > std::time::SystemTime::now());
 }
 
@@ -648,21 +661,10 @@ async fn a_running_node_renews_its_certificate_before_it_expires() {
     let admin = server.admin();
     // The node starts with a credential from the cluster CA that is past 70% of its
     // 100 s life and runs out 20 s from now: it must ask for a new one while it runs.
-    let read = |f: &str| std::fs::read_to_string(dir.path().join("pki").join(f)).expect(f);
-    let ca = ClusterCa::from_pem(&read("ca.crt"), &read("ca.key")).expect("the cluster CA");
     let now = std::time::SystemTime::now();
     let old_expiry = now + Duration::from_secs(20);
-    let ageing = ca
-        .issue_client(
-            &format!("system:node:{name}"),
-            &["system:nodes"],
-            now - Duration::from_secs(80),
-            old_expiry,
-        )
-        .expect("issue");
-    let node_dir = tempfile::tempdir().unwrap();
-    std::fs::write(node_dir.path().join("node.crt"), &ageing.cert_pem).unwrap();
-    std::fs::write(node_dir.path().join("node.key"), &ageing.key_pem).unwrap();
+    let (node_dir, ageing) =
+        server.node_dir_with_credential(&name, now - Duration::from_secs(80), old_expiry);
     // A wrong token: the node must get on with the certificate it has, not join again.
     let _node = Proc(
         server
@@ -677,7 +679,7 @@ async fn a_running_node_renews_its_certificate_before_it_expires() {
     );
     let renewed = eventually(Duration::from_secs(20), "a renewed certificate", || async {
         let kept = std::fs::read_to_string(node_dir.path().join("node.crt")).ok()?;
-        (kept != ageing.cert_pem).then_some(kept)
+        (kept != ageing).then_some(kept)
     })
     .await;
     let not_after = pki::cert_not_after(&renewed).expect("a readable certificate");
@@ -700,22 +702,14 @@ async fn a_running_node_renews_its_certificate_before_it_expires() {
     );
     // Past the old certificate's expiry the node still heartbeats: its connections use
     // the new one (the server refuses an expired client certificate).
-    while std::time::SystemTime::now() < old_expiry + Duration::from_secs(2) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let before = lease_renewed(&admin, &server.url, &name).await;
+    let expired_at = chrono::DateTime::<chrono::Utc>::from(old_expiry);
     eventually(
-        Duration::from_secs(10),
-        "a Lease renewed after the old expiry",
-        || {
-            let admin = admin.clone();
-            let before = before.clone();
-            let url = server.url.clone();
-            let name = name.clone();
-            async move {
-                let now = lease_renewed(&admin, &url, &name).await?;
-                (Some(&now) != before.as_ref()).then_some(())
-            }
+        Duration::from_secs(40),
+        "a Lease renewed after the old certificate expired",
+        || async {
+            let renewed = lease_renewed(&admin, &server.url, &name).await?;
+            let at = chrono::DateTime::parse_from_rfc3339(&renewed).ok()?;
+            (at > expired_at + chrono::Duration::seconds(1)).then_some(())
         },
     )
     .await;

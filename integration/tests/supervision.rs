@@ -209,24 +209,8 @@ async fn a_controller_that_panics_at_every_start_backs_off_instead_of_spinning()
     );
     assert!(calls.load(Ordering::SeqCst) >= 4);
     // Each restart is counted in /metrics.
-    let text = client()
-        .get(c.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("skiff_actor_restarts_total{actor=\"panics-always\"}"))
-        .unwrap_or_else(|| panic!("no restart count in /metrics:\n{text}"));
-    let n: u64 = line
-        .rsplit(' ')
-        .next()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    assert!(n >= 4, "{line}");
+    let n = restarts_of(&c, "panics-always").await;
+    assert!(n >= 4, "{n} restarts in /metrics");
     // The API server, beside it, answered throughout.
     let (code, _) = call(client().get(c.url("/api/v1/namespaces/poison"))).await;
     assert_eq!(code, 200);

@@ -130,12 +130,7 @@ impl GatewayActor {
         }
         match self.listener.try_clone().and_then(|l| (self.serve)(l)) {
             Ok(server) => {
-                self.handle = Some(server.handle());
-                actix::spawn(async move {
-                    if let Err(e) = server.await {
-                        tracing::error!(error = %e, "gateway server failed");
-                    }
-                });
+                self.handle = Some(run_server(server));
                 tracing::info!(addr = %self.addr, "gateway listening");
             }
             Err(e) => {
@@ -149,6 +144,17 @@ impl GatewayActor {
         let handle = self.handle.take()?;
         Some(async move { handle.stop(true).await })
     }
+}
+
+/// Run an HTTP server in the background; its handle stops it.
+fn run_server(server: actix_server::Server) -> ServerHandle {
+    let handle = server.handle();
+    actix::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "gateway server failed");
+        }
+    });
+    handle
 }
 
 impl Actor for GatewayActor {
@@ -384,12 +390,7 @@ pub fn start(
             addr: config.listen.clone(),
             source,
         })?;
-    let handle = first.handle();
-    actix::spawn(async move {
-        if let Err(e) = first.await {
-            tracing::error!(error = %e, "gateway server failed");
-        }
-    });
+    let handle = run_server(first);
     tracing::info!(%addr, "gateway listening");
     Ok(actix::Supervisor::start(move |_| GatewayActor {
         listener,

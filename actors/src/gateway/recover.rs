@@ -26,11 +26,7 @@ pub async fn recover(
     match AssertUnwindSafe(next.call(req)).catch_unwind().await {
         Ok(res) => res.map(ServiceResponse::map_into_boxed_body),
         Err(payload) => {
-            let message = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
+            let message = crate::runtime::guard::panic_message(payload.as_ref());
             tracing::error!(%method, path, panic = message, "request handler panicked");
             // An error rather than a response: the request itself went with the panic
             // (and a clone of it taken beforehand would break routing).

@@ -144,7 +144,8 @@ fn stop<C: ActorContext>(ctx: &mut C, panicked: &Panicked) {
     ctx.stop();
 }
 
-fn panic_message(payload: &(dyn Any + Send)) -> String {
+/// The message a panic carried, when it had one.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = payload.downcast_ref::<String>() {
