@@ -2,7 +2,8 @@
 # Side-by-side write benchmark with an external client: wrk POSTs a ~1 KiB pod to skiff
 # over HTTPS (authenticated, every write durable), then the same wrk PUTs the same body
 # into etcd (Debian's etcd-server, through its v3 JSON gateway) on the same machine, in
-# the same run. Prints creates/s and p99 of both and their ratio.
+# the same run, then POSTs it again to a second skiff whose objects are in that etcd
+# (`--datastore-endpoint`). Prints creates/s and p99 of each and the ratios.
 #   WRK_THREADS (2), WRK_CONNECTIONS (64), WRK_SECONDS (10)
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/build-env.sh"
@@ -19,7 +20,7 @@ bin="${CARGO_TARGET_DIR:-$SKIFF_ROOT/target}/release/skiff"
 
 work="$(mktemp -d)"
 cleanup() {
-    for p in "${skiff_pid:-}" "${etcd_pid:-}"; do
+    for p in "${skiff_pid:-}" "${skiff_etcd_pid:-}" "${etcd_pid:-}"; do
         [ -n "$p" ] && { kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; }
     done
     rm -rf "$work"
@@ -97,13 +98,27 @@ rate() { awk '/Requests\/sec/{print $2}' "$work/$1.txt"; }
 p99() { awk '$1=="99%"{print $2}' "$work/$1.txt"; }
 errors() { awk '/Non-2xx/{print $NF}' "$work/$1.txt"; }
 
+# The same skiff, its objects in that etcd (under a prefix of their own).
+"$bin" up --config "$work/skiff.toml" --data-dir "$work/skiff-etcd" \
+    --datastore-endpoint http://127.0.0.1:23790 --datastore-prefix /skiff-bench \
+    > "$work/skiff-etcd.out" 2> "$work/skiff-etcd.log" &
+skiff_etcd_pid=$!
+for _ in $(seq 1 200); do grep -q "ready at" "$work/skiff-etcd.out" 2>/dev/null && break; sleep 0.1; done
+url_etcd="$(sed -n 's/.*ready at \(https:[^ ]*\).*/\1/p' "$work/skiff-etcd.out" | head -1)"
+[ -n "$url_etcd" ] || { cat "$work/skiff-etcd.log" >&2; echo "skiff on etcd did not start" >&2; exit 1; }
+token_etcd="$(awk -F, '$2=="admin"{print $1; exit}' "$work/skiff-etcd/pki/tokens.csv")"
+sed "s/Bearer $token/Bearer $token_etcd/" "$work/skiff.lua" > "$work/skiff-etcd.lua"
+
 run "$url" "$work/skiff.lua" skiff
 run "http://127.0.0.1:23790" "$work/etcd.lua" etcd
-for s in skiff etcd; do
+run "$url_etcd" "$work/skiff-etcd.lua" skiff-etcd
+for s in skiff etcd skiff-etcd; do
     e="$(errors "$s")"
     [ -z "$e" ] || { cat "$work/$s.txt" >&2; echo "$s answered $e non-2xx responses" >&2; exit 1; }
 done
 echo "wrk -t$threads -c$conns -d${secs}s, ~1 KiB pod body"
 printf "%-36s %10s/s   p99 %s\n" "skiff POST pods (HTTPS, durable)" "$(rate skiff)" "$(p99 skiff)"
 printf "%-36s %10s/s   p99 %s\n" "etcd $(etcd --version | awk '/etcd Version/{print $3}') PUT (v3 JSON gateway)" "$(rate etcd)" "$(p99 etcd)"
+printf "%-36s %10s/s   p99 %s\n" "skiff on that etcd (HTTPS)" "$(rate skiff-etcd)" "$(p99 skiff-etcd)"
 awk -v a="$(rate skiff)" -v b="$(rate etcd)" 'BEGIN{printf "skiff / etcd: %.2fx\n", a/b}'
+awk -v a="$(rate skiff-etcd)" -v b="$(rate etcd)" 'BEGIN{printf "skiff on etcd / etcd: %.2fx\n", a/b}'

@@ -14,9 +14,15 @@ command -v c++ >/dev/null 2>&1 || need_pkgs+=(build-essential)
 ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* >/dev/null 2>&1 || need_pkgs+=(libclang-dev)
 # The pause program is linked statically against glibc.
 [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || need_pkgs+=(libc6-dev)
+# The etcd client's gRPC code is generated from etcd's .proto files at build time.
+command -v protoc >/dev/null 2>&1 || need_pkgs+=(protobuf-compiler)
+# The datastore tests run a real etcd (Debian's etcd-server, 3.4).
+command -v etcd >/dev/null 2>&1 || need_pkgs+=(etcd-server)
 # ClusterIPs are kernel rules written with nft; the service range's device with ip.
 command -v nft >/dev/null 2>&1 || need_pkgs+=(nftables)
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
+# The test script waits for its etcd with curl.
+command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 # The cluster DNS tests forward to a resolver of their own on loopback (dnsmasq's binary
 # only: the package without the system service).
 command -v dnsmasq >/dev/null 2>&1 || need_pkgs+=(dnsmasq-base)

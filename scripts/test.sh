@@ -43,3 +43,26 @@ cargo build --workspace --all-targets
 # The images pods run (no registry is reachable): pause, and busybox for the tests.
 "${CARGO_TARGET_DIR:-$SKIFF_ROOT/target}/debug/skiff" images
 cargo test --workspace "$@"
+
+# The API and controller suites again with the objects in etcd (Debian's etcd-server, one
+# member on loopback; each test cluster under a key prefix of its own). Only for the whole
+# suite: a run narrowed by arguments is the caller's choice of tests.
+if [ "$#" -eq 0 ]; then
+    etcd_dir="$(mktemp -d)"
+    etcd_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+    peer_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+    etcd --data-dir "$etcd_dir/data" \
+        --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+        --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
+        --initial-cluster "default=http://127.0.0.1:$peer_port" > "$etcd_dir/etcd.log" 2>&1 &
+    etcd_pid=$!
+    trap 'kill "$etcd_pid" 2>/dev/null; rm -rf "$etcd_dir"' EXIT
+    for _ in $(seq 1 50); do
+        curl -fsS "http://127.0.0.1:$etcd_port/health" >/dev/null 2>&1 && break
+        sleep 0.2
+    done
+    echo "==> the API and controller suites on etcd (127.0.0.1:$etcd_port)" >&2
+    SKIFF_TEST_DATASTORE="http://127.0.0.1:$etcd_port" cargo test -p skiff-integration \
+        --test api --test machinery --test controllers --test replication --test scheduler \
+        --test informers
+fi

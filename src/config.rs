@@ -125,8 +125,17 @@ impl Default for AuthConfig {
 #[serde(default)]
 pub struct StoreConfig {
     /// `rocksdb` (durable, in `<data_dir>/store`) or `memory` (gone with the process:
-    /// tests and throwaway clusters).
+    /// tests and throwaway clusters). Unused when `datastore_endpoint` is set.
     pub backend: String,
+    /// etcd members (`http://h1:2379,http://h2:2379`; `https://` with the files below),
+    /// as k3s' `--datastore-endpoint`: the objects live there, and several servers on
+    /// the same etcd (and prefix) serve one cluster.
+    pub datastore_endpoint: String,
+    /// The keys' prefix in etcd, so that clusters can share one.
+    pub datastore_prefix: String,
+    pub datastore_cafile: Option<PathBuf>,
+    pub datastore_certfile: Option<PathBuf>,
+    pub datastore_keyfile: Option<PathBuf>,
     pub history: usize,
     /// Events older than this leave the watch history (0: bounded by count only).
     pub history_age_seconds: u64,
@@ -173,6 +182,14 @@ pub struct ControllersConfig {
     /// row), in milliseconds (Kubernetes: 10 s), and the longest one, in seconds (6 min).
     pub job_backoff_base_ms: u64,
     pub job_backoff_max_seconds: u64,
+    /// Run the scheduler and the controllers only while this server holds their Leases
+    /// (`kube-system/kube-scheduler`, `kube-system/kube-controller-manager`), as
+    /// `--leader-elect` does. Unset: on when the objects are in etcd (where several
+    /// servers may share them), off on the embedded store.
+    pub leader_elect: Option<bool>,
+    pub leader_elect_lease_duration_seconds: u64,
+    pub leader_elect_renew_deadline_seconds: u64,
+    pub leader_elect_retry_period_seconds: u64,
     /// The clock the job, cronjob and ttl-after-finished controllers read: the system's,
     /// or a fake one an in-process test moves (never read from a file).
     #[serde(skip)]
@@ -194,6 +211,10 @@ impl Default for ControllersConfig {
             hpa_downscale_stabilization_seconds: 300,
             job_backoff_base_ms: 10_000,
             job_backoff_max_seconds: 360,
+            leader_elect: None,
+            leader_elect_lease_duration_seconds: 15,
+            leader_elect_renew_deadline_seconds: 10,
+            leader_elect_retry_period_seconds: 2,
             clock: Default::default(),
         }
     }
@@ -410,6 +431,11 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             backend: "rocksdb".into(),
+            datastore_endpoint: String::new(),
+            datastore_prefix: "/registry".into(),
+            datastore_cafile: None,
+            datastore_certfile: None,
+            datastore_keyfile: None,
             history: 100_000,
             history_age_seconds: 300,
             watch_buffer: 20_000,
@@ -522,6 +548,39 @@ impl Config {
                 .join("pki")
                 .join(skiff_actors::store::encryption::CONFIG_FILE),
         }
+    }
+
+    /// The etcd datastore, when `[store] datastore_endpoint` names one.
+    pub fn datastore(&self) -> Result<Option<skiff_actors::store::etcd::EtcdConfig>, ConfigError> {
+        let endpoints: Vec<String> = self
+            .store
+            .datastore_endpoint
+            .split(',')
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty())
+            .collect();
+        if endpoints.is_empty() {
+            return Ok(None);
+        }
+        for e in &endpoints {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "datastore endpoint {e:?} is not an http:// or https:// URL"
+                )));
+            }
+        }
+        let resolve = |f: &Option<PathBuf>| {
+            f.as_ref().map(|f| match &self.base_dir {
+                Some(base) if f.is_relative() => base.join(f),
+                _ => f.clone(),
+            })
+        };
+        let mut etcd = skiff_actors::store::etcd::EtcdConfig::new(endpoints);
+        etcd.prefix = self.store.datastore_prefix.clone();
+        etcd.ca_file = resolve(&self.store.datastore_cafile);
+        etcd.cert_file = resolve(&self.store.datastore_certfile);
+        etcd.key_file = resolve(&self.store.datastore_keyfile);
+        Ok(Some(etcd))
     }
 
     /// The local-path provisioner's directory: as configured (relative to the

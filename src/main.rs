@@ -53,6 +53,46 @@ enum TokenAction {
     Delete { tokens: Vec<String> },
 }
 
+/// Where the objects live when not in the embedded RocksDB (k3s' flags of these names;
+/// each overrides its `[store]` key).
+#[derive(clap::Args, Default)]
+struct DatastoreFlags {
+    /// etcd members: `http://h1:2379,http://h2:2379` (or `https://`).
+    #[arg(long)]
+    datastore_endpoint: Option<String>,
+    /// The keys' prefix in etcd (default /registry).
+    #[arg(long)]
+    datastore_prefix: Option<String>,
+    /// The CA of the etcd members' serving certificates.
+    #[arg(long)]
+    datastore_cafile: Option<PathBuf>,
+    /// A client certificate for etcd, with --datastore-keyfile.
+    #[arg(long)]
+    datastore_certfile: Option<PathBuf>,
+    #[arg(long)]
+    datastore_keyfile: Option<PathBuf>,
+}
+
+impl DatastoreFlags {
+    fn apply(self, store: &mut skiff::config::StoreConfig) {
+        if let Some(e) = self.datastore_endpoint {
+            store.datastore_endpoint = e;
+        }
+        if let Some(p) = self.datastore_prefix {
+            store.datastore_prefix = p;
+        }
+        if let Some(f) = self.datastore_cafile {
+            store.datastore_cafile = Some(f);
+        }
+        if let Some(f) = self.datastore_certfile {
+            store.datastore_certfile = Some(f);
+        }
+        if let Some(f) = self.datastore_keyfile {
+            store.datastore_keyfile = Some(f);
+        }
+    }
+}
+
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
@@ -68,6 +108,8 @@ enum Command {
         /// instead of HTTPS with the cluster's CA and tokens. For tests of the old path.
         #[arg(long)]
         insecure_http: bool,
+        #[command(flatten)]
+        datastore: DatastoreFlags,
     },
     /// Run the control plane only (store, API server, controllers, scheduler); nodes join
     /// it with `skiff node`.
@@ -81,6 +123,8 @@ enum Command {
         /// Serve plain HTTP with no authentication (every caller is an administrator).
         #[arg(long)]
         insecure_http: bool,
+        #[command(flatten)]
+        datastore: DatastoreFlags,
     },
     /// Run one node (kubelet and proxy) that joins the cluster at --server.
     Node {
@@ -280,9 +324,11 @@ async fn up(
     config: Option<PathBuf>,
     data_dir: Option<PathBuf>,
     insecure_http: bool,
+    datastore: DatastoreFlags,
     control_plane_only: bool,
 ) -> Result<(), CliError> {
     let mut cfg = load_config(config)?;
+    datastore.apply(&mut cfg.store);
     if let Some(dir) = data_dir {
         cfg.cluster.data_dir = dir;
     }
@@ -546,12 +592,14 @@ fn main() -> std::process::ExitCode {
                 config,
                 data_dir,
                 insecure_http,
-            } => up(config, data_dir, insecure_http, false).await,
+                datastore,
+            } => up(config, data_dir, insecure_http, datastore, false).await,
             Command::Server {
                 config,
                 data_dir,
                 insecure_http,
-            } => up(config, data_dir, insecure_http, true).await,
+                datastore,
+            } => up(config, data_dir, insecure_http, datastore, true).await,
             Command::Node {
                 server,
                 token,

@@ -46,6 +46,7 @@ use skiff_actors::podnet::{host::PodNetHost, Backend, PodNetAgent};
 use skiff_actors::proxy::kernel::{KernelProxy, KernelRules};
 use skiff_actors::proxy::ProxyReconciler;
 use skiff_actors::resource_metrics::{MetricsRegistry, MetricsSink, MetricsSource};
+use skiff_actors::runtime::leader;
 use skiff_actors::runtime::{Controller, InformerFactory, InformerSpec};
 use skiff_actors::scheduler::{SchedulerActor, SchedulerConfig};
 use skiff_actors::store::{self, StoreConfig, StoreHandle};
@@ -247,6 +248,39 @@ impl System {
     }
 }
 
+/// The Leases of the controller-manager and the scheduler when this server elects
+/// leaders (`[controllers] leader_elect`, by default when the objects are in etcd).
+fn elections(cfg: &Config) -> Option<(leader::LeaseConfig, leader::LeaseConfig)> {
+    let on = cfg
+        .controllers
+        .leader_elect
+        .unwrap_or(!cfg.store.datastore_endpoint.trim().is_empty());
+    if !on {
+        return None;
+    }
+    // Stable across restarts of this server (it takes its own Lease back at once),
+    // distinct between servers: the host and the data directory.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "skiff".into());
+    let dir =
+        std::path::absolute(&cfg.cluster.data_dir).unwrap_or_else(|_| cfg.cluster.data_dir.clone());
+    let id = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        dir.hash(&mut h);
+        format!("{host}_{:08x}", h.finish() as u32)
+    };
+    let c = &cfg.controllers;
+    let lease = |name: &str| leader::LeaseConfig {
+        lease_duration: Duration::from_secs(c.leader_elect_lease_duration_seconds.max(1)),
+        renew_deadline: Duration::from_secs(c.leader_elect_renew_deadline_seconds.max(1)),
+        retry_period: Duration::from_secs(c.leader_elect_retry_period_seconds.max(1)),
+        ..leader::LeaseConfig::new(name, &id)
+    };
+    Some((lease("kube-controller-manager"), lease("kube-scheduler")))
+}
+
 /// Start a cluster from `cfg`; must be called inside a running actix system.
 pub async fn start(cfg: &Config) -> Result<System, SystemError> {
     let data_dir = cfg.cluster.data_dir.clone();
@@ -271,7 +305,21 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
         .backend
         .parse()
         .map_err(|e: String| SystemError::Bootstrap(e))?;
+    let datastore = cfg
+        .datastore()
+        .map_err(|e| SystemError::Bootstrap(e.to_string()))?;
+    // The cluster an etcd prefix belongs to is its CA's: another cluster's is refused.
+    let cluster_id = match &datastore {
+        Some(_) => Some(
+            skiff_actors::pki::ClusterCa::load_or_create(&data_dir.join("pki"))
+                .and_then(|ca| ca.cert_hash())
+                .map_err(SystemError::Ca)?,
+        ),
+        None => None,
+    };
     let store_cfg = StoreConfig {
+        datastore,
+        cluster_id,
         path: data_dir.join("store"),
         backend,
         encryption: Some(encryption),
@@ -282,7 +330,7 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
         event_ttl: (cfg.store.event_ttl_seconds > 0)
             .then(|| std::time::Duration::from_secs(cfg.store.event_ttl_seconds)),
     };
-    let store = match store::start(store_cfg, metrics.clone(), &store_arbiter.handle()) {
+    let store = match store::open(store_cfg, metrics.clone(), &store_arbiter.handle()).await {
         Ok(s) => s,
         Err(e) => {
             store_arbiter.stop();
@@ -424,7 +472,19 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
     // workers and the store, and reach the store only through the API client.
     let control_arbiter = Arbiter::new();
     let client: Arc<dyn ApiClient> = Arc::new(LocalClient::new(objects.clone()));
+    let (cm_leading, scheduler_leading) = match elections(cfg) {
+        Some((cm, sched)) => {
+            tracing::info!(identity = %cm.identity, "leader election on");
+            let clock = skiff_actors::runtime::SharedClock::default();
+            (
+                Some(leader::elect(client.clone(), cm, clock.clone())),
+                Some(leader::elect(client.clone(), sched, clock)),
+            )
+        }
+        None => (None, None),
+    };
     let cm_cfg = ControllerManagerConfig {
+        leadership: cm_leading,
         node_lifecycle: NodeLifecycleConfig {
             grace_period: Duration::from_secs(cfg.controllers.node_grace_period_seconds),
             monitor_period: Duration::from_secs(cfg.controllers.node_monitor_period_seconds.max(1)),
@@ -493,6 +553,7 @@ pub async fn start(cfg: &Config) -> Result<System, SystemError> {
         Supervisor::start_in_arbiter(&control_arbiter.handle(), move |_| {
             SchedulerActor::new(scheduler_client, SchedulerConfig::default())
                 .with_informers(&informers)
+                .with_leadership(scheduler_leading)
         })
     });
     // Pods are given the cluster DNS where they can reach its ClusterIP; elsewhere the

@@ -1,6 +1,7 @@
 //! Test harness: a real cluster (real RocksDB in a temporary directory, real HTTP on an
 //! ephemeral port) running on its own thread, and small helpers to talk to it.
 
+pub mod etcd;
 pub mod hosts;
 
 use std::io::{Read as _, Write as _};
@@ -49,6 +50,13 @@ pub fn unique_pod_range() -> String {
         "10.{}.0.0/16",
         100 + (std::process::id().wrapping_mul(7) + n) % 120
     )
+}
+
+/// An etcd key prefix no other cluster of this test run has.
+pub fn unique_datastore_prefix() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("/skiff-test-{}-{}-{n}", std::process::id(), uuid_like())
 }
 
 impl TestCluster {
@@ -125,6 +133,12 @@ impl TestCluster {
         cfg.proxy.cluster_ip = "none".into();
         // Their Docker nodes' pod networks must not overlap either.
         cfg.network.cluster_cidr = unique_pod_range();
+        // The same tests on etcd: `SKIFF_TEST_DATASTORE=http://127.0.0.1:2379`, each
+        // cluster under a prefix of its own.
+        if let Ok(endpoints) = std::env::var("SKIFF_TEST_DATASTORE") {
+            cfg.store.datastore_endpoint = endpoints;
+            cfg.store.datastore_prefix = unique_datastore_prefix();
+        }
         tweak(&mut cfg);
         // Node servers of clusters side by side: any free port each.
         for node in &mut cfg.nodes {

@@ -82,6 +82,9 @@ pub struct ControllerManagerConfig {
     /// The time the job, cronjob and ttl-after-finished controllers go by (a fake one in
     /// tests).
     pub clock: SharedClock,
+    /// Whether this server holds the kube-controller-manager Lease (`None`: no election,
+    /// the controllers always run).
+    pub leadership: Option<tokio::sync::watch::Receiver<bool>>,
     /// Where the local-path provisioner makes volumes, and for which nodes.
     pub local_path: LocalPathConfig,
     /// The cluster's pod range, from which `nodeipam` gives each node its podCIDR (no
@@ -110,6 +113,7 @@ impl Default for ControllerManagerConfig {
             job: JobConfig::default(),
             clock: SharedClock::default(),
             local_path: LocalPathConfig::default(),
+            leadership: None,
             pod_range: None,
         }
     }
@@ -143,6 +147,9 @@ impl ControllerManager {
     fn start_all(&mut self) {
         let c = || &self.informers;
         let cfg = self.config.clone();
+        // With several servers, only the holder of the kube-controller-manager Lease runs
+        // them; the others keep their caches warm to take over.
+        let gate = cfg.leadership.clone();
         let mut running: Vec<Box<dyn std::any::Any>> = Vec::new();
         if cfg.runs("replication") {
             running.push(Box::new(
@@ -150,53 +157,71 @@ impl ControllerManager {
                     ReplicaSetController::new(ReplicaKind::ReplicationController),
                     c(),
                 )
+                .gated(gate.clone())
                 .start_supervised(),
             ));
         }
         if cfg.runs("replicaset") {
             running.push(Box::new(
                 Controller::new(ReplicaSetController::new(ReplicaKind::ReplicaSet), c())
+                    .gated(gate.clone())
                     .start_supervised(),
             ));
         }
         if cfg.runs("deployment") {
             running.push(Box::new(
-                Controller::new(DeploymentController, c()).start_supervised(),
+                Controller::new(DeploymentController, c())
+                    .gated(gate.clone())
+                    .start_supervised(),
             ));
         }
         if cfg.runs("disruption") {
             running.push(Box::new(
-                Controller::new(DisruptionController, c()).start_supervised(),
+                Controller::new(DisruptionController, c())
+                    .gated(gate.clone())
+                    .start_supervised(),
             ));
         }
         if cfg.runs("daemonset") {
             running.push(Box::new(
-                Controller::new(DaemonSetController::new(), c()).start_supervised(),
+                Controller::new(DaemonSetController::new(), c())
+                    .gated(gate.clone())
+                    .start_supervised(),
             ));
         }
         if cfg.runs("statefulset") {
             running.push(Box::new(
-                Controller::new(StatefulSetController, c()).start_supervised(),
+                Controller::new(StatefulSetController, c())
+                    .gated(gate.clone())
+                    .start_supervised(),
             ));
         }
         if cfg.runs("endpoints") {
             running.push(Box::new(
-                Controller::new(EndpointsController::new(), c()).start_supervised(),
+                Controller::new(EndpointsController::new(), c())
+                    .gated(gate.clone())
+                    .start_supervised(),
             ));
         }
         if cfg.runs("endpointslice") {
             running.push(Box::new(
-                Controller::new(EndpointSliceController::default(), c()).start_supervised(),
+                Controller::new(EndpointSliceController::default(), c())
+                    .gated(gate.clone())
+                    .start_supervised(),
             ));
         }
         if cfg.runs("servicelb") {
             running.push(Box::new(
-                Controller::new(ServiceLbController, c()).start_supervised(),
+                Controller::new(ServiceLbController, c())
+                    .gated(gate.clone())
+                    .start_supervised(),
             ));
         }
         if cfg.runs("endpointslicemirroring") {
             running.push(Box::new(
-                Controller::new(EndpointSliceMirroringController, c()).start_supervised(),
+                Controller::new(EndpointSliceMirroringController, c())
+                    .gated(gate.clone())
+                    .start_supervised(),
             ));
         }
         // Heartbeats, taints and token expirations are stamped by the system's clock, so
@@ -205,93 +230,144 @@ impl ControllerManager {
         let system_clock = SharedClock::default;
         if cfg.runs("nodelifecycle") {
             let lifecycle = NodeLifecycleController::new(cfg.node_lifecycle, system_clock());
-            running.push(Box::new(Controller::new(lifecycle, c()).start_supervised()));
+            running.push(Box::new(
+                Controller::new(lifecycle, c())
+                    .gated(gate.clone())
+                    .start_supervised(),
+            ));
         }
         if cfg.runs("taint-eviction-controller") {
             let eviction = TaintEvictionController::new(system_clock());
-            running.push(Box::new(Controller::new(eviction, c()).start_supervised()));
+            running.push(Box::new(
+                Controller::new(eviction, c())
+                    .gated(gate.clone())
+                    .start_supervised(),
+            ));
         }
         if cfg.runs("tokencleaner") {
             let cleaner = TokenCleaner::new(system_clock());
-            running.push(Box::new(Controller::new(cleaner, c()).start_supervised()));
+            running.push(Box::new(
+                Controller::new(cleaner, c())
+                    .gated(gate.clone())
+                    .start_supervised(),
+            ));
         }
         if cfg.runs("podgc") {
             let gc = PodGcController::new(cfg.pod_gc, system_clock());
-            running.push(Box::new(Controller::new(gc, c()).start_supervised()));
+            running.push(Box::new(
+                Controller::new(gc, c())
+                    .gated(gate.clone())
+                    .start_supervised(),
+            ));
         }
         if let (true, Some(range)) = (cfg.runs("nodeipam"), cfg.pod_range) {
             running.push(Box::new(
-                Controller::new(NodeIpamController::new(range), c()).start_supervised(),
+                Controller::new(NodeIpamController::new(range), c())
+                    .gated(gate.clone())
+                    .start_supervised(),
             ));
         }
         if cfg.runs("namespace") {
             running.push(Box::new(
-                Controller::new(NamespaceController::new(), c()).start_supervised(),
+                Controller::new(NamespaceController::new(), c())
+                    .gated(gate.clone())
+                    .start_supervised(),
             ));
         }
         if cfg.runs("resourcequota") {
             running.push(Box::new(
-                Controller::new(ResourceQuotaController, c()).start_supervised(),
+                Controller::new(ResourceQuotaController, c())
+                    .gated(gate.clone())
+                    .start_supervised(),
             ));
         }
         if cfg.runs("garbagecollector") {
             running.push(Box::new(
-                Controller::new(GarbageCollector::new(), c()).start_supervised(),
+                Controller::new(GarbageCollector::new(), c())
+                    .gated(gate.clone())
+                    .start_supervised(),
             ));
         }
         if cfg.runs("horizontalpodautoscaling") {
             let hpa = Autoscaler::new(cfg.autoscaler.clone(), self.metrics.clone());
-            running.push(Box::new(Controller::new(hpa, c()).start_supervised()));
+            running.push(Box::new(
+                Controller::new(hpa, c())
+                    .gated(gate.clone())
+                    .start_supervised(),
+            ));
         }
         if cfg.runs("job") {
             let job = JobController::new(cfg.job.clone(), cfg.clock.clone());
-            running.push(Box::new(Controller::new(job, c()).start_supervised()));
+            running.push(Box::new(
+                Controller::new(job, c())
+                    .gated(gate.clone())
+                    .start_supervised(),
+            ));
         }
         if cfg.runs("cronjob") {
             let cron = CronJobController::new(cfg.clock.clone());
-            running.push(Box::new(Controller::new(cron, c()).start_supervised()));
+            running.push(Box::new(
+                Controller::new(cron, c())
+                    .gated(gate.clone())
+                    .start_supervised(),
+            ));
         }
         if cfg.runs("ttl-after-finished") {
             let ttl = TtlAfterFinishedController::new(cfg.clock.clone());
-            running.push(Box::new(Controller::new(ttl, c()).start_supervised()));
+            running.push(Box::new(
+                Controller::new(ttl, c())
+                    .gated(gate.clone())
+                    .start_supervised(),
+            ));
         }
         if cfg.runs("persistentvolume-binder") {
             running.push(Box::new(
-                Controller::new(PersistentVolumeController, c()).start_supervised(),
+                Controller::new(PersistentVolumeController, c())
+                    .gated(gate.clone())
+                    .start_supervised(),
             ));
         }
         if cfg.runs("storage-protection") {
             running.push(Box::new(
-                Controller::new(StorageProtectionController, c()).start_supervised(),
+                Controller::new(StorageProtectionController, c())
+                    .gated(gate.clone())
+                    .start_supervised(),
             ));
         }
         if cfg.runs("local-path-provisioner") {
             let provisioner = LocalPathProvisioner::new(cfg.local_path.clone());
             running.push(Box::new(
-                Controller::new(provisioner, c()).start_supervised(),
+                Controller::new(provisioner, c())
+                    .gated(gate.clone())
+                    .start_supervised(),
             ));
         }
         if let (true, Some(csr)) = (cfg.runs("csrsigning"), cfg.csr_signing.clone()) {
             running.push(Box::new(
                 Controller::new(CsrSigningController::new(csr.ca, csr.validity), c())
+                    .gated(gate.clone())
                     .start_supervised(),
             ));
         }
         if cfg.runs("serviceaccount") {
             running.push(Box::new(
-                Controller::new(ServiceAccountController, c()).start_supervised(),
+                Controller::new(ServiceAccountController, c())
+                    .gated(gate.clone())
+                    .start_supervised(),
             ));
         }
         if let Some(sa) = cfg.service_accounts.clone() {
             if cfg.runs("root-ca-cert-publisher") {
                 running.push(Box::new(
                     Controller::new(RootCaPublisher::new(sa.root_ca_pem.clone()), c())
+                        .gated(gate.clone())
                         .start_supervised(),
                 ));
             }
             if cfg.runs("serviceaccount-token") {
                 running.push(Box::new(
                     Controller::new(TokenController::new(sa.issuer, sa.root_ca_pem), c())
+                        .gated(gate.clone())
                         .start_supervised(),
                 ));
             }
@@ -305,6 +381,7 @@ impl ControllerManager {
                     SystemServiceController::new("kubernetes-service-controller", k),
                     c(),
                 )
+                .gated(gate.clone())
                 .start_supervised(),
             ));
         }
@@ -314,6 +391,7 @@ impl ControllerManager {
                     SystemServiceController::new("kube-dns-service-controller", d),
                     c(),
                 )
+                .gated(gate.clone())
                 .start_supervised(),
             ));
         }

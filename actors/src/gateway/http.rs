@@ -335,6 +335,16 @@ fn written_response(w: Written, format: Format) -> HttpResponse {
 /// Wait (briefly) for the store to reach the revision a read asks for, as
 /// kube-apiserver waits for its watch cache; "Too large resource version" if it does not.
 async fn wait_fresh(state: &AppState, at: ReadAt) -> Result<(), ApiError> {
+    if matches!(at, ReadAt::Latest) {
+        // A read of the latest state is consistent: on etcd it waits for the snapshot to
+        // hold what the datastore has acknowledged (other servers' writes too).
+        return state
+            .objects
+            .store
+            .sync()
+            .await
+            .map_err(|e| super::objects::store_error(e, "", ""));
+    }
     match at.min_rev() {
         Some(rev) => state
             .objects

@@ -196,7 +196,7 @@ pub fn store_error(err: StoreError, resource: &str, name: &str) -> ApiError {
         StoreError::TooLarge { requested, current } => {
             ApiError::TooLargeResourceVersion { requested, current }
         }
-        StoreError::Unavailable(m) => ApiError::ServiceUnavailable(m),
+        StoreError::Unavailable(m) | StoreError::Datastore(m) => ApiError::ServiceUnavailable(m),
         StoreError::Io(m)
         | StoreError::Corrupt { detail: m, .. }
         | StoreError::UpdateFailed { detail: m, .. } => ApiError::Internal(m),

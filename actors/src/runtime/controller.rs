@@ -130,6 +130,9 @@ pub struct ControllerStats {
 #[rtype(result = "ControllerStats")]
 pub struct GetControllerStats;
 
+/// How soon a controller that became leader starts reconciling.
+const LEADERSHIP_CHECK: Duration = Duration::from_millis(200);
+
 /// The actor running one [`Reconciler`].
 pub struct Controller<R: Reconciler> {
     reconciler: Arc<R>,
@@ -144,6 +147,9 @@ pub struct Controller<R: Reconciler> {
     /// Until then a restarted controller holds off: no subscriptions, no reconciles.
     paused_for: Duration,
     paused: bool,
+    /// Whether this server leads (holds the component's Lease); `None`: always runs.
+    /// A follower keeps its queue and caches current but reconciles nothing.
+    leading: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl<R: Reconciler> Controller<R> {
@@ -170,7 +176,18 @@ impl<R: Reconciler> Controller<R> {
             backoff: RestartBackoff::default(),
             paused_for: Duration::ZERO,
             paused: false,
+            leading: None,
         }
+    }
+
+    /// Reconcile only while `leading` says so (leader election); `None` changes nothing.
+    pub fn gated(mut self, leading: Option<tokio::sync::watch::Receiver<bool>>) -> Self {
+        self.leading = leading;
+        self
+    }
+
+    fn leads(&self) -> bool {
+        self.leading.as_ref().is_none_or(|l| *l.borrow())
     }
 
     /// Start supervised on the current arbiter.
@@ -188,7 +205,7 @@ impl<R: Reconciler> Controller<R> {
     }
 
     fn dispatch(&mut self, ctx: &mut actix::Context<Self>) {
-        if self.paused {
+        if self.paused || !self.leads() {
             return;
         }
         let workers = self.reconciler.workers().max(1);
@@ -275,6 +292,14 @@ impl<R: Reconciler> Actor for Controller<R> {
 impl<R: Reconciler> Controller<R> {
     /// Subscribe to the informers (their replay queues every object) and start resyncs.
     fn resume(&mut self, ctx: &mut actix::Context<Self>) {
+        if self.leading.is_some() {
+            // Leadership won: start on what queued up while following.
+            ctx.run_interval(LEADERSHIP_CHECK, |act, ctx| {
+                if act.leads() {
+                    let _ = guard(act, ctx, |act, ctx| act.dispatch(ctx));
+                }
+            });
+        }
         for spec in &self.specs {
             let Some(informer) = self.ctx.informers.get(spec.resource) else {
                 continue;

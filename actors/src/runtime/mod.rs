@@ -17,6 +17,7 @@ pub mod controller;
 pub mod factory;
 pub mod guard;
 pub mod informer;
+pub mod leader;
 pub mod queue;
 pub mod recorder;
 pub mod restart;

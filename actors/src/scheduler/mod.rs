@@ -211,6 +211,9 @@ pub struct SchedulerActor {
     nodes_synced: bool,
     pods_synced: bool,
     stats: SchedulerStats,
+    /// Whether this server holds the kube-scheduler Lease (`None`: no election). A
+    /// follower keeps its engine current but places nothing.
+    leading: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl SchedulerActor {
@@ -247,7 +250,14 @@ impl SchedulerActor {
             nodes_synced: false,
             pods_synced: false,
             stats: SchedulerStats::default(),
+            leading: None,
         }
+    }
+
+    /// Place pods only while `leading` says so (leader election).
+    pub fn with_leadership(mut self, leading: Option<tokio::sync::watch::Receiver<bool>>) -> Self {
+        self.leading = leading;
+        self
     }
 
     /// Read nodes and pods from these (shared) informers.
@@ -273,6 +283,9 @@ impl SchedulerActor {
     /// cluster.
     fn kick(&mut self, ctx: &mut Context<Self>) {
         if !(self.nodes_synced && self.pods_synced) {
+            return;
+        }
+        if !self.leading.as_ref().is_none_or(|l| *l.borrow()) {
             return;
         }
         if !self.batch_pending

@@ -10,6 +10,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::persist::{CommitMsg, Committer, Persist};
+use super::remote::Remote;
 use super::ttl::EventTtl;
 use super::watch::{WatchHub, WatchStream};
 use super::{
@@ -92,20 +93,26 @@ pub struct PendingWrite {
 }
 
 pub struct StoreActor {
-    config: StoreConfig,
-    persist: Arc<Persist>,
+    pub(super) config: StoreConfig,
+    /// RocksDB or memory (revisions assigned here, made durable by the committer);
+    /// `None` on etcd.
+    persist: Option<Arc<Persist>>,
     committer: Option<Committer>,
-    snapshot: Arc<RwLock<Snapshot>>,
+    /// etcd: revisions are etcd's, the snapshot is fed by its watch (`remote.rs`).
+    pub(super) remote: Option<Remote>,
+    /// The actor's own address, for the tasks that talk to etcd.
+    pub(super) addr: Option<Addr<StoreActor>>,
+    pub(super) snapshot: Arc<RwLock<Snapshot>>,
     /// Latest state of keys whose writes are not yet committed: later writes check their
     /// preconditions against it, readers never see it.
     in_flight: HashMap<String, (Rev, Option<Object>)>,
     next_rev: Rev,
-    hub: WatchHub,
+    pub(super) hub: WatchHub,
     metrics: Arc<Metrics>,
     /// When each Event was last written, for its expiry.
-    event_ttl: EventTtl,
+    pub(super) event_ttl: EventTtl,
     /// Tells readers waiting for a revision that it was committed.
-    revision: tokio::sync::watch::Sender<Rev>,
+    pub(super) revision: tokio::sync::watch::Sender<Rev>,
     /// The history records on disk up to this revision are deleted.
     compacted_on_disk: Rev,
 }
@@ -116,7 +123,8 @@ const HISTORY_SWEEP: std::time::Duration = std::time::Duration::from_secs(5);
 impl StoreActor {
     pub(super) fn new(
         config: StoreConfig,
-        persist: Arc<Persist>,
+        persist: Option<Arc<Persist>>,
+        remote: Option<Remote>,
         snapshot: Arc<RwLock<Snapshot>>,
         metrics: Arc<Metrics>,
         revision: tokio::sync::watch::Sender<Rev>,
@@ -134,6 +142,8 @@ impl StoreActor {
             config,
             persist,
             committer: None,
+            remote,
+            addr: None,
             snapshot,
             in_flight: HashMap::new(),
             next_rev: rev + 1,
@@ -151,10 +161,13 @@ impl StoreActor {
     }
 
     /// Check the write's preconditions, give it a revision and hand it to the committer.
-    fn begin_write(
+    pub(super) fn begin_write(
         &mut self,
         op: WriteOp,
     ) -> Result<oneshot::Receiver<Result<WriteOutcome, StoreError>>, StoreError> {
+        if self.remote.is_some() {
+            return self.begin_remote(op);
+        }
         let key = op.key().to_string();
         let prev = self.current(&key);
         let rev = self.next_rev;
@@ -280,24 +293,17 @@ impl StoreActor {
                 };
                 // After a restart the reload already holds writes committed before it.
                 if w.rev > snap.rev {
-                    snap.rev = w.rev;
-                    snap.mark_changed(&w.key, w.rev);
-                    match &w.new {
-                        Some(obj) => snap.insert(w.key.clone(), obj.clone()),
-                        None => snap.remove(&w.key),
-                    }
-                    let event = Arc::new(Event {
-                        rev: w.rev,
-                        kind: w.kind,
-                        key: w.key.clone(),
-                        object: object.clone(),
-                        prev: w.prev.as_ref().map(|p| p.value.clone()),
-                    });
-                    // In the history under the same lock as the objects: a reader sees
-                    // both at one revision.
-                    snap.history
-                        .push(event.clone(), now_ms, self.config.history);
-                    events.push(event);
+                    events.push(commit_to(
+                        &mut snap,
+                        self.config.history,
+                        now_ms,
+                        w.rev,
+                        w.kind,
+                        w.key.clone(),
+                        w.new.clone(),
+                        w.prev.clone(),
+                        object.clone(),
+                    ));
                 }
                 let _ = w.reply.send(Ok(WriteOutcome { rev: w.rev, object }));
             }
@@ -315,12 +321,17 @@ impl StoreActor {
         }
     }
 
-    /// Rebuild memory from disk: the store trusts RocksDB, not what it held before.
+    /// Rebuild memory from disk: the store trusts RocksDB (or etcd), not what it held
+    /// before.
     fn reload(&mut self) -> Result<(), StoreError> {
+        let Some(persist) = self.persist.clone() else {
+            self.start_reload();
+            return Ok(());
+        };
         if let Some(c) = &self.committer {
             c.drain();
         }
-        let loaded = self.persist.load_snapshot(&self.config)?;
+        let loaded = persist.load_snapshot(&self.config)?;
         let rev = loaded.rev;
         self.event_ttl = EventTtl::new(
             self.config.event_ttl,
@@ -363,11 +374,44 @@ impl StoreActor {
     }
 }
 
-fn check_precondition(
+/// Make one committed change visible: the object, the resource's change mark and the
+/// history (under the same lock: a reader sees both at one revision); the event for the
+/// watchers is returned.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn commit_to(
+    snap: &mut Snapshot,
+    history: usize,
+    now_ms: i64,
+    rev: Rev,
+    kind: EventKind,
+    key: String,
+    new: Option<Object>,
+    prev: Option<Object>,
+    object: Arc<Value>,
+) -> Arc<Event> {
+    snap.rev = rev;
+    snap.mark_changed(&key, rev);
+    match new {
+        Some(obj) => snap.insert(key.clone(), obj),
+        None => snap.remove(&key),
+    }
+    let event = Arc::new(Event {
+        rev,
+        kind,
+        key,
+        object,
+        prev: prev.map(|p| p.value),
+    });
+    snap.history.push(event.clone(), now_ms, history);
+    event
+}
+
+/// The revision the key is at, if the write's expectation (when it has one) holds.
+pub(super) fn check_precondition(
     key: &str,
     prev: Option<&Object>,
     expected: Option<Rev>,
-) -> Result<(), StoreError> {
+) -> Result<Rev, StoreError> {
     let prev = prev.ok_or_else(|| StoreError::NotFound {
         key: key.to_string(),
     })?;
@@ -377,11 +421,11 @@ fn check_precondition(
             expected,
             current: prev.rev,
         }),
-        _ => Ok(()),
+        _ => Ok(prev.rev),
     }
 }
 
-fn stamp(mut value: Value, rev: Rev) -> Object {
+pub(super) fn stamp(mut value: Value, rev: Rev) -> Object {
     meta::set_resource_version(&mut value, rev);
     Object {
         rev,
@@ -389,11 +433,11 @@ fn stamp(mut value: Value, rev: Rev) -> Object {
     }
 }
 
-fn read_lock(s: &RwLock<Snapshot>) -> std::sync::RwLockReadGuard<'_, Snapshot> {
+pub(super) fn read_lock(s: &RwLock<Snapshot>) -> std::sync::RwLockReadGuard<'_, Snapshot> {
     s.read().unwrap_or_else(|e| e.into_inner())
 }
 
-fn write_lock(s: &RwLock<Snapshot>) -> std::sync::RwLockWriteGuard<'_, Snapshot> {
+pub(super) fn write_lock(s: &RwLock<Snapshot>) -> std::sync::RwLockWriteGuard<'_, Snapshot> {
     s.write().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -413,9 +457,18 @@ impl Actor for StoreActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(100_000);
-        if self.committer.is_none() {
+        self.addr = Some(ctx.address());
+        if let Some(remote) = &self.remote {
+            // A restart is reloading already; the first start watches from its load.
+            if !remote.loading {
+                self.start_feed();
+            }
+            ctx.run_interval(super::remote::COMPACTION_PERIOD, |act, ctx| {
+                let _ = crate::runtime::guard(act, ctx, |act, _| act.compact_remote());
+            });
+        } else if let (None, Some(persist)) = (&self.committer, &self.persist) {
             match Committer::spawn(
-                self.persist.clone(),
+                persist.clone(),
                 ctx.address().recipient(),
                 self.metrics.clone(),
             ) {
@@ -463,10 +516,30 @@ impl Handler<Write> for StoreActor {
 }
 
 impl<E: Send + 'static> Handler<GuaranteedUpdate<E>> for StoreActor {
-    type Result = Result<Result<Pending, E>, StoreError>;
+    type Result = ResponseFuture<Result<Result<Pending, E>, StoreError>>;
 
     fn handle(&mut self, msg: GuaranteedUpdate<E>, ctx: &mut Self::Context) -> Self::Result {
-        guarded(self, ctx, |act| act.begin_update(msg.key, msg.f))
+        if self.remote_busy(&msg.key) {
+            // On etcd a write to the key is still on its way to the snapshot: decide on
+            // the state it leaves, once it is there.
+            let (tx, rx) = oneshot::channel();
+            let key = msg.key.clone();
+            self.defer(
+                &key,
+                Box::new(move |act: &mut StoreActor| {
+                    let _ = tx.send(act.begin_update(msg.key, msg.f));
+                }),
+            );
+            return Box::pin(async move {
+                rx.await.unwrap_or_else(|_| {
+                    Err(StoreError::Unavailable(
+                        "store restarted before commit".into(),
+                    ))
+                })
+            });
+        }
+        let decided = guarded(self, ctx, |act| act.begin_update(msg.key, msg.f));
+        Box::pin(async move { decided })
     }
 }
 
@@ -475,6 +548,12 @@ impl Handler<Watch> for StoreActor {
 
     fn handle(&mut self, msg: Watch, ctx: &mut Self::Context) -> Self::Result {
         guarded(self, ctx, |act| {
+            if act.remote.as_ref().is_some_and(|r| r.loading) {
+                // The hub is replaced once the load is done: watch then.
+                return Err(StoreError::Unavailable(
+                    "the store is loading from the datastore".into(),
+                ));
+            }
             let snap = read_lock(&act.snapshot);
             act.hub.subscribe(&msg.prefix, msg.from, &snap)
         })

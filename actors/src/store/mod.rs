@@ -8,10 +8,12 @@
 
 mod actor;
 pub mod encryption;
+pub mod etcd;
 pub mod history;
 pub mod kv;
 mod persist;
 pub mod read;
+mod remote;
 mod ttl;
 mod watch;
 
@@ -49,6 +51,9 @@ pub enum StoreError {
     TooLarge { requested: Rev, current: Rev },
     #[error("the store is restarting, retry: {0}")]
     Unavailable(String),
+    /// The etcd datastore did not answer (or has no quorum): retry.
+    #[error("{0}")]
+    Datastore(String),
     #[error("storage I/O failed: {0}")]
     Io(String),
     #[error("corrupt record {key}: {detail}")]
@@ -268,6 +273,12 @@ pub struct StoreConfig {
     pub event_ttl: Option<std::time::Duration>,
     /// What seals the values of Secrets on disk; `None` stores them as they are (tests).
     pub encryption: Option<Arc<encryption::Transformer>>,
+    /// Keep the objects in etcd instead (`--datastore-endpoint`): `backend` and `path`
+    /// are then unused.
+    pub datastore: Option<etcd::EtcdConfig>,
+    /// Who owns the datastore (the cluster CA's fingerprint): a server refuses an etcd
+    /// prefix that another cluster has claimed.
+    pub cluster_id: Option<String>,
 }
 
 /// kube-apiserver's default `--event-ttl`.
@@ -287,6 +298,8 @@ impl StoreConfig {
             watch_buffer: 20_000,
             event_ttl: Some(DEFAULT_EVENT_TTL),
             encryption: None,
+            datastore: None,
+            cluster_id: None,
         }
     }
 }
@@ -299,6 +312,8 @@ pub struct StoreHandle {
     snapshot: Arc<RwLock<Snapshot>>,
     /// The committed revision, to wait for one not reached yet without polling.
     revision: tokio::sync::watch::Receiver<Rev>,
+    /// On etcd: the datastore, and the feed's progress request (for consistent reads).
+    remote: Option<(etcd::Etcd, Arc<tokio::sync::Notify>)>,
 }
 
 impl StoreHandle {
@@ -336,6 +351,23 @@ impl StoreHandle {
 
     pub fn revision(&self) -> Rev {
         self.read().rev
+    }
+
+    /// Wait until the snapshot holds every write the datastore acknowledged before this
+    /// call (a consistent read, as kube-apiserver's consistent list from its watch cache).
+    /// On RocksDB and in memory every acknowledged write is in the snapshot already.
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        let Some((etcd, progress)) = &self.remote else {
+            return Ok(());
+        };
+        let rev = etcd.current_revision().await?;
+        if self.revision() >= rev {
+            return Ok(());
+        }
+        // Other servers' writes arrive with the feed; writes outside our prefix move
+        // etcd's revision without an event, which a progress mark covers.
+        progress.notify_one();
+        self.wait_for_revision(rev, SYNC_WAIT).await
     }
 
     /// One page of a list, at the latest revision or a past one still in the history
@@ -441,6 +473,52 @@ impl StoreHandle {
     }
 }
 
+/// How long a consistent read waits for the snapshot to catch up with etcd.
+const SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Open the store as `config` says (etcd when it names a datastore, else RocksDB or
+/// memory) and start its actor, supervised, on `arbiter`.
+pub async fn open(
+    config: StoreConfig,
+    metrics: Arc<crate::metrics::Metrics>,
+    arbiter: &actix::ArbiterHandle,
+) -> Result<StoreHandle, StoreError> {
+    let Some(datastore) = config.datastore.clone() else {
+        return start(config, metrics, arbiter);
+    };
+    let etcd = etcd::Etcd::connect(&datastore, config.encryption.clone()).await?;
+    if let Some(id) = &config.cluster_id {
+        etcd.claim(id).await?;
+    }
+    let mut loaded = etcd.load(None).await?;
+    loaded.history = etcd.history(loaded.rev, config.history).await?;
+    tracing::info!(
+        endpoints = etcd.endpoints(),
+        rev = loaded.rev,
+        objects = loaded.objects.len(),
+        "store on etcd"
+    );
+    let (revision_tx, revision) = tokio::sync::watch::channel(loaded.rev);
+    let snapshot = Arc::new(RwLock::new(loaded));
+    let progress = Arc::new(tokio::sync::Notify::new());
+    let remote = remote::Remote::new(etcd.clone(), progress.clone());
+    let actor = StoreActor::new(
+        config,
+        None,
+        Some(remote),
+        snapshot.clone(),
+        metrics,
+        revision_tx,
+    );
+    let addr = actix::Supervisor::start_in_arbiter(arbiter, move |_| actor);
+    Ok(StoreHandle {
+        addr,
+        snapshot,
+        revision,
+        remote: Some((etcd, progress)),
+    })
+}
+
 /// Open the store at `config.path` and start its actor, supervised, on an arbiter of its
 /// own so that commit bookkeeping never waits behind HTTP work.
 pub fn start(
@@ -456,12 +534,20 @@ pub fn start(
     let loaded = persist.load_snapshot(&config)?;
     let (revision_tx, revision) = tokio::sync::watch::channel(loaded.rev);
     let snapshot = Arc::new(RwLock::new(loaded));
-    let actor = StoreActor::new(config, persist, snapshot.clone(), metrics, revision_tx);
+    let actor = StoreActor::new(
+        config,
+        Some(persist),
+        None,
+        snapshot.clone(),
+        metrics,
+        revision_tx,
+    );
     let addr = actix::Supervisor::start_in_arbiter(arbiter, move |_| actor);
     Ok(StoreHandle {
         addr,
         snapshot,
         revision,
+        remote: None,
     })
 }
 

@@ -1,0 +1,563 @@
+//! The store on etcd (`--datastore-endpoint`): its promises on a real etcd (Debian's
+//! etcd-server), several servers on one etcd serving one cluster (reads and watches of
+//! each other's writes, compare-and-swap across servers, nothing acknowledged lost when a
+//! server is killed), members lost and regained, and bad datastores refused.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use skiff::config::Config;
+use skiff_actors::store::{self, StoreConfig, StoreError, WriteOp};
+use skiff_integration::etcd::EtcdCluster;
+use skiff_integration::{
+    call, client, eventually, skiff_bin, unique_datastore_prefix, SkiffProcess, TestCluster,
+};
+
+/// An API-only cluster (namespace and garbage collectors, no scheduler) in `dir` on etcd.
+fn server_on(etcd: &EtcdCluster, dir: &Path, prefix: &str) -> TestCluster {
+    let endpoints = etcd.endpoints();
+    let prefix = prefix.to_string();
+    TestCluster::start_in(dir, move |cfg| {
+        cfg.scheduler.enabled = false;
+        cfg.controllers.enabled = vec!["namespace".into(), "garbagecollector".into()];
+        cfg.store.datastore_endpoint = endpoints;
+        cfg.store.datastore_prefix = prefix;
+    })
+}
+
+/// A second server of the same cluster: the first one's `pki/` copied into `dir`.
+fn copy_pki(from: &Path, to: &Path) {
+    let (src, dst) = (from.join("pki"), to.join("pki"));
+    std::fs::create_dir_all(&dst).unwrap();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), dst.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+fn config_map(name: &str, v: u64) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap",
+           "metadata": {"name": name, "namespace": "default"}, "data": {"v": v.to_string()}})
+}
+
+const CMS: &str = "/api/v1/namespaces/default/configmaps";
+
+#[actix_rt::test]
+async fn the_store_keeps_its_promises_on_etcd() {
+    let etcd = EtcdCluster::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StoreConfig::new(dir.path());
+    let mut datastore = store::etcd::EtcdConfig::new(vec![etcd.endpoints()]);
+    datastore.prefix = unique_datastore_prefix();
+    config.datastore = Some(datastore);
+    let metrics = Arc::new(skiff_actors::metrics::Metrics::new().unwrap());
+    let arbiter = actix::Arbiter::new();
+    let store = store::open(config, metrics, &arbiter.handle())
+        .await
+        .unwrap();
+    let pod = |v: u32| json!({"kind": "Pod", "metadata": {"name": "p"}, "spec": {"v": v}});
+    let key = "pods/default/p".to_string();
+    let created = store
+        .write(WriteOp::Create {
+            key: key.clone(),
+            object: pod(1),
+        })
+        .await
+        .unwrap();
+    // The write is in the snapshot by the time it is acknowledged: read your writes.
+    assert_eq!(store.get(&key).unwrap().rev, created.rev);
+    let again = store
+        .write(WriteOp::Create {
+            key: key.clone(),
+            object: pod(1),
+        })
+        .await;
+    assert!(
+        matches!(again, Err(StoreError::AlreadyExists { .. })),
+        "{again:?}"
+    );
+    let updated = store
+        .write(WriteOp::Update {
+            key: key.clone(),
+            object: pod(2),
+            expected: Some(created.rev),
+        })
+        .await
+        .unwrap();
+    assert!(updated.rev > created.rev);
+    assert_eq!(
+        updated.object["metadata"]["resourceVersion"],
+        updated.rev.to_string()
+    );
+    let stale = store
+        .write(WriteOp::Update {
+            key: key.clone(),
+            object: pod(3),
+            expected: Some(created.rev),
+        })
+        .await;
+    assert!(
+        matches!(stale, Err(StoreError::Conflict { .. })),
+        "{stale:?}"
+    );
+    // Many writes to one key at once: each is decided on the state the one before left.
+    let writes: Vec<_> = (0..20)
+        .map(|_| {
+            let store = store.clone();
+            let key = key.clone();
+            async move {
+                store
+                    .guaranteed_update::<()>(
+                        &key,
+                        Box::new(|cur| {
+                            let mut next = (*cur.value).clone();
+                            let v = next["spec"]["v"].as_u64().unwrap();
+                            next["spec"]["v"] = json!(v + 1);
+                            Ok(store::Decision::Put(next))
+                        }),
+                    )
+                    .await
+            }
+        })
+        .collect();
+    for r in futures::future::join_all(writes).await {
+        assert!(matches!(r, Ok(Ok(store::Updated::Written(_)))), "{r:?}");
+    }
+    assert_eq!(store.get(&key).unwrap().value["spec"]["v"], 22);
+
+    // The actor restarts (reloading from etcd): nothing acknowledged is lost, and a watch
+    // from before the update still replays it.
+    assert!(store.addr.send(store::InjectPanic).await.unwrap().is_err());
+    let watch = eventually(Duration::from_secs(10), "the store back", || {
+        let store = store.clone();
+        async move { store.watch("pods/", Some(created.rev)).await.ok() }
+    })
+    .await;
+    let replayed: Vec<_> = watch.initial.iter().map(|e| e.rev).collect();
+    assert_eq!(replayed.len(), 21, "{replayed:?}");
+    assert_eq!(replayed[0], updated.rev);
+    let current = store.get(&key).unwrap();
+    let deleted = store
+        .write(WriteOp::Delete {
+            key: key.clone(),
+            expected: Some(current.rev),
+        })
+        .await
+        .unwrap();
+    assert!(deleted.rev > current.rev);
+    assert!(store.get(&key).is_none());
+    arbiter.stop();
+}
+
+#[test]
+fn two_servers_on_one_etcd_serve_one_cluster() {
+    let etcd = EtcdCluster::start(1);
+    let prefix = unique_datastore_prefix();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = server_on(&etcd, dir_a.path(), &prefix);
+    copy_pki(dir_a.path(), dir_b.path());
+    let b = server_on(&etcd, dir_b.path(), &prefix);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let http = client();
+        // A write acknowledged by one server is read at once through the other (a read of
+        // the latest state is consistent).
+        for i in 0..20 {
+            let name = format!("cm-{i}");
+            let (code, made) = call(http.post(a.url(CMS)).json(&config_map(&name, 0))).await;
+            assert_eq!(code, 201, "{made}");
+            let (code, read) = call(http.get(b.url(&format!("{CMS}/{name}")))).await;
+            assert_eq!(code, 200, "{read}");
+            assert_eq!(
+                read["metadata"]["resourceVersion"],
+                made["metadata"]["resourceVersion"]
+            );
+        }
+        let (_, list) = call(http.get(b.url(CMS))).await;
+        assert_eq!(list["items"].as_array().unwrap().len(), 20, "{list}");
+
+        // A watch through B sees a change made through A.
+        let (_, cm) = call(http.get(a.url(&format!("{CMS}/cm-0")))).await;
+        let rv = cm["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let mut watch = http
+            .get(b.url(&format!(
+                "{CMS}?watch=true&resourceVersion={rv}&fieldSelector=metadata.name%3Dcm-0"
+            )))
+            .send()
+            .await
+            .unwrap();
+        let mut changed = cm.clone();
+        changed["data"]["v"] = json!("1");
+        let (code, put) = call(http.put(a.url(&format!("{CMS}/cm-0"))).json(&changed)).await;
+        assert_eq!(code, 200, "{put}");
+        let chunk = tokio::time::timeout(Duration::from_secs(10), watch.chunk())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .expect("a chunk");
+        let event: Value = serde_json::from_slice(&chunk).unwrap();
+        assert_eq!(event["type"], "MODIFIED", "{event}");
+        assert_eq!(
+            event["object"]["metadata"]["resourceVersion"],
+            put["metadata"]["resourceVersion"]
+        );
+
+        // Two servers updating from the same resourceVersion: exactly one wins.
+        let mut one = put.clone();
+        one["data"]["v"] = json!("a");
+        let mut two = put.clone();
+        two["data"]["v"] = json!("b");
+        let (ra, rb) = futures::join!(
+            call(http.put(a.url(&format!("{CMS}/cm-0"))).json(&one)),
+            call(http.put(b.url(&format!("{CMS}/cm-0"))).json(&two))
+        );
+        let mut codes = [ra.0, rb.0];
+        codes.sort();
+        assert_eq!(codes, [200, 409], "{} / {}", ra.1, rb.1);
+        let loser = if ra.0 == 409 { &ra.1 } else { &rb.1 };
+        assert_eq!(loser["reason"], "Conflict", "{loser}");
+    });
+    // A server goes away; the other serves everything the cluster acknowledged.
+    a.stop();
+    rt.block_on(async {
+        let (code, list) = call(client().get(b.url(CMS))).await;
+        assert_eq!(code, 200);
+        assert_eq!(list["items"].as_array().unwrap().len(), 20, "{list}");
+    });
+}
+
+#[test]
+fn a_killed_server_loses_no_acknowledged_write() {
+    let etcd = EtcdCluster::start(1);
+    let toml = format!(
+        "[store]\ndatastore_endpoint = \"{}\"\ndatastore_prefix = \"{}\"\n",
+        etcd.endpoints(),
+        unique_datastore_prefix()
+    );
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = SkiffProcess::start_with(dir_a.path(), &toml);
+    copy_pki(dir_a.path(), dir_b.path());
+    let b = SkiffProcess::start_with(dir_b.path(), &toml);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let acknowledged = rt.block_on(async {
+        let http = client();
+        let url = format!("{}{CMS}", a.url);
+        // Writers keep creating through A while it is killed.
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let (http, url) = (http.clone(), url.clone());
+                tokio::spawn(async move {
+                    let mut acked = Vec::new();
+                    for i in 0.. {
+                        let name = format!("w{w}-{i}");
+                        match http.post(&url).json(&config_map(&name, i)).send().await {
+                            Ok(r) if r.status().as_u16() == 201 => acked.push(name),
+                            Ok(r) => panic!("unexpected {}", r.status()),
+                            Err(_) => break,
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        a.kill9();
+        let mut acked = Vec::new();
+        for w in writers {
+            acked.extend(w.await.unwrap());
+        }
+        acked
+    });
+    assert!(
+        acknowledged.len() > 20,
+        "writes went through: {}",
+        acknowledged.len()
+    );
+    rt.block_on(async {
+        let (code, list) = call(client().get(format!("{}{CMS}", b.url))).await;
+        assert_eq!(code, 200, "{list}");
+        let names: std::collections::HashSet<&str> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|i| i["metadata"]["name"].as_str())
+            .collect();
+        for name in &acknowledged {
+            assert!(names.contains(name.as_str()), "acknowledged {name} lost");
+        }
+    });
+    drop(b);
+}
+
+#[test]
+fn writes_go_on_without_one_member_and_fail_clearly_without_quorum() {
+    let mut etcd = EtcdCluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let c = server_on(&etcd, dir.path(), &unique_datastore_prefix());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = client();
+    let create = |name: String| {
+        let http = http.clone();
+        let url = c.url(CMS);
+        async move { call(http.post(url).json(&config_map(&name, 0))).await }
+    };
+    rt.block_on(async {
+        assert_eq!(create("before".into()).await.0, 201);
+        // One of three members lost: the other two are a quorum, writes go on (a request
+        // on the dead member's connection may fail once while the client moves over).
+        etcd.kill(0);
+        let mut n = 0;
+        eventually(Duration::from_secs(20), "writes with two members", || {
+            n += 1;
+            let f = create(format!("two-{n}"));
+            async move { (f.await.0 == 201).then_some(()) }
+        })
+        .await;
+        for i in 0..10 {
+            let (code, body) = create(format!("two-more-{i}")).await;
+            assert_eq!(code, 201, "{body}");
+        }
+        // Two lost: no quorum. Writes fail with a retryable Status naming the datastore,
+        // never a panic or a half-applied write.
+        etcd.kill(1);
+        let refused: Value = eventually(Duration::from_secs(30), "writes refused", || {
+            let f = create("no-quorum".into());
+            async move {
+                let (code, body) = f.await;
+                assert!(code == 201 || code >= 500, "{code} {body}");
+                (code >= 500).then_some(body)
+            }
+        })
+        .await;
+        assert_eq!(refused["kind"], "Status", "{refused}");
+        assert_eq!(refused["code"], 503, "{refused}");
+        assert!(
+            refused["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("datastore")),
+            "{refused}"
+        );
+    });
+    // A member comes back: a quorum again, writes resume.
+    etcd.restart(1);
+    etcd.wait_healthy(1);
+    rt.block_on(async {
+        let mut n = 0;
+        eventually(
+            Duration::from_secs(30),
+            "writes after a member returned",
+            || {
+                n += 1;
+                let f = create(format!("back-{n}"));
+                async move { (f.await.0 == 201).then_some(()) }
+            },
+        )
+        .await;
+        let (code, list) = call(http.get(c.url(CMS))).await;
+        assert_eq!(code, 200);
+        let names: Vec<&str> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|i| i["metadata"]["name"].as_str())
+            .collect();
+        for name in ["before", "two-more-0", "two-more-9"] {
+            assert!(names.contains(&name), "{name} lost: {names:?}");
+        }
+    });
+}
+
+/// `system::start` on etcd as a server would be started, for the starts that must fail.
+fn start_fails(dir: &Path, endpoints: &str, prefix: &str) -> String {
+    let mut cfg = Config::load(None).unwrap();
+    cfg.cluster.data_dir = dir.to_path_buf();
+    cfg.cluster.manifests_dir = None;
+    cfg.gateway.listen = "127.0.0.1:0".into();
+    cfg.gateway.insecure_http = true;
+    cfg.nodes.clear();
+    cfg.proxy.cluster_ip = "none".into();
+    cfg.store.datastore_endpoint = endpoints.into();
+    cfg.store.datastore_prefix = prefix.into();
+    let started = actix_rt::System::new().block_on(async move {
+        match skiff::system::start(&cfg).await {
+            Ok(sys) => {
+                sys.shutdown().await;
+                None
+            }
+            Err(e) => {
+                let mut msg = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    msg.push_str(&format!(": {s}"));
+                    source = s.source();
+                }
+                Some(msg)
+            }
+        }
+    });
+    started.expect("the start should have failed")
+}
+
+#[test]
+fn a_datastore_holding_another_clusters_data_is_refused() {
+    let etcd = EtcdCluster::start(1);
+    let prefix = unique_datastore_prefix();
+    let dir = tempfile::tempdir().unwrap();
+    let first = server_on(&etcd, dir.path(), &prefix);
+    // Another cluster (its own CA) on the same prefix is refused...
+    let other = tempfile::tempdir().unwrap();
+    let msg = start_fails(other.path(), &etcd.endpoints(), &prefix);
+    assert!(msg.contains("another cluster"), "{msg}");
+    drop(first);
+    // ... and starts on a prefix of its own.
+    let own = server_on(&etcd, other.path(), &unique_datastore_prefix());
+    drop(own);
+}
+
+#[test]
+fn an_unreachable_datastore_fails_the_start_within_seconds() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("skiff.toml");
+    std::fs::write(
+        &config,
+        "[gateway]\nlisten = \"127.0.0.1:0\"\n[proxy]\ncluster_ip = \"none\"\n",
+    )
+    .unwrap();
+    let started = Instant::now();
+    let mut child = std::process::Command::new(skiff_bin())
+        .args(["server", "--insecure-http", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--datastore-endpoint", &format!("http://127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("skiff server still running 30 s after start on a dead datastore");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains(&format!(
+            "the datastore at http://127.0.0.1:{port} is unreachable"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+/// The holder of a Lease in kube-system, read through `url`.
+async fn holder(url: &str, lease: &str) -> Option<String> {
+    let (code, body) = call(client().get(format!(
+        "{url}/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{lease}"
+    )))
+    .await;
+    (code == 200)
+        .then(|| body["spec"]["holderIdentity"].as_str().map(str::to_string))
+        .flatten()
+}
+
+/// A pod of its own name, and once the scheduler placed it, the node.
+async fn bound_node(url: &str, name: &str) -> Option<String> {
+    let (_, pod) = call(client().get(format!("{url}/api/v1/namespaces/default/pods/{name}"))).await;
+    pod["spec"]["nodeName"].as_str().map(str::to_string)
+}
+
+#[test]
+fn a_standby_server_schedules_within_the_lease_once_the_leader_is_killed() {
+    let etcd = EtcdCluster::start(1);
+    let store = format!(
+        "[store]\ndatastore_endpoint = \"{}\"\ndatastore_prefix = \"{}\"\n",
+        etcd.endpoints(),
+        unique_datastore_prefix()
+    );
+    let node = |name: &str| {
+        format!("[[nodes]]\nname = \"{name}\"\nruntime = \"sim\"\nheartbeat_seconds = 1\nserver_port = 0\n")
+    };
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = SkiffProcess::start_with(dir_a.path(), &format!("{store}{}", node("node-a")));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // A leads both components before B exists.
+    let leader = rt.block_on(eventually(Duration::from_secs(20), "A leading", || {
+        let url = a.url.clone();
+        async move {
+            let s = holder(&url, "kube-scheduler").await?;
+            holder(&url, "kube-controller-manager").await?;
+            Some(s)
+        }
+    }));
+    copy_pki(dir_a.path(), dir_b.path());
+    let b = SkiffProcess::start_with(dir_b.path(), &format!("{store}{}", node("node-b")));
+    rt.block_on(async {
+        let http = client();
+        let pods = format!("{}/api/v1/namespaces/default/pods", b.url);
+        let (code, made) = call(
+            http.post(&pods)
+                .json(&skiff_integration::pod("before", json!({}))),
+        )
+        .await;
+        assert_eq!(code, 201, "{made}");
+        eventually(Duration::from_secs(20), "a pod placed by A", || {
+            bound_node(&b.url, "before")
+        })
+        .await;
+        // B follows: the Lease is still A's.
+        assert_eq!(holder(&b.url, "kube-scheduler").await, Some(leader.clone()));
+    });
+    a.kill9();
+    let killed = Instant::now();
+    rt.block_on(async {
+        let http = client();
+        let pods = format!("{}/api/v1/namespaces/default/pods", b.url);
+        let (code, made) = call(
+            http.post(&pods)
+                .json(&skiff_integration::pod("after", json!({}))),
+        )
+        .await;
+        assert_eq!(code, 201, "{made}");
+        // Lease duration 15 s, retries every 2 s: B takes over and places the pod.
+        eventually(Duration::from_secs(30), "a pod placed by B", || {
+            bound_node(&b.url, "after")
+        })
+        .await;
+        let took = killed.elapsed();
+        let now = holder(&b.url, "kube-scheduler").await.unwrap();
+        assert_ne!(now, leader, "B holds the scheduler's Lease");
+        assert!(
+            took < Duration::from_secs(25),
+            "B placed the pod {took:?} after the leader died"
+        );
+        eventually(Duration::from_secs(30), "B leading the controllers", || {
+            let url = b.url.clone();
+            let now = now.clone();
+            async move { (holder(&url, "kube-controller-manager").await? == now).then_some(()) }
+        })
+        .await;
+    });
+}
