@@ -128,7 +128,9 @@ enum Command {
     },
     /// Run one node (kubelet and proxy) that joins the cluster at --server.
     Node {
-        /// The API server, e.g. https://10.0.0.1:6443.
+        /// The API server, e.g. https://10.0.0.1:6443; several, comma-separated
+        /// (https://a:6443,https://b:6443), when the cluster has several: the node moves
+        /// on to the next when one cannot be reached.
         #[arg(long)]
         server: String,
         /// The cluster's join token; needed only until the node holds its own credential.

@@ -561,3 +561,171 @@ fn a_standby_server_schedules_within_the_lease_once_the_leader_is_killed() {
         .await;
     });
 }
+
+/// A secure `skiff server` (HTTPS, tokens) on etcd, killed when dropped.
+struct SecureServer {
+    child: std::process::Child,
+    url: String,
+    dir: std::path::PathBuf,
+}
+
+impl SecureServer {
+    fn start(dir: &Path, endpoints: &str, prefix: &str) -> SecureServer {
+        use std::io::BufRead;
+        let config = dir.join("server.toml");
+        std::fs::write(
+            &config,
+            "[gateway]\nlisten = \"127.0.0.1:0\"\n[proxy]\ncluster_ip = \"none\"\n[network]\ncluster_cidr = \"\"\n",
+        )
+        .unwrap();
+        let mut child = std::process::Command::new(skiff_bin())
+            .args(["server", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(dir)
+            .args([
+                "--datastore-endpoint",
+                endpoints,
+                "--datastore-prefix",
+                prefix,
+            ])
+            .env("SKIFF_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("spawn skiff server");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("ready line");
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("https://"))
+            .unwrap_or_else(|| panic!("no https URL in {line:?}"))
+            .to_string();
+        SecureServer {
+            child,
+            url,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn admin(&self) -> reqwest::Client {
+        let tokens = std::fs::read_to_string(self.dir.join("pki/tokens.csv")).unwrap();
+        let token = tokens
+            .lines()
+            .find(|l| l.contains("system:masters"))
+            .and_then(|l| l.split(',').next())
+            .unwrap()
+            .to_string();
+        let ca = std::fs::read_to_string(self.dir.join("pki/ca.crt")).unwrap();
+        skiff_integration::tls_client(&ca, Some(&token), None)
+    }
+}
+
+impl Drop for SecureServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_node_carries_on_through_another_server_when_its_own_dies() {
+    let etcd = EtcdCluster::start(1);
+    let prefix = unique_datastore_prefix();
+    let (dir_a, dir_b, node_dir) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let mut a = SecureServer::start(dir_a.path(), &etcd.endpoints(), &prefix);
+    copy_pki(dir_a.path(), dir_b.path());
+    let b = SecureServer::start(dir_b.path(), &etcd.endpoints(), &prefix);
+    let token = std::fs::read_to_string(dir_a.path().join("pki/join-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let node = "failover-node";
+    let mut child = std::process::Command::new(skiff_bin())
+        .args(["node", "--server", &format!("{},{}", a.url, b.url)])
+        .args(["--token", &token, "--name", node, "--runtime", "sim"])
+        .args(["--address", "127.0.0.1", "--heartbeat-seconds", "1"])
+        .args([
+            "--server-port",
+            "0",
+            "--cluster-cidr",
+            "",
+            "--service-cidr",
+            "",
+        ])
+        .arg("--ca-file")
+        .arg(dir_a.path().join("pki/ca.crt"))
+        .arg("--data-dir")
+        .arg(node_dir.path())
+        .env("SKIFF_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("spawn skiff node");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let admin = b.admin();
+    let lease_url = format!(
+        "{}/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{node}",
+        b.url
+    );
+    let renewed = |admin: reqwest::Client, url: String| async move {
+        let (code, l) = call(admin.get(url)).await;
+        (code == 200)
+            .then(|| l["spec"]["renewTime"].as_str().map(str::to_string))
+            .flatten()
+    };
+    rt.block_on(async {
+        let before = eventually(Duration::from_secs(30), "the node's lease", || {
+            renewed(admin.clone(), lease_url.clone())
+        })
+        .await;
+        // Its server dies: the node moves to the other and goes on renewing...
+        a.child.kill().unwrap();
+        let _ = a.child.wait();
+        let killed = chrono::Utc::now();
+        eventually(
+            Duration::from_secs(30),
+            "a renewal after the server died",
+            || {
+                let (admin, url, before) = (admin.clone(), lease_url.clone(), before.clone());
+                async move {
+                    let now = renewed(admin, url).await?;
+                    let at = chrono::DateTime::parse_from_rfc3339(&now).ok()?;
+                    (now != before && at > killed).then_some(())
+                }
+            },
+        )
+        .await;
+        // ... and its watches resumed there: a pod for it runs.
+        let mut pod = skiff_integration::pod("on-failover", json!({}));
+        pod["spec"]["nodeName"] = json!(node);
+        let (code, made) = call(
+            admin
+                .post(format!("{}/api/v1/namespaces/default/pods", b.url))
+                .json(&pod),
+        )
+        .await;
+        assert_eq!(code, 201, "{made}");
+        eventually(
+            Duration::from_secs(30),
+            "the pod running on the node",
+            || {
+                let admin = admin.clone();
+                let url = format!("{}/api/v1/namespaces/default/pods/on-failover", b.url);
+                async move {
+                    let (_, p) = call(admin.get(url)).await;
+                    (p["status"]["phase"] == "Running").then_some(())
+                }
+            },
+        )
+        .await;
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -45,11 +45,29 @@ pub enum BootstrapError {
 /// key hashes to `pin` (kubeadm's `--discovery-token-ca-cert-hash`, `sha256:<hex>`) and
 /// it signed the serving certificate. Nothing is sent before that check: no token leaves
 /// the node for a server that is not the cluster's.
-pub async fn discover_ca(server: &str, pin: &str) -> Result<String, BootstrapError> {
+pub async fn discover_ca(servers: &str, pin: &str) -> Result<String, BootstrapError> {
+    // Of several servers (comma-separated), the first that answers.
+    let mut last = None;
+    for server in servers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match discover_ca_at(server, pin).await {
+            Err(e @ BootstrapError::PinMismatch { .. }) => return Err(e),
+            Err(e) => last = Some(e),
+            Ok(ca) => return Ok(ca),
+        }
+    }
+    Err(last.unwrap_or_else(|| BootstrapError::PinMismatch {
+        server: servers.to_string(),
+        pin: pin.to_string(),
+    }))
+}
+
+async fn discover_ca_at(server: &str, pin: &str) -> Result<String, BootstrapError> {
     let found = Arc::new(Mutex::new(None));
+    let presented = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let verifier = PinnedCa {
         pin: pin.trim().to_ascii_lowercase(),
         found: found.clone(),
+        presented: presented.clone(),
     };
     let config = rustls::ClientConfig::builder_with_provider(tls::provider())
         .with_safe_default_protocol_versions()
@@ -68,6 +86,10 @@ pub async fn discover_ca(server: &str, pin: &str) -> Result<String, BootstrapErr
     let ca = found.lock().unwrap_or_else(|e| e.into_inner()).take();
     match (sent, ca) {
         (Ok(_), Some(ca)) => Ok(ca),
+        // No handshake at all: the server is not there (try another), not a wrong pin.
+        (Err(e), None) if !presented.load(std::sync::atomic::Ordering::Relaxed) => {
+            Err(discovery(server, e))
+        }
         (_, None) => Err(BootstrapError::PinMismatch {
             server: server.to_string(),
             pin: pin.to_string(),
@@ -89,6 +111,8 @@ fn discovery(server: &str, e: impl std::fmt::Display) -> BootstrapError {
 struct PinnedCa {
     pin: String,
     found: Arc<Mutex<Option<String>>>,
+    /// The server presented certificates (it was reached, whatever the pin says).
+    presented: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl rustls::client::danger::ServerCertVerifier for PinnedCa {
@@ -101,6 +125,8 @@ impl rustls::client::danger::ServerCertVerifier for PinnedCa {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let bad = |why: &str| rustls::Error::General(why.to_string());
+        self.presented
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let ca = intermediates
             .iter()
             .find(|c| pki::cert_hash(c).is_ok_and(|h| h == self.pin))

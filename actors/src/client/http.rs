@@ -1,5 +1,6 @@
 //! The HTTP client: the same API over the network, for components in other processes.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -10,9 +11,54 @@ use super::{ApiClient, EventKind, ListParams, ObjectList, PatchType, WatchEvent,
 use crate::api::resources;
 use crate::api::ApiError;
 
+/// The API servers a client may use, and the one it uses now: a server that cannot be
+/// connected to moves the client on to the next (a node of a cluster with several servers
+/// carries on when its server dies, its watches resuming where they were).
+struct Servers {
+    urls: Vec<String>,
+    current: AtomicUsize,
+}
+
+impl Servers {
+    /// `https://a:6443,https://b:6443`: one or more, comma-separated.
+    fn parse(list: &str) -> Servers {
+        let urls: Vec<String> = list
+            .split(',')
+            .map(|u| u.trim().trim_end_matches('/').to_string())
+            .filter(|u| !u.is_empty())
+            .collect();
+        Servers {
+            urls: if urls.is_empty() {
+                vec![String::new()]
+            } else {
+                urls
+            },
+            current: AtomicUsize::new(0),
+        }
+    }
+
+    fn current(&self) -> &str {
+        &self.urls[self.current.load(Ordering::Relaxed) % self.urls.len()]
+    }
+
+    /// Which server a request's URL goes to.
+    fn index_of(&self, url: &str) -> Option<usize> {
+        self.urls.iter().position(|u| url.starts_with(u.as_str()))
+    }
+
+    /// Server `i` could not be connected to: use the next one (unless another request
+    /// has moved on already).
+    fn failed(&self, i: usize) {
+        let next = (i + 1) % self.urls.len();
+        let _ = self
+            .current
+            .compare_exchange(i, next, Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
+
 #[derive(Clone)]
 pub struct HttpClient {
-    base: String,
+    servers: Arc<Servers>,
     /// Swapped whole when the client certificate is renewed (`renew_identity`); requests
     /// take a handle (an `Arc` inside) and never hold the lock.
     http: Arc<RwLock<reqwest::Client>>,
@@ -61,7 +107,8 @@ pub struct Credentials {
 }
 
 impl HttpClient {
-    /// A client for the API server at `base` (e.g. `http://127.0.0.1:6443`).
+    /// A client for the API server at `base` (e.g. `http://127.0.0.1:6443`; several,
+    /// comma-separated, to fail over between).
     pub fn new(base: impl Into<String>) -> Result<Self, ApiError> {
         Self::with_credentials(base, &Credentials::default())
     }
@@ -73,7 +120,7 @@ impl HttpClient {
         creds: &Credentials,
     ) -> Result<Self, ApiError> {
         Ok(HttpClient {
-            base: base.into().trim_end_matches('/').to_string(),
+            servers: Arc::new(Servers::parse(&base.into())),
             http: Arc::new(RwLock::new(build(creds)?)),
             creds: creds.clone(),
         })
@@ -105,7 +152,7 @@ impl HttpClient {
         let info = resources::lookup_client(resource);
         let namespaced = info.is_some_and(|r| r.namespaced);
         let base = info.map_or_else(|| "/api/v1".to_string(), |r| r.base_path());
-        let mut url = format!("{}{base}", self.base);
+        let mut url = format!("{}{base}", self.servers.current());
         if let (true, Some(ns)) = (namespaced, namespace) {
             url.push_str(&format!("/namespaces/{ns}"));
         }
@@ -118,11 +165,46 @@ impl HttpClient {
         url
     }
 
+    /// Send `req`; while its server cannot be connected to, to the next server instead
+    /// (a request that never connected was never seen, so it is sent at most once).
+    async fn execute(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ApiError> {
+        let unreachable = |e: reqwest::Error| {
+            ApiError::ServiceUnavailable(format!("API server unreachable: {e}"))
+        };
+        let http = self.http();
+        let mut request = req
+            .build()
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let mut tries = self.servers.urls.len();
+        loop {
+            let retry = request.try_clone();
+            let used = self.servers.index_of(request.url().as_str());
+            let e = match http.execute(request).await {
+                Ok(resp) => return Ok(resp),
+                Err(e) => e,
+            };
+            let connect = e.is_connect();
+            if let (true, Some(used)) = (connect, used) {
+                self.servers.failed(used);
+            }
+            match (used, retry) {
+                (Some(used), Some(mut again)) if connect && tries > 1 => {
+                    tries -= 1;
+                    let from = self.servers.urls[used].as_str();
+                    let to = self.servers.current();
+                    tracing::warn!(%from, %to, "API server unreachable; trying the next");
+                    let moved = again.url().as_str().replacen(from, to, 1);
+                    *again.url_mut() = reqwest::Url::parse(&moved)
+                        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+                    request = again;
+                }
+                _ => return Err(unreachable(e)),
+            }
+        }
+    }
+
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, ApiError> {
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| ApiError::ServiceUnavailable(format!("API server unreachable: {e}")))?;
+        let resp = self.execute(req).await?;
         let code = resp.status().as_u16();
         let body: Bytes = resp
             .bytes()
@@ -245,12 +327,12 @@ impl ApiClient for HttpClient {
         q.push(("resourceVersion", resource_version.to_string()));
         q.push(("allowWatchBookmarks", "false".into()));
         let resp = self
-            .http()
-            .get(self.url(resource, namespace, None, None))
-            .query(&q)
-            .send()
-            .await
-            .map_err(|e| ApiError::ServiceUnavailable(format!("API server unreachable: {e}")))?;
+            .execute(
+                self.http()
+                    .get(self.url(resource, namespace, None, None))
+                    .query(&q),
+            )
+            .await?;
         let code = resp.status().as_u16();
         if code != 200 {
             let body = resp.bytes().await.unwrap_or_default();
