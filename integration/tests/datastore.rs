@@ -729,3 +729,48 @@ fn a_node_carries_on_through_another_server_when_its_own_dies() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[actix_rt::test]
+async fn events_on_etcd_expire_with_their_lease() {
+    let etcd = EtcdCluster::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StoreConfig::new(dir.path());
+    let mut datastore = store::etcd::EtcdConfig::new(vec![etcd.endpoints()]);
+    datastore.prefix = unique_datastore_prefix();
+    config.datastore = Some(datastore);
+    config.event_ttl = Some(Duration::from_secs(3));
+    let metrics = Arc::new(skiff_actors::metrics::Metrics::new().unwrap());
+    let arbiter = actix::Arbiter::new();
+    let store = store::open(config, metrics, &arbiter.handle())
+        .await
+        .unwrap();
+    let event = json!({"kind": "Event", "metadata": {"name": "e", "namespace": "default"}});
+    let key = "events/default/e".to_string();
+    let created = store
+        .write(WriteOp::Create {
+            key: key.clone(),
+            object: event,
+        })
+        .await
+        .unwrap();
+    // A pod is not an Event: it stays.
+    let pod_key = "pods/default/p".to_string();
+    store
+        .write(WriteOp::Create {
+            key: pod_key.clone(),
+            object: json!({"kind": "Pod", "metadata": {"name": "p", "namespace": "default"}}),
+        })
+        .await
+        .unwrap();
+    let mut watch = store.watch("events/", Some(created.rev)).await.unwrap();
+    // etcd deletes the Event when its lease runs out; watchers see the DELETED event.
+    let deleted = tokio::time::timeout(Duration::from_secs(30), watch.rx.recv())
+        .await
+        .expect("the Event expired within 30 s")
+        .expect("an event");
+    assert_eq!(deleted.kind, store::EventKind::Deleted);
+    assert_eq!(deleted.key, key);
+    assert!(store.get(&key).is_none());
+    assert!(store.get(&pod_key).is_some());
+    arbiter.stop();
+}

@@ -482,7 +482,12 @@ impl Actor for StoreActor {
         ctx.run_interval(HISTORY_SWEEP, |act, ctx| {
             let _ = crate::runtime::guard(act, ctx, |act, _| act.compact_history(None));
         });
-        if let Some(period) = self.event_ttl.sweep_period() {
+        // On etcd the Events' leases expire them there.
+        if let Some(period) = self
+            .event_ttl
+            .sweep_period()
+            .filter(|_| self.remote.is_none())
+        {
             ctx.run_interval(period, |act, ctx| {
                 let _ =
                     crate::runtime::guard(act, ctx, |act, _| act.expire_events(chrono::Utc::now()));

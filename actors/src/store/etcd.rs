@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
-    KeyValue, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    KeyValue, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 use serde_json::Value;
 
@@ -111,6 +111,17 @@ pub struct Etcd {
     encryption: Option<Arc<Transformer>>,
     endpoints: String,
     members: usize,
+    /// Events are written with an etcd lease of this TTL, and etcd deletes them when it
+    /// runs out (kube-apiserver's `--event-ttl`).
+    event_ttl: Option<Duration>,
+    /// The lease Events written now share, and when it was granted.
+    event_lease: Arc<tokio::sync::Mutex<Option<(i64, std::time::Instant)>>>,
+}
+
+/// How long one lease serves the Events written: 5% of the TTL, at most a minute, as
+/// kube-apiserver's lease manager (granted for the TTL plus this, so none goes early).
+fn lease_reuse(ttl: Duration) -> Duration {
+    (ttl / 20).min(Duration::from_secs(60))
 }
 
 /// Whether a request never reached a member (its connection could not be made: the
@@ -170,6 +181,8 @@ impl Etcd {
             encryption,
             endpoints: endpoints.clone(),
             members: cfg.endpoints.len(),
+            event_ttl: None,
+            event_lease: Arc::default(),
         };
         // The channel connects lazily: one read proves a member (with a leader) answers.
         tokio::time::timeout(cfg.connect_timeout, etcd.current_revision())
@@ -180,6 +193,38 @@ impl Etcd {
 
     pub fn endpoints(&self) -> &str {
         &self.endpoints
+    }
+
+    /// Write Events with leases of `ttl` (`None`: Events stay).
+    pub fn with_event_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.event_ttl = ttl;
+        self
+    }
+
+    /// The put options of a write of `key`: Events carry the current event lease.
+    async fn put_options(&self, key: &str) -> Result<Option<PutOptions>, StoreError> {
+        let Some(ttl) = self
+            .event_ttl
+            .filter(|_| key.starts_with(super::ttl::EVENTS_PREFIX))
+        else {
+            return Ok(None);
+        };
+        let reuse = lease_reuse(ttl);
+        let mut held = self.event_lease.lock().await;
+        if let Some((id, granted)) = *held {
+            if granted.elapsed() < reuse {
+                return Ok(Some(PutOptions::new().with_lease(id)));
+            }
+        }
+        let seconds = (ttl + reuse).as_secs().max(1) as i64;
+        let granted = self
+            .client
+            .lease_client()
+            .grant(seconds, None)
+            .await
+            .map_err(|e| self.err(e))?;
+        *held = Some((granted.id(), std::time::Instant::now()));
+        Ok(Some(PutOptions::new().with_lease(granted.id())))
     }
 
     fn err(&self, e: etcd_client::Error) -> StoreError {
@@ -343,14 +388,15 @@ impl Etcd {
     pub async fn commit(&self, change: Change) -> Result<Result<Rev, Refused>, StoreError> {
         let full = self.full_key(change.key());
         let created = matches!(change, Change::Create { .. });
+        let put = self.put_options(change.key()).await?;
         let (when, then) = match change {
             Change::Create { key, object } => (
                 Compare::version(full.clone(), CompareOp::Equal, 0),
-                TxnOp::put(full.clone(), self.seal(&key, object)?, None),
+                TxnOp::put(full.clone(), self.seal(&key, object)?, put),
             ),
             Change::Update { key, object, at } => (
                 Compare::mod_revision(full.clone(), CompareOp::Equal, at as i64),
-                TxnOp::put(full.clone(), self.seal(&key, object)?, None),
+                TxnOp::put(full.clone(), self.seal(&key, object)?, put),
             ),
             Change::Delete { at, .. } => (
                 Compare::mod_revision(full.clone(), CompareOp::Equal, at as i64),

@@ -486,7 +486,9 @@ pub async fn open(
     let Some(datastore) = config.datastore.clone() else {
         return start(config, metrics, arbiter);
     };
-    let etcd = etcd::Etcd::connect(&datastore, config.encryption.clone()).await?;
+    let etcd = etcd::Etcd::connect(&datastore, config.encryption.clone())
+        .await?
+        .with_event_ttl(config.event_ttl);
     if let Some(id) = &config.cluster_id {
         etcd.claim(id).await?;
     }
