@@ -445,9 +445,38 @@ impl Default for StoreConfig {
     }
 }
 
+/// A key of the file that no setting takes (a misspelt `[store] backnd`) is refused by
+/// name rather than silently ignored. Only the file: `SKIFF_*` variables that are not
+/// settings (`SKIFF_LOG`) are the environment's business.
+fn refuse_unknown_keys(file: &Path) -> Result<(), ConfigError> {
+    let Ok(text) = std::fs::read_to_string(file) else {
+        // Unreadable: the load itself says so.
+        return Ok(());
+    };
+    let Ok(de) = toml::Deserializer::parse(&text) else {
+        return Ok(());
+    };
+    let mut unknown = Vec::new();
+    // A value of the wrong type is the load's to report, with the config crate's words.
+    let _ =
+        serde_ignored::deserialize(de, |path| unknown.push(path.to_string())).map(|_: Config| ());
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid(format!(
+        "{}: unknown configuration key{} {}",
+        file.display(),
+        if unknown.len() > 1 { "s" } else { "" },
+        unknown.join(", ")
+    )))
+}
+
 impl Config {
     /// Load `file` (or the compiled-in default) and apply `SKIFF_*` overrides.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        if let Some(f) = file {
+            refuse_unknown_keys(f)?;
+        }
         let mut builder = config::Config::builder();
         builder = match file {
             Some(f) => builder.add_source(config::File::from(f)),
@@ -610,6 +639,26 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_no_setting_takes_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("skiff.toml");
+        std::fs::write(
+            &file,
+            "[store]\nbacknd = \"memory\"\n[gateway]\nlisten = \"127.0.0.1:0\"\n[[nodes]]\nname = \"n\"\ncpus = \"4\"\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("unknown configuration keys"), "{err}");
+        assert!(
+            err.contains("store.backnd") && err.contains("nodes.0.cpus"),
+            "{err}"
+        );
+        // The shipped configuration has none.
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/skiff.toml");
+        Config::load(Some(&shipped)).expect("config/skiff.toml loads");
+    }
 
     #[test]
     fn environment_overrides_a_nested_key() {
