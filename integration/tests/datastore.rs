@@ -250,15 +250,19 @@ fn a_killed_server_loses_no_acknowledged_write() {
         let http = client();
         let url = format!("{}{CMS}", a.url);
         // Writers keep creating through A while it is killed.
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let writers: Vec<_> = (0..4)
             .map(|w| {
-                let (http, url) = (http.clone(), url.clone());
+                let (http, url, count) = (http.clone(), url.clone(), count.clone());
                 tokio::spawn(async move {
                     let mut acked = Vec::new();
                     for i in 0.. {
                         let name = format!("w{w}-{i}");
                         match http.post(&url).json(&config_map(&name, i)).send().await {
-                            Ok(r) if r.status().as_u16() == 201 => acked.push(name),
+                            Ok(r) if r.status().as_u16() == 201 => {
+                                acked.push(name);
+                                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
                             Ok(r) => panic!("unexpected {}", r.status()),
                             Err(_) => break,
                         }
@@ -267,7 +271,12 @@ fn a_killed_server_loses_no_acknowledged_write() {
                 })
             })
             .collect();
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Killed in the middle of the writing, once a good number went through.
+        eventually(Duration::from_secs(30), "writes acknowledged by A", || {
+            let n = count.load(std::sync::atomic::Ordering::Relaxed);
+            async move { (n > 50).then_some(()) }
+        })
+        .await;
         a.kill9();
         let mut acked = Vec::new();
         for w in writers {

@@ -269,37 +269,43 @@ impl Etcd {
             key: key.to_string(),
             detail: e.to_string(),
         })?;
-        match &self.encryption {
-            Some(t) if Transformer::applies_to(key) => {
-                t.encrypt(&json).map_err(|e| StoreError::Corrupt {
-                    key: key.to_string(),
-                    detail: e.to_string(),
-                })
-            }
-            _ => Ok(json),
-        }
+        super::persist::seal(self.encryption.as_deref(), key, json)
     }
 
     /// The object a key-value holds, at its `mod_revision`.
     fn open(&self, key: &str, kv: &KeyValue) -> Result<Object, StoreError> {
-        let corrupt = |detail: String| StoreError::Corrupt {
+        let (json, _) = super::persist::open_value(self.encryption.as_deref(), key, kv.value())?;
+        let mut value: Value = serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt {
             key: key.to_string(),
-            detail,
-        };
-        let mut value: Value = match &self.encryption {
-            Some(t) if Transformer::applies_to(key) => {
-                let d = t.decrypt(kv.value()).map_err(|e| corrupt(e.to_string()))?;
-                serde_json::from_slice(&d.plaintext)
-            }
-            _ => serde_json::from_slice(kv.value()),
-        }
-        .map_err(|e| corrupt(e.to_string()))?;
+            detail: e.to_string(),
+        })?;
         let rev = kv.mod_revision() as Rev;
         meta::set_resource_version(&mut value, rev);
         Ok(Object {
             rev,
             value: Arc::new(value),
         })
+    }
+
+    /// One change a watch delivered, decoded (`None` for a key outside our objects).
+    fn observe(&self, ev: &etcd_client::Event) -> Result<Option<Observed>, StoreError> {
+        let Some(kv) = ev.kv() else { return Ok(None) };
+        let Some(key) = self.store_key(kv.key()) else {
+            return Ok(None);
+        };
+        let (kind, new) = match ev.event_type() {
+            EventType::Delete => (EventKind::Deleted, None),
+            EventType::Put if kv.create_revision() == kv.mod_revision() => {
+                (EventKind::Added, Some(self.open(key, kv)?))
+            }
+            EventType::Put => (EventKind::Modified, Some(self.open(key, kv)?)),
+        };
+        Ok(Some(Observed {
+            rev: kv.mod_revision().max(0) as Rev,
+            kind,
+            key: key.to_string(),
+            new,
+        }))
     }
 
     /// etcd's current revision (a linearizable read: it has a leader's agreement).
@@ -471,35 +477,30 @@ impl Etcd {
                 }
                 let reached = resp.header().map(|h| h.revision()).unwrap_or(0).max(0) as Rev;
                 for ev in resp.events() {
-                    let Some(kv) = ev.kv() else { continue };
-                    let Some(key) = self.store_key(kv.key()) else {
+                    let Some(seen) = self.observe(ev)? else {
                         continue;
                     };
-                    let rev = kv.mod_revision().max(0) as Rev;
-                    if rev > upto {
+                    if seen.rev > upto {
                         return Ok(History::loaded(after, events));
                     }
                     let prev = match ev.prev_kv() {
-                        Some(p) => Some(self.open(key, p)?.value),
+                        Some(p) => Some(self.open(&seen.key, p)?.value),
                         None => None,
                     };
-                    let (kind, object) = match ev.event_type() {
-                        EventType::Delete => {
+                    let object = match seen.new {
+                        Some(new) => new.value,
+                        None => {
                             let mut last = prev.as_deref().cloned().unwrap_or(Value::Null);
                             if last.is_object() {
-                                meta::set_resource_version(&mut last, rev);
+                                meta::set_resource_version(&mut last, seen.rev);
                             }
-                            (EventKind::Deleted, Arc::new(last))
+                            Arc::new(last)
                         }
-                        EventType::Put if kv.create_revision() == kv.mod_revision() => {
-                            (EventKind::Added, self.open(key, kv)?.value)
-                        }
-                        EventType::Put => (EventKind::Modified, self.open(key, kv)?.value),
                     };
                     let event = Event {
-                        rev,
-                        kind,
-                        key: key.to_string(),
+                        rev: seen.rev,
+                        kind: seen.kind,
+                        key: seen.key,
                         object,
                         prev,
                     };
@@ -636,24 +637,7 @@ impl Feed {
             }
             let mut changes = Vec::with_capacity(resp.events().len());
             for ev in resp.events() {
-                let Some(kv) = ev.kv() else { continue };
-                let Some(key) = self.etcd.store_key(kv.key()) else {
-                    continue;
-                };
-                let rev = kv.mod_revision().max(0) as Rev;
-                let (kind, new) = match ev.event_type() {
-                    EventType::Delete => (EventKind::Deleted, None),
-                    EventType::Put if kv.create_revision() == kv.mod_revision() => {
-                        (EventKind::Added, Some(self.etcd.open(key, kv)?))
-                    }
-                    EventType::Put => (EventKind::Modified, Some(self.etcd.open(key, kv)?)),
-                };
-                changes.push(Observed {
-                    rev,
-                    kind,
-                    key: key.to_string(),
-                    new,
-                });
+                changes.extend(self.etcd.observe(ev)?);
             }
             return Ok(FeedMessage::Changes(changes));
         }

@@ -500,25 +500,39 @@ pub async fn open(
         objects = loaded.objects.len(),
         "store on etcd"
     );
-    let (revision_tx, revision) = tokio::sync::watch::channel(loaded.rev);
-    let snapshot = Arc::new(RwLock::new(loaded));
     let progress = Arc::new(tokio::sync::Notify::new());
     let remote = remote::Remote::new(etcd.clone(), progress.clone());
+    let mut handle = launch(config, None, Some(remote), loaded, metrics, arbiter);
+    handle.remote = Some((etcd, progress));
+    Ok(handle)
+}
+
+/// Start the store actor, supervised on `arbiter`, over the state `loaded`.
+fn launch(
+    config: StoreConfig,
+    persist: Option<Arc<persist::Persist>>,
+    remote: Option<remote::Remote>,
+    loaded: Snapshot,
+    metrics: Arc<crate::metrics::Metrics>,
+    arbiter: &actix::ArbiterHandle,
+) -> StoreHandle {
+    let (revision_tx, revision) = tokio::sync::watch::channel(loaded.rev);
+    let snapshot = Arc::new(RwLock::new(loaded));
     let actor = StoreActor::new(
         config,
-        None,
-        Some(remote),
+        persist,
+        remote,
         snapshot.clone(),
         metrics,
         revision_tx,
     );
     let addr = actix::Supervisor::start_in_arbiter(arbiter, move |_| actor);
-    Ok(StoreHandle {
+    StoreHandle {
         addr,
         snapshot,
         revision,
-        remote: Some((etcd, progress)),
-    })
+        remote: None,
+    }
 }
 
 /// Open the store at `config.path` and start its actor, supervised, on an arbiter of its
@@ -534,23 +548,14 @@ pub fn start(
         config.encryption.clone(),
     )?);
     let loaded = persist.load_snapshot(&config)?;
-    let (revision_tx, revision) = tokio::sync::watch::channel(loaded.rev);
-    let snapshot = Arc::new(RwLock::new(loaded));
-    let actor = StoreActor::new(
+    Ok(launch(
         config,
         Some(persist),
         None,
-        snapshot.clone(),
+        loaded,
         metrics,
-        revision_tx,
-    );
-    let addr = actix::Supervisor::start_in_arbiter(arbiter, move |_| actor);
-    Ok(StoreHandle {
-        addr,
-        snapshot,
-        revision,
-        remote: None,
-    })
+        arbiter,
+    ))
 }
 
 #[cfg(test)]

@@ -52,36 +52,16 @@ impl Persist {
         Ok(Persist { db, encryption })
     }
 
-    /// The bytes to store for `json`, the value of store key `key`.
     fn seal(&self, key: &str, json: Vec<u8>) -> Result<Vec<u8>, StoreError> {
-        match &self.encryption {
-            Some(t) if Transformer::applies_to(key) => {
-                t.encrypt(&json).map_err(|e| StoreError::Corrupt {
-                    key: key.to_string(),
-                    detail: e.to_string(),
-                })
-            }
-            _ => Ok(json),
-        }
+        seal(self.encryption.as_deref(), key, json)
     }
 
-    /// The JSON of a stored value, and whether it was sealed with a key other than the
-    /// one writes use now (so it is to be written again).
     fn open_value<'v>(
         &self,
         key: &str,
         stored: &'v [u8],
     ) -> Result<(std::borrow::Cow<'v, [u8]>, bool), StoreError> {
-        match &self.encryption {
-            Some(t) if Transformer::applies_to(key) => {
-                let d = t.decrypt(stored).map_err(|e| StoreError::Corrupt {
-                    key: key.to_string(),
-                    detail: e.to_string(),
-                })?;
-                Ok((std::borrow::Cow::Owned(d.plaintext), d.stale))
-            }
-            _ => Ok((std::borrow::Cow::Borrowed(stored), false)),
-        }
+        open_value(self.encryption.as_deref(), key, stored)
     }
 
     /// The committed state with the history kept on disk: at most `config.history` events,
@@ -430,6 +410,42 @@ fn parse_rev(bytes: &[u8]) -> Result<Rev, StoreError> {
             key: "m/rev".into(),
             detail: "revision is not a number".into(),
         })
+}
+
+/// The bytes to store for `json`, the value of store key `key` (on RocksDB and in etcd).
+pub(super) fn seal(
+    encryption: Option<&Transformer>,
+    key: &str,
+    json: Vec<u8>,
+) -> Result<Vec<u8>, StoreError> {
+    match encryption {
+        Some(t) if Transformer::applies_to(key) => {
+            t.encrypt(&json).map_err(|e| StoreError::Corrupt {
+                key: key.to_string(),
+                detail: e.to_string(),
+            })
+        }
+        _ => Ok(json),
+    }
+}
+
+/// The JSON of a stored value, and whether it was sealed with a key other than the one
+/// writes use now (so it is to be written again).
+pub(super) fn open_value<'v>(
+    encryption: Option<&Transformer>,
+    key: &str,
+    stored: &'v [u8],
+) -> Result<(std::borrow::Cow<'v, [u8]>, bool), StoreError> {
+    match encryption {
+        Some(t) if Transformer::applies_to(key) => {
+            let d = t.decrypt(stored).map_err(|e| StoreError::Corrupt {
+                key: key.to_string(),
+                detail: e.to_string(),
+            })?;
+            Ok((std::borrow::Cow::Owned(d.plaintext), d.stale))
+        }
+        _ => Ok((std::borrow::Cow::Borrowed(stored), false)),
+    }
 }
 
 pub enum CommitMsg {
