@@ -656,27 +656,30 @@ fn a_node_carries_on_through_another_server_when_its_own_dies() {
         .trim()
         .to_string();
     let node = "failover-node";
-    let mut child = std::process::Command::new(skiff_bin())
-        .args(["node", "--server", &format!("{},{}", a.url, b.url)])
-        .args(["--token", &token, "--name", node, "--runtime", "sim"])
-        .args(["--address", "127.0.0.1", "--heartbeat-seconds", "1"])
-        .args([
-            "--server-port",
-            "0",
-            "--cluster-cidr",
-            "",
-            "--service-cidr",
-            "",
-        ])
-        .arg("--ca-file")
-        .arg(dir_a.path().join("pki/ca.crt"))
-        .arg("--data-dir")
-        .arg(node_dir.path())
-        .env("SKIFF_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .expect("spawn skiff node");
+    // Killed when dropped, also when the test fails.
+    let _node = Killed(
+        std::process::Command::new(skiff_bin())
+            .args(["node", "--server", &format!("{},{}", a.url, b.url)])
+            .args(["--token", &token, "--name", node, "--runtime", "sim"])
+            .args(["--address", "127.0.0.1", "--heartbeat-seconds", "1"])
+            .args([
+                "--server-port",
+                "0",
+                "--cluster-cidr",
+                "",
+                "--service-cidr",
+                "",
+            ])
+            .arg("--ca-file")
+            .arg(dir_a.path().join("pki/ca.crt"))
+            .arg("--data-dir")
+            .arg(node_dir.path())
+            .env("SKIFF_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("spawn skiff node"),
+    );
     let rt = tokio::runtime::Runtime::new().unwrap();
     let admin = b.admin();
     let lease_url = format!(
@@ -693,6 +696,21 @@ fn a_node_carries_on_through_another_server_when_its_own_dies() {
         let before = eventually(Duration::from_secs(30), "the node's lease", || {
             renewed(admin.clone(), lease_url.clone())
         })
+        .await;
+        // The cluster is all up (A's controllers published the root CA every pod mounts)
+        // before A goes: the test is of the node's failover, not of a controller takeover.
+        eventually(
+            Duration::from_secs(30),
+            "kube-root-ca.crt in default",
+            || {
+                let admin = admin.clone();
+                let url = format!(
+                    "{}/api/v1/namespaces/default/configmaps/kube-root-ca.crt",
+                    b.url
+                );
+                async move { (call(admin.get(url)).await.0 == 200).then_some(()) }
+            },
+        )
         .await;
         // Its server dies: the node moves to the other and goes on renewing...
         a.child.kill().unwrap();
@@ -735,8 +753,16 @@ fn a_node_carries_on_through_another_server_when_its_own_dies() {
         )
         .await;
     });
-    let _ = child.kill();
-    let _ = child.wait();
+}
+
+/// A child process killed when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[actix_rt::test]
